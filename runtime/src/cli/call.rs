@@ -1,0 +1,45 @@
+//! `sp2a call`: verify, audit, self-test, activate and invoke a package.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The package file.
+    package: PathBuf,
+    /// The call in WAVE syntax, e.g. 'greet("world")' or 'digest.blake3-text("abc")'.
+    call: String,
+    /// The node policy (default: trust nobody, grant nothing).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Directory for compiled artifacts (a second activation skips compiling).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let policy = super::load_policy(args.policy.as_deref())?;
+    let package = super::read_package(&args.package)?;
+    let sandbox = super::sandbox_for(&policy, args.cache.clone())?;
+    let service = sp2a::node::activate(&sandbox, &policy, package)
+        .await
+        .with_context(|| format!("cannot activate {}", args.package.display()))?;
+    tracing::info!(
+        compile = ?service.activation.compiled().source,
+        elapsed = ?service.activation.compiled().elapsed,
+        "component ready"
+    );
+    let outcome = service
+        .activation
+        .invoke(&args.call)
+        .await
+        .with_context(|| format!("{} failed", args.call))?;
+    std::io::stderr().write_all(&outcome.stderr)?;
+    std::io::stdout().write_all(&outcome.stdout)?;
+    println!("{}", outcome.value);
+    tracing::info!(fuel = outcome.fuel_used, elapsed = ?outcome.elapsed, "call finished");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,203 @@
+//! `sp2a demo`: the whole single-node flow on the example services: keys,
+//! packing, auditing, self-tests, calls, and the refusals and traps that
+//! protect a node from bad packages and guests.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use sp2a::node::{activate, audit_package};
+use sp2a::package::{Manifest, Package, SecretKey, pack};
+use sp2a::policy::Policy;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The `services/` directory: `<name>/rps.xml` manifests, and components in
+    /// `target/wasm32-wasip2/release/<name>.wasm`.
+    #[arg(long, default_value = "services")]
+    services: PathBuf,
+    /// Where to write keys, packages and the policy (default: a temporary directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let temp;
+    let out = match &args.out {
+        Some(out) => {
+            std::fs::create_dir_all(out)?;
+            out.clone()
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+
+    step("publisher key");
+    let key = SecretKey::generate();
+    key.write_pem_files(&out.join("publisher.pem"))?;
+    println!("publisher {}", key.public());
+
+    step("node policy: trust this publisher, grant a data directory");
+    let data = out.join("data");
+    std::fs::create_dir_all(&data)?;
+    let policy_text = format!(
+        "[trust]\npublishers = [\"{}\"]\n\n[grants]\nclocks = true\nrandom = true\nfs-root = \"data\"\nfs-access = \"read-write\"\n\n[limits]\nmax-memory = \"64 MiB\"\n",
+        key.public()
+    );
+    std::fs::write(out.join("policy.toml"), &policy_text)?;
+    print!("{policy_text}");
+    let policy = Policy::load(&out.join("policy.toml"))?;
+    let sandbox = super::sandbox_for(&policy, Some(out.join("cache")))?;
+
+    let mut packages = Vec::new();
+    for name in ["hello", "checksum", "notes"] {
+        step(&format!("pack {name}"));
+        let package = pack_service(&args.services, name, &key, &out)?;
+        println!(
+            "{} {} -> {}.rps ({} bytes), content id {}",
+            name,
+            package.manifest().version,
+            name,
+            package.to_bytes().len(),
+            package.content_id().short()
+        );
+        packages.push(package);
+    }
+
+    for package in &packages {
+        step(&format!("audit {}", package.manifest().name));
+        let report = audit_package(&sandbox, &policy, package.clone().into_inner()).await;
+        let audit = report.audit.as_ref().context("audit did not compile the component")?;
+        println!(
+            "signature {}, publisher {}, {} imports, exports {}",
+            if report.signature.is_ok() { "valid" } else { "INVALID" },
+            if report.publisher_trusted { "trusted" } else { "untrusted" },
+            audit.imports.len(),
+            audit
+                .exports
+                .iter()
+                .flat_map(|e| e.functions.iter().map(|(f, _)| f.clone()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "capabilities: {}",
+            if report.manifest.capabilities.is_empty() {
+                "none".to_owned()
+            } else {
+                report.manifest.capabilities.join(", ")
+            }
+        );
+        println!("verdict: {}", if report.would_activate() { "would activate" } else { "REFUSED" });
+        if !report.would_activate() {
+            bail!("{} was refused: {}", report.name, report.refusals.join("; "));
+        }
+    }
+
+    let calls: [(&str, &[&str]); 3] = [
+        ("hello", &["greet(\"world\")"]),
+        (
+            "checksum",
+            &[
+                "blake3-text(\"sp2a\")",
+                "sha256-text(\"sp2a\")",
+                "digest.blake3([1, 2, 3])",
+                "blake3-chain([], 100000)",
+            ],
+        ),
+        (
+            "notes",
+            &[
+                "put(\"todo\", \"ship the pull approach\")",
+                "names()",
+                "get(\"todo\")",
+                "get(\"../../etc/passwd\")",
+            ],
+        ),
+    ];
+    for (package, (name, calls)) in packages.iter().zip(calls) {
+        step(&format!("activate and call {name}"));
+        let service = activate(&sandbox, &policy, Package::clone(package)).await?;
+        println!(
+            "self-tests passed ({}), component {:?} in {:.1?}",
+            package.manifest().self_tests.len(),
+            service.activation.compiled().source,
+            service.activation.compiled().elapsed
+        );
+        for call in calls {
+            match service.activation.invoke(call).await {
+                Ok(outcome) => println!(
+                    "{call} -> {}   [{} fuel, {:.2?}]",
+                    outcome.value, outcome.fuel_used, outcome.elapsed
+                ),
+                Err(e) => println!("{call} -> error: {e}"),
+            }
+        }
+        if name == "checksum" {
+            let call = "blake3-chain([], 4000000000)";
+            match service.activation.invoke(call).await {
+                Ok(outcome) => bail!("{call} should have run out of fuel, returned {}", outcome.value),
+                Err(e) => println!("{call} -> refused: {e}"),
+            }
+        }
+    }
+
+    step("hostile packages are refused");
+    let good = packages[0].to_bytes();
+    let mut flipped = good.clone();
+    let last = flipped.len() - 100;
+    flipped[last] ^= 0x40;
+    match Package::parse(&flipped).map(|p| p.verify()) {
+        Ok(Ok(_)) => bail!("a flipped byte went unnoticed"),
+        Ok(Err(e)) | Err(e) => println!("one flipped byte -> {e}"),
+    }
+    let stranger = SecretKey::generate();
+    let mut manifest = packages[0].manifest().clone();
+    manifest.owner = None;
+    let resigned = pack(packages[0].component().to_vec(), &manifest, &stranger)?;
+    match activate(&sandbox, &policy, resigned.into_inner()).await {
+        Ok(_) => bail!("a package from an untrusted publisher was activated"),
+        Err(e) => println!("re-signed by an unknown key -> {e}"),
+    }
+    match Package::parse(&good[..good.len() / 2]) {
+        Ok(_) => bail!("a truncated package parsed"),
+        Err(e) => println!("truncated package -> {e}"),
+    }
+
+    println!("\ndemo files are in {}", out.display());
+    if args.out.is_none() {
+        println!("(temporary; pass --out DIR to keep them)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Packs `services/<name>` with `key` into `<out>/<name>.rps`.
+pub fn pack_service(
+    services: &Path,
+    name: &str,
+    key: &SecretKey,
+    out: &Path,
+) -> anyhow::Result<sp2a::package::VerifiedPackage> {
+    let component_path = services.join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    let component = std::fs::read(&component_path).with_context(|| {
+        format!(
+            "cannot read {} (build the services first: cargo build --release --target wasm32-wasip2 in {})",
+            component_path.display(),
+            services.display()
+        )
+    })?;
+    let manifest_path = services.join(name).join("rps.xml");
+    let manifest = Manifest::parse(
+        &std::fs::read(&manifest_path).with_context(|| format!("cannot read {}", manifest_path.display()))?,
+    )
+    .with_context(|| manifest_path.display().to_string())?;
+    let package = pack(component, &manifest, key)?;
+    std::fs::write(out.join(format!("{name}.rps")), package.to_bytes())?;
+    Ok(package)
+}

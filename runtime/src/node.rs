@@ -1,0 +1,223 @@
+//! The node: the paper's RPSManager. Verifies packages, checks them against
+//! the node's policy and resources, activates them in the sandbox after their
+//! self-tests pass, and invokes them.
+
+use crate::package::{Package, PackageError, VerifiedPackage};
+use crate::policy::{Evaluation, Policy};
+use crate::sandbox::{Activation, Sandbox, SandboxError, SelfTestFailure};
+
+/// Why a package was not activated.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("package integrity: {0}")]
+    Integrity(#[from] PackageError),
+    #[error("refused by policy: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    #[error("component is {size} bytes; this node accepts at most {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("self-test failed: {0}")]
+    SelfTest(#[from] SelfTestFailure),
+}
+
+/// An activated service and the decisions behind it.
+#[derive(Debug)]
+pub struct LocalService {
+    pub package: VerifiedPackage,
+    pub evaluation: Evaluation,
+    pub activation: Activation,
+}
+
+/// Verify, check policy, compile, audit, self-test, activate: every step a
+/// package goes through before it may serve a single call.
+pub async fn activate(sandbox: &Sandbox, policy: &Policy, package: Package) -> Result<LocalService, ActivateError> {
+    let size = package.advert().component_len();
+    if size > policy.limits.max_component_size {
+        return Err(ActivateError::TooLarge {
+            size,
+            limit: policy.limits.max_component_size,
+        });
+    }
+    let package = package.verify()?;
+    let evaluation = policy.evaluate(package.manifest(), &package.advert().publisher());
+    if !evaluation.refusals.is_empty() {
+        return Err(ActivateError::Refused(evaluation.refusals));
+    }
+    let activation = sandbox.activate(&package, evaluation.grants.clone()).await?;
+    activation.self_test(&package.manifest().self_tests).await?;
+    tracing::info!(
+        service = %package.manifest().name,
+        version = %package.manifest().version,
+        package = %package.content_id().short(),
+        "activated"
+    );
+    Ok(LocalService {
+        package,
+        evaluation,
+        activation,
+    })
+}
+
+/// Everything an operator needs to decide about a package, gathered without
+/// running any of its code.
+#[derive(Debug, serde::Serialize)]
+pub struct PackageReport {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub content_id: String,
+    pub publisher: String,
+    pub publisher_trusted: bool,
+    pub signature: Result<(), String>,
+    pub component_hash: String,
+    pub component_size: u64,
+    pub component_integrity: Result<(), String>,
+    pub manifest: ManifestReport,
+    /// Present when the package verified and compiled.
+    pub audit: Option<crate::sandbox::Audit>,
+    pub compile_error: Option<String>,
+    /// Limits the service would run with (after the node's caps).
+    pub effective_limits: LimitsReport,
+    pub notes: Vec<String>,
+    /// Every reason this node would refuse to activate the package.
+    pub refusals: Vec<String>,
+}
+
+impl PackageReport {
+    /// Whether this node would activate the package (self-tests permitting).
+    pub fn would_activate(&self) -> bool {
+        self.refusals.is_empty()
+    }
+}
+
+/// The manifest's requests, as text.
+#[derive(Debug, serde::Serialize)]
+pub struct ManifestReport {
+    pub requirements: Vec<(String, String)>,
+    pub capabilities: Vec<String>,
+    pub self_tests: Vec<(String, String)>,
+    pub ignored_extensions: Vec<String>,
+}
+
+/// Per-call limits, as text.
+#[derive(Debug, serde::Serialize)]
+pub struct LimitsReport {
+    pub max_memory: String,
+    pub fuel_per_call: u64,
+    pub time_per_call: String,
+}
+
+/// Audits a package: integrity, publisher trust, requirements against this
+/// node, requested capabilities against the policy, and (only if signature
+/// and hash verify) the compiled component's real imports and exports.
+pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package) -> PackageReport {
+    use crate::package::units::{format_duration, format_size};
+    let manifest = package.manifest().clone();
+    let advert = package.advert();
+    let integrity = package.integrity();
+    let evaluation = policy.evaluate(&manifest, &advert.publisher());
+    let mut refusals = Vec::new();
+    if let Err(e) = &integrity.signature {
+        refusals.push(format!("signature: {e}"));
+    }
+    if let Err(e) = &integrity.component {
+        refusals.push(format!("component: {e}"));
+    }
+    if advert.component_len() > policy.limits.max_component_size {
+        refusals.push(format!(
+            "component is {} bytes; this node accepts at most {}",
+            advert.component_len(),
+            policy.limits.max_component_size
+        ));
+    }
+    refusals.extend(evaluation.refusals.iter().cloned());
+    let r = &manifest.requirements;
+    let res = &policy.resources;
+    let requirements = vec![
+        ("min cpus".into(), format!("{} (this node: {})", r.min_cpus, res.cpus)),
+        (
+            "min free memory".into(),
+            format!("{} (this node: {})", format_size(r.min_free_memory), format_size(res.free_memory)),
+        ),
+        ("max memory".into(), format_size(r.max_memory)),
+        ("fuel per call".into(), r.fuel_per_call.to_string()),
+        ("time per call".into(), format_duration(r.time_per_call)),
+        (
+            "min runtime".into(),
+            r.min_runtime_version
+                .as_ref()
+                .map_or("any".into(), |v| format!("{v} (this node: {})", crate::runtime_version())),
+        ),
+        (
+            "platforms".into(),
+            if r.arch.is_empty() && r.os.is_empty() {
+                "any".into()
+            } else {
+                format!("arch [{}] os [{}]", r.arch.join(", "), r.os.join(", "))
+            },
+        ),
+    ];
+    let mut audit = None;
+    let mut compile_error = None;
+    let component_hash = advert.component_hash().to_hex().to_string();
+    let component_size = advert.component_len();
+    let content_id = package.content_id().to_string();
+    let publisher = advert.publisher();
+    let signature = integrity.signature.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    let component_integrity = integrity.component.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    if integrity.is_ok() {
+        let verified = package.verify().expect("integrity checked above");
+        let for_compile = sandbox.clone();
+        let compiled = tokio::task::spawn_blocking(move || for_compile.compile(&verified)).await;
+        match compiled {
+            Ok(Ok(compiled)) => {
+                let report = sandbox.audit(&compiled.component, &manifest.capabilities);
+                refusals.extend(report.refusals.iter().cloned());
+                audit = Some(report);
+            }
+            Ok(Err(e)) => {
+                refusals.push(e.to_string());
+                compile_error = Some(e.to_string());
+            }
+            Err(e) => compile_error = Some(format!("compile task failed: {e}")),
+        }
+    } else {
+        compile_error = Some("not compiled: the package did not verify".into());
+    }
+    let mut notes = evaluation.notes.clone();
+    if let Some(audit) = &audit {
+        notes.extend(audit.notes.iter().cloned());
+    }
+    PackageReport {
+        name: manifest.name.clone(),
+        version: manifest.version.to_string(),
+        description: manifest.description.clone(),
+        content_id,
+        publisher: publisher.to_string(),
+        publisher_trusted: evaluation.trusted,
+        signature,
+        component_hash,
+        component_size,
+        component_integrity,
+        manifest: ManifestReport {
+            requirements,
+            capabilities: manifest.capabilities.describe(),
+            self_tests: manifest
+                .self_tests
+                .iter()
+                .map(|t| (t.call.clone(), t.expect.clone()))
+                .collect(),
+            ignored_extensions: manifest.ignored_extensions.clone(),
+        },
+        audit,
+        compile_error,
+        effective_limits: LimitsReport {
+            max_memory: format_size(evaluation.grants.limits.max_memory),
+            fuel_per_call: evaluation.grants.limits.fuel_per_call,
+            time_per_call: format_duration(evaluation.grants.limits.time_per_call),
+        },
+        notes,
+        refusals,
+    }
+}

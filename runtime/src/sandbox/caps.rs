@@ -1,0 +1,282 @@
+//! Per-call host state: the WASI context built from [`Grants`] (nothing more),
+//! captured stdio, the memory/table limiter and the `sp2a:rps` host imports.
+//!
+//! What an ungranted guest sees: no preopened directories, no environment
+//! variables, no arguments, stdin closed, stdout/stderr captured into bounded
+//! per-call buffers that reach nobody, every socket address refused and name
+//! lookup disabled. Clocks and random are only linked when granted (the
+//! audit refuses a component that imports them undeclared).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::{Grants, SandboxError};
+use crate::package::manifest::{Access, Protocol};
+
+/// Bytes of stdout (and of stderr) kept per call.
+pub const MAX_CAPTURED_OUTPUT: usize = 256 << 10;
+/// Log records a guest may emit per call; later ones are counted, not logged.
+pub const MAX_LOG_RECORDS: u32 = 1000;
+const MAX_LOG_MESSAGE: usize = 4096;
+const MAX_LOG_FIELDS: usize = 16;
+const MAX_LOG_FIELD: usize = 256;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Host bindings for the `sp2a:rps/service` world.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sp2a:rps/service",
+    });
+}
+
+use bindings::Service;
+use bindings::sp2a::rps;
+use rps::log::Level;
+
+/// Who a running instance is, as the node verified it.
+#[derive(Clone, Debug)]
+pub struct ServiceIdentity {
+    pub name: String,
+    pub version: String,
+    pub content_id: String,
+}
+
+/// Raised (as a trap) when a guest grows its memory past its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (the guest asked for {desired} bytes)")]
+pub struct MemoryLimitExceeded {
+    pub limit: usize,
+    pub desired: usize,
+}
+
+/// Caps linear memory per instance and table sizes; a refused memory growth
+/// becomes a trap with [`MemoryLimitExceeded`], so the reason is never lost.
+pub struct Limiter {
+    max_memory: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            return Err(MemoryLimitExceeded {
+                limit: self.max_memory,
+                desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Output captured from one call.
+#[derive(Clone, Debug, Default)]
+pub struct CapturedOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Everything a store holds for one call.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    service: Arc<ServiceIdentity>,
+    log_records: u32,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    /// The captured stdout/stderr of this call.
+    pub fn output(&self) -> CapturedOutput {
+        CapturedOutput {
+            stdout: self.stdout.contents().to_vec(),
+            stderr: self.stderr.contents().to_vec(),
+        }
+    }
+
+    /// Log records dropped because the guest exceeded [`MAX_LOG_RECORDS`].
+    pub fn dropped_log_records(&self) -> u32 {
+        self.log_records.saturating_sub(MAX_LOG_RECORDS)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl rps::log::Host for HostState {
+    fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        self.log_records = self.log_records.saturating_add(1);
+        if self.log_records > MAX_LOG_RECORDS {
+            return;
+        }
+        let message = clip(&message, MAX_LOG_MESSAGE);
+        let fields: Vec<String> = fields
+            .iter()
+            .take(MAX_LOG_FIELDS)
+            .map(|(k, v)| format!("{}={:?}", clip(k, 64), clip(v, MAX_LOG_FIELD)))
+            .collect();
+        let fields = fields.join(" ");
+        let separator = if fields.is_empty() { "" } else { " " };
+        let service = self.service.name.as_str();
+        match level {
+            Level::Trace => tracing::trace!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
+            Level::Debug => tracing::debug!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
+            Level::Info => tracing::info!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
+            Level::Warn => tracing::warn!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
+            Level::Error => tracing::error!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
+        }
+    }
+}
+
+impl rps::host::Host for HostState {
+    fn service(&mut self) -> rps::host::ServiceInfo {
+        rps::host::ServiceInfo {
+            name: self.service.name.clone(),
+            version: self.service.version.clone(),
+            content_id: self.service.content_id.clone(),
+        }
+    }
+}
+
+/// Adds the `sp2a:rps` host interfaces to the linker.
+pub(crate) fn add_host_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    Service::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+}
+
+/// The per-activation recipe for building a call's host state: grants with
+/// directories created and host names resolved once, at activation.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    service: Arc<ServiceIdentity>,
+    grants: Grants,
+    /// Socket addresses granted, per protocol.
+    addresses: Arc<HashSet<(Protocol, SocketAddr)>>,
+    max_memory: usize,
+}
+
+impl CallContext {
+    /// Prepares grants: creates granted directories (through cap-std, so a
+    /// relative path cannot leave its root) and resolves granted hosts.
+    pub async fn prepare(service: ServiceIdentity, grants: Grants) -> Result<Self, SandboxError> {
+        for dir in &grants.dirs {
+            let root = cap_std::fs::Dir::open_ambient_dir(&dir.root, cap_std::ambient_authority()).map_err(
+                |source| SandboxError::Dir {
+                    path: dir.root.display().to_string(),
+                    source,
+                },
+            )?;
+            root.create_dir_all(&dir.relative).map_err(|source| SandboxError::Dir {
+                path: dir.root.join(&dir.relative).display().to_string(),
+                source,
+            })?;
+        }
+        let mut addresses = HashSet::new();
+        for net in &grants.net {
+            let resolved = tokio::net::lookup_host((net.host.as_str(), net.port))
+                .await
+                .map_err(|e| SandboxError::Resolve {
+                    host: net.host.clone(),
+                    reason: e.to_string(),
+                })?;
+            for address in resolved {
+                addresses.insert((net.protocol, address));
+            }
+        }
+        let max_memory = usize::try_from(grants.limits.max_memory).unwrap_or(usize::MAX);
+        Ok(Self {
+            service: Arc::new(service),
+            grants,
+            addresses: Arc::new(addresses),
+            max_memory,
+        })
+    }
+
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    pub fn service(&self) -> &ServiceIdentity {
+        &self.service
+    }
+
+    /// Builds the host state for one call.
+    pub fn host_state(&self) -> Result<HostState, SandboxError> {
+        let mut builder = WasiCtxBuilder::new();
+        let stdout = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
+        let stderr = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
+        builder.stdout(stdout.clone()).stderr(stderr.clone());
+        for (name, value) in &self.grants.env {
+            builder.env(name, value);
+        }
+        for dir in &self.grants.dirs {
+            let host = dir.root.join(&dir.relative);
+            let perms = match dir.access {
+                Access::ReadOnly => FsPerms::ReadOnly,
+                Access::ReadWrite => FsPerms::ReadWrite,
+            };
+            builder
+                .preopened_dir(&host, &dir.guest_path, perms)
+                .map_err(|e| SandboxError::Dir {
+                    path: host.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+        }
+        let tcp = self.grants.net.iter().any(|n| n.protocol == Protocol::Tcp);
+        let udp = self.grants.net.iter().any(|n| n.protocol == Protocol::Udp);
+        builder.allow_tcp(tcp).allow_udp(udp).allow_ip_name_lookup(false);
+        let addresses = self.addresses.clone();
+        builder.socket_addr_check(move |address, usage| {
+            let allowed = match usage {
+                // Binding only to an ephemeral port on the wildcard address.
+                SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => address.ip().is_unspecified() && address.port() == 0,
+                SocketAddrUse::TcpConnect => addresses.contains(&(Protocol::Tcp, address)),
+                SocketAddrUse::UdpSend => {
+                    addresses.contains(&(Protocol::Udp, address))
+                }
+                _ => false,
+            };
+            Box::pin(async move { allowed })
+        });
+        Ok(HostState {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                max_memory: self.max_memory,
+            },
+            service: self.service.clone(),
+            log_records: 0,
+            stdout,
+            stderr,
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! The process-wide wasmtime engine: component model, async execution, fuel,
+//! epoch interruption driven by a ticker thread, a bounded wasm stack and the
+//! pooling instance allocator; plus the linker shared by every activation and
+//! the compile cache.
+//!
+//! Defaults ([`SandboxConfig::default`]): 128 concurrent instances, 256 MiB
+//! largest linear memory, 512 KiB wasm stack, 10 ms epoch tick, no on-disk
+//! cache.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use super::SandboxError;
+use super::caps::HostState;
+
+/// How often the epoch advances; wall-time deadlines are multiples of it.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Engine-wide settings, normally derived from the node policy.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// Instances that may exist at once across all services.
+    pub max_instances: u32,
+    /// Ceiling for any one linear memory (per-service limits are lower).
+    pub max_memory: u64,
+    /// Wasm stack per call; deeper recursion traps with a stack overflow.
+    pub max_wasm_stack: usize,
+    /// Directory for compiled artifacts; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 128,
+            max_memory: 256 << 20,
+            max_wasm_stack: 512 << 10,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Stops the epoch ticker thread when the last sandbox handle goes away.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) config: SandboxConfig,
+    /// Components compiled or loaded in this process, by component hash.
+    pub(crate) compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// `<cache_dir>/<engine hash>`, when caching to disk.
+    pub(crate) cache_dir: Option<PathBuf>,
+    pub(crate) cache_key: Option<[u8; 32]>,
+    _ticker: Ticker,
+}
+
+/// A cloneable handle to the engine, linker and compile cache. One per
+/// process is enough: every node and service shares it.
+#[derive(Clone)]
+pub struct Sandbox {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("config", &self.inner.config).finish()
+    }
+}
+
+impl Sandbox {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let engine = Engine::new(&engine_config(&config)).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        super::caps::add_host_imports(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+
+        let (cache_dir, cache_key) = match &config.cache_dir {
+            Some(dir) => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                engine.precompile_compatibility_hash().hash(&mut hasher);
+                let dir = dir.join(format!("{:016x}", hasher.finish()));
+                let key = super::executor::cache_key(dir.parent().expect("joined above"))?;
+                (Some(dir), Some(key))
+            }
+            None => (None, None),
+        };
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticking = engine.clone();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("sp2a-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| SandboxError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                compiled: Mutex::new(HashMap::new()),
+                cache_dir,
+                cache_key,
+                _ticker: Ticker { stop },
+            }),
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The settings this sandbox was built with.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.inner.config
+    }
+}
+
+fn engine_config(settings: &SandboxConfig) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.concurrency_support(false);
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(settings.max_wasm_stack);
+    // Host functions run on the same fiber stack as the guest: leave room.
+    config.async_stack_size(settings.max_wasm_stack + (1 << 20));
+    config.cranelift_opt_level(OptLevel::Speed);
+
+    let instances = settings.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances);
+    // Toolchains emit a few core instances (main module, adapter shims) per
+    // component; allow generous counts per component.
+    pool.max_core_instances_per_component(32);
+    pool.total_core_instances(instances.saturating_mul(8));
+    pool.max_memories_per_component(4);
+    pool.total_memories(instances.saturating_mul(2));
+    pool.max_tables_per_component(8);
+    pool.total_tables(instances.saturating_mul(4));
+    pool.total_stacks(instances);
+    pool.max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX));
+    pool.max_component_instance_size(4 << 20);
+    pool.max_core_instance_size(4 << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}

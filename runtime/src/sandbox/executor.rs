@@ -1,0 +1,648 @@
+//! Compiling, activating and invoking services.
+//!
+//! * Compile cache: components are compiled once per process (kept in memory
+//!   by component hash) and, when a cache directory is configured, stored as
+//!   `<dir>/<engine hash>/<component blake3>.cwasm`. Each artifact carries a
+//!   keyed BLAKE3 MAC under a key kept in `<dir>/key` (mode 0600); an artifact
+//!   whose MAC does not verify is deleted and recompiled, so only artifacts
+//!   compiled by holders of that key are ever deserialized.
+//! * Activation: compile, audit against the manifest (refusing undeclared
+//!   imports), pre-instantiate once (`InstancePre`), prepare grants.
+//! * Invocation: a fresh `Store` per call with fuel, an epoch deadline, the
+//!   memory limiter and a WASI context built from the grants; arguments and
+//!   results are WAVE text typed by the export's signature.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
+use wasmtime::component::wasm_wave::{self};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Type, Val};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::{Store, Trap};
+
+use super::audit::{Audit, audit};
+use super::caps::{CallContext, HostState, MemoryLimitExceeded, ServiceIdentity};
+use super::engine::{EPOCH_TICK, Sandbox};
+use super::{Grants, SandboxError};
+use crate::package::VerifiedPackage;
+use crate::package::manifest::{Capabilities, SelfTest};
+use crate::package::units::format_duration;
+
+/// Fuel consumed between cooperative yields to the async executor.
+const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+/// Components kept compiled in memory per process.
+const MAX_IN_MEMORY: usize = 64;
+const MAX_OUTPUT_IN_ERROR: usize = 1024;
+
+/// Where a compiled component came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompileSource {
+    /// Compiled from the component bytes just now.
+    Compiled,
+    /// Loaded from this node's on-disk artifact cache.
+    DiskCache,
+    /// Already compiled in this process.
+    Memory,
+}
+
+/// A compiled component and how long it took to get it.
+#[derive(Clone)]
+pub struct Compiled {
+    pub component: Component,
+    pub source: CompileSource,
+    pub elapsed: Duration,
+}
+
+/// Reads or creates the cache MAC key in `dir`.
+pub(crate) fn cache_key(dir: &Path) -> Result<[u8; 32], SandboxError> {
+    let err = |source| SandboxError::Cache {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let path = dir.join("key");
+    loop {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                return bytes
+                    .try_into()
+                    .map_err(|_| err(std::io::Error::other("the cache key file is not 32 bytes")));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                match options.open(&path) {
+                    Ok(mut file) => {
+                        file.write_all(&key).and_then(|_| file.sync_all()).map_err(err)?;
+                        return Ok(key);
+                    }
+                    // Another node created it first: read theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+}
+
+impl Sandbox {
+    /// Compiles a verified package's component, using the caches.
+    /// CPU-heavy: call from a blocking context.
+    pub fn compile(&self, package: &VerifiedPackage) -> Result<Compiled, SandboxError> {
+        let start = Instant::now();
+        let hash = *package.advert().component_hash().as_bytes();
+        if let Some(component) = self.inner.compiled.lock().expect("cache lock").get(&hash) {
+            return Ok(Compiled {
+                component: component.clone(),
+                source: CompileSource::Memory,
+                elapsed: start.elapsed(),
+            });
+        }
+        let bytes = package.component();
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(SandboxError::NotComponent("missing the \\0asm header".into()));
+        }
+        if bytes[4..8] == [1, 0, 0, 0] {
+            return Err(SandboxError::NotComponent(
+                "this is a core wasm module; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+                    .into(),
+            ));
+        }
+        let (component, source) = match self.load_cached(&hash) {
+            Some(component) => (component, CompileSource::DiskCache),
+            None => {
+                let component = Component::new(&self.inner.engine, bytes)
+                    .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+                self.store_cached(&hash, &component);
+                (component, CompileSource::Compiled)
+            }
+        };
+        let mut compiled = self.inner.compiled.lock().expect("cache lock");
+        if compiled.len() >= MAX_IN_MEMORY {
+            if let Some(evict) = compiled.keys().next().copied() {
+                compiled.remove(&evict);
+            }
+        }
+        compiled.insert(hash, component.clone());
+        Ok(Compiled {
+            component,
+            source,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    fn artifact_path(&self, hash: &[u8; 32]) -> Option<std::path::PathBuf> {
+        Some(self.inner.cache_dir.as_ref()?.join(format!("{}.cwasm", hex::encode(hash))))
+    }
+
+    #[allow(unsafe_code)]
+    fn load_cached(&self, hash: &[u8; 32]) -> Option<Component> {
+        let path = self.artifact_path(hash)?;
+        let key = self.inner.cache_key?;
+        let data = std::fs::read(&path).ok()?;
+        let valid = data.len() > 32 && {
+            let (mac, artifact) = data.split_at(32);
+            blake3::keyed_hash(&key, artifact).as_bytes() == mac
+        };
+        if !valid {
+            tracing::warn!(path = %path.display(), "discarding a compiled artifact whose MAC does not verify");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        // SAFETY: the artifact's keyed MAC verified, so it was produced by
+        // `store_cached` of a holder of this cache's key for this engine
+        // configuration (the directory is keyed by the engine's compatibility
+        // hash); the bytes were read into memory before checking, so they
+        // cannot change between the check and the load.
+        match unsafe { Component::deserialize(&self.inner.engine, &data[32..]) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding an unusable compiled artifact");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    fn store_cached(&self, hash: &[u8; 32], component: &Component) {
+        let (Some(path), Some(key)) = (self.artifact_path(hash), self.inner.cache_key) else {
+            return;
+        };
+        let result = (|| -> std::io::Result<()> {
+            let artifact = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+            let dir = path.parent().expect("artifact path has a parent");
+            std::fs::create_dir_all(dir)?;
+            let mut file = tempfile::NamedTempFile::new_in(dir)?;
+            file.write_all(blake3::keyed_hash(&key, &artifact).as_bytes())?;
+            file.write_all(&artifact)?;
+            file.as_file().sync_all()?;
+            file.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot store a compiled artifact");
+        }
+    }
+
+    /// Audits a compiled component against declared capabilities.
+    pub fn audit(&self, component: &Component, declared: &Capabilities) -> Audit {
+        audit(&self.inner.engine, component, declared)
+    }
+
+    /// Compiles (or loads), audits and pre-instantiates a verified package
+    /// with the given grants. Refuses a component that imports anything its
+    /// manifest does not declare or this runtime does not provide.
+    pub async fn activate(&self, package: &VerifiedPackage, grants: Grants) -> Result<Activation, SandboxError> {
+        let sandbox = self.clone();
+        let for_compile = package.clone();
+        let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&for_compile))
+            .await
+            .map_err(|e| SandboxError::Compile(format!("compile task failed: {e}")))??;
+        self.activate_compiled(package, compiled, grants).await
+    }
+
+    /// Like [`Sandbox::activate`], for an already compiled component.
+    pub async fn activate_compiled(
+        &self,
+        package: &VerifiedPackage,
+        compiled: Compiled,
+        grants: Grants,
+    ) -> Result<Activation, SandboxError> {
+        let manifest = package.manifest();
+        let audit = self.audit(&compiled.component, &manifest.capabilities);
+        if !audit.refusals.is_empty() {
+            return Err(SandboxError::Refused(audit.refusals.join("; ")));
+        }
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        let functions = exported_functions(self, &compiled.component);
+        let identity = ServiceIdentity {
+            name: manifest.name.clone(),
+            version: manifest.version.to_string(),
+            content_id: package.content_id().to_string(),
+        };
+        let context = CallContext::prepare(identity, grants).await?;
+        Ok(Activation {
+            sandbox: self.clone(),
+            pre,
+            context,
+            functions,
+            compiled,
+        })
+    }
+}
+
+/// An exported function callable by name.
+#[derive(Clone, Debug)]
+pub struct ExportedFunc {
+    /// The exporting interface (`ns:pkg/iface@version`), or `None` for a
+    /// top-level function.
+    pub interface: Option<String>,
+    pub name: String,
+    pub params: Vec<(String, Type)>,
+    pub results: Vec<Type>,
+    pub signature: String,
+    index: ComponentExportIndex,
+}
+
+impl ExportedFunc {
+    /// `iface.func` (or `func`), the way calls name it.
+    pub fn display_name(&self) -> String {
+        match &self.interface {
+            Some(interface) => {
+                let short = interface
+                    .split_once('/')
+                    .map_or(interface.as_str(), |(_, rest)| rest);
+                let short = short.split_once('@').map_or(short, |(name, _)| name);
+                format!("{short}.{}", self.name)
+            }
+            None => self.name.clone(),
+        }
+    }
+
+    /// Whether a call's function name (`func`, `iface.func`,
+    /// `ns:pkg/iface.func`, optionally with `@version`) designates this one.
+    fn matches(&self, wanted: &str) -> bool {
+        let (path, version) = match wanted.split_once('@') {
+            Some((path, version)) => (path, Some(version)),
+            None => (wanted, None),
+        };
+        match (path.rsplit_once('.'), &self.interface) {
+            (None, _) => version.is_none() && path == self.name,
+            (Some((iface, func)), Some(full)) if func == self.name => {
+                let (full_path, full_version) = match full.split_once('@') {
+                    Some((p, v)) => (p, Some(v)),
+                    None => (full.as_str(), None),
+                };
+                let name_ok = if iface.contains('/') {
+                    iface == full_path
+                } else {
+                    full_path.rsplit_once('/').map_or(full_path, |(_, i)| i) == iface
+                };
+                name_ok && (version.is_none() || version == full_version)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn exported_functions(sandbox: &Sandbox, component: &Component) -> Vec<ExportedFunc> {
+    let engine = sandbox.engine();
+    let mut out = Vec::new();
+    let mut push = |interface: Option<&str>, name: &str, func: &wasmtime::component::types::ComponentFunc| {
+        let index = match interface {
+            Some(interface) => component
+                .get_export_index(None, interface)
+                .and_then(|i| component.get_export_index(Some(&i), name)),
+            None => component.get_export_index(None, name),
+        };
+        if let Some(index) = index {
+            out.push(ExportedFunc {
+                interface: interface.map(str::to_owned),
+                name: name.to_owned(),
+                params: func.params().map(|(n, t)| (n.to_owned(), t)).collect(),
+                results: func.results().collect(),
+                signature: super::wit::func_text(func),
+                index,
+            });
+        }
+    };
+    for (name, ext) in component.component_type().exports(engine) {
+        match &ext.ty {
+            ComponentItem::ComponentFunc(func) => push(None, name, func),
+            ComponentItem::ComponentInstance(instance) => {
+                for (func_name, inner) in instance.exports(engine) {
+                    if let ComponentItem::ComponentFunc(func) = &inner.ty {
+                        push(Some(name), func_name, func);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The outcome of a successful call.
+#[derive(Clone, Debug)]
+pub struct CallOutcome {
+    /// The results as WAVE text (`()` when there are none).
+    pub value: String,
+    pub values: Vec<Val>,
+    /// Captured stdout/stderr, present only when granted.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub fuel_used: u64,
+    pub elapsed: Duration,
+}
+
+/// Why a call did not return a value.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("{0}")]
+    BadCall(String),
+    #[error("out of fuel: the call used all of its {limit} fuel")]
+    OutOfFuel { limit: u64 },
+    #[error("deadline exceeded: the call ran longer than its {limit} wall-time limit")]
+    Deadline { limit: String },
+    #[error("memory limit exceeded: the guest tried to grow its memory to {desired} bytes; the limit is {limit}")]
+    Memory { limit: usize, desired: usize },
+    #[error("stack overflow: the call recursed deeper than the node's wasm stack allows")]
+    StackOverflow,
+    #[error("guest trapped: {reason}{}", .detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Trap { reason: String, detail: Option<String> },
+    #[error("{0}")]
+    Host(String),
+}
+
+impl InvokeError {
+    /// A short machine-readable kind: `bad-call`, `out-of-fuel`, `deadline`,
+    /// `memory`, `stack-overflow`, `trap`, `host`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InvokeError::BadCall(_) => "bad-call",
+            InvokeError::OutOfFuel { .. } => "out-of-fuel",
+            InvokeError::Deadline { .. } => "deadline",
+            InvokeError::Memory { .. } => "memory",
+            InvokeError::StackOverflow => "stack-overflow",
+            InvokeError::Trap { .. } => "trap",
+            InvokeError::Host(_) => "host",
+        }
+    }
+}
+
+/// A self-test vector that did not produce its expected result.
+#[derive(Debug, thiserror::Error)]
+#[error("{call} should return {expected}, but {outcome}")]
+pub struct SelfTestFailure {
+    pub call: String,
+    pub expected: String,
+    pub outcome: String,
+}
+
+/// The tail of captured stderr, where a guest's panic message ends up.
+fn stderr_tail(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let start = text.len().saturating_sub(MAX_OUTPUT_IN_ERROR);
+    let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    Some(format!("guest stderr: {}", text[start..].replace('\n', " | ")))
+}
+
+fn classify(error: wasmtime::Error, activation: &Activation, stderr: &[u8]) -> InvokeError {
+    let limits = &activation.context.grants().limits;
+    if let Some(memory) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return InvokeError::Memory {
+            limit: memory.limit,
+            desired: memory.desired,
+        };
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => InvokeError::OutOfFuel {
+                limit: limits.fuel_per_call,
+            },
+            Trap::Interrupt => InvokeError::Deadline {
+                limit: format_duration(limits.time_per_call),
+            },
+            Trap::StackOverflow => InvokeError::StackOverflow,
+            Trap::UnreachableCodeReached => InvokeError::Trap {
+                reason: "unreachable code reached (the guest panicked or aborted)".into(),
+                detail: stderr_tail(stderr),
+            },
+            other => InvokeError::Trap {
+                reason: other.to_string(),
+                detail: stderr_tail(stderr),
+            },
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return InvokeError::Trap {
+            reason: format!("the guest called exit({})", exit.0),
+            detail: stderr_tail(stderr),
+        };
+    }
+    InvokeError::Host(format!("{error:#}"))
+}
+
+/// A service ready to be called: compiled, audited, pre-instantiated.
+pub struct Activation {
+    sandbox: Sandbox,
+    pre: InstancePre<HostState>,
+    context: CallContext,
+    functions: Vec<ExportedFunc>,
+    compiled: Compiled,
+}
+
+impl std::fmt::Debug for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activation")
+            .field("service", self.context.service())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Activation {
+    /// The functions this service exports.
+    pub fn functions(&self) -> &[ExportedFunc] {
+        &self.functions
+    }
+
+    /// The grants and limits calls run with.
+    pub fn grants(&self) -> &Grants {
+        self.context.grants()
+    }
+
+    /// How the component was obtained (compiled, disk cache, memory) and how long it took.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// Finds the export a call names.
+    pub fn resolve(&self, name: &str) -> Result<&ExportedFunc, InvokeError> {
+        let matches: Vec<&ExportedFunc> = self.functions.iter().filter(|f| f.matches(name)).collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => Err(InvokeError::BadCall(format!(
+                "no exported function {name:?}; this service exports: {}",
+                self.functions
+                    .iter()
+                    .map(ExportedFunc::display_name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            many => Err(InvokeError::BadCall(format!(
+                "{name:?} is ambiguous; use one of: {}",
+                many.iter().map(|f| f.display_name()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// Invokes a function given as WAVE call text, e.g. `greet.greet("sp2a")`.
+    pub async fn invoke(&self, call: &str) -> Result<CallOutcome, InvokeError> {
+        let parsed = UntypedFuncCall::parse(call)
+            .map_err(|e| InvokeError::BadCall(format!("cannot parse call {call:?}: {e}")))?;
+        let func = self.resolve(parsed.name())?;
+        if let Some((name, ty)) = func
+            .params
+            .iter()
+            .find(|(_, ty)| matches!(ty, Type::Own(_) | Type::Borrow(_)))
+        {
+            return Err(InvokeError::BadCall(format!(
+                "{}: parameter {name} is a resource ({}); resources cannot be passed as WAVE values",
+                func.display_name(),
+                super::wit::type_text(ty)
+            )));
+        }
+        let params: Vec<Val> = parsed
+            .to_wasm_params::<Val>(func.params.iter().map(|(_, ty)| ty))
+            .map_err(|e| {
+                InvokeError::BadCall(format!(
+                    "bad arguments for {}: {e} (signature: {})",
+                    func.display_name(),
+                    func.signature
+                ))
+            })?;
+        self.call(func, &params).await
+    }
+
+    /// A store for one call: fresh host state, fuel, epoch deadline, limiter.
+    fn new_store(&self) -> Result<Store<HostState>, InvokeError> {
+        let limits = &self.context.grants().limits;
+        let state = self
+            .context
+            .host_state()
+            .map_err(|e| InvokeError::Host(e.to_string()))?;
+        let mut store = Store::new(self.sandbox.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        let setup = |e: wasmtime::Error| InvokeError::Host(format!("cannot set up the call: {e}"));
+        store.set_fuel(limits.fuel_per_call).map_err(setup)?;
+        store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)).map_err(setup)?;
+        let ticks = limits.time_per_call.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+
+    /// Measurement helper for benchmarks: the median time to instantiate in a
+    /// limited store, and to call `func` in it, over `iterations` calls.
+    pub async fn time_phases(
+        &self,
+        func: &ExportedFunc,
+        params: &[Val],
+        iterations: u32,
+    ) -> Result<(Duration, Duration), InvokeError> {
+        let mut instantiate = Vec::with_capacity(iterations as usize);
+        let mut call = Vec::with_capacity(iterations as usize);
+        let mut results = vec![Val::Bool(false); func.results.len()];
+        for _ in 0..iterations.max(1) {
+            let mut store = self.new_store()?;
+            let start = Instant::now();
+            let instance = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| classify(e, self, &[]))?;
+            instantiate.push(start.elapsed());
+            let function = instance
+                .get_func(&mut store, func.index)
+                .ok_or_else(|| InvokeError::Host(format!("export {} disappeared", func.display_name())))?;
+            let start = Instant::now();
+            function
+                .call_async(&mut store, params, &mut results)
+                .await
+                .map_err(|e| classify(e, self, &[]))?;
+            call.push(start.elapsed());
+        }
+        instantiate.sort();
+        call.sort();
+        Ok((instantiate[instantiate.len() / 2], call[call.len() / 2]))
+    }
+
+    /// Calls a resolved function with typed values.
+    pub async fn call(&self, func: &ExportedFunc, params: &[Val]) -> Result<CallOutcome, InvokeError> {
+        let limits = &self.context.grants().limits;
+        let mut store = self.new_store()?;
+        let start = Instant::now();
+        let outcome = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let function = instance
+                .get_func(&mut store, func.index)
+                .ok_or_else(|| wasmtime::format_err!("export {} disappeared", func.display_name()))?;
+            let mut results = vec![Val::Bool(false); func.results.len()];
+            function.call_async(&mut store, params, &mut results).await?;
+            Ok::<_, wasmtime::Error>(results)
+        }
+        .await;
+        let elapsed = start.elapsed();
+        let fuel_used = limits.fuel_per_call.saturating_sub(store.get_fuel().unwrap_or(0));
+        let output = store.data().output();
+        let dropped = store.data().dropped_log_records();
+        if dropped > 0 {
+            tracing::warn!(service = %self.context.service().name, dropped, "guest exceeded its log budget");
+        }
+        let values = outcome.map_err(|e| classify(e, self, &output.stderr))?;
+        let grants = self.context.grants();
+        let value = match values.as_slice() {
+            [] => "()".to_owned(),
+            [one] => wasm_wave::to_string(one).map_err(|e| InvokeError::Host(format!("cannot print result: {e}")))?,
+            many => {
+                let parts: Result<Vec<String>, _> = many.iter().map(wasm_wave::to_string).collect();
+                format!(
+                    "({})",
+                    parts
+                        .map_err(|e| InvokeError::Host(format!("cannot print result: {e}")))?
+                        .join(", ")
+                )
+            }
+        };
+        Ok(CallOutcome {
+            value,
+            values,
+            stdout: if grants.stdout { output.stdout } else { Vec::new() },
+            stderr: if grants.stderr { output.stderr } else { Vec::new() },
+            fuel_used,
+            elapsed,
+        })
+    }
+
+    /// Runs self-test vectors: each call must return exactly the expected
+    /// value (compared as typed values, not text).
+    pub async fn self_test(&self, tests: &[SelfTest]) -> Result<(), SelfTestFailure> {
+        for test in tests {
+            let fail = |outcome: String| SelfTestFailure {
+                call: test.call.clone(),
+                expected: test.expect.clone(),
+                outcome,
+            };
+            let parsed = UntypedFuncCall::parse(&test.call).map_err(|e| fail(format!("the call does not parse: {e}")))?;
+            let func = self.resolve(parsed.name()).map_err(|e| fail(e.to_string()))?;
+            let expected: Vec<Val> = match func.results.as_slice() {
+                [] if matches!(test.expect.trim(), "" | "()") => Vec::new(),
+                [ty] => vec![
+                    wasm_wave::from_str::<Val>(ty, &test.expect)
+                        .map_err(|e| fail(format!("the expected value is not a {}: {e}", super::wit::type_text(ty))))?,
+                ],
+                _ => return Err(fail("self-tests support functions with at most one result".into())),
+            };
+            let outcome = self.invoke(&test.call).await.map_err(|e| fail(format!("the call failed: {e}")))?;
+            if outcome.values != expected {
+                return Err(fail(format!("it returned {}", outcome.value)));
+            }
+        }
+        Ok(())
+    }
+}
