@@ -31,7 +31,11 @@ pub struct LocalService {
 
 /// Verify, check policy, compile, audit, self-test, activate: every step a
 /// package goes through before it may serve a single call.
-pub async fn activate(sandbox: &Sandbox, policy: &Policy, package: Package) -> Result<LocalService, ActivateError> {
+pub async fn activate(
+    sandbox: &Sandbox,
+    policy: &Policy,
+    package: Package,
+) -> Result<LocalService, ActivateError> {
     let size = package.advert().component_len();
     if size > policy.limits.max_component_size {
         return Err(ActivateError::TooLarge {
@@ -44,7 +48,9 @@ pub async fn activate(sandbox: &Sandbox, policy: &Policy, package: Package) -> R
     if !evaluation.refusals.is_empty() {
         return Err(ActivateError::Refused(evaluation.refusals));
     }
-    let activation = sandbox.activate(&package, evaluation.grants.clone()).await?;
+    let activation = sandbox
+        .activate(&package, evaluation.grants.clone())
+        .await?;
     activation.self_test(&package.manifest().self_tests).await?;
     tracing::info!(
         service = %package.manifest().name,
@@ -135,19 +141,26 @@ pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package)
     let r = &manifest.requirements;
     let res = &policy.resources;
     let requirements = vec![
-        ("min cpus".into(), format!("{} (this node: {})", r.min_cpus, res.cpus)),
+        (
+            "min cpus".into(),
+            format!("{} (this node: {})", r.min_cpus, res.cpus),
+        ),
         (
             "min free memory".into(),
-            format!("{} (this node: {})", format_size(r.min_free_memory), format_size(res.free_memory)),
+            format!(
+                "{} (this node: {})",
+                format_size(r.min_free_memory),
+                format_size(res.free_memory)
+            ),
         ),
         ("max memory".into(), format_size(r.max_memory)),
         ("fuel per call".into(), r.fuel_per_call.to_string()),
         ("time per call".into(), format_duration(r.time_per_call)),
         (
             "min runtime".into(),
-            r.min_runtime_version
-                .as_ref()
-                .map_or("any".into(), |v| format!("{v} (this node: {})", crate::runtime_version())),
+            r.min_runtime_version.as_ref().map_or("any".into(), |v| {
+                format!("{v} (this node: {})", crate::runtime_version())
+            }),
         ),
         (
             "platforms".into(),
@@ -164,8 +177,16 @@ pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package)
     let component_size = advert.component_len();
     let content_id = package.content_id().to_string();
     let publisher = advert.publisher();
-    let signature = integrity.signature.as_ref().map(|_| ()).map_err(|e| e.to_string());
-    let component_integrity = integrity.component.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    let signature = integrity
+        .signature
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let component_integrity = integrity
+        .component
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     if integrity.is_ok() {
         let verified = package.verify().expect("integrity checked above");
         let for_compile = sandbox.clone();

@@ -37,9 +37,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::package::PublisherKey;
 use crate::package::manifest::{Access, Manifest};
 use crate::package::units::{format_duration, format_size, parse_duration, parse_size};
-use crate::package::PublisherKey;
 use crate::sandbox::{DirGrant, Grants, Limits, NetGrant};
 
 /// A policy file that could not be used.
@@ -124,7 +124,10 @@ impl NetRule {
         let (host, port) = text
             .rsplit_once(':')
             .ok_or_else(|| format!("net rule {text:?}: expected \"host:port\" or \"host:*\""))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if host.is_empty() {
             return Err(format!("net rule {text:?}: empty host"));
         }
@@ -263,7 +266,10 @@ impl Policy {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut policy = Policy::default();
         for key in &raw.trust.publishers {
-            policy.trusted.push(key.parse().map_err(|e: crate::package::KeyError| e.to_string())?);
+            policy.trusted.push(
+                key.parse()
+                    .map_err(|e: crate::package::KeyError| e.to_string())?,
+            );
         }
         for file in &raw.trust.publisher_files {
             let path = base.join(file);
@@ -277,12 +283,20 @@ impl Policy {
         policy.stdout = g.stdout;
         policy.stderr = g.stderr;
         policy.env = g.env;
-        policy.net = g.net.iter().map(|r| NetRule::parse(r)).collect::<Result<_, _>>()?;
+        policy.net = g
+            .net
+            .iter()
+            .map(|r| NetRule::parse(r))
+            .collect::<Result<_, _>>()?;
         policy.fs_root = g.fs_root.map(|p| base.join(p));
         policy.fs_access = match g.fs_access.as_deref() {
             None | Some("read-only") => Access::ReadOnly,
             Some("read-write") => Access::ReadWrite,
-            Some(other) => return Err(format!("grants.fs-access {other:?}: use read-only or read-write")),
+            Some(other) => {
+                return Err(format!(
+                    "grants.fs-access {other:?}: use read-only or read-write"
+                ));
+            }
         };
         let l = raw.limits;
         let mut limits = PolicyLimits::default();
@@ -293,7 +307,8 @@ impl Policy {
             limits.max_fuel_per_call = v;
         }
         if let Some(v) = l.max_time_per_call {
-            limits.max_time_per_call = parse_duration(&v).map_err(|e| format!("limits.max-time-per-call: {e}"))?;
+            limits.max_time_per_call =
+                parse_duration(&v).map_err(|e| format!("limits.max-time-per-call: {e}"))?;
         }
         if let Some(v) = l.max_instances {
             limits.max_instances = v.max(1);
@@ -325,7 +340,9 @@ impl Policy {
         let mut notes = Vec::new();
         let trusted = self.trusts(publisher);
         if !trusted {
-            refusals.push(format!("publisher {publisher} is not trusted by this node's policy"));
+            refusals.push(format!(
+                "publisher {publisher} is not trusted by this node's policy"
+            ));
         }
         self.check_requirements(manifest, &mut refusals);
 
@@ -333,7 +350,9 @@ impl Policy {
         let l = &self.limits;
         let mut clamp = |what: &str, asked: String, cap: String, lower: bool| {
             if lower {
-                notes.push(format!("{what} lowered from {asked} to the node's cap of {cap}"));
+                notes.push(format!(
+                    "{what} lowered from {asked} to the node's cap of {cap}"
+                ));
             }
         };
         clamp(
@@ -372,7 +391,9 @@ impl Policy {
             (c.stderr, self.stderr, "stderr", &mut grants.stderr),
         ] {
             if asked && !allowed {
-                refusals.push(format!("requests {name}, which this node's policy does not grant"));
+                refusals.push(format!(
+                    "requests {name}, which this node's policy does not grant"
+                ));
             }
             *slot = asked && allowed;
         }
@@ -392,7 +413,9 @@ impl Policy {
                     protocol: net.protocol,
                 });
             } else {
-                refusals.push(format!("requests network {net}, which this node's policy does not grant"));
+                refusals.push(format!(
+                    "requests network {net}, which this node's policy does not grant"
+                ));
             }
         }
         for dir in &c.dirs {
@@ -426,7 +449,10 @@ impl Policy {
         let r = &manifest.requirements;
         let res = &self.resources;
         if r.min_cpus > res.cpus {
-            refusals.push(format!("needs {} CPUs; this node has {}", r.min_cpus, res.cpus));
+            refusals.push(format!(
+                "needs {} CPUs; this node has {}",
+                r.min_cpus, res.cpus
+            ));
         }
         if r.min_free_memory > res.free_memory {
             refusals.push(format!(
@@ -438,14 +464,24 @@ impl Policy {
         if let Some(min) = &r.min_runtime_version {
             let ours = crate::runtime_version();
             if *min > ours {
-                refusals.push(format!("needs sp2a runtime {min} or newer; this node runs {ours}"));
+                refusals.push(format!(
+                    "needs sp2a runtime {min} or newer; this node runs {ours}"
+                ));
             }
         }
         if !r.arch.is_empty() && !r.arch.contains(&res.arch) {
-            refusals.push(format!("runs only on {}; this node is {}", r.arch.join(", "), res.arch));
+            refusals.push(format!(
+                "runs only on {}; this node is {}",
+                r.arch.join(", "),
+                res.arch
+            ));
         }
         if !r.os.is_empty() && !r.os.contains(&res.os) {
-            refusals.push(format!("runs only on {}; this node runs {}", r.os.join(", "), res.os));
+            refusals.push(format!(
+                "runs only on {}; this node runs {}",
+                r.os.join(", "),
+                res.os
+            ));
         }
     }
 }
@@ -456,7 +492,10 @@ mod tests {
     use crate::package::SecretKey;
 
     fn manifest(extra: &str) -> Manifest {
-        Manifest::parse(format!("<rps><name>svc</name><version>1.0.0</version>{extra}</rps>").as_bytes()).unwrap()
+        Manifest::parse(
+            format!("<rps><name>svc</name><version>1.0.0</version>{extra}</rps>").as_bytes(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -470,7 +509,15 @@ mod tests {
         let eval = policy.evaluate(&m, &key);
         assert!(!eval.trusted);
         let all = eval.refusals.join("\n");
-        for needle in ["not trusted", "clocks", "random", "stdout", "HOME", "file-system", "example.org"] {
+        for needle in [
+            "not trusted",
+            "clocks",
+            "random",
+            "stdout",
+            "HOME",
+            "file-system",
+            "example.org",
+        ] {
             assert!(all.contains(needle), "missing {needle}: {all}");
         }
     }
@@ -511,7 +558,9 @@ mod tests {
         assert_eq!(eval.grants.dirs[0].root, PathBuf::from("/srv/data"));
         assert_eq!(eval.grants.dirs[0].relative, PathBuf::from("svc/d"));
 
-        let rw = manifest(r#"<capabilities><dir name="d" path="/d" access="read-write"/><net host="example.org" port="80"/></capabilities>"#);
+        let rw = manifest(
+            r#"<capabilities><dir name="d" path="/d" access="read-write"/><net host="example.org" port="80"/></capabilities>"#,
+        );
         let refusals = policy.evaluate(&rw, &key).refusals.join("\n");
         assert!(refusals.contains("at most read-only"), "{refusals}");
         assert!(refusals.contains("tcp/example.org:80"), "{refusals}");
@@ -519,7 +568,11 @@ mod tests {
 
     #[test]
     fn requirements_against_resources() {
-        let policy = Policy::parse("[resources]\ncpus = 2\nfree-memory = \"100 MiB\"", Path::new(".")).unwrap();
+        let policy = Policy::parse(
+            "[resources]\ncpus = 2\nfree-memory = \"100 MiB\"",
+            Path::new("."),
+        )
+        .unwrap();
         let m = manifest(
             "<requirements><min-cpus>8</min-cpus><min-free-memory>1 GiB</min-free-memory>\
              <min-runtime-version>99.0.0</min-runtime-version><arch>riscv64</arch></requirements>",

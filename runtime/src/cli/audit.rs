@@ -51,7 +51,11 @@ pub fn print_report(r: &PackageReport) {
     println!(
         "publisher    {} ({})",
         r.publisher,
-        if r.publisher_trusted { "trusted" } else { "NOT trusted" }
+        if r.publisher_trusted {
+            "trusted"
+        } else {
+            "NOT trusted"
+        }
     );
     println!("signature    {}", status(&r.signature));
     println!(
@@ -67,7 +71,9 @@ pub fn print_report(r: &PackageReport) {
     }
     println!(
         "effective limits: memory {}, fuel {} per call, time {} per call",
-        r.effective_limits.max_memory, r.effective_limits.fuel_per_call, r.effective_limits.time_per_call
+        r.effective_limits.max_memory,
+        r.effective_limits.fuel_per_call,
+        r.effective_limits.time_per_call
     );
     println!();
     if r.manifest.capabilities.is_empty() {
@@ -127,7 +133,10 @@ pub fn print_report(r: &PackageReport) {
         }
     }
     if !r.manifest.ignored_extensions.is_empty() {
-        println!("ignored optional extensions: {}", r.manifest.ignored_extensions.join(", "));
+        println!(
+            "ignored optional extensions: {}",
+            r.manifest.ignored_extensions.join(", ")
+        );
     }
     for note in &r.notes {
         println!("note: {note}");

@@ -82,7 +82,11 @@ async fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     .map_err(anyhow::Error::msg)?;
     policy.limits.max_instances = 16;
     let evaluation = policy.evaluate(package.manifest(), &key.public());
-    anyhow::ensure!(evaluation.refusals.is_empty(), "refused: {:?}", evaluation.refusals);
+    anyhow::ensure!(
+        evaluation.refusals.is_empty(),
+        "refused: {:?}",
+        evaluation.refusals
+    );
     let grants = evaluation.grants;
     let component_bytes = package.component().len();
     println!(
@@ -111,7 +115,9 @@ async fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
         cache_dir: Some(cache.clone()),
         ..SandboxConfig::default()
     };
-    Sandbox::new(config.clone())?.activate(&package, grants.clone()).await?;
+    Sandbox::new(config.clone())?
+        .activate(&package, grants.clone())
+        .await?;
     let mut cached = Vec::new();
     let mut load_only = Vec::new();
     let mut activation = None;
@@ -171,7 +177,9 @@ async fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     let mut linker = Linker::<Plain>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
     sp2a_host_stubs(&mut linker)?;
-    let pre = linker.instantiate_pre(&component).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let interface = func.interface.clone();
     let index = match &interface {
         Some(i) => component
@@ -191,11 +199,16 @@ async fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     };
     let mut plain_instantiate = Vec::new();
     let mut plain_call = Vec::new();
+    let mut plain_total = Vec::new();
     let mut results = vec![Val::Bool(false); func.results.len()];
     for _ in 0..args.iterations {
+        let total = Instant::now();
         let mut store = new_store();
         let start = Instant::now();
-        let instance = pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         plain_instantiate.push(start.elapsed());
         let f = instance.get_func(&mut store, index).context("no func")?;
         let start = Instant::now();
@@ -203,25 +216,67 @@ async fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         plain_call.push(start.elapsed());
+        plain_total.push(total.elapsed());
     }
     let plain_instantiate = median(&mut plain_instantiate);
     let plain_call = median(&mut plain_call);
+    let plain_total = median(&mut plain_total);
     // The same split for sp2a: instantiate in a limited store, then call.
-    let (sp2a_instantiate, sp2a_call) = activation.time_phases(&func, &params, args.iterations).await?;
+    let (sp2a_instantiate, sp2a_call) = activation
+        .time_phases(&func, &params, args.iterations)
+        .await?;
 
     println!();
-    println!("{:<44} {:>14} {:>18}", "measurement (median)", "sp2a", "plain wasmtime");
-    println!("{:<44} {:>14} {:>18}", "compile (cold, no cache)", format!("{:.1} ms", compile.as_secs_f64() * 1e3), format!("{:.1} ms", plain_compile.as_secs_f64() * 1e3));
-    println!("{:<44} {:>14} {:>18}", "activation, disk-cache hit (load+audit+link)", micros(cached), "-");
-    println!("{:<44} {:>14} {:>18}", "  of which artifact load (MAC + deserialize)", micros(load_only), "-");
-    println!("{:<44} {:>14} {:>18}", "instantiate (fresh store per call)", micros(sp2a_instantiate), micros(plain_instantiate));
-    println!("{:<44} {:>14} {:>18}", "call only (typed values)", micros(sp2a_call), micros(plain_call));
-    println!("{:<44} {:>14} {:>18}", "instantiate + call (typed values)", micros(typed), micros(plain_instantiate + plain_call));
-    println!("{:<44} {:>14} {:>18}", "invoke with WAVE text in/out", micros(invoke), "-");
+    println!(
+        "{:<44} {:>14} {:>18}",
+        "measurement (median)", "sp2a", "plain wasmtime"
+    );
+    println!(
+        "{:<44} {:>14} {:>18}",
+        "compile (cold, no cache)",
+        format!("{:.1} ms", compile.as_secs_f64() * 1e3),
+        format!("{:.1} ms", plain_compile.as_secs_f64() * 1e3)
+    );
+    println!(
+        "{:<44} {:>14} {:>18}",
+        "activation, disk-cache hit (load+audit+link)",
+        micros(cached),
+        "-"
+    );
+    println!(
+        "{:<44} {:>14} {:>18}",
+        "  of which artifact load (MAC + deserialize)",
+        micros(load_only),
+        "-"
+    );
+    println!(
+        "{:<44} {:>14} {:>18}",
+        "instantiate (fresh store per call)",
+        micros(sp2a_instantiate),
+        micros(plain_instantiate)
+    );
+    println!(
+        "{:<44} {:>14} {:>18}",
+        "call only (typed values)",
+        micros(sp2a_call),
+        micros(plain_call)
+    );
+    println!(
+        "{:<44} {:>14} {:>18}",
+        "new store + instantiate + call (typed)",
+        micros(typed),
+        micros(plain_total)
+    );
+    println!(
+        "{:<44} {:>14} {:>18}",
+        "invoke with WAVE text in/out",
+        micros(invoke),
+        "-"
+    );
     println!();
     println!(
-        "per-call overhead of sp2a (invoke vs plain instantiate+call): {}",
-        micros(invoke.saturating_sub(plain_instantiate + plain_call))
+        "per-call overhead of sp2a over plain wasmtime (WAVE invoke vs plain store+instantiate+call): {:+.1} us",
+        (invoke.as_secs_f64() - plain_total.as_secs_f64()) * 1e6
     );
     println!(
         "cache-hit activation is {:.0}x faster than compiling",

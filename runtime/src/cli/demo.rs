@@ -73,11 +73,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     for package in &packages {
         step(&format!("audit {}", package.manifest().name));
         let report = audit_package(&sandbox, &policy, package.clone().into_inner()).await;
-        let audit = report.audit.as_ref().context("audit did not compile the component")?;
+        let audit = report
+            .audit
+            .as_ref()
+            .context("audit did not compile the component")?;
         println!(
             "signature {}, publisher {}, {} imports, exports {}",
-            if report.signature.is_ok() { "valid" } else { "INVALID" },
-            if report.publisher_trusted { "trusted" } else { "untrusted" },
+            if report.signature.is_ok() {
+                "valid"
+            } else {
+                "INVALID"
+            },
+            if report.publisher_trusted {
+                "trusted"
+            } else {
+                "untrusted"
+            },
             audit.imports.len(),
             audit
                 .exports
@@ -94,9 +105,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 report.manifest.capabilities.join(", ")
             }
         );
-        println!("verdict: {}", if report.would_activate() { "would activate" } else { "REFUSED" });
+        println!(
+            "verdict: {}",
+            if report.would_activate() {
+                "would activate"
+            } else {
+                "REFUSED"
+            }
+        );
         if !report.would_activate() {
-            bail!("{} was refused: {}", report.name, report.refusals.join("; "));
+            bail!(
+                "{} was refused: {}",
+                report.name,
+                report.refusals.join("; ")
+            );
         }
     }
 
@@ -142,7 +164,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if name == "checksum" {
             let call = "blake3-chain([], 4000000000)";
             match service.activation.invoke(call).await {
-                Ok(outcome) => bail!("{call} should have run out of fuel, returned {}", outcome.value),
+                Ok(outcome) => bail!(
+                    "{call} should have run out of fuel, returned {}",
+                    outcome.value
+                ),
                 Err(e) => println!("{call} -> refused: {e}"),
             }
         }
@@ -184,7 +209,9 @@ pub fn pack_service(
     key: &SecretKey,
     out: &Path,
 ) -> anyhow::Result<sp2a::package::VerifiedPackage> {
-    let component_path = services.join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    let component_path = services
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
     let component = std::fs::read(&component_path).with_context(|| {
         format!(
             "cannot read {} (build the services first: cargo build --release --target wasm32-wasip2 in {})",
@@ -194,7 +221,8 @@ pub fn pack_service(
     })?;
     let manifest_path = services.join(name).join("rps.xml");
     let manifest = Manifest::parse(
-        &std::fs::read(&manifest_path).with_context(|| format!("cannot read {}", manifest_path.display()))?,
+        &std::fs::read(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
     )
     .with_context(|| manifest_path.display().to_string())?;
     let package = pack(component, &manifest, key)?;

@@ -81,7 +81,10 @@ pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
 }
 
 /// Sandbox settings derived from a policy.
-pub fn sandbox_for(policy: &Policy, cache_dir: Option<PathBuf>) -> anyhow::Result<sp2a::sandbox::Sandbox> {
+pub fn sandbox_for(
+    policy: &Policy,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<sp2a::sandbox::Sandbox> {
     let config = sp2a::sandbox::SandboxConfig {
         max_instances: policy.limits.max_instances,
         max_memory: policy.limits.max_memory,
@@ -93,5 +96,6 @@ pub fn sandbox_for(policy: &Policy, cache_dir: Option<PathBuf>) -> anyhow::Resul
 
 /// Reads a package file, naming it in errors.
 pub fn read_package(path: &Path) -> anyhow::Result<sp2a::package::Package> {
-    sp2a::package::Package::read_file(path).with_context(|| format!("cannot read package {}", path.display()))
+    sp2a::package::Package::read_file(path)
+        .with_context(|| format!("cannot read package {}", path.display()))
 }

@@ -31,7 +31,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read component {}", args.component.display()))?;
     let manifest_bytes = std::fs::read(&args.manifest)
         .with_context(|| format!("cannot read manifest {}", args.manifest.display()))?;
-    let manifest = Manifest::parse(&manifest_bytes).with_context(|| format!("{}", args.manifest.display()))?;
+    let manifest =
+        Manifest::parse(&manifest_bytes).with_context(|| format!("{}", args.manifest.display()))?;
     let key = SecretKey::read_pem_file(&args.key)?;
     let package = pack(component, &manifest, &key)?;
 
@@ -41,9 +42,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..SandboxConfig::default()
         })?;
         let checked = package.clone();
-        let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&checked).map(|c| (sandbox, c)))
-            .await
-            .context("compile task failed")??;
+        let compiled =
+            tokio::task::spawn_blocking(move || sandbox.compile(&checked).map(|c| (sandbox, c)))
+                .await
+                .context("compile task failed")??;
         let (sandbox, compiled) = compiled;
         let audit = sandbox.audit(&compiled.component, &manifest.capabilities);
         if !audit.refusals.is_empty() {
@@ -76,8 +78,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
     file.write_all(bytes)?;
     file.as_file().sync_all()?;
     file.persist(path)

@@ -132,7 +132,10 @@ fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u
     Ok(head)
 }
 
-fn take_array<const N: usize>(input: &mut &[u8], what: &'static str) -> Result<[u8; N], PackageError> {
+fn take_array<const N: usize>(
+    input: &mut &[u8],
+    what: &'static str,
+) -> Result<[u8; N], PackageError> {
     Ok(take(input, N, what)?.try_into().expect("length checked"))
 }
 
@@ -218,7 +221,8 @@ impl Advert {
 
     /// The canonical manifest XML carried in the advert.
     pub fn manifest_xml(&self) -> &str {
-        std::str::from_utf8(&self.bytes[12..12 + self.manifest_len]).expect("manifest was parsed as UTF-8")
+        std::str::from_utf8(&self.bytes[12..12 + self.manifest_len])
+            .expect("manifest was parsed as UTF-8")
     }
 
     pub fn component_hash(&self) -> blake3::Hash {
@@ -353,7 +357,10 @@ impl Package {
     /// Verifies signature and component hash; the only way to a
     /// [`VerifiedPackage`].
     pub fn verify(self) -> Result<VerifiedPackage, PackageError> {
-        let Integrity { signature, component } = self.integrity();
+        let Integrity {
+            signature,
+            component,
+        } = self.integrity();
         signature?;
         component?;
         Ok(VerifiedPackage(self))
@@ -381,7 +388,11 @@ impl VerifiedPackage {
 
 /// Packs a component and a manifest into a signed package. The manifest's
 /// `<owner>` is set to the key's public key (if present it must match).
-pub fn pack(component: Vec<u8>, manifest: &Manifest, key: &SecretKey) -> Result<VerifiedPackage, PackageError> {
+pub fn pack(
+    component: Vec<u8>,
+    manifest: &Manifest,
+    key: &SecretKey,
+) -> Result<VerifiedPackage, PackageError> {
     let publisher = key.public();
     if let Some(owner) = manifest.owner {
         if owner != publisher {
@@ -402,7 +413,11 @@ pub fn pack(component: Vec<u8>, manifest: &Manifest, key: &SecretKey) -> Result<
         return Err(ManifestError::TooLarge { size: xml.len() }.into());
     }
     let component_hash = blake3::hash(&component);
-    let signature = key.sign(&signed_message(xml.as_bytes(), &component_hash, component_len));
+    let signature = key.sign(&signed_message(
+        xml.as_bytes(),
+        &component_hash,
+        component_len,
+    ));
     let mut bytes = Vec::with_capacity(ADVERT_FIXED + xml.len());
     bytes.extend_from_slice(ADVERT_MAGIC);
     bytes.extend_from_slice(&(xml.len() as u32).to_le_bytes());
@@ -420,7 +435,8 @@ mod tests {
     use super::*;
 
     fn sample(key: &SecretKey) -> VerifiedPackage {
-        let manifest = Manifest::parse(b"<rps><name>demo</name><version>1.2.3</version></rps>").unwrap();
+        let manifest =
+            Manifest::parse(b"<rps><name>demo</name><version>1.2.3</version></rps>").unwrap();
         pack(b"\0asm component bytes".repeat(50), &manifest, key).unwrap()
     }
 
@@ -433,7 +449,12 @@ mod tests {
         assert_eq!(again.content_id(), package.content_id());
         assert_eq!(again.manifest().owner, Some(key.public()));
         assert_eq!(again.advert().publisher(), key.public());
-        assert_eq!(Advert::parse(package.advert().bytes()).unwrap().content_id(), package.content_id());
+        assert_eq!(
+            Advert::parse(package.advert().bytes())
+                .unwrap()
+                .content_id(),
+            package.content_id()
+        );
     }
 
     #[test]
@@ -456,7 +477,10 @@ mod tests {
         }
         let mut long = bytes.clone();
         long.push(0);
-        assert!(matches!(Package::parse(&long), Err(PackageError::TrailingBytes(1))));
+        assert!(matches!(
+            Package::parse(&long),
+            Err(PackageError::TrailingBytes(1))
+        ));
     }
 
     #[test]
@@ -473,7 +497,10 @@ mod tests {
         let mut bytes = package.to_bytes();
         let publisher_at = bytes.len() - package.component().len() - 64 - 32;
         bytes[publisher_at..publisher_at + 32].copy_from_slice(&other.public().to_bytes());
-        assert!(matches!(Package::parse(&bytes), Err(PackageError::OwnerMismatch { .. })));
+        assert!(matches!(
+            Package::parse(&bytes),
+            Err(PackageError::OwnerMismatch { .. })
+        ));
     }
 
     #[test]

@@ -211,7 +211,10 @@ mod tests {
         let public_path = secret.write_pem_files(&path).unwrap();
         let again = SecretKey::read_pem_file(&path).unwrap();
         assert_eq!(again.public(), secret.public());
-        assert_eq!(PublisherKey::read_pem_file(&public_path).unwrap(), secret.public());
+        assert_eq!(
+            PublisherKey::read_pem_file(&public_path).unwrap(),
+            secret.public()
+        );
         // Never overwrite an existing key.
         assert!(secret.write_pem_files(&path).is_err());
         // A public key is not a private key.

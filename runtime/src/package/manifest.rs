@@ -186,7 +186,10 @@ impl Capabilities {
             }
         }
         for dir in &self.dirs {
-            out.push(format!("directory {:?} at {} ({})", dir.name, dir.path, dir.access));
+            out.push(format!(
+                "directory {:?} at {} ({})",
+                dir.name, dir.path, dir.access
+            ));
         }
         for net in &self.net {
             out.push(format!("network {net}"));
@@ -298,15 +301,35 @@ struct RawManifest {
 struct RawRequirements {
     #[serde(rename = "min-cpus", default, skip_serializing_if = "Option::is_none")]
     min_cpus: Option<String>,
-    #[serde(rename = "min-free-memory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "min-free-memory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     min_free_memory: Option<String>,
-    #[serde(rename = "max-memory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "max-memory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     max_memory: Option<String>,
-    #[serde(rename = "fuel-per-call", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fuel-per-call",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     fuel_per_call: Option<String>,
-    #[serde(rename = "time-per-call", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "time-per-call",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     time_per_call: Option<String>,
-    #[serde(rename = "min-runtime-version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "min-runtime-version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     min_runtime_version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     arch: Vec<String>,
@@ -418,8 +441,14 @@ fn schema(parent: &str) -> Option<&'static [(&'static str, bool)]> {
 }
 
 fn line_of(text: &str, position: u64) -> usize {
-    let end = usize::try_from(position).unwrap_or(usize::MAX).min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    let end = usize::try_from(position)
+        .unwrap_or(usize::MAX)
+        .min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Walks the document once, enforcing limits and the schema. Returns the
@@ -483,10 +512,12 @@ fn check_structure(text: &str) -> Result<Vec<String>, ManifestError> {
                         message: format!("<{name}>: {e}"),
                     })?;
                     // Refuses unknown entities inside attribute values too.
-                    attribute.unescape_value().map_err(|e| ManifestError::Syntax {
-                        line,
-                        message: format!("<{name}>: {e}"),
-                    })?;
+                    attribute
+                        .unescape_value()
+                        .map_err(|e| ManifestError::Syntax {
+                            line,
+                            message: format!("<{name}>: {e}"),
+                        })?;
                 }
                 if skipping.is_none() {
                     let (parent, seen) = stack.last_mut().expect("stack has a root");
@@ -546,7 +577,9 @@ fn check_structure(text: &str) -> Result<Vec<String>, ManifestError> {
         }
     }
     if stack.len() != 1 || elements == 0 {
-        return Err(ManifestError::Structure("document has no complete <rps> element".into()));
+        return Err(ManifestError::Structure(
+            "document has no complete <rps> element".into(),
+        ));
     }
     Ok(ignored)
 }
@@ -579,9 +612,7 @@ fn is_guest_path(path: &str) -> bool {
     path.starts_with('/')
         && path.len() <= 255
         && !path.contains('\0')
-        && path
-            .split('/')
-            .all(|part| part != ".." && part != ".")
+        && path.split('/').all(|part| part != ".." && part != ".")
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -589,7 +620,9 @@ fn is_env_name(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
 fn is_host(host: &str) -> bool {
@@ -601,18 +634,27 @@ fn is_host(host: &str) -> bool {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             }))
 }
 
-fn required<'a>(value: &'a Option<String>, element: &'static str) -> Result<&'a str, ManifestError> {
+fn required<'a>(
+    value: &'a Option<String>,
+    element: &'static str,
+) -> Result<&'a str, ManifestError> {
     value
         .as_deref()
         .map(str::trim)
         .ok_or(ManifestError::Missing(element))
 }
 
-fn attr<'a>(value: &'a Option<String>, element: &str, attr: &str) -> Result<&'a str, ManifestError> {
+fn attr<'a>(
+    value: &'a Option<String>,
+    element: &str,
+    attr: &str,
+) -> Result<&'a str, ManifestError> {
     value
         .as_deref()
         .map(str::trim)
@@ -637,7 +679,9 @@ impl Manifest {
             if format.trim() != FORMAT {
                 return Err(invalid(
                     "rps",
-                    format!("format=\"{format}\" is not supported (this runtime reads format {FORMAT})"),
+                    format!(
+                        "format=\"{format}\" is not supported (this runtime reads format {FORMAT})"
+                    ),
                 ));
             }
         }
@@ -645,15 +689,24 @@ impl Manifest {
         if !is_service_name(&name) {
             return Err(invalid(
                 "name",
-                format!("{name:?}: use 1-63 lowercase letters, digits and '-', starting with a letter"),
+                format!(
+                    "{name:?}: use 1-63 lowercase letters, digits and '-', starting with a letter"
+                ),
             ));
         }
         let version_text = required(&raw.version, "version")?;
-        let version = semver::Version::parse(version_text)
-            .map_err(|e| invalid("version", format!("{version_text:?} is not a semantic version: {e}")))?;
+        let version = semver::Version::parse(version_text).map_err(|e| {
+            invalid(
+                "version",
+                format!("{version_text:?} is not a semantic version: {e}"),
+            )
+        })?;
         let description = raw.description.as_deref().unwrap_or("").trim().to_owned();
         if description.chars().count() > MAX_DESCRIPTION {
-            return Err(invalid("description", format!("longer than {MAX_DESCRIPTION} characters")));
+            return Err(invalid(
+                "description",
+                format!("longer than {MAX_DESCRIPTION} characters"),
+            ));
         }
         let owner = match raw.owner.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -674,7 +727,10 @@ impl Manifest {
             self_tests.push(SelfTest { call: text, expect });
         }
         if self_tests.len() > MAX_SELF_TESTS {
-            return Err(invalid("self-test", format!("more than {MAX_SELF_TESTS} calls")));
+            return Err(invalid(
+                "self-test",
+                format!("more than {MAX_SELF_TESTS} calls"),
+            ));
         }
         Ok(Self {
             name,
@@ -695,7 +751,9 @@ impl Manifest {
             out.min_cpus = u32::try_from(cpus)
                 .ok()
                 .filter(|c| *c >= 1)
-                .ok_or_else(|| invalid("min-cpus", format!("{cpus} is not between 1 and 2^32-1")))?;
+                .ok_or_else(|| {
+                    invalid("min-cpus", format!("{cpus} is not between 1 and 2^32-1"))
+                })?;
         }
         if let Some(text) = raw.min_free_memory.as_deref() {
             out.min_free_memory = parse_size(text).map_err(|e| invalid("min-free-memory", e))?;
@@ -703,7 +761,10 @@ impl Manifest {
         if let Some(text) = raw.max_memory.as_deref() {
             out.max_memory = parse_size(text).map_err(|e| invalid("max-memory", e))?;
             if out.max_memory < 64 * 1024 {
-                return Err(invalid("max-memory", "must be at least one 64 KiB wasm page"));
+                return Err(invalid(
+                    "max-memory",
+                    "must be at least one 64 KiB wasm page",
+                ));
             }
         }
         if let Some(text) = raw.fuel_per_call.as_deref() {
@@ -720,17 +781,28 @@ impl Manifest {
         }
         if let Some(text) = raw.min_runtime_version.as_deref() {
             out.min_runtime_version = Some(semver::Version::parse(text.trim()).map_err(|e| {
-                invalid("min-runtime-version", format!("{text:?} is not a semantic version: {e}"))
+                invalid(
+                    "min-runtime-version",
+                    format!("{text:?} is not a semantic version: {e}"),
+                )
             })?);
         }
-        for (element, list, target) in [("arch", raw.arch, &mut out.arch), ("os", raw.os, &mut out.os)] {
+        for (element, list, target) in [
+            ("arch", raw.arch, &mut out.arch),
+            ("os", raw.os, &mut out.os),
+        ] {
             for value in list {
                 let value = value.trim().to_owned();
                 if value.is_empty()
                     || value.len() > 32
-                    || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    || !value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 {
-                    return Err(invalid(element, format!("{value:?} is not a platform name")));
+                    return Err(invalid(
+                        element,
+                        format!("{value:?} is not a platform name"),
+                    ));
                 }
                 target.push(value);
             }
@@ -749,7 +821,10 @@ impl Manifest {
         for dir in raw.dir {
             let name = attr(&dir.name, "dir", "name")?.to_owned();
             if !is_grant_name(&name) {
-                return Err(invalid("dir", format!("name {name:?}: use letters, digits, '-', '_', '.'")));
+                return Err(invalid(
+                    "dir",
+                    format!("name {name:?}: use letters, digits, '-', '_', '.'"),
+                ));
             }
             let path = attr(&dir.path, "dir", "path")?.to_owned();
             if !is_guest_path(&path) {
@@ -769,14 +844,20 @@ impl Manifest {
                 }
             };
             if out.dirs.iter().any(|d| d.name == name || d.path == path) {
-                return Err(invalid("dir", format!("{name:?} / {path:?} is declared twice")));
+                return Err(invalid(
+                    "dir",
+                    format!("{name:?} / {path:?} is declared twice"),
+                ));
             }
             out.dirs.push(DirRequest { name, path, access });
         }
         for net in raw.net {
             let host = attr(&net.host, "net", "host")?.to_ascii_lowercase();
             if !is_host(&host) {
-                return Err(invalid("net", format!("host {host:?} is not a host name or IP address")));
+                return Err(invalid(
+                    "net",
+                    format!("host {host:?} is not a host name or IP address"),
+                ));
             }
             let port_text = attr(&net.port, "net", "port")?;
             let port = port_text
@@ -787,14 +868,26 @@ impl Manifest {
             let protocol = match net.protocol.as_deref().map(str::trim) {
                 None | Some("tcp") => Protocol::Tcp,
                 Some("udp") => Protocol::Udp,
-                Some(other) => return Err(invalid("net", format!("protocol {other:?}: use tcp or udp"))),
+                Some(other) => {
+                    return Err(invalid(
+                        "net",
+                        format!("protocol {other:?}: use tcp or udp"),
+                    ));
+                }
             };
-            out.net.push(NetRequest { host, port, protocol });
+            out.net.push(NetRequest {
+                host,
+                port,
+                protocol,
+            });
         }
         for env in raw.env {
             let name = attr(&env.name, "env", "name")?.to_owned();
             if !is_env_name(&name) {
-                return Err(invalid("env", format!("{name:?} is not an environment variable name")));
+                return Err(invalid(
+                    "env",
+                    format!("{name:?} is not an environment variable name"),
+                ));
             }
             if !out.env.contains(&name) {
                 out.env.push(name);
@@ -843,7 +936,13 @@ impl Manifest {
                     protocol: Some(n.protocol.to_string()),
                 })
                 .collect(),
-            env: c.env.iter().map(|e| RawEnv { name: Some(e.clone()) }).collect(),
+            env: c
+                .env
+                .iter()
+                .map(|e| RawEnv {
+                    name: Some(e.clone()),
+                })
+                .collect(),
         };
         let raw = RawManifest {
             format: Some(FORMAT.to_owned()),
@@ -963,11 +1062,22 @@ mod tests {
         let bomb = r#"<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>
 <rps><name>&lol2;</name><version>1.0.0</version></rps>"#;
-        assert_eq!(error(bomb), "manifest line 2: DTDs and entity declarations are not allowed");
+        assert_eq!(
+            error(bomb),
+            "manifest line 2: DTDs and entity declarations are not allowed"
+        );
         let undeclared = "<rps><name>&lol;</name><version>1.0.0</version></rps>";
-        assert!(error(undeclared).contains("entity reference &lol;"), "{}", error(undeclared));
+        assert!(
+            error(undeclared).contains("entity reference &lol;"),
+            "{}",
+            error(undeclared)
+        );
         let in_attribute = r#"<rps><name>a</name><version>1.0.0</version><capabilities><env name="&x;"/></capabilities></rps>"#;
-        assert!(error(in_attribute).contains("line 1"), "{}", error(in_attribute));
+        assert!(
+            error(in_attribute).contains("line 1"),
+            "{}",
+            error(in_attribute)
+        );
         let external = r#"<!DOCTYPE rps SYSTEM "file:///etc/passwd"><rps/>"#;
         assert!(error(external).contains("DTD"));
     }
@@ -979,16 +1089,26 @@ mod tests {
             "x".repeat(MAX_MANIFEST_SIZE)
         );
         assert!(error(&big).contains("limit is 65536"));
-        let deep = format!("<rps><extensions>{}{}</extensions></rps>", "<x>".repeat(20), "</x>".repeat(20));
+        let deep = format!(
+            "<rps><extensions>{}{}</extensions></rps>",
+            "<x>".repeat(20),
+            "</x>".repeat(20)
+        );
         assert!(error(&deep).contains("deeper than 8"), "{}", error(&deep));
     }
 
     #[test]
     fn names_unknown_and_duplicate_elements() {
         let unknown = "<rps>\n<name>a</name>\n<version>1.0.0</version>\n<requirements><gpu>1</gpu></requirements></rps>";
-        assert_eq!(error(unknown), "manifest line 4: unknown element <gpu> in <requirements>");
+        assert_eq!(
+            error(unknown),
+            "manifest line 4: unknown element <gpu> in <requirements>"
+        );
         let duplicate = "<rps><name>a</name><name>b</name><version>1.0.0</version></rps>";
-        assert_eq!(error(duplicate), "manifest line 1: <name> may appear only once in <rps>");
+        assert_eq!(
+            error(duplicate),
+            "manifest line 1: <name> may appear only once in <rps>"
+        );
         let required_ext = "<rps><name>a</name><version>1.0.0</version>\n<extensions>\n<x-rule required=\"true\"/></extensions></rps>";
         assert!(error(required_ext).starts_with("manifest line 3: extension <x-rule>"));
         let wrong_root = "<service><name>a</name></service>";
@@ -1001,14 +1121,38 @@ mod tests {
             ("<name>Hello</name><version>1.0.0</version>", "<name>"),
             ("<name>a</name><version>one</version>", "<version>"),
             ("<name>a</name>", "<version>"),
-            ("<name>a</name><version>1.0.0</version><requirements><max-memory>12 XB</max-memory></requirements>", "<max-memory>"),
-            ("<name>a</name><version>1.0.0</version><requirements><time-per-call>5</time-per-call></requirements>", "<time-per-call>"),
-            ("<name>a</name><version>1.0.0</version><capabilities><dir name=\"x\" path=\"/a/../b\"/></capabilities>", "<dir>"),
-            ("<name>a</name><version>1.0.0</version><capabilities><dir name=\"..\" path=\"/a\"/></capabilities>", "<dir>"),
-            ("<name>a</name><version>1.0.0</version><capabilities><net host=\"a b\" port=\"1\"/></capabilities>", "<net>"),
-            ("<name>a</name><version>1.0.0</version><capabilities><net host=\"a\" port=\"0\"/></capabilities>", "<net>"),
-            ("<name>a</name><version>1.0.0</version><capabilities><env name=\"A=B\"/></capabilities>", "<env>"),
-            ("<name>a</name><version>1.0.0</version><owner>ed25519:00</owner>", "<owner>"),
+            (
+                "<name>a</name><version>1.0.0</version><requirements><max-memory>12 XB</max-memory></requirements>",
+                "<max-memory>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><requirements><time-per-call>5</time-per-call></requirements>",
+                "<time-per-call>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><capabilities><dir name=\"x\" path=\"/a/../b\"/></capabilities>",
+                "<dir>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><capabilities><dir name=\"..\" path=\"/a\"/></capabilities>",
+                "<dir>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><capabilities><net host=\"a b\" port=\"1\"/></capabilities>",
+                "<net>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><capabilities><net host=\"a\" port=\"0\"/></capabilities>",
+                "<net>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><capabilities><env name=\"A=B\"/></capabilities>",
+                "<env>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><owner>ed25519:00</owner>",
+                "<owner>",
+            ),
         ];
         for (body, element) in cases {
             let message = error(&format!("<rps>{body}</rps>"));
@@ -1021,7 +1165,11 @@ mod tests {
         let message = error("<rps>\n<name>a</nam>\n</rps>");
         assert!(message.starts_with("manifest line 2"), "{message}");
         assert!(error("").contains("no complete <rps>"));
-        assert!(error("<rps><name>a</name>").contains("no complete"), "{}", error("<rps><name>a</name>"));
+        assert!(
+            error("<rps><name>a</name>").contains("no complete"),
+            "{}",
+            error("<rps><name>a</name>")
+        );
         assert!(error("<?php evil ?><rps/>").contains("processing instructions"));
     }
 }

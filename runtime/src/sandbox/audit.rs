@@ -13,9 +13,9 @@
 //!   names); such a component is refused.
 
 use serde::Serialize;
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::Component;
 use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 
 use super::wit::{func_text, item_text};
 use crate::package::manifest::Capabilities;
@@ -27,7 +27,10 @@ pub enum ImportClass {
     /// Linked; grants only what the manifest declares and the policy grants.
     Linked { grants: &'static str },
     /// A capability the manifest must declare.
-    Capability { capability: &'static str, declared: bool },
+    Capability {
+        capability: &'static str,
+        declared: bool,
+    },
     /// An `sp2a:rps` host interface.
     Host,
     /// Not provided by this runtime.
@@ -75,17 +78,22 @@ fn split_name(name: &str) -> Option<(&str, &str, Option<&str>)> {
 fn classify(name: &str, declared: &Capabilities) -> ImportClass {
     let unsupported = |reason: String| ImportClass::Unsupported { reason };
     let Some((package, interface, version)) = split_name(name) else {
-        return unsupported("a bare import name; only interfaces from packages are provided".into());
+        return unsupported(
+            "a bare import name; only interfaces from packages are provided".into(),
+        );
     };
     let Some(version) = version else {
-        return unsupported(format!("{package} without a version; this runtime provides versioned interfaces"));
+        return unsupported(format!(
+            "{package} without a version; this runtime provides versioned interfaces"
+        ));
     };
     let Ok(version) = semver::Version::parse(version) else {
         return unsupported(format!("bad version {version:?}"));
     };
     let in_range = |major: u64, minor: u64| version.major == major && version.minor == minor;
     match package {
-        "wasi:io" | "wasi:cli" | "wasi:filesystem" | "wasi:sockets" | "wasi:clocks" | "wasi:random"
+        "wasi:io" | "wasi:cli" | "wasi:filesystem" | "wasi:sockets" | "wasi:clocks"
+        | "wasi:random"
             if !in_range(0, 2) =>
         {
             unsupported(format!("WASI {version}; this runtime provides WASI 0.2.x"))
@@ -117,7 +125,9 @@ fn classify(name: &str, declared: &Capabilities) -> ImportClass {
             declared: declared.random,
         },
         "sp2a:rps" if in_range(0, 1) && matches!(interface, "log" | "host") => ImportClass::Host,
-        "sp2a:rps" => unsupported(format!("sp2a:rps/{interface}@{version} is not offered by this runtime")),
+        "sp2a:rps" => unsupported(format!(
+            "sp2a:rps/{interface}@{version} is not offered by this runtime"
+        )),
         _ => unsupported(format!("{package} is not provided by this runtime")),
     }
 }
@@ -148,7 +158,8 @@ pub fn audit(engine: &Engine, component: &Component, declared: &Capabilities) ->
             ComponentItem::Type(_) | ComponentItem::Resource(_) => continue,
             ComponentItem::ComponentInstance(_) => classify(name, declared),
             _ => ImportClass::Unsupported {
-                reason: "only imported interfaces are provided, not bare functions or components".into(),
+                reason: "only imported interfaces are provided, not bare functions or components"
+                    .into(),
             },
         };
         match &class {
@@ -161,7 +172,9 @@ pub fn audit(engine: &Engine, component: &Component, declared: &Capabilities) ->
             ImportClass::Capability { capability, .. } => {
                 used.insert(*capability);
             }
-            ImportClass::Unsupported { reason } => refusals.push(format!("imports {name}: {reason}")),
+            ImportClass::Unsupported { reason } => {
+                refusals.push(format!("imports {name}: {reason}"))
+            }
             ImportClass::Linked { .. } => {
                 if name.starts_with("wasi:filesystem/") {
                     used.insert("dir");
@@ -230,8 +243,14 @@ mod tests {
             clocks: true,
             ..Capabilities::default()
         };
-        assert!(matches!(classify("wasi:io/streams@0.2.6", &none), ImportClass::Linked { .. }));
-        assert!(matches!(classify("wasi:filesystem/preopens@0.2.9", &none), ImportClass::Linked { .. }));
+        assert!(matches!(
+            classify("wasi:io/streams@0.2.6", &none),
+            ImportClass::Linked { .. }
+        ));
+        assert!(matches!(
+            classify("wasi:filesystem/preopens@0.2.9", &none),
+            ImportClass::Linked { .. }
+        ));
         assert_eq!(
             classify("wasi:clocks/wall-clock@0.2.3", &none),
             ImportClass::Capability {

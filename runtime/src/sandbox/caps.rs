@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::ResourceLimiter;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -64,7 +64,12 @@ pub struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             return Err(MemoryLimitExceeded {
                 limit: self.max_memory,
@@ -75,7 +80,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -149,11 +159,21 @@ impl rps::log::Host for HostState {
         let separator = if fields.is_empty() { "" } else { " " };
         let service = self.service.name.as_str();
         match level {
-            Level::Trace => tracing::trace!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
-            Level::Debug => tracing::debug!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
-            Level::Info => tracing::info!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
-            Level::Warn => tracing::warn!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
-            Level::Error => tracing::error!(target: "sp2a::guest", service, "{message}{separator}{fields}"),
+            Level::Trace => {
+                tracing::trace!(target: "sp2a::guest", service, "{message}{separator}{fields}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "sp2a::guest", service, "{message}{separator}{fields}")
+            }
+            Level::Info => {
+                tracing::info!(target: "sp2a::guest", service, "{message}{separator}{fields}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "sp2a::guest", service, "{message}{separator}{fields}")
+            }
+            Level::Error => {
+                tracing::error!(target: "sp2a::guest", service, "{message}{separator}{fields}")
+            }
         }
     }
 }
@@ -189,16 +209,16 @@ impl CallContext {
     /// relative path cannot leave its root) and resolves granted hosts.
     pub async fn prepare(service: ServiceIdentity, grants: Grants) -> Result<Self, SandboxError> {
         for dir in &grants.dirs {
-            let root = cap_std::fs::Dir::open_ambient_dir(&dir.root, cap_std::ambient_authority()).map_err(
-                |source| SandboxError::Dir {
+            let root = cap_std::fs::Dir::open_ambient_dir(&dir.root, cap_std::ambient_authority())
+                .map_err(|source| SandboxError::Dir {
                     path: dir.root.display().to_string(),
                     source,
-                },
-            )?;
-            root.create_dir_all(&dir.relative).map_err(|source| SandboxError::Dir {
-                path: dir.root.join(&dir.relative).display().to_string(),
-                source,
-            })?;
+                })?;
+            root.create_dir_all(&dir.relative)
+                .map_err(|source| SandboxError::Dir {
+                    path: dir.root.join(&dir.relative).display().to_string(),
+                    source,
+                })?;
         }
         let mut addresses = HashSet::new();
         for net in &grants.net {
@@ -253,16 +273,19 @@ impl CallContext {
         }
         let tcp = self.grants.net.iter().any(|n| n.protocol == Protocol::Tcp);
         let udp = self.grants.net.iter().any(|n| n.protocol == Protocol::Udp);
-        builder.allow_tcp(tcp).allow_udp(udp).allow_ip_name_lookup(false);
+        builder
+            .allow_tcp(tcp)
+            .allow_udp(udp)
+            .allow_ip_name_lookup(false);
         let addresses = self.addresses.clone();
         builder.socket_addr_check(move |address, usage| {
             let allowed = match usage {
                 // Binding only to an ephemeral port on the wildcard address.
-                SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => address.ip().is_unspecified() && address.port() == 0,
-                SocketAddrUse::TcpConnect => addresses.contains(&(Protocol::Tcp, address)),
-                SocketAddrUse::UdpSend => {
-                    addresses.contains(&(Protocol::Udp, address))
+                SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+                    address.ip().is_unspecified() && address.port() == 0
                 }
+                SocketAddrUse::TcpConnect => addresses.contains(&(Protocol::Tcp, address)),
+                SocketAddrUse::UdpSend => addresses.contains(&(Protocol::Udp, address)),
                 _ => false,
             };
             Box::pin(async move { allowed })

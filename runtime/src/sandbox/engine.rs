@@ -79,17 +79,22 @@ pub struct Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("config", &self.inner.config).finish()
+        f.debug_struct("Sandbox")
+            .field("config", &self.inner.config)
+            .finish()
     }
 }
 
 impl Sandbox {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
-        let engine = Engine::new(&engine_config(&config)).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let engine = Engine::new(&engine_config(&config))
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
-        super::caps::add_host_imports(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        super::caps::add_host_imports(&mut linker)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
 
         let (cache_dir, cache_key) = match &config.cache_dir {
             Some(dir) => {

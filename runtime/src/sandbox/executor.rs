@@ -16,10 +16,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
 use wasmtime::component::wasm_wave::{self};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Type, Val};
-use wasmtime::component::types::ComponentItem;
 use wasmtime::{Store, Trap};
 
 use super::audit::{Audit, audit};
@@ -79,7 +79,9 @@ pub(crate) fn cache_key(dir: &Path) -> Result<[u8; 32], SandboxError> {
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
                 match options.open(&path) {
                     Ok(mut file) => {
-                        file.write_all(&key).and_then(|_| file.sync_all()).map_err(err)?;
+                        file.write_all(&key)
+                            .and_then(|_| file.sync_all())
+                            .map_err(err)?;
                         return Ok(key);
                     }
                     // Another node created it first: read theirs.
@@ -107,7 +109,9 @@ impl Sandbox {
         }
         let bytes = package.component();
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(SandboxError::NotComponent("missing the \\0asm header".into()));
+            return Err(SandboxError::NotComponent(
+                "missing the \\0asm header".into(),
+            ));
         }
         if bytes[4..8] == [1, 0, 0, 0] {
             return Err(SandboxError::NotComponent(
@@ -139,7 +143,12 @@ impl Sandbox {
     }
 
     fn artifact_path(&self, hash: &[u8; 32]) -> Option<std::path::PathBuf> {
-        Some(self.inner.cache_dir.as_ref()?.join(format!("{}.cwasm", hex::encode(hash))))
+        Some(
+            self.inner
+                .cache_dir
+                .as_ref()?
+                .join(format!("{}.cwasm", hex::encode(hash))),
+        )
     }
 
     #[allow(unsafe_code)]
@@ -176,7 +185,9 @@ impl Sandbox {
             return;
         };
         let result = (|| -> std::io::Result<()> {
-            let artifact = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+            let artifact = component
+                .serialize()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
             let dir = path.parent().expect("artifact path has a parent");
             std::fs::create_dir_all(dir)?;
             let mut file = tempfile::NamedTempFile::new_in(dir)?;
@@ -199,7 +210,11 @@ impl Sandbox {
     /// Compiles (or loads), audits and pre-instantiates a verified package
     /// with the given grants. Refuses a component that imports anything its
     /// manifest does not declare or this runtime does not provide.
-    pub async fn activate(&self, package: &VerifiedPackage, grants: Grants) -> Result<Activation, SandboxError> {
+    pub async fn activate(
+        &self,
+        package: &VerifiedPackage,
+        grants: Grants,
+    ) -> Result<Activation, SandboxError> {
         let sandbox = self.clone();
         let for_compile = package.clone();
         let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&for_compile))
@@ -299,24 +314,25 @@ impl ExportedFunc {
 fn exported_functions(sandbox: &Sandbox, component: &Component) -> Vec<ExportedFunc> {
     let engine = sandbox.engine();
     let mut out = Vec::new();
-    let mut push = |interface: Option<&str>, name: &str, func: &wasmtime::component::types::ComponentFunc| {
-        let index = match interface {
-            Some(interface) => component
-                .get_export_index(None, interface)
-                .and_then(|i| component.get_export_index(Some(&i), name)),
-            None => component.get_export_index(None, name),
+    let mut push =
+        |interface: Option<&str>, name: &str, func: &wasmtime::component::types::ComponentFunc| {
+            let index = match interface {
+                Some(interface) => component
+                    .get_export_index(None, interface)
+                    .and_then(|i| component.get_export_index(Some(&i), name)),
+                None => component.get_export_index(None, name),
+            };
+            if let Some(index) = index {
+                out.push(ExportedFunc {
+                    interface: interface.map(str::to_owned),
+                    name: name.to_owned(),
+                    params: func.params().map(|(n, t)| (n.to_owned(), t)).collect(),
+                    results: func.results().collect(),
+                    signature: super::wit::func_text(func),
+                    index,
+                });
+            }
         };
-        if let Some(index) = index {
-            out.push(ExportedFunc {
-                interface: interface.map(str::to_owned),
-                name: name.to_owned(),
-                params: func.params().map(|(n, t)| (n.to_owned(), t)).collect(),
-                results: func.results().collect(),
-                signature: super::wit::func_text(func),
-                index,
-            });
-        }
-    };
     for (name, ext) in component.component_type().exports(engine) {
         match &ext.ty {
             ComponentItem::ComponentFunc(func) => push(None, name, func),
@@ -355,12 +371,17 @@ pub enum InvokeError {
     OutOfFuel { limit: u64 },
     #[error("deadline exceeded: the call ran longer than its {limit} wall-time limit")]
     Deadline { limit: String },
-    #[error("memory limit exceeded: the guest tried to grow its memory to {desired} bytes; the limit is {limit}")]
+    #[error(
+        "memory limit exceeded: the guest tried to grow its memory to {desired} bytes; the limit is {limit}"
+    )]
     Memory { limit: usize, desired: usize },
     #[error("stack overflow: the call recursed deeper than the node's wasm stack allows")]
     StackOverflow,
     #[error("guest trapped: {reason}{}", .detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Trap { reason: String, detail: Option<String> },
+    Trap {
+        reason: String,
+        detail: Option<String>,
+    },
     #[error("{0}")]
     Host(String),
 }
@@ -398,8 +419,13 @@ fn stderr_tail(stderr: &[u8]) -> Option<String> {
         return None;
     }
     let start = text.len().saturating_sub(MAX_OUTPUT_IN_ERROR);
-    let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-    Some(format!("guest stderr: {}", text[start..].replace('\n', " | ")))
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    Some(format!(
+        "guest stderr: {}",
+        text[start..].replace('\n', " | ")
+    ))
 }
 
 fn classify(error: wasmtime::Error, activation: &Activation, stderr: &[u8]) -> InvokeError {
@@ -473,7 +499,8 @@ impl Activation {
 
     /// Finds the export a call names.
     pub fn resolve(&self, name: &str) -> Result<&ExportedFunc, InvokeError> {
-        let matches: Vec<&ExportedFunc> = self.functions.iter().filter(|f| f.matches(name)).collect();
+        let matches: Vec<&ExportedFunc> =
+            self.functions.iter().filter(|f| f.matches(name)).collect();
         match matches.as_slice() {
             [one] => Ok(one),
             [] => Err(InvokeError::BadCall(format!(
@@ -486,7 +513,10 @@ impl Activation {
             ))),
             many => Err(InvokeError::BadCall(format!(
                 "{name:?} is ambiguous; use one of: {}",
-                many.iter().map(|f| f.display_name()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|f| f.display_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
@@ -530,8 +560,14 @@ impl Activation {
         store.limiter(|state| &mut state.limiter);
         let setup = |e: wasmtime::Error| InvokeError::Host(format!("cannot set up the call: {e}"));
         store.set_fuel(limits.fuel_per_call).map_err(setup)?;
-        store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)).map_err(setup)?;
-        let ticks = limits.time_per_call.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        store
+            .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+            .map_err(setup)?;
+        let ticks = limits
+            .time_per_call
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos()) as u64
+            + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         Ok(store)
@@ -557,9 +593,9 @@ impl Activation {
                 .await
                 .map_err(|e| classify(e, self, &[]))?;
             instantiate.push(start.elapsed());
-            let function = instance
-                .get_func(&mut store, func.index)
-                .ok_or_else(|| InvokeError::Host(format!("export {} disappeared", func.display_name())))?;
+            let function = instance.get_func(&mut store, func.index).ok_or_else(|| {
+                InvokeError::Host(format!("export {} disappeared", func.display_name()))
+            })?;
             let start = Instant::now();
             function
                 .call_async(&mut store, params, &mut results)
@@ -573,22 +609,30 @@ impl Activation {
     }
 
     /// Calls a resolved function with typed values.
-    pub async fn call(&self, func: &ExportedFunc, params: &[Val]) -> Result<CallOutcome, InvokeError> {
+    pub async fn call(
+        &self,
+        func: &ExportedFunc,
+        params: &[Val],
+    ) -> Result<CallOutcome, InvokeError> {
         let limits = &self.context.grants().limits;
         let mut store = self.new_store()?;
         let start = Instant::now();
         let outcome = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            let function = instance
-                .get_func(&mut store, func.index)
-                .ok_or_else(|| wasmtime::format_err!("export {} disappeared", func.display_name()))?;
+            let function = instance.get_func(&mut store, func.index).ok_or_else(|| {
+                wasmtime::format_err!("export {} disappeared", func.display_name())
+            })?;
             let mut results = vec![Val::Bool(false); func.results.len()];
-            function.call_async(&mut store, params, &mut results).await?;
+            function
+                .call_async(&mut store, params, &mut results)
+                .await?;
             Ok::<_, wasmtime::Error>(results)
         }
         .await;
         let elapsed = start.elapsed();
-        let fuel_used = limits.fuel_per_call.saturating_sub(store.get_fuel().unwrap_or(0));
+        let fuel_used = limits
+            .fuel_per_call
+            .saturating_sub(store.get_fuel().unwrap_or(0));
         let output = store.data().output();
         let dropped = store.data().dropped_log_records();
         if dropped > 0 {
@@ -598,7 +642,8 @@ impl Activation {
         let grants = self.context.grants();
         let value = match values.as_slice() {
             [] => "()".to_owned(),
-            [one] => wasm_wave::to_string(one).map_err(|e| InvokeError::Host(format!("cannot print result: {e}")))?,
+            [one] => wasm_wave::to_string(one)
+                .map_err(|e| InvokeError::Host(format!("cannot print result: {e}")))?,
             many => {
                 let parts: Result<Vec<String>, _> = many.iter().map(wasm_wave::to_string).collect();
                 format!(
@@ -612,8 +657,16 @@ impl Activation {
         Ok(CallOutcome {
             value,
             values,
-            stdout: if grants.stdout { output.stdout } else { Vec::new() },
-            stderr: if grants.stderr { output.stderr } else { Vec::new() },
+            stdout: if grants.stdout {
+                output.stdout
+            } else {
+                Vec::new()
+            },
+            stderr: if grants.stderr {
+                output.stderr
+            } else {
+                Vec::new()
+            },
             fuel_used,
             elapsed,
         })
@@ -628,17 +681,29 @@ impl Activation {
                 expected: test.expect.clone(),
                 outcome,
             };
-            let parsed = UntypedFuncCall::parse(&test.call).map_err(|e| fail(format!("the call does not parse: {e}")))?;
-            let func = self.resolve(parsed.name()).map_err(|e| fail(e.to_string()))?;
+            let parsed = UntypedFuncCall::parse(&test.call)
+                .map_err(|e| fail(format!("the call does not parse: {e}")))?;
+            let func = self
+                .resolve(parsed.name())
+                .map_err(|e| fail(e.to_string()))?;
             let expected: Vec<Val> = match func.results.as_slice() {
                 [] if matches!(test.expect.trim(), "" | "()") => Vec::new(),
-                [ty] => vec![
-                    wasm_wave::from_str::<Val>(ty, &test.expect)
-                        .map_err(|e| fail(format!("the expected value is not a {}: {e}", super::wit::type_text(ty))))?,
-                ],
-                _ => return Err(fail("self-tests support functions with at most one result".into())),
+                [ty] => vec![wasm_wave::from_str::<Val>(ty, &test.expect).map_err(|e| {
+                    fail(format!(
+                        "the expected value is not a {}: {e}",
+                        super::wit::type_text(ty)
+                    ))
+                })?],
+                _ => {
+                    return Err(fail(
+                        "self-tests support functions with at most one result".into(),
+                    ));
+                }
             };
-            let outcome = self.invoke(&test.call).await.map_err(|e| fail(format!("the call failed: {e}")))?;
+            let outcome = self
+                .invoke(&test.call)
+                .await
+                .map_err(|e| fail(format!("the call failed: {e}")))?;
             if outcome.values != expected {
                 return Err(fail(format!("it returned {}", outcome.value)));
             }

@@ -2,8 +2,8 @@
 //! Type names are not part of a component's type information, so records,
 //! variants, enums and flags are written structurally.
 
-use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::Type;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
 
 /// A WIT type expression.
 pub fn type_text(ty: &Type) -> String {
@@ -23,7 +23,11 @@ pub fn type_text(ty: &Type) -> String {
         Type::String => "string".into(),
         Type::List(list) => format!("list<{}>", type_text(&list.ty())),
         Type::FixedLengthList(list) => format!("list<{}, {}>", type_text(&list.ty()), list.len()),
-        Type::Map(map) => format!("map<{}, {}>", type_text(&map.key()), type_text(&map.value())),
+        Type::Map(map) => format!(
+            "map<{}, {}>",
+            type_text(&map.key()),
+            type_text(&map.value())
+        ),
         Type::Record(record) => {
             let fields: Vec<String> = record
                 .fields()
@@ -46,7 +50,10 @@ pub fn type_text(ty: &Type) -> String {
             format!("variant {{ {} }}", cases.join(", "))
         }
         Type::Enum(en) => format!("enum {{ {} }}", en.names().collect::<Vec<_>>().join(", ")),
-        Type::Flags(flags) => format!("flags {{ {} }}", flags.names().collect::<Vec<_>>().join(", ")),
+        Type::Flags(flags) => format!(
+            "flags {{ {} }}",
+            flags.names().collect::<Vec<_>>().join(", ")
+        ),
         Type::Option(option) => format!("option<{}>", type_text(&option.ty())),
         Type::Result(result) => match (result.ok(), result.err()) {
             (None, None) => "result".into(),
@@ -79,7 +86,11 @@ pub fn func_text(func: &ComponentFunc) -> String {
     match results.len() {
         0 => format!("{prefix}({})", params.join(", ")),
         1 => format!("{prefix}({}) -> {}", params.join(", "), results[0]),
-        _ => format!("{prefix}({}) -> ({})", params.join(", "), results.join(", ")),
+        _ => format!(
+            "{prefix}({}) -> ({})",
+            params.join(", "),
+            results.join(", ")
+        ),
     }
 }
 

@@ -10,6 +10,19 @@ sp2a_guest::service!({
 
 struct Hostile;
 
+/// Recursion the compiler cannot turn into a loop, with no address-taken
+/// locals: every frame lives on the wasm stack, not in linear memory.
+#[inline(never)]
+fn recurse_native(depth: u64) -> u64 {
+    if depth == 0 {
+        0
+    } else if depth % 1_000_003 == 17 {
+        recurse_native(depth - 1) ^ recurse_native(depth / 2)
+    } else {
+        recurse_native(depth - 1).rotate_left(1) ^ depth
+    }
+}
+
 fn recurse(depth: u64) -> u64 {
     if depth == 0 {
         return 0;
@@ -50,6 +63,10 @@ impl exports::sp2a_test::hostile::attacks::Guest for Hostile {
 
     fn recurse(depth: u64) -> u64 {
         recurse(depth)
+    }
+
+    fn recurse_native(depth: u64) -> u64 {
+        recurse_native(depth)
     }
 
     fn read_file(path: String) -> Result<String, String> {

@@ -1,0 +1,311 @@
+//! The real `sp2a` binary: keygen -> pack -> audit -> call for every example
+//! service, and the refusals an operator sees on the command line.
+
+use std::path::Path;
+
+use sp2a_tests::{guests_dir, run_sp2a, services_dir, text};
+
+/// keygen + a policy trusting the new key, in `dir`.
+fn setup(dir: &Path) -> String {
+    let out = run_sp2a(dir, &["keygen", "-o", "key.pem"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let publisher = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("publisher:"))
+        .expect("keygen prints the publisher")
+        .trim()
+        .to_owned();
+    assert!(dir.join("key.pem.pub").exists());
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "[trust]\npublishers = [\"{publisher}\"]\n[grants]\nclocks = true\nfs-root = \"data\"\nfs-access = \"read-write\"\n"
+        ),
+    )
+    .unwrap();
+    publisher
+}
+
+fn pack(dir: &Path, name: &str, manifest: &Path, extra: &[&str]) -> std::process::Output {
+    let component = guests_dir().join(format!("{name}.wasm"));
+    let mut args = vec![
+        "pack",
+        component.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--key",
+        "key.pem",
+        "-o",
+    ];
+    let out = format!("{name}.rps");
+    args.push(&out);
+    args.extend_from_slice(extra);
+    run_sp2a(dir, &args)
+}
+
+#[test]
+fn round_trip_every_example_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = setup(dir.path());
+    let cases = [
+        ("hello", "greet(\"cli\")", "\"Hello, cli!\""),
+        (
+            "checksum",
+            "digest.sha256-text(\"abc\")",
+            "\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"",
+        ),
+        ("notes", "names()", "ok([])"),
+    ];
+    for (name, call, expected) in cases {
+        let manifest = services_dir().join(name).join("rps.xml");
+        let out = pack(dir.path(), name, &manifest, &[]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "pack {name}: {stderr}");
+        assert!(stdout.contains("content id:"), "{stdout}");
+
+        let package = format!("{name}.rps");
+        let out = run_sp2a(dir.path(), &["audit", &package, "--policy", "policy.toml"]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "audit {name}: {stdout}{stderr}");
+        assert!(stdout.contains("signature    valid"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{publisher} (trusted)")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("verdict: WOULD ACTIVATE"), "{stdout}");
+        assert!(
+            stdout.contains("wasi:io/streams@"),
+            "imports are listed: {stdout}"
+        );
+
+        let out = run_sp2a(
+            dir.path(),
+            &["audit", &package, "--policy", "policy.toml", "--json"],
+        );
+        let (stdout, _) = text(&out);
+        assert!(out.status.success());
+        assert!(stdout.contains("\"refusals\": []"), "{stdout}");
+
+        let out = run_sp2a(
+            dir.path(),
+            &["call", &package, call, "--policy", "policy.toml"],
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "call {name}: {stderr}");
+        assert_eq!(stdout.trim(), expected, "{stderr}");
+    }
+    // The notes service wrote into its granted directory only.
+    let out = run_sp2a(
+        dir.path(),
+        &[
+            "call",
+            "notes.rps",
+            "put(\"a\", \"b\")",
+            "--policy",
+            "policy.toml",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data/notes/notes/a")).unwrap(),
+        "b"
+    );
+}
+
+#[test]
+fn audit_without_policy_refuses_and_names_every_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let manifest = services_dir().join("notes/rps.xml");
+    assert!(pack(dir.path(), "notes", &manifest, &[]).status.success());
+    let out = run_sp2a(dir.path(), &["audit", "notes.rps"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.contains("NOT trusted"), "{stdout}");
+    assert!(stdout.contains("verdict: REFUSED"), "{stdout}");
+    assert!(stdout.contains("requests clocks"), "{stdout}");
+    assert!(stdout.contains("grants no file-system access"), "{stdout}");
+}
+
+#[test]
+fn flipped_byte_package_is_refused_by_audit_and_call() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let manifest = services_dir().join("hello/rps.xml");
+    assert!(pack(dir.path(), "hello", &manifest, &[]).status.success());
+    let path = dir.path().join("hello.rps");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 1000;
+    bytes[at] ^= 0x80;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = run_sp2a(
+        dir.path(),
+        &["audit", "hello.rps", "--policy", "policy.toml"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stdout.contains("component hash mismatch"), "{stdout}");
+    assert!(
+        stdout.contains("not compiled: the package did not verify"),
+        "{stdout}"
+    );
+    let out = run_sp2a(
+        dir.path(),
+        &[
+            "call",
+            "hello.rps",
+            "greet(\"x\")",
+            "--policy",
+            "policy.toml",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    assert!(
+        stderr.starts_with(
+            "error: cannot activate hello.rps: package integrity: component hash mismatch"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pack_refuses_a_manifest_that_omits_an_imported_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    // notes imports wasi:clocks; this manifest does not declare <clocks/>.
+    let manifest = dir.path().join("rps.xml");
+    std::fs::write(
+        &manifest,
+        "<rps><name>notes</name><version>0.1.0</version><capabilities>\
+         <dir name=\"notes\" path=\"/notes\" access=\"read-write\"/></capabilities></rps>",
+    )
+    .unwrap();
+    let out = pack(dir.path(), "notes", &manifest, &[]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("imports wasi:clocks/wall-clock@0.2"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not declare <clocks/>"), "{stderr}");
+    // Forced through, the node refuses it at audit and at call time.
+    assert!(
+        pack(dir.path(), "notes", &manifest, &["--no-check"])
+            .status
+            .success()
+    );
+    let out = run_sp2a(
+        dir.path(),
+        &["audit", "notes.rps", "--policy", "policy.toml"],
+    );
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout.contains("capability clocks: NOT DECLARED"),
+        "{stdout}"
+    );
+    let out = run_sp2a(
+        dir.path(),
+        &["call", "notes.rps", "names()", "--policy", "policy.toml"],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("does not declare <clocks/>"), "{stderr}");
+}
+
+#[test]
+fn xml_bomb_manifest_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let manifest = dir.path().join("bomb.xml");
+    std::fs::write(
+        &manifest,
+        "<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n <!ENTITY lol \"lol\">\n <!ENTITY lol1 \"&lol;&lol;&lol;&lol;&lol;\">\n]>\n<rps><name>&lol1;</name><version>1.0.0</version></rps>\n",
+    )
+    .unwrap();
+    let out = pack(dir.path(), "hello", &manifest, &[]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("line 2: DTDs and entity declarations are not allowed"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("hello.rps").exists());
+}
+
+#[test]
+fn truncated_package_and_garbage_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let manifest = services_dir().join("hello/rps.xml");
+    assert!(pack(dir.path(), "hello", &manifest, &[]).status.success());
+    let bytes = std::fs::read(dir.path().join("hello.rps")).unwrap();
+    std::fs::write(dir.path().join("short.rps"), &bytes[..bytes.len() / 3]).unwrap();
+    let out = run_sp2a(
+        dir.path(),
+        &["audit", "short.rps", "--policy", "policy.toml"],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("package is truncated"), "{stderr}");
+    std::fs::write(dir.path().join("junk.rps"), b"not a package at all").unwrap();
+    let out = run_sp2a(dir.path(), &["call", "junk.rps", "f()"]);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("not an sp2a package"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn traps_exit_nonzero_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let manifest = services_dir().join("checksum/rps.xml");
+    assert!(
+        pack(dir.path(), "checksum", &manifest, &[])
+            .status
+            .success()
+    );
+    let out = run_sp2a(
+        dir.path(),
+        &[
+            "call",
+            "checksum.rps",
+            "blake3-chain([], 4000000000)",
+            "--policy",
+            "policy.toml",
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("out of fuel"), "{stderr}");
+    let out = run_sp2a(
+        dir.path(),
+        &["call", "checksum.rps", "nope(1)", "--policy", "policy.toml"],
+    );
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("no exported function \"nope\""), "{stderr}");
+    assert!(
+        stderr.contains("digest.blake3-text"),
+        "lists the exports: {stderr}"
+    );
+    let out = run_sp2a(
+        dir.path(),
+        &[
+            "call",
+            "checksum.rps",
+            "blake3-text(42)",
+            "--policy",
+            "policy.toml",
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("bad arguments for digest.blake3-text"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,180 @@
+//! Sandbox behaviour beyond single services: the compile cache, components
+//! from other toolchains, and what is not a component at all.
+
+use sp2a::node::activate;
+use sp2a::package::{SecretKey, pack};
+use sp2a::sandbox::executor::CompileSource;
+use sp2a::sandbox::{Sandbox, SandboxConfig};
+use sp2a_tests::{manifest, policy, service_package};
+
+fn cached_sandbox(dir: &std::path::Path) -> Sandbox {
+    Sandbox::new(SandboxConfig {
+        max_instances: 8,
+        cache_dir: Some(dir.to_path_buf()),
+        ..SandboxConfig::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn second_activation_skips_compilation_and_tampered_artifacts_are_discarded() {
+    let key = SecretKey::generate();
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let policy = policy(&key, data.path(), "");
+    let package = service_package("checksum", &key);
+
+    let first = activate(
+        &cached_sandbox(cache.path()),
+        &policy,
+        package.clone().into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.activation.compiled().source, CompileSource::Compiled);
+    // A restarted node (fresh sandbox) finds its own artifact.
+    let second = activate(
+        &cached_sandbox(cache.path()),
+        &policy,
+        package.clone().into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        second.activation.compiled().source,
+        CompileSource::DiskCache
+    );
+    assert!(second.activation.compiled().elapsed < first.activation.compiled().elapsed);
+    assert_eq!(
+        second
+            .activation
+            .invoke("blake3-text(\"abc\")")
+            .await
+            .unwrap()
+            .value,
+        "\"6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85\""
+    );
+
+    // Someone rewrites the artifact: its MAC fails, it is deleted and recompiled.
+    let artifact = std::fs::read_dir(cache.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap())
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("an artifact was written");
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifact, &bytes).unwrap();
+    let third = activate(&cached_sandbox(cache.path()), &policy, package.into_inner())
+        .await
+        .unwrap();
+    assert_eq!(third.activation.compiled().source, CompileSource::Compiled);
+    assert!(third.activation.invoke("sha256-text(\"\")").await.is_ok());
+}
+
+/// A component as another toolchain might emit it: hand-written, importing a
+/// newer WASI 0.2 patch release than this runtime implements.
+const NEWER_WASI: &str = r#"
+(component
+  (import "wasi:random/random@0.2.99" (instance $random
+    (export "get-random-u64" (func (result u64)))))
+  (import "wasi:clocks/monotonic-clock@0.2.42" (instance $clock
+    (export "now" (func (result u64)))))
+  (core module $m
+    (import "host" "rand" (func $rand (result i64)))
+    (import "host" "now" (func $now (result i64)))
+    (func (export "roll") (result i64) call $rand)
+    (func (export "ticking") (result i32)
+      call $now
+      i64.const 0
+      i64.gt_u))
+  (core func $rand (canon lower (func $random "get-random-u64")))
+  (core func $now (canon lower (func $clock "now")))
+  (core instance $i (instantiate $m
+    (with "host" (instance (export "rand" (func $rand)) (export "now" (func $now))))))
+  (func (export "roll") (result u64) (canon lift (core func $i "roll")))
+  (func (export "ticking") (result bool) (canon lift (core func $i "ticking")))
+)
+"#;
+
+#[tokio::test]
+async fn components_importing_newer_wasi_patch_versions_run() {
+    let key = SecretKey::generate();
+    let data = tempfile::tempdir().unwrap();
+    let bytes = wat::parse_str(NEWER_WASI).unwrap();
+    let m = manifest(
+        "foreign",
+        "<capabilities><clocks/><random/></capabilities><self-test><call expect=\"true\">ticking()</call></self-test>",
+    );
+    let package = pack(bytes, &m, &key).unwrap();
+    let service = activate(
+        &sp2a_tests::sandbox(),
+        &policy(&key, data.path(), ""),
+        package.into_inner(),
+    )
+    .await
+    .unwrap();
+    let a = service.activation.invoke("roll()").await.unwrap().value;
+    let b = service.activation.invoke("roll()").await.unwrap().value;
+    assert_ne!(a, b, "random numbers repeat");
+
+    // The same component without <random/> declared is refused, naming the import.
+    let m = manifest("foreign", "<capabilities><clocks/></capabilities>");
+    let package = pack(wat::parse_str(NEWER_WASI).unwrap(), &m, &key).unwrap();
+    let err = activate(
+        &sp2a_tests::sandbox(),
+        &policy(&key, data.path(), ""),
+        package.into_inner(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("imports wasi:random/random@0.2.99"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unsupported_imports_and_core_modules_are_refused() {
+    let key = SecretKey::generate();
+    let data = tempfile::tempdir().unwrap();
+    let policy = policy(&key, data.path(), "");
+    let http = r#"(component
+        (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
+    )"#;
+    let package = pack(wat::parse_str(http).unwrap(), &manifest("http", ""), &key).unwrap();
+    let err = activate(&sp2a_tests::sandbox(), &policy, package.into_inner())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("imports wasi:http/outgoing-handler@0.2.0: wasi:http is not provided"),
+        "{err}"
+    );
+
+    let core = wat::parse_str("(module (func (export \"f\")))").unwrap();
+    let package = pack(core, &manifest("core", ""), &key).unwrap();
+    let err = activate(&sp2a_tests::sandbox(), &policy, package.into_inner())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("core wasm module"), "{err}");
+
+    let package = pack(
+        b"\0asm\x0d\0\x01\0garbage".to_vec(),
+        &manifest("junk", ""),
+        &key,
+    )
+    .unwrap();
+    let err = activate(&sp2a_tests::sandbox(), &policy, package.into_inner())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("cannot compile the component"),
+        "{err}"
+    );
+}
