@@ -8,20 +8,31 @@ use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The package file.
+    /// A package file (run here, in a sandbox of this process), or the name
+    /// of a service (run by the local node, or a remote provider with --remote).
     package: PathBuf,
     /// The call in WAVE syntax, e.g. 'greet("world")' or 'digest.blake3-text("abc")'.
     call: String,
-    /// The node policy (default: trust nobody, grant nothing).
+    /// Call a remote provider of the service without downloading it.
     #[arg(long)]
-    policy: Option<PathBuf>,
+    remote: bool,
     /// Directory for compiled artifacts (a second activation skips compiling).
     #[arg(long)]
     cache: Option<PathBuf>,
+    #[command(flatten)]
+    node: super::node::NodeArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = super::load_policy(args.policy.as_deref())?;
+    let is_file = args.package.exists() || args.package.extension().is_some_and(|e| e == "rps");
+    if !is_file {
+        let service = args.package.to_string_lossy().into_owned();
+        return super::remote::call(&args.node, service, args.call, args.remote).await;
+    }
+    if args.remote {
+        anyhow::bail!("--remote takes a service name, not a package file");
+    }
+    let policy = super::load_policy(args.node.policy.as_deref())?;
     let package = super::read_package(&args.package)?;
     let sandbox = super::sandbox_for(&policy, args.cache.clone())?;
     let service = sp2a::node::activate(&sandbox, &policy, package)

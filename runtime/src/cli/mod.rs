@@ -6,7 +6,9 @@ mod bench;
 mod call;
 mod demo;
 mod keygen;
+mod node;
 mod pack;
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,6 +38,14 @@ enum Command {
     Audit(audit::Args),
     /// Verify, audit, self-test, activate and invoke a package locally.
     Call(call::Args),
+    /// Run a node until Ctrl-C: provide services, pull, answer peers.
+    Node(node::Args),
+    /// Find the providers of a service and their signed adverts.
+    Find(remote::FindArgs),
+    /// Pull a service: check, download (verified), activate, provide.
+    Pull(remote::PullArgs),
+    /// Show a node's peers, services and transfers.
+    Status(remote::StatusArgs),
     /// Pack, audit and call the example services, printing each step.
     Demo(demo::Args),
     /// Measure the runtime (see `sp2a bench --help`).
@@ -49,6 +59,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pack(args) => pack::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Call(args) => call::run(args).await,
+        Command::Node(args) => node::run(args).await,
+        Command::Find(args) => remote::find(args).await,
+        Command::Pull(args) => remote::pull(args).await,
+        Command::Status(args) => remote::status(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(command) => bench::run(command).await,
     }

@@ -1,0 +1,263 @@
+//! `sp2a find`, `sp2a pull`, `sp2a status` and `sp2a call NAME`: ask the
+//! running node (through its control socket), or, with `--bootstrap`, a
+//! short-lived node of their own.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use sp2a::node::control::{self, ControlReply, ControlRequest};
+
+use super::node::{NodeArgs, assemble, default_data_dir, start};
+
+/// Sends `request` to the local node, or runs it on a short-lived node when
+/// `--bootstrap` is given.
+pub async fn perform(
+    args: &NodeArgs,
+    request: ControlRequest,
+    progress: impl FnMut(ControlReply) + Send,
+) -> anyhow::Result<ControlReply> {
+    if args.bootstrap.is_empty() {
+        let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+        let mut progress = progress;
+        return control::request(&data_dir, &request, |p| progress(p.clone()))
+            .await
+            .map_err(anyhow::Error::from);
+    }
+    // A node of our own for this one command.
+    let temp;
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut node_args = args.clone();
+    if node_args.listen.is_empty() {
+        node_args.listen = vec!["/ip4/0.0.0.0/tcp/0".parse()?];
+    }
+    let assembled = assemble(&node_args, Some(data_dir))?;
+    let node = start(&assembled).await?;
+    let reply = control::execute(&node, request, progress).await;
+    node.shutdown().await;
+    Ok(reply)
+}
+
+fn fail(reply: ControlReply) -> anyhow::Result<ExitCode> {
+    match reply {
+        ControlReply::Error(message) => bail!("{message}"),
+        other => bail!("unexpected reply from the node: {other:?}"),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FindArgs {
+    /// Service name.
+    name: String,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn find(args: FindArgs) -> anyhow::Result<ExitCode> {
+    let reply = perform(
+        &args.node,
+        ControlRequest::Find {
+            name: args.name.clone(),
+        },
+        |_| {},
+    )
+    .await?;
+    let ControlReply::Found(found) = reply else {
+        return fail(reply);
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else if found.is_empty() {
+        println!("no provider of {} found", args.name);
+    } else {
+        println!("{} provider(s) of {}:", found.len(), args.name);
+        for f in &found {
+            println!(
+                "  {} {} {} ({} bytes, publisher {}{}) from {}",
+                f.name,
+                f.version,
+                &f.content_id[..12],
+                f.size,
+                &f.publisher[..24],
+                if f.trusted {
+                    ", trusted"
+                } else {
+                    ", NOT trusted"
+                },
+                f.peer
+            );
+        }
+    }
+    Ok(if found.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// Service name (newest acceptable version) or package content id.
+    target: String,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+pub async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("finding {}", args.target));
+    let shown = bar.clone();
+    let reply = perform(
+        &args.node,
+        ControlRequest::Pull {
+            target: args.target.clone(),
+        },
+        move |p| {
+            if let ControlReply::Progress {
+                stage,
+                bytes,
+                total,
+                provider,
+            } = p
+            {
+                shown.set_length(total);
+                shown.set_position(bytes);
+                let from = provider
+                    .map(|p| format!(" from {}", &p[p.len().saturating_sub(8)..]))
+                    .unwrap_or_default();
+                shown.set_message(format!("{stage}{from}"));
+            }
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    let ControlReply::Pulled {
+        name,
+        content_id,
+        bytes,
+        discovery_ms,
+        download_ms,
+        deploy_ms,
+        sources,
+        downloaded,
+    } = reply
+    else {
+        return fail(reply);
+    };
+    if downloaded {
+        println!(
+            "pulled {name} ({}): {bytes} bytes from {} provider(s); discovery {discovery_ms} ms, download {download_ms} ms, active after {deploy_ms} ms",
+            &content_id[..12],
+            sources.len()
+        );
+    } else {
+        println!(
+            "{name} ({}) is already active on this node",
+            &content_id[..12]
+        );
+    }
+    println!("this node now provides {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let reply = perform(&args.node, ControlRequest::Status, |_| {}).await?;
+    let ControlReply::Status(status) = reply else {
+        return fail(reply);
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("peer id   {}", status.peer_id);
+    for address in &status.listen {
+        println!("listening {address}");
+    }
+    println!(
+        "peers     {} connected, {} in the routing table",
+        status.peers.len(),
+        status.routing_table
+    );
+    println!("services  {}", status.services.len());
+    for s in &status.services {
+        println!(
+            "  {} {} ({}, {} bytes), {} call(s) running",
+            s.name,
+            s.version,
+            &s.content_id[..12],
+            s.size,
+            s.busy_invocations
+        );
+    }
+    println!("transfers {}", status.transfers.len());
+    for t in &status.transfers {
+        println!(
+            "  {} {} {}/{} bytes from {}",
+            t.target,
+            t.stage,
+            t.bytes,
+            t.total,
+            t.provider.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sp2a call NAME CALL [--remote]` through a node.
+pub async fn call(
+    node: &NodeArgs,
+    service: String,
+    call: String,
+    remote: bool,
+) -> anyhow::Result<ExitCode> {
+    let reply = perform(
+        node,
+        ControlRequest::Call {
+            service: service.clone(),
+            call: call.clone(),
+            remote,
+        },
+        |_| {},
+    )
+    .await
+    .with_context(|| format!("{call} on {service}"))?;
+    let ControlReply::Called {
+        value,
+        peer,
+        micros,
+    } = reply
+    else {
+        return fail(reply);
+    };
+    println!("{value}");
+    match peer {
+        Some(peer) => tracing::info!(%peer, micros, "remote call"),
+        None => tracing::info!(micros, "local call"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

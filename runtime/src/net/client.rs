@@ -1,0 +1,238 @@
+//! The cloneable handle to the network event loop, and the requests peers
+//! send us.
+
+use std::collections::HashSet;
+
+use libp2p::kad::RecordKey;
+use libp2p::request_response::ResponseChannel;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::protocol::*;
+
+/// Why a request to a peer got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("cannot reach the peer")]
+    Dial,
+    #[error("the peer did not answer in time")]
+    Timeout,
+    #[error("the connection closed before the peer answered")]
+    Closed,
+    #[error("the peer does not speak the protocol")]
+    Unsupported,
+    #[error("{0}")]
+    Io(String),
+    #[error("the network is shutting down")]
+    Shutdown,
+}
+
+/// A request from a peer, to be answered through [`Client`].
+#[derive(Debug)]
+pub enum InboundRequest {
+    Advert {
+        peer: PeerId,
+        request: AdvertRequest,
+        channel: ResponseChannel<AdvertResponse>,
+    },
+    Chunk {
+        peer: PeerId,
+        request: ChunkRequest,
+        channel: ResponseChannel<ChunkResponse>,
+    },
+    Invoke {
+        peer: PeerId,
+        request: InvokeRequest,
+        channel: ResponseChannel<InvokeResponse>,
+    },
+}
+
+/// A snapshot of the network's state.
+#[derive(Clone, Debug)]
+pub struct NetInfo {
+    pub peer_id: PeerId,
+    pub listen_addrs: Vec<Multiaddr>,
+    pub connected: Vec<PeerId>,
+    pub routing_table: usize,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<T>;
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    StartProviding {
+        key: RecordKey,
+        reply: Reply<()>,
+    },
+    StopProviding {
+        key: RecordKey,
+    },
+    GetProviders {
+        key: RecordKey,
+        reply: Reply<HashSet<PeerId>>,
+    },
+    Dial {
+        address: Multiaddr,
+        reply: Reply<Result<PeerId, String>>,
+    },
+    Advert {
+        peer: PeerId,
+        request: AdvertRequest,
+        reply: Reply<Result<AdvertResponse, RequestError>>,
+    },
+    Chunk {
+        peer: PeerId,
+        request: ChunkRequest,
+        reply: Reply<Result<ChunkResponse, RequestError>>,
+    },
+    Invoke {
+        peer: PeerId,
+        request: InvokeRequest,
+        reply: Reply<Result<InvokeResponse, RequestError>>,
+    },
+    RespondAdvert {
+        channel: ResponseChannel<AdvertResponse>,
+        response: AdvertResponse,
+    },
+    RespondChunk {
+        channel: ResponseChannel<ChunkResponse>,
+        response: ChunkResponse,
+    },
+    RespondInvoke {
+        channel: ResponseChannel<InvokeResponse>,
+        response: InvokeResponse,
+    },
+    Info {
+        reply: Reply<NetInfo>,
+    },
+    Shutdown {
+        reply: Reply<()>,
+    },
+}
+
+/// Talks to the event loop that owns the swarm. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) peer_id: PeerId,
+}
+
+impl Client {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    async fn tell(&self, command: Command) {
+        let _ = self.commands.send(command).await;
+    }
+
+    /// Announces this node as a provider of `key` (a provider record in the DHT).
+    pub async fn start_providing(&self, key: RecordKey) {
+        self.ask(|reply| Command::StartProviding { key, reply })
+            .await;
+    }
+
+    /// Withdraws this node's provider record for `key`.
+    pub async fn stop_providing(&self, key: RecordKey) {
+        self.tell(Command::StopProviding { key }).await;
+    }
+
+    /// The peers that provide `key` (this node excluded).
+    pub async fn get_providers(&self, key: RecordKey) -> HashSet<PeerId> {
+        self.ask(|reply| Command::GetProviders { key, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Dials an address ending in `/p2p/<peer id>` and waits for the connection.
+    pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, String> {
+        self.ask(|reply| Command::Dial { address, reply })
+            .await
+            .unwrap_or_else(|| Err(RequestError::Shutdown.to_string()))
+    }
+
+    pub async fn request_advert(
+        &self,
+        peer: PeerId,
+        request: AdvertRequest,
+    ) -> Result<AdvertResponse, RequestError> {
+        self.ask(|reply| Command::Advert {
+            peer,
+            request,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    pub async fn request_chunk(
+        &self,
+        peer: PeerId,
+        request: ChunkRequest,
+    ) -> Result<ChunkResponse, RequestError> {
+        self.ask(|reply| Command::Chunk {
+            peer,
+            request,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    pub async fn request_invoke(
+        &self,
+        peer: PeerId,
+        request: InvokeRequest,
+    ) -> Result<InvokeResponse, RequestError> {
+        self.ask(|reply| Command::Invoke {
+            peer,
+            request,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    pub async fn respond_advert(
+        &self,
+        channel: ResponseChannel<AdvertResponse>,
+        response: AdvertResponse,
+    ) {
+        self.tell(Command::RespondAdvert { channel, response })
+            .await;
+    }
+
+    pub async fn respond_chunk(
+        &self,
+        channel: ResponseChannel<ChunkResponse>,
+        response: ChunkResponse,
+    ) {
+        self.tell(Command::RespondChunk { channel, response }).await;
+    }
+
+    pub async fn respond_invoke(
+        &self,
+        channel: ResponseChannel<InvokeResponse>,
+        response: InvokeResponse,
+    ) {
+        self.tell(Command::RespondInvoke { channel, response })
+            .await;
+    }
+
+    /// Peer id, listen addresses, connected peers.
+    pub async fn info(&self) -> Option<NetInfo> {
+        self.ask(|reply| Command::Info { reply }).await
+    }
+
+    /// Stops the event loop (connections close).
+    pub async fn shutdown(&self) {
+        self.ask(|reply| Command::Shutdown { reply }).await;
+    }
+}

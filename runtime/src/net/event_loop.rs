@@ -1,0 +1,494 @@
+//! The one task that owns the libp2p `Swarm`: it executes [`Client`]
+//! commands, tracks their pending replies, keeps Kademlia's routing table
+//! fed from identify and mDNS, filters inbound provider records (at most
+//! `provider_records_per_peer` per peer per hour) and hands peers' requests
+//! to the node through a bounded channel. When that channel is full a peer's
+//! request is answered `Busy` at once rather than queued without bound.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::kad::store::RecordStore;
+use libp2p::kad::{self, QueryId, QueryResult};
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
+use libp2p::swarm::{SwarmEvent, dial_opts::DialOpts};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, tcp, yamux};
+use tokio::sync::mpsc;
+
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::client::{Client, Command, InboundRequest, NetInfo, Reply, RequestError};
+use super::protocol::*;
+use super::{NetConfig, NetError, split_peer_address};
+
+const COMMAND_QUEUE: usize = 1024;
+const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(60);
+const PROVIDER_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Starts the network: builds the swarm, listens, dials the bootstrap peers
+/// and spawns the event loop. Returns the client and the inbound requests.
+pub async fn start(
+    keypair: libp2p::identity::Keypair,
+    config: NetConfig,
+) -> Result<(Client, mpsc::Receiver<InboundRequest>), NetError> {
+    let behaviour_config = config.clone();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Build(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| Behaviour::new(key, &behaviour_config))
+        .map_err(|e| NetError::Build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    let peer_id = *swarm.local_peer_id();
+
+    let mut listeners = HashSet::new();
+    for address in &config.listen {
+        let id = swarm
+            .listen_on(address.clone())
+            .map_err(|e| NetError::Listen {
+                address: address.to_string(),
+                reason: e.to_string(),
+            })?;
+        listeners.insert(id);
+    }
+    let mut bootstrap = Vec::new();
+    for address in &config.bootstrap {
+        let (peer, addr) = split_peer_address(address)
+            .ok_or_else(|| NetError::BootstrapWithoutPeer(address.to_string()))?;
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        bootstrap.push(address.clone());
+    }
+
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
+    let mut event_loop = EventLoop {
+        swarm,
+        commands: commands_rx,
+        inbound: inbound_tx,
+        config,
+        pending_dials: HashMap::new(),
+        pending_providers: HashMap::new(),
+        pending_adverts: HashMap::new(),
+        pending_chunks: HashMap::new(),
+        pending_invokes: HashMap::new(),
+        provider_counts: HashMap::new(),
+        provider_window: Instant::now(),
+    };
+    // Wait (briefly) until every listener reports an address, so callers can
+    // hand those addresses to others right away.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !listeners.is_empty() {
+        match tokio::time::timeout_at(deadline, event_loop.swarm.select_next_some()).await {
+            Ok(SwarmEvent::NewListenAddr { listener_id, .. }) => {
+                listeners.remove(&listener_id);
+            }
+            Ok(SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            }) => {
+                return Err(NetError::Listen {
+                    address: format!("{listener_id:?}"),
+                    reason: format!("{reason:?}"),
+                });
+            }
+            Ok(event) => event_loop.handle_swarm_event(event),
+            Err(_) => break,
+        }
+    }
+    for address in bootstrap {
+        if let Err(e) = event_loop.swarm.dial(address.clone()) {
+            tracing::warn!(%address, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+    tokio::spawn(event_loop.run());
+    Ok((
+        Client {
+            commands: commands_tx,
+            peer_id,
+        },
+        inbound_rx,
+    ))
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<InboundRequest>,
+    config: NetConfig,
+    pending_dials: HashMap<PeerId, Vec<Reply<Result<PeerId, String>>>>,
+    pending_providers: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
+    pending_adverts: HashMap<OutboundRequestId, Reply<Result<AdvertResponse, RequestError>>>,
+    pending_chunks: HashMap<OutboundRequestId, Reply<Result<ChunkResponse, RequestError>>>,
+    pending_invokes: HashMap<OutboundRequestId, Reply<Result<InvokeResponse, RequestError>>>,
+    provider_counts: HashMap<PeerId, usize>,
+    provider_window: Instant,
+}
+
+fn request_error(error: &OutboundFailure) -> RequestError {
+    match error {
+        OutboundFailure::DialFailure => RequestError::Dial,
+        OutboundFailure::Timeout => RequestError::Timeout,
+        OutboundFailure::ConnectionClosed => RequestError::Closed,
+        OutboundFailure::UnsupportedProtocols => RequestError::Unsupported,
+        OutboundFailure::Io(e) => RequestError::Io(e.to_string()),
+    }
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut bootstrap = tokio::time::interval(BOOTSTRAP_INTERVAL);
+        bootstrap.tick().await;
+        if !self.config.bootstrap.is_empty() {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(command) => self.handle_command(command),
+                    None => break,
+                },
+                _ = bootstrap.tick() => {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+        }
+        tracing::debug!(peer = %self.swarm.local_peer_id(), "network stopped");
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        let behaviour = self.swarm.behaviour_mut();
+        match command {
+            Command::StartProviding { key, reply } => {
+                if let Err(e) = behaviour.kad.start_providing(key) {
+                    tracing::warn!(error = %e, "cannot store a provider record");
+                }
+                let _ = reply.send(());
+            }
+            Command::StopProviding { key } => behaviour.kad.stop_providing(&key),
+            Command::GetProviders { key, reply } => {
+                let id = behaviour.kad.get_providers(key);
+                self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::Dial { address, reply } => {
+                let Some((peer, addr)) = split_peer_address(&address) else {
+                    let _ = reply.send(Err(format!("{address} has no /p2p/<peer id> suffix")));
+                    return;
+                };
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(peer));
+                    return;
+                }
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
+                match self
+                    .swarm
+                    .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build())
+                {
+                    Ok(()) => self.pending_dials.entry(peer).or_default().push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            Command::Advert {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = behaviour.adverts.send_request(&peer, request);
+                self.pending_adverts.insert(id, reply);
+            }
+            Command::Chunk {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = behaviour.transfer.send_request(&peer, request);
+                self.pending_chunks.insert(id, reply);
+            }
+            Command::Invoke {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = behaviour.invoke.send_request(&peer, request);
+                self.pending_invokes.insert(id, reply);
+            }
+            Command::RespondAdvert { channel, response } => {
+                let _ = behaviour.adverts.send_response(channel, response);
+            }
+            Command::RespondChunk { channel, response } => {
+                let _ = behaviour.transfer.send_response(channel, response);
+            }
+            Command::RespondInvoke { channel, response } => {
+                let _ = behaviour.invoke.send_response(channel, response);
+            }
+            Command::Info { reply } => {
+                let routing_table = behaviour.kad.kbuckets().map(|b| b.num_entries()).sum();
+                let _ = reply.send(NetInfo {
+                    peer_id: *self.swarm.local_peer_id(),
+                    listen_addrs: self.swarm.listeners().cloned().collect(),
+                    connected: self.swarm.connected_peers().copied().collect(),
+                    routing_table,
+                });
+            }
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.handle_kad(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) {
+                    for address in info.listen_addrs.into_iter().take(16) {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, address);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, address) in found.into_iter().take(64) {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, address.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self
+                            .swarm
+                            .dial(DialOpts::peer_id(peer).addresses(vec![address]).build());
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Adverts(event)) => self.handle_adverts(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Transfer(event)) => self.handle_transfer(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Invoke(event)) => self.handle_invoke(event),
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer_id),
+                error,
+                ..
+            } => {
+                if !self.swarm.is_connected(&peer_id) {
+                    for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
+                        let _ = reply.send(Err(error.to_string()));
+                    }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::debug!(%address, "listening");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::GetProviders(result),
+                step,
+                ..
+            } => {
+                let local = *self.swarm.local_peer_id();
+                if let Some((found, _)) = self.pending_providers.get_mut(&id) {
+                    if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
+                        found.extend(providers.into_iter().filter(|p| *p != local));
+                    }
+                }
+                if step.last {
+                    if let Some((found, reply)) = self.pending_providers.remove(&id) {
+                        let _ = reply.send(found);
+                    }
+                }
+            }
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } => {
+                if self.provider_window.elapsed() > PROVIDER_WINDOW {
+                    self.provider_counts.clear();
+                    self.provider_window = Instant::now();
+                }
+                let count = self.provider_counts.entry(record.provider).or_default();
+                if *count >= self.config.provider_records_per_peer {
+                    tracing::debug!(peer = %record.provider, "ignoring provider record: per-peer limit reached");
+                    return;
+                }
+                *count += 1;
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record)
+                {
+                    tracing::debug!(error = %e, "provider record not stored");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_adverts(&mut self, event: request_response::Event<AdvertRequest, AdvertResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if let Err(e) = self.inbound.try_send(InboundRequest::Advert {
+                        peer,
+                        request,
+                        channel,
+                    }) {
+                        if let InboundRequest::Advert { channel, .. } = e.into_inner() {
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .adverts
+                                .send_response(channel, AdvertResponse::Busy);
+                        }
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_adverts.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.pending_adverts.remove(&request_id) {
+                    let _ = reply.send(Err(request_error(&error)));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound advert request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn handle_transfer(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if let Err(e) = self.inbound.try_send(InboundRequest::Chunk {
+                        peer,
+                        request,
+                        channel,
+                    }) {
+                        if let InboundRequest::Chunk { channel, .. } = e.into_inner() {
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .transfer
+                                .send_response(channel, ChunkResponse::Busy);
+                        }
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_chunks.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.pending_chunks.remove(&request_id) {
+                    let _ = reply.send(Err(request_error(&error)));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound transfer request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn handle_invoke(&mut self, event: request_response::Event<InvokeRequest, InvokeResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if let Err(e) = self.inbound.try_send(InboundRequest::Invoke {
+                        peer,
+                        request,
+                        channel,
+                    }) {
+                        if let InboundRequest::Invoke { channel, .. } = e.into_inner() {
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .invoke
+                                .send_response(channel, InvokeResponse::Busy);
+                        }
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_invokes.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.pending_invokes.remove(&request_id) {
+                    let _ = reply.send(Err(request_error(&error)));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound invoke request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// A peer address for others to dial: a listen address plus `/p2p/<id>`.
+pub fn dialable(address: &Multiaddr, peer: PeerId) -> Multiaddr {
+    address.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
+}

@@ -1,0 +1,113 @@
+//! The peer-to-peer layer: rust-libp2p on tokio.
+//!
+//! One task (the [`event_loop`]) owns the `Swarm`; everything else talks to
+//! it through a cloneable [`Client`] over bounded channels with oneshot
+//! replies, and receives peers' requests as [`InboundRequest`]s to answer
+//! through the client. Transports: TCP (noise, yamux) and QUIC; identify,
+//! Kademlia (provider records), ping, optional mDNS, connection limits and
+//! the sp2a request-response protocols of [`protocol`].
+//!
+//! Service discovery uses standard Kademlia provider records under keys that
+//! are CIDv1 bytes (see [`keys`]), so any libp2p Kademlia implementation
+//! speaking the `/sp2a/kad/1.0.0` protocol can look them up.
+
+pub mod behaviour;
+pub mod client;
+pub mod event_loop;
+pub mod keys;
+pub mod protocol;
+
+use std::path::Path;
+use std::time::Duration;
+
+pub use client::{Client, InboundRequest, NetInfo, RequestError};
+pub use libp2p::{Multiaddr, PeerId};
+
+/// Errors starting the network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot build the libp2p swarm: {0}")]
+    Build(String),
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: String, reason: String },
+    #[error("node identity {path}: {reason}")]
+    Identity { path: String, reason: String },
+    #[error("bootstrap address {0} has no /p2p/<peer id> suffix")]
+    BootstrapWithoutPeer(String),
+}
+
+/// Network settings. Defaults: no listen address, no bootstrap peers, mDNS
+/// off, 512 connections (2 per peer), 30 s request timeout, 256 queued
+/// inbound requests, 1024 provider records accepted per peer per hour,
+/// 10 s Kademlia query timeout.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    pub request_timeout: Duration,
+    pub inbound_queue: usize,
+    pub provider_records_per_peer: usize,
+    pub query_timeout: Duration,
+    /// Concurrent inbound streams per connection per protocol.
+    pub max_concurrent_streams: usize,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: false,
+            max_connections: 512,
+            max_connections_per_peer: 2,
+            request_timeout: Duration::from_secs(30),
+            inbound_queue: 256,
+            provider_records_per_peer: 1024,
+            query_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 64,
+        }
+    }
+}
+
+/// Loads the node's libp2p identity from `path`, creating it (mode 0600) on
+/// first start, so that a node keeps its peer id across restarts.
+pub fn load_or_create_identity(path: &Path) -> Result<libp2p::identity::Keypair, NetError> {
+    let err = |reason: String| NetError::Identity {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => libp2p::identity::Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = libp2p::identity::Keypair::generate_ed25519();
+            let bytes = keypair
+                .to_protobuf_encoding()
+                .map_err(|e| err(e.to_string()))?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            }
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+            std::io::Write::write_all(&mut file, &bytes).map_err(|e| err(e.to_string()))?;
+            file.sync_all().map_err(|e| err(e.to_string()))?;
+            Ok(keypair)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Splits `/ip4/.../tcp/.../p2p/<id>` into the peer id and the address.
+pub fn split_peer_address(address: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut address = address.clone();
+    match address.pop() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some((peer, address)),
+        _ => None,
+    }
+}

@@ -1,0 +1,141 @@
+//! The sp2a request-response protocols. Every message is CBOR, versioned by
+//! its protocol name, size-bounded by the codec and validated on receipt:
+//! nothing from a peer is trusted.
+//!
+//! * `/sp2a/advert/1`: fetch the signed adverts a provider holds for a
+//!   service name or a content id. Request ≤ [`MAX_ADVERT_REQUEST`] bytes,
+//!   response ≤ [`MAX_ADVERT_RESPONSE`] bytes, at most [`MAX_ADVERTS`]
+//!   adverts. The receiver parses and signature-checks each advert itself.
+//! * `/sp2a/transfer/1`: fetch a range of a component's 16 KiB blocks as a
+//!   BLAKE3 verified-streaming (bao) encoding against the component hash of
+//!   the advert. Request ≤ [`MAX_CHUNK_REQUEST`] bytes, at most
+//!   [`MAX_BLOCKS_PER_REQUEST`] blocks; response ≤ [`MAX_CHUNK_RESPONSE`]
+//!   bytes. The response repeats the component size it serves; a size other
+//!   than the advert's ends the attempt.
+//! * `/sp2a/invoke/1`: call a function of a service the peer provides.
+//!   Request ≤ [`MAX_INVOKE_REQUEST`] bytes, response ≤
+//!   [`MAX_INVOKE_RESPONSE`] bytes. `Busy` when the provider is at its
+//!   concurrency limit, `Denied` when the caller is not on the service's
+//!   allow-list: explicit answers, never silent drops.
+
+use serde::{Deserialize, Serialize};
+
+/// Size of one verified block of a component (bao chunk group, 16 KiB).
+pub const BLOCK_SIZE: u64 = 16 * 1024;
+/// `BLOCK_SIZE` as bao-tree's chunk log (2^4 BLAKE3 chunks of 1 KiB).
+pub const BLOCK_CHUNK_LOG: u8 = 4;
+/// Largest number of blocks one transfer request may ask for (1 MiB).
+pub const MAX_BLOCKS_PER_REQUEST: u32 = 64;
+/// Most adverts one advert response may carry.
+pub const MAX_ADVERTS: usize = 16;
+
+pub const MAX_ADVERT_REQUEST: u64 = 1024;
+pub const MAX_ADVERT_RESPONSE: u64 = (MAX_ADVERTS as u64) * (80 * 1024);
+pub const MAX_CHUNK_REQUEST: u64 = 1024;
+/// Data plus proof (at most 64 bytes per tree level per block) plus framing.
+pub const MAX_CHUNK_RESPONSE: u64 = (MAX_BLOCKS_PER_REQUEST as u64) * (BLOCK_SIZE + 64 * 48) + 4096;
+pub const MAX_INVOKE_REQUEST: u64 = 256 * 1024;
+pub const MAX_INVOKE_RESPONSE: u64 = 1024 * 1024;
+/// Longest service name or error text accepted in a message.
+pub const MAX_TEXT: usize = 4096;
+
+pub const ADVERT_PROTOCOL: &str = "/sp2a/advert/1";
+pub const TRANSFER_PROTOCOL: &str = "/sp2a/transfer/1";
+pub const INVOKE_PROTOCOL: &str = "/sp2a/invoke/1";
+
+/// What adverts a peer is asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdvertRequest {
+    /// Every version of the named service the peer provides.
+    Name(String),
+    /// The advert of one package.
+    ContentId(#[serde(with = "serde_bytes")] [u8; 32]),
+}
+
+/// Adverts a peer provides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdvertResponse {
+    Adverts(Vec<serde_bytes::ByteBuf>),
+    NotFound,
+    /// The peer is overloaded; try later or elsewhere.
+    Busy,
+}
+
+/// A range of blocks of a package's component.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRequest {
+    #[serde(with = "serde_bytes")]
+    pub content_id: [u8; 32],
+    /// First block (of [`BLOCK_SIZE`] bytes).
+    pub first_block: u64,
+    /// Number of blocks, 1 to [`MAX_BLOCKS_PER_REQUEST`].
+    pub blocks: u32,
+}
+
+/// Answer to a [`ChunkRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkResponse {
+    /// The bao encoding of the requested blocks (proof and data interleaved).
+    Data {
+        /// The component size the provider serves; must equal the advert's.
+        size: u64,
+        #[serde(with = "serde_bytes")]
+        encoded: Vec<u8>,
+    },
+    /// The peer does not have (all of) those blocks.
+    NotFound,
+    /// The peer is at its transfer limit; try another.
+    Busy,
+}
+
+/// A remote call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokeRequest {
+    /// Service name.
+    pub service: String,
+    /// A specific package, or `None` for the newest version the peer runs.
+    #[serde(default, with = "serde_bytes")]
+    pub content_id: Option<[u8; 32]>,
+    /// The call in WAVE syntax, e.g. `greet("x")`.
+    pub call: String,
+}
+
+/// Answer to an [`InvokeRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvokeResponse {
+    Ok {
+        /// Results as WAVE text.
+        value: String,
+        fuel: u64,
+        micros: u64,
+        #[serde(with = "serde_bytes")]
+        content_id: [u8; 32],
+    },
+    /// The call ran and failed (trap, bad arguments, ...).
+    Failed { kind: String, message: String },
+    /// The provider is at its concurrency limit for this service.
+    Busy,
+    /// The caller may not invoke this service here.
+    Denied(String),
+    /// The peer does not provide this service.
+    NotFound,
+}
+
+/// Checks a service name in a request: the manifest's rules, bounded.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Clips peer-supplied text for logs and errors.
+pub fn clip(text: &str) -> String {
+    let mut end = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

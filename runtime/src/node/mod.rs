@@ -1,0 +1,842 @@
+//! The node: the paper's RPSManager. It shares services (activates them and
+//! announces them in the DHT), finds them on other peers, pulls them
+//! (check before download, verified transfer with retries across providers,
+//! activation, then providing them itself), and answers peers' requests for
+//! adverts, blocks and invocations within its policy.
+//!
+//! This is where [`crate::sandbox`] and [`crate::net`] meet; neither knows
+//! the other.
+//!
+//! * [`activate`]: verify, policy, compile, audit, self-test.
+//! * [`report`]: the audit report of a package.
+//! * [`store`]: the crash-safe package store.
+//! * [`transfer`]: verified block transfer (bao).
+//! * [`pull`]: find, check, download with retries, activate.
+//! * [`control`]: the operator's local control socket.
+
+pub mod activate;
+pub mod control;
+pub mod pull;
+pub mod report;
+pub mod store;
+pub mod transfer;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bao_tree::io::outboard::PreOrderMemOutboard;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+
+pub use activate::{ActivateError, LocalService, activate};
+pub use pull::{PullConfig, PullError, PullProgress, PullStage};
+pub use report::{PackageReport, audit_package};
+
+use crate::net::protocol::*;
+use crate::net::{self, Client, InboundRequest, NetConfig, PeerId, keys};
+use crate::package::{Advert, ContentId, Package, VerifiedPackage};
+use crate::policy::Policy;
+use crate::sandbox::{Activation, InvokeError, Sandbox};
+use store::Store;
+
+/// Node settings besides the network and the policy.
+///
+/// Defaults: at most 8 concurrent invocations per service (the paper's
+/// limit L), 32 concurrent block uploads, every service open to every peer,
+/// and the [`PullConfig`] defaults.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Identity, store, compile cache and control socket live here.
+    pub data_dir: PathBuf,
+    pub net: NetConfig,
+    pub max_invocations_per_service: usize,
+    pub max_concurrent_uploads: usize,
+    pub pull: PullConfig,
+    /// Services open only to these peers (others get an explicit refusal).
+    pub allow: HashMap<String, HashSet<PeerId>>,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            net: NetConfig::default(),
+            max_invocations_per_service: 8,
+            max_concurrent_uploads: 32,
+            pull: PullConfig::default(),
+            allow: HashMap::new(),
+        }
+    }
+}
+
+/// Node failures.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Activate(#[from] ActivateError),
+    #[error(transparent)]
+    Pull(#[from] Arc<PullError>),
+    #[error("cannot create {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no provider of service {0:?} answered")]
+    NoProvider(String),
+    #[error("{service} on {peer}: {reason}")]
+    Remote {
+        service: String,
+        peer: String,
+        reason: String,
+    },
+    #[error("every provider of {service} declined: {}", .reasons.join("; "))]
+    AllDeclined {
+        service: String,
+        reasons: Vec<String>,
+    },
+    #[error("this node does not run service {0:?}")]
+    NotRunning(String),
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+}
+
+/// Something that happened on a node, for demos, logs and progress displays.
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    Shared {
+        name: String,
+        version: String,
+        content_id: ContentId,
+    },
+    PullStarted {
+        target: String,
+    },
+    Found {
+        target: String,
+        providers: usize,
+        elapsed: Duration,
+    },
+    Downloaded {
+        name: String,
+        bytes: u64,
+        from: Vec<PeerId>,
+        elapsed: Duration,
+    },
+    Pulled {
+        name: String,
+        content_id: ContentId,
+        elapsed: Duration,
+    },
+    PeerBanned {
+        peer: PeerId,
+        content_id: ContentId,
+        reason: String,
+    },
+    Served {
+        peer: PeerId,
+        content_id: ContentId,
+        bytes: u64,
+    },
+    Invoked {
+        peer: PeerId,
+        service: String,
+    },
+}
+
+/// A service this node runs and provides.
+pub struct Provided {
+    pub package: VerifiedPackage,
+    pub activation: Activation,
+    pub outboard: PreOrderMemOutboard,
+    /// The paper's limit L: concurrent invocations served.
+    invocations: Arc<Semaphore>,
+    pub shared_at: Instant,
+}
+
+impl std::fmt::Debug for Provided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provided")
+            .field("name", &self.package.manifest().name)
+            .field("content_id", &self.package.content_id())
+            .finish()
+    }
+}
+
+/// A provider found for a service, with its verified advert.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub peer: PeerId,
+    pub advert: Advert,
+}
+
+/// What a node reports about itself.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    pub peer_id: String,
+    pub listen: Vec<String>,
+    pub peers: Vec<String>,
+    pub routing_table: usize,
+    pub services: Vec<ServiceStatus>,
+    pub transfers: Vec<TransferStatus>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub version: String,
+    pub content_id: String,
+    pub size: u64,
+    pub busy_invocations: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TransferStatus {
+    pub target: String,
+    pub stage: String,
+    pub bytes: u64,
+    pub total: u64,
+    pub provider: Option<String>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) policy: Policy,
+    pub(crate) config: NodeConfig,
+    pub(crate) store: Store,
+    services: RwLock<BTreeMap<ContentId, Arc<Provided>>>,
+    pub(crate) pulls: Mutex<HashMap<String, pull::SharedPull>>,
+    uploads: Arc<Semaphore>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    /// Peers that sent bad data for a package: never asked for it again.
+    pub(crate) banned: Mutex<HashMap<ContentId, HashSet<PeerId>>>,
+    started: Instant,
+}
+
+/// A running node. Cheap to clone; all clones are the same node.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("peer_id", &self.peer_id())
+            .finish()
+    }
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), NodeError> {
+    let err = |source| NodeError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Starts a node: identity and store from the data directory, network,
+    /// request handling; then re-activates and re-announces every stored
+    /// package (those the policy no longer accepts are skipped and logged).
+    pub async fn start(
+        config: NodeConfig,
+        policy: Policy,
+        sandbox: Sandbox,
+    ) -> Result<Node, NodeError> {
+        create_private_dir(&config.data_dir)?;
+        let keypair = net::load_or_create_identity(&config.data_dir.join("identity.key"))?;
+        let store = Store::open(&config.data_dir.join("store"))?;
+        let (client, inbound) = net::event_loop::start(keypair, config.net.clone()).await?;
+        let (events, _) = broadcast::channel(1024);
+        let node = Node {
+            inner: Arc::new(Inner {
+                client,
+                sandbox,
+                policy,
+                store,
+                services: RwLock::new(BTreeMap::new()),
+                pulls: Mutex::new(HashMap::new()),
+                uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
+                events,
+                banned: Mutex::new(HashMap::new()),
+                started: Instant::now(),
+                config,
+            }),
+        };
+        tokio::spawn(serve(node.clone(), inbound));
+        for stored in node.inner.store.load_all()? {
+            match stored {
+                Ok(package) => {
+                    let name = package.manifest().name.clone();
+                    if let Err(e) = node.share(package.into_inner()).await {
+                        tracing::warn!(service = %name, error = %e, "not re-sharing a stored package");
+                    }
+                }
+                Err((path, e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring a damaged stored package")
+                }
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.client.peer_id()
+    }
+
+    /// The network client (for addresses and diagnostics).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Subscribes to this node's events.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: NodeEvent) {
+        let _ = self.inner.events.send(event);
+    }
+
+    /// Addresses other nodes can dial (`.../p2p/<peer id>`).
+    pub async fn addresses(&self) -> Vec<net::Multiaddr> {
+        let peer = self.peer_id();
+        self.inner
+            .client
+            .info()
+            .await
+            .map(|info| {
+                info.listen_addrs
+                    .iter()
+                    .map(|a| net::event_loop::dialable(a, peer))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Connects to a peer (`/ip4/.../tcp/.../p2p/<id>`).
+    pub async fn dial(&self, address: net::Multiaddr) -> Result<PeerId, String> {
+        self.inner.client.dial(address).await
+    }
+
+    /// shareRPS: activates a package (verify, policy, audit, self-test),
+    /// stores it and announces this node as its provider.
+    pub async fn share(&self, package: Package) -> Result<ContentId, NodeError> {
+        let id = package.content_id();
+        if self
+            .inner
+            .services
+            .read()
+            .expect("services lock")
+            .contains_key(&id)
+        {
+            return Ok(id);
+        }
+        let service = activate(&self.inner.sandbox, &self.inner.policy, package).await?;
+        self.provide(service).await
+    }
+
+    /// Stores and announces an activated service.
+    pub(crate) async fn provide(&self, service: LocalService) -> Result<ContentId, NodeError> {
+        let LocalService {
+            package,
+            activation,
+            ..
+        } = service;
+        let id = package.content_id();
+        self.inner.store.save(&package)?;
+        let component = package.component().to_vec();
+        let outboard = tokio::task::spawn_blocking(move || transfer::outboard(&component))
+            .await
+            .map_err(|e| NodeError::DataDir {
+                path: "outboard".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let name = package.manifest().name.clone();
+        let version = package.manifest().version.to_string();
+        let provided = Arc::new(Provided {
+            package,
+            activation,
+            outboard,
+            invocations: Arc::new(Semaphore::new(
+                self.inner.config.max_invocations_per_service.max(1),
+            )),
+            shared_at: Instant::now(),
+        });
+        self.inner
+            .services
+            .write()
+            .expect("services lock")
+            .insert(id, provided);
+        self.inner
+            .client
+            .start_providing(keys::service_key(&name))
+            .await;
+        self.inner
+            .client
+            .start_providing(keys::package_key(&id.0))
+            .await;
+        tracing::info!(service = %name, %version, package = %id.short(), "providing");
+        self.emit(NodeEvent::Shared {
+            name,
+            version,
+            content_id: id,
+        });
+        Ok(id)
+    }
+
+    /// The services this node runs.
+    pub fn services(&self) -> Vec<Arc<Provided>> {
+        self.inner
+            .services
+            .read()
+            .expect("services lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The newest version of `name` this node runs.
+    pub fn service(&self, name: &str) -> Option<Arc<Provided>> {
+        self.inner
+            .services
+            .read()
+            .expect("services lock")
+            .values()
+            .filter(|p| p.package.manifest().name == name)
+            .max_by(|a, b| {
+                a.package
+                    .manifest()
+                    .version
+                    .cmp(&b.package.manifest().version)
+            })
+            .cloned()
+    }
+
+    fn service_by_id(&self, id: &ContentId) -> Option<Arc<Provided>> {
+        self.inner
+            .services
+            .read()
+            .expect("services lock")
+            .get(id)
+            .cloned()
+    }
+
+    /// findRPS: the providers of a service and their verified adverts (the
+    /// paper's result vector). Adverts that do not parse, do not verify or
+    /// name another service are dropped.
+    pub async fn find(&self, name: &str) -> Vec<Found> {
+        let providers = self
+            .inner
+            .client
+            .get_providers(keys::service_key(name))
+            .await;
+        self.fetch_adverts(providers, AdvertRequest::Name(name.to_owned()), |advert| {
+            advert.manifest().name == name
+        })
+        .await
+    }
+
+    /// The providers of one package, with its advert.
+    pub async fn find_package(&self, id: ContentId) -> Vec<Found> {
+        let providers = self
+            .inner
+            .client
+            .get_providers(keys::package_key(&id.0))
+            .await;
+        self.fetch_adverts(providers, AdvertRequest::ContentId(id.0), |advert| {
+            advert.content_id() == id
+        })
+        .await
+    }
+
+    async fn fetch_adverts(
+        &self,
+        providers: HashSet<PeerId>,
+        request: AdvertRequest,
+        wanted: impl Fn(&Advert) -> bool,
+    ) -> Vec<Found> {
+        let timeout = self.inner.config.pull.advert_timeout;
+        let mut requests: FuturesUnordered<_> = providers
+            .into_iter()
+            .filter(|p| *p != self.peer_id())
+            .map(|peer| {
+                let client = self.inner.client.clone();
+                let request = request.clone();
+                async move {
+                    let response =
+                        tokio::time::timeout(timeout, client.request_advert(peer, request)).await;
+                    (peer, response)
+                }
+            })
+            .collect();
+        let mut found = Vec::new();
+        while let Some((peer, response)) = requests.next().await {
+            let adverts = match response {
+                Ok(Ok(AdvertResponse::Adverts(adverts))) => adverts,
+                Ok(Ok(other)) => {
+                    tracing::debug!(%peer, ?other, "no advert");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "advert request failed");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "advert request timed out");
+                    continue;
+                }
+            };
+            for bytes in adverts.into_iter().take(MAX_ADVERTS) {
+                match Advert::parse(&bytes).and_then(|a| a.check_signature().map(|()| a)) {
+                    Ok(advert) if wanted(&advert) => found.push(Found { peer, advert }),
+                    Ok(_) => tracing::debug!(%peer, "advert for something else"),
+                    Err(e) => tracing::debug!(%peer, error = %e, "invalid advert"),
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            b.advert
+                .manifest()
+                .version
+                .cmp(&a.advert.manifest().version)
+        });
+        found
+    }
+
+    /// Calls a function of a service this node runs.
+    pub async fn invoke_local(
+        &self,
+        name: &str,
+        call: &str,
+    ) -> Result<crate::sandbox::CallOutcome, NodeError> {
+        let service = self
+            .service(name)
+            .ok_or_else(|| NodeError::NotRunning(name.to_owned()))?;
+        let _permit = service
+            .invocations
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        Ok(service.activation.invoke(call).await?)
+    }
+
+    /// Calls a function of a service on a remote provider without
+    /// downloading it. Providers at their limit (`Busy`), refusing this peer
+    /// or unreachable are skipped; a call that ran and failed is returned.
+    pub async fn invoke_remote(&self, name: &str, call: &str) -> Result<RemoteOutcome, NodeError> {
+        let mut providers: Vec<PeerId> = self
+            .inner
+            .client
+            .get_providers(keys::service_key(name))
+            .await
+            .into_iter()
+            .filter(|p| *p != self.peer_id())
+            .collect();
+        if providers.is_empty() {
+            return Err(NodeError::NoProvider(name.to_owned()));
+        }
+        shuffle(&mut providers);
+        let mut reasons = Vec::new();
+        for peer in providers {
+            let request = InvokeRequest {
+                service: name.to_owned(),
+                content_id: None,
+                call: call.to_owned(),
+            };
+            let start = Instant::now();
+            match self.inner.client.request_invoke(peer, request).await {
+                Ok(InvokeResponse::Ok {
+                    value,
+                    fuel,
+                    micros,
+                    content_id,
+                }) => {
+                    return Ok(RemoteOutcome {
+                        peer,
+                        value: clip(&value),
+                        fuel,
+                        remote_time: Duration::from_micros(micros),
+                        round_trip: start.elapsed(),
+                        content_id: ContentId(content_id),
+                    });
+                }
+                Ok(InvokeResponse::Failed { kind, message }) => {
+                    return Err(NodeError::Remote {
+                        service: name.to_owned(),
+                        peer: peer.to_string(),
+                        reason: format!("{} ({})", clip(&message), clip(&kind)),
+                    });
+                }
+                Ok(InvokeResponse::Busy) => reasons.push(format!("{peer}: busy")),
+                Ok(InvokeResponse::Denied(why)) => {
+                    reasons.push(format!("{peer}: denied: {}", clip(&why)))
+                }
+                Ok(InvokeResponse::NotFound) => {
+                    reasons.push(format!("{peer}: does not provide it"))
+                }
+                Err(e) => reasons.push(format!("{peer}: {e}")),
+            }
+        }
+        Err(NodeError::AllDeclined {
+            service: name.to_owned(),
+            reasons,
+        })
+    }
+
+    /// Peers, services, transfers.
+    pub async fn status(&self) -> Status {
+        let info = self.inner.client.info().await;
+        let services = self
+            .services()
+            .iter()
+            .map(|p| ServiceStatus {
+                name: p.package.manifest().name.clone(),
+                version: p.package.manifest().version.to_string(),
+                content_id: p.package.content_id().to_string(),
+                size: p.package.advert().component_len(),
+                busy_invocations: self.inner.config.max_invocations_per_service
+                    - p.invocations.available_permits(),
+            })
+            .collect();
+        let transfers = self
+            .inner
+            .pulls
+            .lock()
+            .expect("pulls lock")
+            .iter()
+            .map(|(target, shared)| {
+                let progress = shared.progress.borrow().clone();
+                TransferStatus {
+                    target: target.clone(),
+                    stage: format!("{:?}", progress.stage),
+                    bytes: progress.bytes,
+                    total: progress.total,
+                    provider: progress.provider.map(|p| p.to_string()),
+                }
+            })
+            .collect();
+        Status {
+            peer_id: self.peer_id().to_string(),
+            listen: self
+                .addresses()
+                .await
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            peers: info
+                .as_ref()
+                .map(|i| i.connected.iter().map(|p| p.to_string()).collect())
+                .unwrap_or_default(),
+            routing_table: info.map(|i| i.routing_table).unwrap_or(0),
+            services,
+            transfers,
+        }
+    }
+
+    /// How long this node has been running.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Withdraws every provider record and stops the network. Packages are
+    /// already complete on disk (atomic writes), so nothing is half-written.
+    pub async fn shutdown(&self) {
+        let services = self.services();
+        let mut names = HashSet::new();
+        for provided in &services {
+            names.insert(provided.package.manifest().name.clone());
+            self.inner
+                .client
+                .stop_providing(keys::package_key(&provided.package.content_id().0))
+                .await;
+        }
+        for name in names {
+            self.inner
+                .client
+                .stop_providing(keys::service_key(&name))
+                .await;
+        }
+        self.inner.client.shutdown().await;
+    }
+}
+
+/// The result of a remote invocation.
+#[derive(Clone, Debug)]
+pub struct RemoteOutcome {
+    pub peer: PeerId,
+    pub value: String,
+    pub fuel: u64,
+    pub remote_time: Duration,
+    pub round_trip: Duration,
+    pub content_id: ContentId,
+}
+
+pub(crate) fn shuffle<T>(items: &mut [T]) {
+    use rand::seq::SliceRandom;
+    items.shuffle(&mut rand::thread_rng());
+}
+
+/// Answers peers' requests, each in its own task; the network's inbound
+/// queue is bounded, so a flood of requests is answered `Busy` by the event
+/// loop rather than piling up here.
+async fn serve(node: Node, mut inbound: mpsc::Receiver<InboundRequest>) {
+    while let Some(request) = inbound.recv().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            match request {
+                InboundRequest::Advert {
+                    peer,
+                    request,
+                    channel,
+                } => {
+                    let response = node.answer_advert(peer, request);
+                    node.inner.client.respond_advert(channel, response).await;
+                }
+                InboundRequest::Chunk {
+                    peer,
+                    request,
+                    channel,
+                } => {
+                    let response = node.answer_chunk(peer, request).await;
+                    node.inner.client.respond_chunk(channel, response).await;
+                }
+                InboundRequest::Invoke {
+                    peer,
+                    request,
+                    channel,
+                } => {
+                    let response = node.answer_invoke(peer, request).await;
+                    node.inner.client.respond_invoke(channel, response).await;
+                }
+            }
+        });
+    }
+}
+
+impl Node {
+    fn answer_advert(&self, peer: PeerId, request: AdvertRequest) -> AdvertResponse {
+        let adverts: Vec<serde_bytes::ByteBuf> = match &request {
+            AdvertRequest::Name(name) if valid_service_name(name) => self
+                .services()
+                .iter()
+                .filter(|p| p.package.manifest().name == *name)
+                .take(MAX_ADVERTS)
+                .map(|p| serde_bytes::ByteBuf::from(p.package.advert().bytes().to_vec()))
+                .collect(),
+            AdvertRequest::Name(_) => Vec::new(),
+            AdvertRequest::ContentId(id) => self
+                .service_by_id(&ContentId(*id))
+                .map(|p| {
+                    vec![serde_bytes::ByteBuf::from(
+                        p.package.advert().bytes().to_vec(),
+                    )]
+                })
+                .unwrap_or_default(),
+        };
+        tracing::debug!(%peer, ?request, adverts = adverts.len(), "advert request");
+        if adverts.is_empty() {
+            AdvertResponse::NotFound
+        } else {
+            AdvertResponse::Adverts(adverts)
+        }
+    }
+
+    async fn answer_chunk(&self, peer: PeerId, request: ChunkRequest) -> ChunkResponse {
+        if request.blocks == 0 || request.blocks > MAX_BLOCKS_PER_REQUEST {
+            return ChunkResponse::NotFound;
+        }
+        let Ok(_permit) = self.inner.uploads.clone().try_acquire_owned() else {
+            return ChunkResponse::Busy;
+        };
+        let id = ContentId(request.content_id);
+        let Some(provided) = self.service_by_id(&id) else {
+            return ChunkResponse::NotFound;
+        };
+        let size = provided.package.advert().component_len();
+        let blocks = transfer::block_count(size);
+        if request.first_block >= blocks || request.first_block + u64::from(request.blocks) > blocks
+        {
+            return ChunkResponse::NotFound;
+        }
+        let encoded = tokio::task::spawn_blocking(move || {
+            transfer::encode(
+                provided.package.component(),
+                &provided.outboard,
+                request.first_block,
+                request.blocks,
+            )
+        })
+        .await;
+        match encoded {
+            Ok(Ok(encoded)) => {
+                self.emit(NodeEvent::Served {
+                    peer,
+                    content_id: id,
+                    bytes: encoded.len() as u64,
+                });
+                ChunkResponse::Data { size, encoded }
+            }
+            _ => ChunkResponse::NotFound,
+        }
+    }
+
+    async fn answer_invoke(&self, peer: PeerId, request: InvokeRequest) -> InvokeResponse {
+        if !valid_service_name(&request.service) {
+            return InvokeResponse::NotFound;
+        }
+        let provided = match request.content_id {
+            Some(id) => self
+                .service_by_id(&ContentId(id))
+                .filter(|p| p.package.manifest().name == request.service),
+            None => self.service(&request.service),
+        };
+        let Some(provided) = provided else {
+            return InvokeResponse::NotFound;
+        };
+        if let Some(allowed) = self.inner.config.allow.get(&request.service) {
+            if !allowed.contains(&peer) {
+                return InvokeResponse::Denied(format!(
+                    "peer {peer} is not on the allow-list of service {}",
+                    request.service
+                ));
+            }
+        }
+        let Ok(_permit) = provided.invocations.clone().try_acquire_owned() else {
+            return InvokeResponse::Busy;
+        };
+        self.emit(NodeEvent::Invoked {
+            peer,
+            service: request.service.clone(),
+        });
+        match provided.activation.invoke(&request.call).await {
+            Ok(outcome) => InvokeResponse::Ok {
+                value: outcome.value,
+                fuel: outcome.fuel_used,
+                micros: outcome.elapsed.as_micros() as u64,
+                content_id: provided.package.content_id().0,
+            },
+            Err(e) => InvokeResponse::Failed {
+                kind: e.kind().to_owned(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
