@@ -98,3 +98,239 @@ pub fn text(output: &Output) -> (String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+pub mod net {
+    //! Several nodes in one process on loopback TCP, and misbehaving peers
+    //! built from the public network API.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use sp2a::net::protocol::*;
+    use sp2a::net::{Client, InboundRequest, Multiaddr, NetConfig, keys};
+    use sp2a::node::{Node, NodeConfig, transfer};
+    use sp2a::package::{Package, SecretKey};
+    use sp2a::policy::Policy;
+    use sp2a::sandbox::Sandbox;
+
+    /// Runs a test body with a deadline, so a hung network fails instead of hanging.
+    pub async fn within<T>(seconds: u64, body: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(seconds), body)
+            .await
+            .expect("the test timed out")
+    }
+
+    /// A set of nodes sharing one sandbox and one trusted publisher key.
+    pub struct TestNet {
+        pub sandbox: Sandbox,
+        pub key: SecretKey,
+        dirs: Vec<tempfile::TempDir>,
+    }
+
+    impl Default for TestNet {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl TestNet {
+        pub fn new() -> Self {
+            Self {
+                sandbox: Sandbox::new(sp2a::sandbox::SandboxConfig {
+                    max_instances: 64,
+                    ..Default::default()
+                })
+                .unwrap(),
+                key: SecretKey::generate(),
+                dirs: Vec::new(),
+            }
+        }
+
+        /// A fresh data directory that lives as long as the net.
+        pub fn dir(&mut self) -> std::path::PathBuf {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().to_path_buf();
+            self.dirs.push(dir);
+            path
+        }
+
+        /// A policy trusting this net's key (clocks, random, a data root).
+        pub fn policy(&mut self) -> Policy {
+            let root = self.dir();
+            super::policy(&self.key, &root, "")
+        }
+
+        /// Test-speed node settings: loopback, short timeouts.
+        pub fn config(&mut self, data_dir: std::path::PathBuf) -> NodeConfig {
+            let mut config = NodeConfig::new(data_dir);
+            config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+            config.net.request_timeout = Duration::from_secs(10);
+            config.pull.base_timeout = Duration::from_millis(800);
+            config.pull.advert_timeout = Duration::from_secs(2);
+            config.pull.rediscover_delay = Duration::from_millis(200);
+            config.pull.total_timeout = Duration::from_secs(30);
+            config
+        }
+
+        /// Starts a node with `config` and `policy`, connected to `bootstrap`.
+        pub async fn start(
+            &mut self,
+            mut config: NodeConfig,
+            policy: Policy,
+            bootstrap: &[Multiaddr],
+        ) -> Node {
+            config.net.bootstrap = bootstrap.to_vec();
+            let node = Node::start(config, policy, self.sandbox.clone())
+                .await
+                .unwrap();
+            for address in bootstrap {
+                node.dial(address.clone()).await.unwrap();
+            }
+            node
+        }
+
+        /// A node with default test settings.
+        pub async fn node(&mut self, bootstrap: &[Multiaddr]) -> Node {
+            let dir = self.dir();
+            let config = self.config(dir);
+            let policy = self.policy();
+            self.start(config, policy, bootstrap).await
+        }
+    }
+
+    /// The first dialable address of a node.
+    pub async fn address(node: &Node) -> Multiaddr {
+        node.addresses()
+            .await
+            .into_iter()
+            .next()
+            .expect("the node listens")
+    }
+
+    /// How a [`FakeProvider`] misbehaves.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Misbehaviour {
+        /// Answers honestly.
+        Honest,
+        /// Honest for the first `n` block requests, then flips a byte.
+        CorruptAfter(usize),
+        /// Honest for the first `n` block requests, then shuts its network down.
+        DieAfter(usize),
+        /// Never answers block requests.
+        Stall,
+        /// Declares a component much larger than the advert's.
+        LieAboutSize,
+        /// Answers every block request with `Busy`.
+        Busy,
+    }
+
+    /// A provider built directly on the network API that announces a real
+    /// package and then serves it according to its [`Misbehaviour`].
+    pub struct FakeProvider {
+        pub client: Client,
+        pub address: Multiaddr,
+        /// Block requests received.
+        pub requests: Arc<AtomicUsize>,
+    }
+
+    impl FakeProvider {
+        pub async fn start(
+            package: &Package,
+            bootstrap: &Multiaddr,
+            behaviour: Misbehaviour,
+        ) -> Self {
+            let config = NetConfig {
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                bootstrap: vec![bootstrap.clone()],
+                ..NetConfig::default()
+            };
+            let keypair = sp2a::net::libp2p_identity();
+            let (client, mut inbound) =
+                sp2a::net::event_loop::start(keypair, config).await.unwrap();
+            client.dial(bootstrap.clone()).await.unwrap();
+            let info = client.info().await.unwrap();
+            let address = sp2a::net::event_loop::dialable(&info.listen_addrs[0], client.peer_id());
+            client
+                .start_providing(keys::service_key(&package.manifest().name))
+                .await;
+            client
+                .start_providing(keys::package_key(&package.content_id().0))
+                .await;
+
+            let requests = Arc::new(AtomicUsize::new(0));
+            let counter = requests.clone();
+            let advert = package.advert().bytes().to_vec();
+            let component = package.component().to_vec();
+            let outboard = transfer::outboard(&component);
+            let size = component.len() as u64;
+            let serving = client.clone();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Some(request) = inbound.recv().await {
+                    match request {
+                        InboundRequest::Advert { channel, .. } => {
+                            let response =
+                                AdvertResponse::Adverts(vec![serde_bytes::ByteBuf::from(
+                                    advert.clone(),
+                                )]);
+                            serving.respond_advert(channel, response).await;
+                        }
+                        InboundRequest::Chunk {
+                            request, channel, ..
+                        } => {
+                            let n = counter.fetch_add(1, Ordering::SeqCst);
+                            let mut encoded = transfer::encode(
+                                &component,
+                                &outboard,
+                                request.first_block,
+                                request.blocks,
+                            )
+                            .unwrap();
+                            let response = match behaviour {
+                                Misbehaviour::Honest => ChunkResponse::Data { size, encoded },
+                                Misbehaviour::CorruptAfter(k) if n >= k => {
+                                    let last = encoded.len() - 1;
+                                    encoded[last] ^= 0x55;
+                                    ChunkResponse::Data { size, encoded }
+                                }
+                                Misbehaviour::CorruptAfter(_) => {
+                                    ChunkResponse::Data { size, encoded }
+                                }
+                                Misbehaviour::DieAfter(k) if n >= k => {
+                                    serving.shutdown().await;
+                                    return;
+                                }
+                                Misbehaviour::DieAfter(_) => ChunkResponse::Data { size, encoded },
+                                Misbehaviour::Stall => {
+                                    held.push(channel);
+                                    continue;
+                                }
+                                Misbehaviour::LieAboutSize => ChunkResponse::Data {
+                                    size: size * 1000,
+                                    encoded,
+                                },
+                                Misbehaviour::Busy => ChunkResponse::Busy,
+                            };
+                            serving.respond_chunk(channel, response).await;
+                        }
+                        InboundRequest::Invoke { channel, .. } => {
+                            serving
+                                .respond_invoke(channel, InvokeResponse::NotFound)
+                                .await;
+                        }
+                    }
+                }
+            });
+            Self {
+                client,
+                address,
+                requests,
+            }
+        }
+
+        pub fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+}

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
-use libp2p::swarm::{SwarmEvent, dial_opts::DialOpts};
+use libp2p::swarm::{DialError, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
@@ -198,7 +198,11 @@ impl EventLoop {
                     .swarm
                     .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build())
                 {
-                    Ok(()) => self.pending_dials.entry(peer).or_default().push(reply),
+                    // A dial already in progress (e.g. the bootstrap dial)
+                    // completes this one too.
+                    Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {
+                        self.pending_dials.entry(peer).or_default().push(reply)
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e.to_string()));
                     }

@@ -103,6 +103,11 @@ pub fn load_or_create_identity(path: &Path) -> Result<libp2p::identity::Keypair,
     }
 }
 
+/// A fresh, random node identity (for short-lived and test nodes).
+pub fn libp2p_identity() -> libp2p::identity::Keypair {
+    libp2p::identity::Keypair::generate_ed25519()
+}
+
 /// Splits `/ip4/.../tcp/.../p2p/<id>` into the peer id and the address.
 pub fn split_peer_address(address: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
     let mut address = address.clone();

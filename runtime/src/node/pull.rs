@@ -378,7 +378,10 @@ impl Node {
                         }
                         attempts_log.push(format!("{peer}: {reason}"));
                     }
-                    Attempt::Bad(reason) => {
+                    Attempt::Bad { verified, reason } => {
+                        if verified > 0 {
+                            sources.push(peer);
+                        }
                         self.ban(id, peer, &reason);
                         attempts_log.push(format!("{peer}: {reason} (banned)"));
                     }
@@ -451,7 +454,7 @@ impl Node {
                             let received = download.received();
                             progress.send_modify(|p| p.bytes = received);
                         }
-                        Err(bad) => return Attempt::Bad(bad),
+                        Err(reason) => return Attempt::Bad { verified, reason },
                     }
                 }
                 Ok(Ok(ChunkResponse::Busy)) => {
@@ -497,8 +500,11 @@ enum Attempt {
         verified: u64,
         reason: String,
     },
-    /// The provider sent bad data.
-    Bad(BadData),
+    /// The provider sent bad data (after `verified` good bytes).
+    Bad {
+        verified: u64,
+        reason: BadData,
+    },
     OutOfTime,
 }
 

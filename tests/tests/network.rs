@@ -1,0 +1,570 @@
+//! Several nodes in one process on loopback: share -> find -> pull -> call,
+//! diffusion through nodes that pulled, remote invocation, and the hostile
+//! and faulty peers a pull must survive.
+
+use std::time::Duration;
+
+use sp2a::node::{NodeError, NodeEvent, PullError};
+use sp2a::package::pack;
+use sp2a_tests::net::{FakeProvider, Misbehaviour, TestNet, address, within};
+use sp2a_tests::{component, manifest, service_package};
+
+#[tokio::test]
+async fn two_nodes_share_find_pull_call() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        let package = service_package("hello", &net.key);
+        let id = a.share(package.clone().into_inner()).await.unwrap();
+        let b = net.node(&[address(&a).await]).await;
+
+        let found = b.find("hello").await;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].peer, a.peer_id());
+        assert_eq!(found[0].advert.content_id(), id);
+        assert!(b.find("no-such-service").await.is_empty());
+
+        let pulled = b.pull("hello").await.unwrap();
+        assert!(pulled.downloaded);
+        assert_eq!(pulled.content_id, id);
+        assert_eq!(pulled.bytes, package.component().len() as u64);
+        assert_eq!(pulled.sources, vec![a.peer_id()]);
+        let outcome = b.invoke_local("hello", "greet(\"b\")").await.unwrap();
+        assert_eq!(outcome.value, "\"Hello, b!\"");
+        // b now provides it: a finds b.
+        let found = a.find("hello").await;
+        assert_eq!(
+            found.iter().map(|f| f.peer).collect::<Vec<_>>(),
+            vec![b.peer_id()]
+        );
+        // Pulling again is a no-op.
+        assert!(!b.pull("hello").await.unwrap().downloaded);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_that_pulled_serves_the_next_one() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        a.share(service_package("checksum", &net.key).into_inner())
+            .await
+            .unwrap();
+        let b = net.node(&[address(&a).await]).await;
+        b.pull("checksum").await.unwrap();
+        // The original provider leaves; the third node can only get it from b.
+        a.shutdown().await;
+        let c = net.node(&[address(&b).await]).await;
+        let pulled = c.pull("checksum").await.unwrap();
+        assert_eq!(pulled.sources, vec![b.peer_id()]);
+        let outcome = c
+            .invoke_local("checksum", "blake3-text(\"abc\")")
+            .await
+            .unwrap();
+        assert!(outcome.value.contains("6437b3ac"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ten_nodes_all_pull_and_provide() {
+    within(120, async {
+        let mut net = TestNet::new();
+        let seed = net.node(&[]).await;
+        let id = seed
+            .share(service_package("notes", &net.key).into_inner())
+            .await
+            .unwrap();
+        let seed_address = address(&seed).await;
+        let mut nodes = Vec::new();
+        for _ in 0..9 {
+            nodes.push(net.node(&[seed_address.clone()]).await);
+        }
+        let pulls = nodes.iter().map(|n| n.pull("notes"));
+        let results = futures::future::join_all(pulls).await;
+        for (node, result) in nodes.iter().zip(results) {
+            let pulled = result.unwrap_or_else(|e| panic!("{}: {e}", node.peer_id()));
+            assert_eq!(pulled.content_id, id);
+            assert!(node.service("notes").is_some());
+        }
+        let found = seed.find("notes").await;
+        assert_eq!(found.len(), 9, "every node provides it now");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_pulls_on_one_node_share_one_download() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        let package = service_package("notes", &net.key);
+        a.share(package.clone().into_inner()).await.unwrap();
+        let mut served = a.events();
+        let b = net.node(&[address(&a).await]).await;
+        let results = futures::future::join_all((0..5).map(|_| b.pull("notes"))).await;
+        let ids: Vec<_> = results.into_iter().map(|r| r.unwrap().content_id).collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1]));
+        let mut requests = 0;
+        while let Ok(event) = served.try_recv() {
+            if matches!(event, NodeEvent::Served { .. }) {
+                requests += 1;
+            }
+        }
+        let blocks = (package.component().len() as u64).div_ceil(16 * 1024);
+        assert_eq!(
+            requests as u64,
+            blocks.div_ceil(4),
+            "one download's worth of block requests"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn remote_invocation_without_download() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        a.share(service_package("checksum", &net.key).into_inner())
+            .await
+            .unwrap();
+        let b = net.node(&[address(&a).await]).await;
+        let outcome = b
+            .invoke_remote("checksum", "sha256-text(\"abc\")")
+            .await
+            .unwrap();
+        assert_eq!(outcome.peer, a.peer_id());
+        assert!(outcome.value.contains("ba7816bf"));
+        assert!(b.service("checksum").is_none(), "nothing was downloaded");
+        // A call that fails on the provider is reported, not retried elsewhere.
+        let err = b
+            .invoke_remote("checksum", "blake3-chain([], 4000000000)")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeError::Remote { .. }), "{err}");
+        assert!(err.to_string().contains("out of fuel"), "{err}");
+        let err = b.invoke_remote("nothing-here", "f()").await.unwrap_err();
+        assert!(matches!(err, NodeError::NoProvider(_)), "{err}");
+    })
+    .await;
+}
+
+const SLOW: &str = "<requirements><fuel-per-call>9000000000</fuel-per-call><time-per-call>4s</time-per-call></requirements>\
+    <capabilities><clocks/></capabilities>";
+
+#[tokio::test]
+async fn a_busy_provider_makes_the_consumer_fail_over() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let package = pack(component("hostile"), &manifest("hostile", SLOW), &net.key).unwrap();
+        // Provider a serves one call at a time (L = 1).
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.max_invocations_per_service = 1;
+        let policy = net.policy();
+        let a = net.start(config, policy, &[]).await;
+        a.share(package.clone().into_inner()).await.unwrap();
+        let a_address = address(&a).await;
+        // Occupy a's only slot with a slow call.
+        let hog = net.node(&[a_address.clone()]).await;
+        let busy = tokio::spawn(async move { hog.invoke_remote("hostile", "spin-clock()").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // With only a, the consumer is told it is busy: an explicit answer.
+        let c = net.node(&[a_address.clone()]).await;
+        let err = c.invoke_remote("hostile", "echo(1)").await.unwrap_err();
+        assert!(err.to_string().contains("busy"), "{err}");
+        // With a second provider, the consumer fails over to it.
+        let b = net.node(&[a_address]).await;
+        b.share(package.into_inner()).await.unwrap();
+        let outcome = c.invoke_remote("hostile", "echo(2)").await.unwrap();
+        assert_eq!(outcome.value, "2");
+        assert_eq!(outcome.peer, b.peer_id());
+        let hogged = busy.await.unwrap().unwrap_err();
+        assert!(hogged.to_string().contains("deadline"), "{hogged}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn allow_lists_refuse_explicitly() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        let friend = net.node(&[]).await;
+        config
+            .allow
+            .insert("hello".into(), [friend.peer_id()].into_iter().collect());
+        let policy = net.policy();
+        let a = net.start(config, policy, &[]).await;
+        a.share(service_package("hello", &net.key).into_inner())
+            .await
+            .unwrap();
+        friend.dial(address(&a).await).await.unwrap();
+        let stranger = net.node(&[address(&a).await]).await;
+        let err = stranger
+            .invoke_remote("hello", "greet(\"x\")")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("denied"), "{err}");
+        assert!(err.to_string().contains("allow-list"), "{err}");
+        assert_eq!(
+            friend
+                .invoke_remote("hello", "greet(\"f\")")
+                .await
+                .unwrap()
+                .value,
+            "\"Hello, f!\""
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn corrupt_blocks_are_caught_and_the_liar_is_not_asked_again() {
+    within(90, async {
+        let mut net = TestNet::new();
+        let package = service_package("notes", &net.key);
+        let hub = net.node(&[]).await;
+        let hub_address = address(&hub).await;
+        // At first the only provider is a liar: honest for one request, then
+        // it flips a byte.
+        let liar = FakeProvider::start(&package, &hub_address, Misbehaviour::CorruptAfter(1)).await;
+        let b = net.node(&[hub_address.clone()]).await;
+        let mut events = b.events();
+        let pull = {
+            let b = b.clone();
+            tokio::spawn(async move { b.pull("notes").await })
+        };
+        // Wait until b catches the liar.
+        loop {
+            match events.recv().await.unwrap() {
+                NodeEvent::PeerBanned { peer, reason, .. } => {
+                    assert_eq!(peer, liar.client.peer_id());
+                    assert!(
+                        reason.contains("does not match the component hash"),
+                        "{reason}"
+                    );
+                    break;
+                }
+                _ => continue,
+            }
+        }
+        assert_eq!(liar.requests(), 2, "detected at the first bad chunk");
+        // An honest provider appears; b rediscovers and completes from it.
+        let honest = net.node(&[hub_address]).await;
+        honest.share(package.clone().into_inner()).await.unwrap();
+        let pulled = pull.await.unwrap().unwrap();
+        assert!(pulled.sources.contains(&honest.peer_id()));
+        assert!(
+            pulled.sources.contains(&liar.client.peer_id()),
+            "its one good chunk was kept"
+        );
+        assert_eq!(liar.requests(), 2, "the liar was not asked again");
+        let active = b.service("notes").unwrap();
+        assert_eq!(active.package.content_id(), package.content_id());
+        // And not on a second pull of the same package either.
+        assert!(
+            b.find("notes")
+                .await
+                .iter()
+                .any(|f| f.peer == liar.client.peer_id())
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_provider_killed_mid_transfer_is_resumed_elsewhere() {
+    within(90, async {
+        let mut net = TestNet::new();
+        let package = service_package("notes", &net.key);
+        let honest = net.node(&[]).await;
+        honest.share(package.clone().into_inner()).await.unwrap();
+        let hub = address(&honest).await;
+        let dying = FakeProvider::start(&package, &hub, Misbehaviour::DieAfter(1)).await;
+        let stalling = FakeProvider::start(&package, &hub, Misbehaviour::Stall).await;
+        let busy = FakeProvider::start(&package, &hub, Misbehaviour::Busy).await;
+        let b = net.node(&[hub]).await;
+        let pulled = b.pull("notes").await.unwrap();
+        assert_eq!(pulled.content_id, package.content_id());
+        assert!(pulled.sources.contains(&honest.peer_id()));
+        // Whatever order b tried them in, the faulty ones gave no verified block it kept wrongly.
+        assert!(
+            dying.requests() <= 2 && busy.requests() <= 1,
+            "each was tried at most once per pull"
+        );
+        let _ = stalling.requests();
+        assert!(b.service("notes").is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalling_provider_times_out_and_the_pull_gives_up_clearly() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let package = service_package("hello", &net.key);
+        let hub = net.node(&[]).await;
+        let hub_address = address(&hub).await;
+        let stalling = FakeProvider::start(&package, &hub_address, Misbehaviour::Stall).await;
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.pull.base_timeout = Duration::from_millis(200);
+        config.pull.total_timeout = Duration::from_secs(3);
+        let policy = net.policy();
+        let b = net.start(config, policy, &[hub_address]).await;
+        let err = b.pull("hello").await.unwrap_err();
+        assert!(matches!(*err, PullError::GaveUp { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("stalled"), "{text}");
+        assert!(text.contains("0 of"), "{text}");
+        // One provider: 4 attempts, with growing timeouts (0.2 + 0.4 + 0.8 + 1.6 s).
+        assert!(stalling.requests() >= 3, "{}", stalling.requests());
+        assert!(b.service("hello").is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_size_liar_is_banned() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let package = service_package("hello", &net.key);
+        let honest = net.node(&[]).await;
+        let hub = address(&honest).await;
+        let liar = FakeProvider::start(&package, &hub, Misbehaviour::LieAboutSize).await;
+        let b = net.node(&[hub]).await;
+        let mut events = b.events();
+        honest.share(package.into_inner()).await.unwrap();
+        b.pull("hello").await.unwrap();
+        // If b asked the liar at all, it banned it for the size.
+        if liar.requests() > 0 {
+            let mut banned = false;
+            while let Ok(event) = events.try_recv() {
+                if let NodeEvent::PeerBanned { reason, .. } = event {
+                    assert!(reason.contains("declared a component of"), "{reason}");
+                    banned = true;
+                }
+            }
+            assert!(banned);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requirements_beyond_the_node_are_refused_before_download() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let greedy = manifest(
+            "greedy",
+            "<requirements><min-cpus>512</min-cpus><min-free-memory>64 GiB</min-free-memory></requirements>",
+        );
+        let package = pack(component("hello"), &greedy, &net.key).unwrap();
+        // The provider is a big machine.
+        let dir = net.dir();
+        let config = net.config(dir);
+        let mut policy = net.policy();
+        policy.resources.cpus = 1024;
+        policy.resources.free_memory = 1 << 40;
+        let a = net.start(config, policy, &[]).await;
+        a.share(package.into_inner()).await.unwrap();
+        let mut served = a.events();
+        let b = net.node(&[address(&a).await]).await;
+        let err = b.pull("greedy").await.unwrap_err();
+        assert!(matches!(*err, PullError::Refused { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("needs 512 CPUs"), "{text}");
+        assert!(text.contains("free memory"), "{text}");
+        assert!(
+            !std::iter::from_fn(|| served.try_recv().ok()).any(|e| matches!(e, NodeEvent::Served { .. })),
+            "nothing was downloaded"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_untrusted_publisher_is_refused_before_download() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let stranger = sp2a::package::SecretKey::generate();
+        let a = net.node(&[]).await;
+        // a trusts the stranger; b does not.
+        let package = service_package("hello", &stranger);
+        let mut trusting = a.policy().clone();
+        trusting.trusted.push(stranger.public());
+        let dir = net.dir();
+        let config = net.config(dir);
+        let a2 = net.start(config, trusting, &[address(&a).await]).await;
+        a2.share(package.into_inner()).await.unwrap();
+        let b = net.node(&[address(&a2).await]).await;
+        let err = b.pull("hello").await.unwrap_err();
+        assert!(err.to_string().contains("is not trusted"), "{err}");
+        assert!(b.service("hello").is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_and_oversize_messages_are_refused_and_the_node_carries_on() {
+    use sp2a::net::RequestError;
+    use sp2a::net::protocol::*;
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        let package = service_package("hello", &net.key);
+        a.share(package.clone().into_inner()).await.unwrap();
+        let raw = FakeProvider::start(&package, &address(&a).await, Misbehaviour::Honest).await;
+        let peer = a.peer_id();
+        let client = &raw.client;
+        let id = package.content_id().0;
+        // Out-of-range and zero-length block requests.
+        for (first_block, blocks) in [
+            (0, 0),
+            (0, MAX_BLOCKS_PER_REQUEST + 1),
+            (u64::MAX, 1),
+            (1_000_000, 1),
+        ] {
+            let response = client
+                .request_chunk(
+                    peer,
+                    ChunkRequest {
+                        content_id: id,
+                        first_block,
+                        blocks,
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(response, ChunkResponse::NotFound);
+        }
+        // Unknown package, bad names.
+        let response = client
+            .request_chunk(
+                peer,
+                ChunkRequest {
+                    content_id: [0; 32],
+                    first_block: 0,
+                    blocks: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(response, ChunkResponse::NotFound);
+        let response = client
+            .request_advert(peer, AdvertRequest::Name("../../etc".into()))
+            .await
+            .unwrap();
+        assert_eq!(response, AdvertResponse::NotFound);
+        let response = client
+            .request_invoke(
+                peer,
+                InvokeRequest {
+                    service: "hello".into(),
+                    content_id: None,
+                    call: "greet(((((".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(response, InvokeResponse::Failed { ref kind, .. } if kind == "bad-call"),
+            "{response:?}"
+        );
+        // An oversize request never leaves the sender (the codec's limit).
+        let huge = InvokeRequest {
+            service: "hello".into(),
+            content_id: None,
+            call: format!("greet(\"{}\")", "x".repeat(MAX_INVOKE_REQUEST as usize)),
+        };
+        let err = client.request_invoke(peer, huge).await.unwrap_err();
+        assert!(matches!(err, RequestError::Io(_)), "{err}");
+        // The node still serves honest requests.
+        let response = client
+            .request_advert(peer, AdvertRequest::ContentId(id))
+            .await
+            .unwrap();
+        assert!(matches!(response, AdvertResponse::Adverts(ref a) if a.len() == 1));
+        let b = net.node(&[address(&a).await]).await;
+        assert_eq!(
+            b.invoke_remote("hello", "greet(\"ok\")")
+                .await
+                .unwrap()
+                .value,
+            "\"Hello, ok!\""
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn forged_adverts_are_dropped_by_find() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        let genuine = service_package("hello", &net.key);
+        // A provider that advertises a package whose advert was tampered
+        // with (description changed after signing) under the name "hello".
+        let mut manifest = genuine.manifest().clone();
+        manifest.description = "totally legit".into();
+        let other = pack(genuine.component().to_vec(), &manifest, &net.key).unwrap();
+        let mut bytes = other.advert().bytes().to_vec();
+        let at = bytes
+            .windows(13)
+            .position(|w| w == b"totally legit")
+            .unwrap();
+        bytes[at] = b'T';
+        assert!(
+            sp2a::package::Advert::parse(&bytes)
+                .unwrap()
+                .check_signature()
+                .is_err()
+        );
+        let forged = sp2a::package::Package::from_parts(
+            sp2a::package::Advert::parse(&bytes).unwrap(),
+            genuine.component().to_vec(),
+        );
+        // Serve the forged advert from a raw peer by handing it a "package"
+        // whose advert fails verification.
+        let fake = FakeProvider::start(&forged, &address(&a).await, Misbehaviour::Honest).await;
+        let b = net.node(&[address(&a).await]).await;
+        let found = b.find("hello").await;
+        assert!(found.is_empty(), "a forged advert was accepted: {found:?}");
+        let err = b.pull("hello").await.unwrap_err();
+        assert!(err.to_string().contains("no provider"), "{err}");
+        assert!(fake.requests() == 0, "nothing downloaded from the forger");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_node_re_announces_what_it_stored() {
+    within(90, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        a.share(service_package("hello", &net.key).into_inner())
+            .await
+            .unwrap();
+        let a_address = address(&a).await;
+        let dir = net.dir();
+        let policy = net.policy();
+        let config = net.config(dir.clone());
+        let b = net
+            .start(config.clone(), policy.clone(), &[a_address.clone()])
+            .await;
+        b.pull("hello").await.unwrap();
+        let b_id = b.peer_id();
+        b.shutdown().await;
+        drop(b);
+        let b = net.start(config, policy, &[a_address]).await;
+        assert_eq!(b.peer_id(), b_id, "the identity persists");
+        assert!(b.service("hello").is_some(), "re-activated from the store");
+        let found = a.find("hello").await;
+        assert!(found.iter().any(|f| f.peer == b_id), "re-announced");
+    })
+    .await;
+}
