@@ -232,6 +232,8 @@ pub mod net {
         pub address: Multiaddr,
         /// Block requests received.
         pub requests: Arc<AtomicUsize>,
+        /// `Have` requests received.
+        pub haves: Arc<AtomicUsize>,
     }
 
     impl FakeProvider {
@@ -260,6 +262,8 @@ pub mod net {
 
             let requests = Arc::new(AtomicUsize::new(0));
             let counter = requests.clone();
+            let haves = Arc::new(AtomicUsize::new(0));
+            let have_counter = haves.clone();
             let advert = package.advert().bytes().to_vec();
             let component = package.component().to_vec();
             let outboard = transfer::outboard(&component);
@@ -276,43 +280,70 @@ pub mod net {
                                 )]);
                             serving.respond_advert(channel, response).await;
                         }
-                        InboundRequest::Chunk {
-                            request, channel, ..
+                        InboundRequest::Transfer {
+                            request: TransferRequest::Have { .. },
+                            channel,
+                            ..
+                        } => {
+                            have_counter.fetch_add(1, Ordering::SeqCst);
+                            if matches!(behaviour, Misbehaviour::Stall) {
+                                held.push(channel);
+                                continue;
+                            }
+                            let blocks = transfer::block_count(size) as usize;
+                            let mut bitmap = vec![0xffu8; blocks.div_ceil(8)];
+                            if blocks % 8 != 0 {
+                                bitmap[blocks / 8] = (1u8 << (blocks % 8)) - 1;
+                            }
+                            let size = match behaviour {
+                                Misbehaviour::LieAboutSize => size * 1000,
+                                _ => size,
+                            };
+                            let response = TransferResponse::Have { size, bitmap };
+                            serving.respond_transfer(channel, response).await;
+                        }
+                        InboundRequest::Transfer {
+                            request:
+                                TransferRequest::Blocks {
+                                    first_block,
+                                    blocks,
+                                    ..
+                                },
+                            channel,
+                            ..
                         } => {
                             let n = counter.fetch_add(1, Ordering::SeqCst);
-                            let mut encoded = transfer::encode(
-                                &component,
-                                &outboard,
-                                request.first_block,
-                                request.blocks,
-                            )
-                            .unwrap();
+                            let mut encoded =
+                                transfer::encode(&component, &outboard, first_block, blocks)
+                                    .unwrap();
                             let response = match behaviour {
-                                Misbehaviour::Honest => ChunkResponse::Data { size, encoded },
+                                Misbehaviour::Honest => TransferResponse::Data { size, encoded },
                                 Misbehaviour::CorruptAfter(k) if n >= k => {
                                     let last = encoded.len() - 1;
                                     encoded[last] ^= 0x55;
-                                    ChunkResponse::Data { size, encoded }
+                                    TransferResponse::Data { size, encoded }
                                 }
                                 Misbehaviour::CorruptAfter(_) => {
-                                    ChunkResponse::Data { size, encoded }
+                                    TransferResponse::Data { size, encoded }
                                 }
                                 Misbehaviour::DieAfter(k) if n >= k => {
                                     serving.shutdown().await;
                                     return;
                                 }
-                                Misbehaviour::DieAfter(_) => ChunkResponse::Data { size, encoded },
+                                Misbehaviour::DieAfter(_) => {
+                                    TransferResponse::Data { size, encoded }
+                                }
                                 Misbehaviour::Stall => {
                                     held.push(channel);
                                     continue;
                                 }
-                                Misbehaviour::LieAboutSize => ChunkResponse::Data {
+                                Misbehaviour::LieAboutSize => TransferResponse::Data {
                                     size: size * 1000,
                                     encoded,
                                 },
-                                Misbehaviour::Busy => ChunkResponse::Busy,
+                                Misbehaviour::Busy => TransferResponse::Busy,
                             };
-                            serving.respond_chunk(channel, response).await;
+                            serving.respond_transfer(channel, response).await;
                         }
                         InboundRequest::Invoke { channel, .. } => {
                             serving
@@ -326,11 +357,16 @@ pub mod net {
                 client,
                 address,
                 requests,
+                haves,
             }
         }
 
         pub fn requests(&self) -> usize {
             self.requests.load(Ordering::SeqCst)
+        }
+
+        pub fn haves(&self) -> usize {
+            self.haves.load(Ordering::SeqCst)
         }
     }
 }

@@ -25,7 +25,7 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub adverts: cbor::Behaviour<AdvertRequest, AdvertResponse>,
-    pub transfer: cbor::Behaviour<ChunkRequest, ChunkResponse>,
+    pub transfer: cbor::Behaviour<TransferRequest, TransferResponse>,
     pub invoke: cbor::Behaviour<InvokeRequest, InvokeResponse>,
 }
 
@@ -108,8 +108,8 @@ impl Behaviour {
             ),
             transfer: request_response(
                 TRANSFER_PROTOCOL,
-                MAX_CHUNK_REQUEST,
-                MAX_CHUNK_RESPONSE,
+                MAX_TRANSFER_REQUEST,
+                MAX_TRANSFER_RESPONSE,
                 config,
             ),
             invoke: request_response(

@@ -35,10 +35,10 @@ pub enum InboundRequest {
         request: AdvertRequest,
         channel: ResponseChannel<AdvertResponse>,
     },
-    Chunk {
+    Transfer {
         peer: PeerId,
-        request: ChunkRequest,
-        channel: ResponseChannel<ChunkResponse>,
+        request: TransferRequest,
+        channel: ResponseChannel<TransferResponse>,
     },
     Invoke {
         peer: PeerId,
@@ -80,10 +80,10 @@ pub(crate) enum Command {
         request: AdvertRequest,
         reply: Reply<Result<AdvertResponse, RequestError>>,
     },
-    Chunk {
+    Transfer {
         peer: PeerId,
-        request: ChunkRequest,
-        reply: Reply<Result<ChunkResponse, RequestError>>,
+        request: TransferRequest,
+        reply: Reply<Result<TransferResponse, RequestError>>,
     },
     Invoke {
         peer: PeerId,
@@ -94,9 +94,9 @@ pub(crate) enum Command {
         channel: ResponseChannel<AdvertResponse>,
         response: AdvertResponse,
     },
-    RespondChunk {
-        channel: ResponseChannel<ChunkResponse>,
-        response: ChunkResponse,
+    RespondTransfer {
+        channel: ResponseChannel<TransferResponse>,
+        response: TransferResponse,
     },
     RespondInvoke {
         channel: ResponseChannel<InvokeResponse>,
@@ -172,12 +172,12 @@ impl Client {
         .unwrap_or(Err(RequestError::Shutdown))
     }
 
-    pub async fn request_chunk(
+    pub async fn request_transfer(
         &self,
         peer: PeerId,
-        request: ChunkRequest,
-    ) -> Result<ChunkResponse, RequestError> {
-        self.ask(|reply| Command::Chunk {
+        request: TransferRequest,
+    ) -> Result<TransferResponse, RequestError> {
+        self.ask(|reply| Command::Transfer {
             peer,
             request,
             reply,
@@ -209,12 +209,13 @@ impl Client {
             .await;
     }
 
-    pub async fn respond_chunk(
+    pub async fn respond_transfer(
         &self,
-        channel: ResponseChannel<ChunkResponse>,
-        response: ChunkResponse,
+        channel: ResponseChannel<TransferResponse>,
+        response: TransferResponse,
     ) {
-        self.tell(Command::RespondChunk { channel, response }).await;
+        self.tell(Command::RespondTransfer { channel, response })
+            .await;
     }
 
     pub async fn respond_invoke(

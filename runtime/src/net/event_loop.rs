@@ -75,7 +75,7 @@ pub async fn start(
         pending_dials: HashMap::new(),
         pending_providers: HashMap::new(),
         pending_adverts: HashMap::new(),
-        pending_chunks: HashMap::new(),
+        pending_transfers: HashMap::new(),
         pending_invokes: HashMap::new(),
         provider_counts: HashMap::new(),
         provider_window: Instant::now(),
@@ -125,7 +125,7 @@ struct EventLoop {
     pending_dials: HashMap<PeerId, Vec<Reply<Result<PeerId, String>>>>,
     pending_providers: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
     pending_adverts: HashMap<OutboundRequestId, Reply<Result<AdvertResponse, RequestError>>>,
-    pending_chunks: HashMap<OutboundRequestId, Reply<Result<ChunkResponse, RequestError>>>,
+    pending_transfers: HashMap<OutboundRequestId, Reply<Result<TransferResponse, RequestError>>>,
     pending_invokes: HashMap<OutboundRequestId, Reply<Result<InvokeResponse, RequestError>>>,
     provider_counts: HashMap<PeerId, usize>,
     provider_window: Instant,
@@ -216,13 +216,13 @@ impl EventLoop {
                 let id = behaviour.adverts.send_request(&peer, request);
                 self.pending_adverts.insert(id, reply);
             }
-            Command::Chunk {
+            Command::Transfer {
                 peer,
                 request,
                 reply,
             } => {
                 let id = behaviour.transfer.send_request(&peer, request);
-                self.pending_chunks.insert(id, reply);
+                self.pending_transfers.insert(id, reply);
             }
             Command::Invoke {
                 peer,
@@ -235,7 +235,7 @@ impl EventLoop {
             Command::RespondAdvert { channel, response } => {
                 let _ = behaviour.adverts.send_response(channel, response);
             }
-            Command::RespondChunk { channel, response } => {
+            Command::RespondTransfer { channel, response } => {
                 let _ = behaviour.transfer.send_response(channel, response);
             }
             Command::RespondInvoke { channel, response } => {
@@ -405,23 +405,26 @@ impl EventLoop {
         }
     }
 
-    fn handle_transfer(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
+    fn handle_transfer(
+        &mut self,
+        event: request_response::Event<TransferRequest, TransferResponse>,
+    ) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    if let Err(e) = self.inbound.try_send(InboundRequest::Chunk {
+                    if let Err(e) = self.inbound.try_send(InboundRequest::Transfer {
                         peer,
                         request,
                         channel,
                     }) {
-                        if let InboundRequest::Chunk { channel, .. } = e.into_inner() {
+                        if let InboundRequest::Transfer { channel, .. } = e.into_inner() {
                             let _ = self
                                 .swarm
                                 .behaviour_mut()
                                 .transfer
-                                .send_response(channel, ChunkResponse::Busy);
+                                .send_response(channel, TransferResponse::Busy);
                         }
                     }
                 }
@@ -429,7 +432,7 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some(reply) = self.pending_chunks.remove(&request_id) {
+                    if let Some(reply) = self.pending_transfers.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                 }
@@ -437,7 +440,7 @@ impl EventLoop {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
-                if let Some(reply) = self.pending_chunks.remove(&request_id) {
+                if let Some(reply) = self.pending_transfers.remove(&request_id) {
                     let _ = reply.send(Err(request_error(&error)));
                 }
             }

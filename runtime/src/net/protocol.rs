@@ -6,10 +6,11 @@
 //!   service name or a content id. Request ≤ [`MAX_ADVERT_REQUEST`] bytes,
 //!   response ≤ [`MAX_ADVERT_RESPONSE`] bytes, at most [`MAX_ADVERTS`]
 //!   adverts. The receiver parses and signature-checks each advert itself.
-//! * `/sp2a/transfer/1`: fetch a range of a component's 16 KiB blocks as a
-//!   BLAKE3 verified-streaming (bao) encoding against the component hash of
-//!   the advert. Request ≤ [`MAX_CHUNK_REQUEST`] bytes, at most
-//!   [`MAX_BLOCKS_PER_REQUEST`] blocks; response ≤ [`MAX_CHUNK_RESPONSE`]
+//! * `/sp2a/transfer/1`: ask which 16 KiB blocks of a component a peer holds
+//!   (a bitmap; peers serve blocks while still downloading), or fetch a range
+//!   of blocks as a BLAKE3 verified-streaming (bao) encoding against the
+//!   component hash of the advert. Request ≤ [`MAX_TRANSFER_REQUEST`] bytes, at most
+//!   [`MAX_BLOCKS_PER_REQUEST`] blocks; response ≤ [`MAX_TRANSFER_RESPONSE`]
 //!   bytes. The response repeats the component size it serves; a size other
 //!   than the advert's ends the attempt.
 //! * `/sp2a/invoke/1`: call a function of a service the peer provides.
@@ -31,9 +32,10 @@ pub const MAX_ADVERTS: usize = 16;
 
 pub const MAX_ADVERT_REQUEST: u64 = 1024;
 pub const MAX_ADVERT_RESPONSE: u64 = (MAX_ADVERTS as u64) * (80 * 1024);
-pub const MAX_CHUNK_REQUEST: u64 = 1024;
+pub const MAX_TRANSFER_REQUEST: u64 = 1024;
 /// Data plus proof (at most 64 bytes per tree level per block) plus framing.
-pub const MAX_CHUNK_RESPONSE: u64 = (MAX_BLOCKS_PER_REQUEST as u64) * (BLOCK_SIZE + 64 * 48) + 4096;
+pub const MAX_TRANSFER_RESPONSE: u64 =
+    (MAX_BLOCKS_PER_REQUEST as u64) * (BLOCK_SIZE + 64 * 48) + 4096;
 pub const MAX_INVOKE_REQUEST: u64 = 256 * 1024;
 pub const MAX_INVOKE_RESPONSE: u64 = 1024 * 1024;
 /// Longest service name or error text accepted in a message.
@@ -61,26 +63,39 @@ pub enum AdvertResponse {
     Busy,
 }
 
-/// A range of blocks of a package's component.
+/// A request about a package's component.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkRequest {
-    #[serde(with = "serde_bytes")]
-    pub content_id: [u8; 32],
-    /// First block (of [`BLOCK_SIZE`] bytes).
-    pub first_block: u64,
-    /// Number of blocks, 1 to [`MAX_BLOCKS_PER_REQUEST`].
-    pub blocks: u32,
+pub enum TransferRequest {
+    /// Blocks `first_block .. first_block + blocks` (1 to
+    /// [`MAX_BLOCKS_PER_REQUEST`] blocks of [`BLOCK_SIZE`] bytes).
+    Blocks {
+        #[serde(with = "serde_bytes")]
+        content_id: [u8; 32],
+        first_block: u64,
+        blocks: u32,
+    },
+    /// Which blocks the peer holds (it may still be downloading).
+    Have {
+        #[serde(with = "serde_bytes")]
+        content_id: [u8; 32],
+    },
 }
 
-/// Answer to a [`ChunkRequest`].
+/// Answer to a [`TransferRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ChunkResponse {
+pub enum TransferResponse {
     /// The bao encoding of the requested blocks (proof and data interleaved).
     Data {
         /// The component size the provider serves; must equal the advert's.
         size: u64,
         #[serde(with = "serde_bytes")]
         encoded: Vec<u8>,
+    },
+    /// The blocks held: bit `i % 8` of byte `i / 8` for block `i`.
+    Have {
+        size: u64,
+        #[serde(with = "serde_bytes")]
+        bitmap: Vec<u8>,
     },
     /// The peer does not have (all of) those blocks.
     NotFound,

@@ -11,7 +11,8 @@
 //! * [`report`]: the audit report of a package.
 //! * [`store`]: the crash-safe package store.
 //! * [`transfer`]: verified block transfer (bao).
-//! * [`pull`]: find, check, download with retries, activate.
+//! * [`pull`]: find, check, download (sequential, the paper's way), activate.
+//! * [`swarm`]: the swarming download (rarest first, partial sharing).
 //! * [`control`]: the operator's local control socket.
 
 pub mod activate;
@@ -19,6 +20,7 @@ pub mod control;
 pub mod pull;
 pub mod report;
 pub mod store;
+pub mod swarm;
 pub mod transfer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,7 +33,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 pub use activate::{ActivateError, LocalService, activate};
-pub use pull::{PullConfig, PullError, PullProgress, PullStage};
+pub use pull::{PullConfig, PullError, PullProgress, PullStage, Pulled, Strategy};
 pub use report::{PackageReport, audit_package};
 
 use crate::net::protocol::*;
@@ -44,8 +46,9 @@ use store::Store;
 /// Node settings besides the network and the policy.
 ///
 /// Defaults: at most 8 concurrent invocations per service (the paper's
-/// limit L), 32 concurrent block uploads, every service open to every peer,
-/// and the [`PullConfig`] defaults.
+/// limit L), 32 concurrent block uploads, unlimited upload rate, partial
+/// downloads served, every service open to every peer, and the
+/// [`PullConfig`] defaults.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// Identity, store, compile cache and control socket live here.
@@ -56,6 +59,10 @@ pub struct NodeConfig {
     pub pull: PullConfig,
     /// Services open only to these peers (others get an explicit refusal).
     pub allow: HashMap<String, HashSet<PeerId>>,
+    /// Upload rate of this node in bytes per second (`None`: unlimited).
+    pub upload_rate: Option<u64>,
+    /// Serve (and announce) the verified blocks of a download in progress.
+    pub share_partial: bool,
 }
 
 impl NodeConfig {
@@ -67,6 +74,8 @@ impl NodeConfig {
             max_concurrent_uploads: 32,
             pull: PullConfig::default(),
             allow: HashMap::new(),
+            upload_rate: None,
+            share_partial: true,
         }
     }
 }
@@ -216,7 +225,38 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<NodeEvent>,
     /// Peers that sent bad data for a package: never asked for it again.
     pub(crate) banned: Mutex<HashMap<ContentId, HashSet<PeerId>>>,
+    /// Downloads in progress whose verified blocks this node already serves.
+    pub(crate) downloads: Mutex<HashMap<ContentId, Arc<Mutex<transfer::Download>>>>,
+    upload_limiter: Option<RateLimiter>,
     started: Instant,
+}
+
+/// Models an uplink of a fixed rate: each response leaves when the ones
+/// before it have been sent (first come, first served).
+struct RateLimiter {
+    bytes_per_second: f64,
+    next_free: Mutex<tokio::time::Instant>,
+}
+
+impl RateLimiter {
+    fn new(bytes_per_second: u64) -> Self {
+        Self {
+            bytes_per_second: bytes_per_second.max(1) as f64,
+            next_free: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits until `bytes` have gone through the uplink.
+    async fn transmit(&self, bytes: u64) {
+        let done = {
+            let mut next_free = self.next_free.lock().expect("limiter lock");
+            let start = (*next_free).max(tokio::time::Instant::now());
+            let done = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_second);
+            *next_free = done;
+            done
+        };
+        tokio::time::sleep_until(done).await;
+    }
 }
 
 /// A running node. Cheap to clone; all clones are the same node.
@@ -272,6 +312,8 @@ impl Node {
                 uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
                 events,
                 banned: Mutex::new(HashMap::new()),
+                downloads: Mutex::new(HashMap::new()),
+                upload_limiter: config.upload_rate.map(RateLimiter::new),
                 started: Instant::now(),
                 config,
             }),
@@ -710,13 +752,13 @@ async fn serve(node: Node, mut inbound: mpsc::Receiver<InboundRequest>) {
                     let response = node.answer_advert(peer, request);
                     node.inner.client.respond_advert(channel, response).await;
                 }
-                InboundRequest::Chunk {
+                InboundRequest::Transfer {
                     peer,
                     request,
                     channel,
                 } => {
-                    let response = node.answer_chunk(peer, request).await;
-                    node.inner.client.respond_chunk(channel, response).await;
+                    let response = node.answer_transfer(peer, request).await;
+                    node.inner.client.respond_transfer(channel, response).await;
                 }
                 InboundRequest::Invoke {
                     peer,
@@ -759,43 +801,105 @@ impl Node {
         }
     }
 
-    async fn answer_chunk(&self, peer: PeerId, request: ChunkRequest) -> ChunkResponse {
-        if request.blocks == 0 || request.blocks > MAX_BLOCKS_PER_REQUEST {
-            return ChunkResponse::NotFound;
+    async fn answer_transfer(&self, peer: PeerId, request: TransferRequest) -> TransferResponse {
+        match request {
+            TransferRequest::Have { content_id } => self.answer_have(ContentId(content_id)),
+            TransferRequest::Blocks {
+                content_id,
+                first_block,
+                blocks,
+            } => {
+                self.answer_blocks(peer, ContentId(content_id), first_block, blocks)
+                    .await
+            }
+        }
+    }
+
+    fn answer_have(&self, id: ContentId) -> TransferResponse {
+        if let Some(provided) = self.service_by_id(&id) {
+            let size = provided.package.advert().component_len();
+            let blocks = transfer::block_count(size) as usize;
+            let mut bitmap = vec![0xffu8; blocks.div_ceil(8)];
+            if blocks % 8 != 0 {
+                bitmap[blocks / 8] = (1u8 << (blocks % 8)) - 1;
+            }
+            return TransferResponse::Have { size, bitmap };
+        }
+        match self.partial(&id) {
+            Some(download) => {
+                let download = download.lock().expect("download lock");
+                TransferResponse::Have {
+                    size: download.size(),
+                    bitmap: download.bitmap(),
+                }
+            }
+            None => TransferResponse::NotFound,
+        }
+    }
+
+    async fn answer_blocks(
+        &self,
+        peer: PeerId,
+        id: ContentId,
+        first: u64,
+        count: u32,
+    ) -> TransferResponse {
+        if count == 0 || count > MAX_BLOCKS_PER_REQUEST {
+            return TransferResponse::NotFound;
         }
         let Ok(_permit) = self.inner.uploads.clone().try_acquire_owned() else {
-            return ChunkResponse::Busy;
+            return TransferResponse::Busy;
         };
-        let id = ContentId(request.content_id);
-        let Some(provided) = self.service_by_id(&id) else {
-            return ChunkResponse::NotFound;
-        };
-        let size = provided.package.advert().component_len();
-        let blocks = transfer::block_count(size);
-        if request.first_block >= blocks || request.first_block + u64::from(request.blocks) > blocks
-        {
-            return ChunkResponse::NotFound;
-        }
-        let encoded = tokio::task::spawn_blocking(move || {
-            transfer::encode(
-                provided.package.component(),
-                &provided.outboard,
-                request.first_block,
-                request.blocks,
-            )
-        })
-        .await;
-        match encoded {
-            Ok(Ok(encoded)) => {
-                self.emit(NodeEvent::Served {
-                    peer,
-                    content_id: id,
-                    bytes: encoded.len() as u64,
-                });
-                ChunkResponse::Data { size, encoded }
+        let encoded = if let Some(provided) = self.service_by_id(&id) {
+            let size = provided.package.advert().component_len();
+            let blocks = transfer::block_count(size);
+            if first >= blocks || first + u64::from(count) > blocks {
+                return TransferResponse::NotFound;
             }
-            _ => ChunkResponse::NotFound,
+            let encoded = tokio::task::spawn_blocking(move || {
+                transfer::encode(
+                    provided.package.component(),
+                    &provided.outboard,
+                    first,
+                    count,
+                )
+            })
+            .await;
+            match encoded {
+                Ok(Ok(encoded)) => Some((size, encoded)),
+                _ => None,
+            }
+        } else if let Some(download) = self.partial(&id) {
+            // Blocks of a download in progress: verified when they arrived.
+            let download = download.lock().expect("download lock");
+            download
+                .encode(first, count)
+                .map(|encoded| (download.size(), encoded))
+        } else {
+            None
+        };
+        let Some((size, encoded)) = encoded else {
+            return TransferResponse::NotFound;
+        };
+        if let Some(limiter) = &self.inner.upload_limiter {
+            limiter.transmit(encoded.len() as u64).await;
         }
+        self.emit(NodeEvent::Served {
+            peer,
+            content_id: id,
+            bytes: encoded.len() as u64,
+        });
+        TransferResponse::Data { size, encoded }
+    }
+
+    /// A download in progress whose blocks this node serves.
+    pub(crate) fn partial(&self, id: &ContentId) -> Option<Arc<Mutex<transfer::Download>>> {
+        self.inner
+            .downloads
+            .lock()
+            .expect("downloads lock")
+            .get(id)
+            .cloned()
     }
 
     async fn answer_invoke(&self, peer: PeerId, request: InvokeRequest) -> InvokeResponse {

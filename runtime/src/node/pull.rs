@@ -27,14 +27,29 @@ use tokio::sync::watch;
 use super::transfer::{BadData, Download};
 use super::{Found, Node, NodeEvent};
 use crate::net::PeerId;
-use crate::net::protocol::{ChunkRequest, ChunkResponse, MAX_BLOCKS_PER_REQUEST};
+use crate::net::protocol::{MAX_BLOCKS_PER_REQUEST, TransferRequest, TransferResponse};
 use crate::package::{Advert, ContentId, Package};
 
-/// Pull settings. Defaults: 4 blocks (64 KiB) per request, a 4-attempt
-/// budget per result vector, 5 s base timeout per request, 5 s advert
-/// timeout, 500 ms before rediscovery, give up after 2 minutes.
+/// How a component is downloaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Blocks from several providers at once, rarest first, serving verified
+    /// blocks before the download completes ([`super::swarm`]).
+    Swarm,
+    /// The paper's approach: the whole file from one provider at a time,
+    /// with its retry and rediscovery policy (this module).
+    Sequential,
+}
+
+/// Pull settings. Defaults: swarm strategy with up to 8 requests in flight,
+/// 4 blocks (64 KiB) per request, a 4-attempt budget per result vector, 5 s
+/// base timeout per request, 5 s advert timeout, 500 ms before
+/// rediscovery, give up after 2 minutes.
 #[derive(Clone, Debug)]
 pub struct PullConfig {
+    pub strategy: Strategy,
+    /// Requests in flight at once (swarm strategy), one per provider.
+    pub parallel: usize,
     pub blocks_per_request: u32,
     pub attempt_budget: u32,
     pub base_timeout: Duration,
@@ -46,6 +61,8 @@ pub struct PullConfig {
 impl Default for PullConfig {
     fn default() -> Self {
         Self {
+            strategy: Strategy::Swarm,
+            parallel: 8,
             blocks_per_request: 4,
             attempt_budget: 4,
             base_timeout: Duration::from_secs(5),
@@ -310,7 +327,7 @@ impl Node {
         })
     }
 
-    fn is_banned(&self, id: &ContentId, peer: &PeerId) -> bool {
+    pub(crate) fn is_banned(&self, id: &ContentId, peer: &PeerId) -> bool {
         self.inner
             .banned
             .lock()
@@ -319,7 +336,7 @@ impl Node {
             .is_some_and(|b| b.contains(peer))
     }
 
-    fn ban(&self, id: ContentId, peer: PeerId, reason: &BadData) {
+    pub(crate) fn ban(&self, id: ContentId, peer: PeerId, reason: &BadData) {
         tracing::warn!(%peer, package = %id.short(), %reason, "banning provider for this package");
         self.inner
             .banned
@@ -335,8 +352,29 @@ impl Node {
         });
     }
 
-    /// Downloads the component with the retry policy of this module.
+    /// Downloads the component with the configured strategy.
     async fn download(
+        &self,
+        target: &str,
+        advert: &Advert,
+        vector: Vec<PeerId>,
+        start: Instant,
+        progress: &watch::Sender<PullProgress>,
+    ) -> Result<(Vec<u8>, Vec<PeerId>), PullError> {
+        match self.inner.config.pull.strategy {
+            Strategy::Swarm => {
+                self.download_swarm(target, advert, vector, start, progress)
+                    .await
+            }
+            Strategy::Sequential => {
+                self.download_sequential(target, advert, vector, start, progress)
+                    .await
+            }
+        }
+    }
+
+    /// Downloads the component with the retry policy of this module.
+    async fn download_sequential(
         &self,
         target: &str,
         advert: &Advert,
@@ -439,15 +477,16 @@ impl Node {
                 return Attempt::OutOfTime;
             }
             let timeout = config.attempt_timeout(attempt).min(remaining);
-            let request = ChunkRequest {
+            let request = TransferRequest::Blocks {
                 content_id: id.0,
                 first_block: first,
                 blocks,
             };
             let response =
-                tokio::time::timeout(timeout, self.inner.client.request_chunk(peer, request)).await;
+                tokio::time::timeout(timeout, self.inner.client.request_transfer(peer, request))
+                    .await;
             match response {
-                Ok(Ok(ChunkResponse::Data { size, encoded })) => {
+                Ok(Ok(TransferResponse::Data { size, encoded })) => {
                     match download.accept(first, blocks, size, &encoded) {
                         Ok(added) => {
                             verified += added;
@@ -457,13 +496,13 @@ impl Node {
                         Err(reason) => return Attempt::Bad { verified, reason },
                     }
                 }
-                Ok(Ok(ChunkResponse::Busy)) => {
+                Ok(Ok(TransferResponse::Busy)) => {
                     return Attempt::Moved {
                         verified,
                         reason: "busy".into(),
                     };
                 }
-                Ok(Ok(ChunkResponse::NotFound)) => {
+                Ok(Ok(TransferResponse::NotFound | TransferResponse::Have { .. })) => {
                     return Attempt::Moved {
                         verified,
                         reason: "does not have the blocks".into(),

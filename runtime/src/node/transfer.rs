@@ -228,6 +228,14 @@ impl Download {
     pub fn into_bytes(self) -> Vec<u8> {
         self.data
     }
+
+    /// Moves the data out (for a download shared with serving tasks);
+    /// the download is empty afterwards.
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        self.have.iter_mut().for_each(|h| *h = false);
+        self.received = 0;
+        std::mem::take(&mut self.data)
+    }
 }
 
 #[cfg(test)]
