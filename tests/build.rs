@@ -26,6 +26,7 @@ fn main() {
         "services/hello",
         "services/checksum",
         "services/notes",
+        "services/stream",
         "tests/guests/Cargo.toml",
         "tests/guests/Cargo.lock",
         "tests/guests/hostile",

@@ -56,7 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sandbox = super::sandbox_for(&policy, Some(out.join("cache")))?;
 
     let mut packages = Vec::new();
-    for name in ["hello", "checksum", "notes"] {
+    for name in ["hello", "checksum", "notes", "stream"] {
         step(&format!("pack {name}"));
         let package = pack_service(&args.services, name, &key, &out)?;
         println!(
@@ -122,7 +122,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let calls: [(&str, &[&str]); 3] = [
+    let calls: [(&str, &[&str]); 4] = [
         ("hello", &["greet(\"world\")"]),
         (
             "checksum",
@@ -142,6 +142,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "get(\"../../etc/passwd\")",
             ],
         ),
+        ("stream", &["segment-digest(0)", "segment(99)"]),
     ];
     for (package, (name, calls)) in packages.iter().zip(calls) {
         step(&format!("activate and call {name}"));
@@ -195,6 +196,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => println!("truncated package -> {e}"),
     }
 
+    network(&args.services, &key, &out, &sandbox).await?;
+
     println!("\ndemo files are in {}", out.display());
     if args.out.is_none() {
         println!("(temporary; pass --out DIR to keep them)");
@@ -228,4 +231,161 @@ pub fn pack_service(
     let package = pack(component, &manifest, key)?;
     std::fs::write(out.join(format!("{name}.rps")), package.to_bytes())?;
     Ok(package)
+}
+
+/// The pull approach on one machine: one provider and several consumers,
+/// real libp2p nodes on loopback in this process.
+async fn network(
+    services: &Path,
+    key: &SecretKey,
+    out: &Path,
+    sandbox: &sp2a::sandbox::Sandbox,
+) -> anyhow::Result<()> {
+    use sp2a::node::{Node, NodeConfig, NodeEvent};
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    const CONSUMERS: usize = 5;
+    const UPLINK: u64 = 2 << 20;
+    step(&format!(
+        "the pull approach: 1 provider, {CONSUMERS} consumers (libp2p over loopback TCP, in this process, \
+         each node's uplink limited to {} MiB/s)",
+        UPLINK >> 20
+    ));
+    let policy = Policy::load(&out.join("policy.toml"))?;
+    let start_node = |label: String, bootstrap: Vec<sp2a::net::Multiaddr>| {
+        let mut config = NodeConfig::new(out.join("nodes").join(&label));
+        config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid address")];
+        config.net.bootstrap = bootstrap;
+        config.upload_rate = Some(UPLINK);
+        let policy = policy.clone();
+        let sandbox = sandbox.clone();
+        async move { Node::start(config, policy, sandbox).await }
+    };
+    let provider = start_node("provider".into(), Vec::new()).await?;
+    let package = pack_service(services, "stream", key, out)?;
+    provider.share(package.clone().into_inner()).await?;
+    let bootstrap = provider.addresses().await;
+    println!(
+        "provider {} shares stream {} ({} bytes, content id {})",
+        short(&provider.peer_id()),
+        package.manifest().version,
+        package.advert().component_len(),
+        package.content_id().short()
+    );
+
+    let mut consumers = Vec::new();
+    let mut labels = HashMap::new();
+    labels.insert(provider.peer_id(), "provider".to_owned());
+    for i in 1..=CONSUMERS {
+        let node = start_node(format!("consumer-{i}"), bootstrap.clone()).await?;
+        for address in &bootstrap {
+            node.dial(address.clone())
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
+        labels.insert(node.peer_id(), format!("consumer-{i}"));
+        consumers.push(node);
+    }
+    let labels = std::sync::Arc::new(labels);
+    let started = Instant::now();
+    let mut printers = Vec::new();
+    let uploaded = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, u64>::new()));
+    for node in consumers.iter().chain([&provider]) {
+        let mut events = node.events();
+        let me = labels[&node.peer_id()].clone();
+        let uploaded = uploaded.clone();
+        printers.push(tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                if let NodeEvent::Served { bytes, .. } = event {
+                    *uploaded
+                        .lock()
+                        .expect("lock")
+                        .entry(me.clone())
+                        .or_default() += bytes;
+                }
+            }
+        }));
+    }
+    for node in &consumers {
+        let mut events = node.events();
+        let me = labels[&node.peer_id()].clone();
+        let labels = labels.clone();
+        printers.push(tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                let at = started.elapsed().as_millis();
+                match event {
+                    NodeEvent::Found { providers, elapsed, .. } => {
+                        println!("[{at:>5} ms] {me}: found {providers} provider(s) in {elapsed:.1?}; advert verified, requirements met")
+                    }
+                    NodeEvent::Downloaded { bytes, from, elapsed, .. } => {
+                        let from: Vec<&str> = from.iter().map(|p| labels.get(p).map_or("?", String::as_str)).collect();
+                        println!("[{at:>5} ms] {me}: downloaded {bytes} bytes in {elapsed:.1?}, every block verified, from {}", from.join(", "))
+                    }
+                    NodeEvent::Pulled { elapsed, .. } => {
+                        println!("[{at:>5} ms] {me}: self-tests passed, active after {elapsed:.1?}; now a provider")
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    let pulls = consumers.iter().map(|node| node.pull("stream"));
+    for (node, result) in consumers.iter().zip(futures::future::join_all(pulls).await) {
+        result.map_err(|e| anyhow::anyhow!("{}: {e}", labels[&node.peer_id()]))?;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for printer in printers {
+        printer.abort();
+    }
+    let providers = consumers[0].find("stream").await.len() + 1;
+    println!("stream is now provided by {providers} nodes");
+    let mut uploaded: Vec<(String, u64)> =
+        uploaded.lock().expect("lock").clone().into_iter().collect();
+    uploaded.sort();
+    let uploaded: Vec<String> = uploaded
+        .iter()
+        .map(|(who, bytes)| format!("{who} {} KiB", bytes >> 10))
+        .collect();
+    println!("uploaded: {}", uploaded.join(", "));
+
+    step("a newcomer calls the service remotely, without downloading it");
+    let viewer = start_node("viewer".into(), bootstrap.clone()).await?;
+    for address in &bootstrap {
+        viewer
+            .dial(address.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    let outcome = viewer.invoke_remote("stream", "segment-digest(7)").await?;
+    println!(
+        "segment-digest(7) -> {} from {} in {:.1?}",
+        outcome.value,
+        labels.get(&outcome.peer).map_or("?", String::as_str),
+        outcome.round_trip
+    );
+
+    step("a node that does not trust the publisher refuses before downloading");
+    let mut config = NodeConfig::new(out.join("nodes/sceptic"));
+    config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    let sceptic = Node::start(config, Policy::default(), sandbox.clone()).await?;
+    for address in &bootstrap {
+        sceptic
+            .dial(address.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    match sceptic.pull("stream").await {
+        Ok(_) => anyhow::bail!("an untrusted package was pulled"),
+        Err(e) => println!("{e}"),
+    }
+    for node in consumers.iter().chain([&provider, &viewer, &sceptic]) {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+fn short(peer: &sp2a::net::PeerId) -> String {
+    let text = peer.to_string();
+    format!("..{}", &text[text.len() - 6..])
 }
