@@ -8,7 +8,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(args.verbose);
+    cli::init_tracing(args.verbose, args.is_benchmark());
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()

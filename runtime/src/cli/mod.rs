@@ -68,10 +68,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs go to stderr; guest log records show at info level by default.
-pub fn init_tracing(verbose: u8) {
+impl Cli {
+    /// Benchmarks keep the terminal for their numbers: guest logs stay quiet.
+    pub fn is_benchmark(&self) -> bool {
+        matches!(self.command, Command::Bench(_))
+    }
+}
+
+/// Logs go to stderr; guest log records show at info level by default
+/// (except in benchmarks).
+pub fn init_tracing(verbose: u8, benchmark: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        0 if benchmark => "warn",
         0 => "warn,sp2a::guest=info",
         1 => "info",
         2 => "debug,wasmtime=info,cranelift=info",

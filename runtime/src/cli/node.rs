@@ -11,8 +11,12 @@
 //! max-invocations-per-service = 8   # the paper's limit L
 //! max-concurrent-uploads = 32
 //! max-connections = 512
+//! upload-rate = "512 KiB"           # per second; default unlimited
+//! share-partial = true              # serve verified blocks while downloading
 //!
 //! [pull]
+//! strategy = "swarm"                # or "sequential" (the paper's approach)
+//! parallel = 8                      # requests in flight (swarm)
 //! timeout = "2m"                    # give up after
 //! attempt-timeout = "5s"            # first attempt; doubles per retry
 //! blocks-per-request = 4            # 16 KiB blocks
@@ -29,7 +33,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use sp2a::net::{Multiaddr, PeerId};
 use sp2a::node::{Node, NodeConfig, NodeEvent};
-use sp2a::package::units::parse_duration;
+use sp2a::package::units::{parse_duration, parse_size};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -47,6 +51,8 @@ struct NodeFile {
     max_invocations_per_service: Option<usize>,
     max_concurrent_uploads: Option<usize>,
     max_connections: Option<u32>,
+    upload_rate: Option<String>,
+    share_partial: Option<bool>,
     #[serde(default)]
     pull: PullFile,
     #[serde(default)]
@@ -56,6 +62,8 @@ struct NodeFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct PullFile {
+    strategy: Option<String>,
+    parallel: Option<usize>,
     timeout: Option<String>,
     attempt_timeout: Option<String>,
     blocks_per_request: Option<u32>,
@@ -153,6 +161,24 @@ pub fn assemble(args: &NodeArgs, data_dir_override: Option<PathBuf>) -> anyhow::
     }
     if let Some(n) = file.max_concurrent_uploads {
         config.max_concurrent_uploads = n.max(1);
+    }
+    if let Some(rate) = &file.upload_rate {
+        config.upload_rate = Some(
+            parse_size(rate)
+                .map_err(anyhow::Error::msg)
+                .context("upload-rate")?,
+        );
+    }
+    if let Some(partial) = file.share_partial {
+        config.share_partial = partial;
+    }
+    match file.pull.strategy.as_deref() {
+        None | Some("swarm") => {}
+        Some("sequential") => config.pull.strategy = sp2a::node::Strategy::Sequential,
+        Some(other) => bail!("pull.strategy {other:?}: use \"swarm\" or \"sequential\""),
+    }
+    if let Some(n) = file.pull.parallel {
+        config.pull.parallel = n.max(1);
     }
     if let Some(t) = &file.pull.timeout {
         config.pull.total_timeout = parse_duration(t)

@@ -228,6 +228,8 @@ pub(crate) struct Inner {
     /// Downloads in progress whose verified blocks this node already serves.
     pub(crate) downloads: Mutex<HashMap<ContentId, Arc<Mutex<transfer::Download>>>>,
     upload_limiter: Option<RateLimiter>,
+    /// Providers of services called remotely, the last to answer first.
+    remote_providers: Mutex<HashMap<String, (Vec<PeerId>, Instant)>>,
     started: Instant,
 }
 
@@ -258,6 +260,9 @@ impl RateLimiter {
         tokio::time::sleep_until(done).await;
     }
 }
+
+/// How long remote providers found in the DHT are reused for calls.
+const REMOTE_PROVIDER_TTL: Duration = Duration::from_secs(30);
 
 /// A running node. Cheap to clone; all clones are the same node.
 #[derive(Clone)]
@@ -314,6 +319,7 @@ impl Node {
                 banned: Mutex::new(HashMap::new()),
                 downloads: Mutex::new(HashMap::new()),
                 upload_limiter: config.upload_rate.map(RateLimiter::new),
+                remote_providers: Mutex::new(HashMap::new()),
                 started: Instant::now(),
                 config,
             }),
@@ -584,7 +590,24 @@ impl Node {
     /// downloading it. Providers at their limit (`Busy`), refusing this peer
     /// or unreachable are skipped; a call that ran and failed is returned.
     pub async fn invoke_remote(&self, name: &str, call: &str) -> Result<RemoteOutcome, NodeError> {
-        let mut providers: Vec<PeerId> = self
+        // The provider that answered last time first, then the others in
+        // random order; the DHT is asked again when the cache is cold or
+        // every cached provider declined.
+        let mut reasons = Vec::new();
+        let cached = self
+            .inner
+            .remote_providers
+            .lock()
+            .expect("providers lock")
+            .get(name)
+            .filter(|(_, at)| at.elapsed() < REMOTE_PROVIDER_TTL)
+            .map(|(providers, _)| providers.clone());
+        if let Some(providers) = cached {
+            if let Some(result) = self.invoke_on(name, call, &providers, &mut reasons).await {
+                return self.remember_provider(name, &providers, result);
+            }
+        }
+        let mut found: Vec<PeerId> = self
             .inner
             .client
             .get_providers(keys::service_key(name))
@@ -592,12 +615,48 @@ impl Node {
             .into_iter()
             .filter(|p| *p != self.peer_id())
             .collect();
-        if providers.is_empty() {
+        shuffle(&mut found);
+        if let Some(result) = self.invoke_on(name, call, &found, &mut reasons).await {
+            return self.remember_provider(name, &found, result);
+        }
+        if reasons.is_empty() {
             return Err(NodeError::NoProvider(name.to_owned()));
         }
-        shuffle(&mut providers);
-        let mut reasons = Vec::new();
-        for peer in providers {
+        Err(NodeError::AllDeclined {
+            service: name.to_owned(),
+            reasons,
+        })
+    }
+
+    /// Caches the providers of `name` with the one that answered first.
+    fn remember_provider(
+        &self,
+        name: &str,
+        providers: &[PeerId],
+        result: Result<RemoteOutcome, NodeError>,
+    ) -> Result<RemoteOutcome, NodeError> {
+        if let Ok(outcome) = &result {
+            let mut order = providers.to_vec();
+            order.retain(|p| *p != outcome.peer);
+            order.insert(0, outcome.peer);
+            self.inner
+                .remote_providers
+                .lock()
+                .expect("providers lock")
+                .insert(name.to_owned(), (order, Instant::now()));
+        }
+        result
+    }
+
+    /// Tries `providers` in order; `None` if every one declined.
+    async fn invoke_on(
+        &self,
+        name: &str,
+        call: &str,
+        providers: &[PeerId],
+        reasons: &mut Vec<String>,
+    ) -> Option<Result<RemoteOutcome, NodeError>> {
+        for &peer in providers {
             let request = InvokeRequest {
                 service: name.to_owned(),
                 content_id: None,
@@ -611,21 +670,21 @@ impl Node {
                     micros,
                     content_id,
                 }) => {
-                    return Ok(RemoteOutcome {
+                    return Some(Ok(RemoteOutcome {
                         peer,
                         value: clip(&value),
                         fuel,
                         remote_time: Duration::from_micros(micros),
                         round_trip: start.elapsed(),
                         content_id: ContentId(content_id),
-                    });
+                    }));
                 }
                 Ok(InvokeResponse::Failed { kind, message }) => {
-                    return Err(NodeError::Remote {
+                    return Some(Err(NodeError::Remote {
                         service: name.to_owned(),
                         peer: peer.to_string(),
                         reason: format!("{} ({})", clip(&message), clip(&kind)),
-                    });
+                    }));
                 }
                 Ok(InvokeResponse::Busy) => reasons.push(format!("{peer}: busy")),
                 Ok(InvokeResponse::Denied(why)) => {
@@ -637,10 +696,7 @@ impl Node {
                 Err(e) => reasons.push(format!("{peer}: {e}")),
             }
         }
-        Err(NodeError::AllDeclined {
-            service: name.to_owned(),
-            reasons,
-        })
+        None
     }
 
     /// Peers, services, transfers.

@@ -1,0 +1,284 @@
+//! Separate `sp2a node` processes on loopback, driven through the CLI:
+//! find, pull, local and remote calls, status, clean shutdown and restart,
+//! and a node killed in the middle of a download.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sp2a_tests::{run_sp2a, service_package, sp2a_bin, text};
+
+/// A running `sp2a node` process; killed when dropped.
+struct NodeProcess {
+    child: Child,
+    address: String,
+    data_dir: PathBuf,
+}
+
+impl NodeProcess {
+    fn start(dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let data_dir = dir.join(name);
+        let mut command = Command::new(sp2a_bin());
+        command
+            .current_dir(dir)
+            .args(["node", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut address = None;
+        loop {
+            let line = lines_rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("node {name} did not become ready"));
+            if let Some(a) = line.strip_prefix("listening on ") {
+                address.get_or_insert_with(|| a.to_owned());
+            }
+            if line == "ready" {
+                break;
+            }
+        }
+        // Keep draining stdout so the node never blocks on a full pipe.
+        std::thread::spawn(move || while lines_rx.recv().is_ok() {});
+        Self {
+            child,
+            address: address.expect("the node printed its address"),
+            data_dir,
+        }
+    }
+
+    fn data_dir(&self) -> &str {
+        self.data_dir.to_str().unwrap()
+    }
+
+    /// SIGINT, as Ctrl-C; returns the exit status.
+    fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        send_signal(pid, 2);
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn send_signal(pid: i32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn setup(dir: &Path) {
+    let key = sp2a::package::SecretKey::generate();
+    for name in ["hello", "stream"] {
+        let package = service_package(name, &key);
+        std::fs::write(dir.join(format!("{name}.rps")), package.to_bytes()).unwrap();
+    }
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!("[trust]\npublishers = [\"{}\"]\n", key.public()),
+    )
+    .unwrap();
+}
+
+fn sp2a_ok(dir: &Path, args: &[&str]) -> String {
+    let out = run_sp2a(dir, args);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "sp2a {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+#[test]
+fn nodes_in_separate_processes_find_pull_and_call_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    let provider = NodeProcess::start(
+        dir,
+        "provider",
+        &["--policy", "policy.toml", "--share", "hello.rps"],
+    );
+    let consumer = NodeProcess::start(
+        dir,
+        "consumer",
+        &["--policy", "policy.toml", "--bootstrap", &provider.address],
+    );
+    let data = consumer.data_dir().to_owned();
+
+    let found = sp2a_ok(dir, &["find", "hello", "--data-dir", &data]);
+    assert!(found.contains("1 provider(s) of hello"), "{found}");
+    assert!(found.contains("trusted"), "{found}");
+
+    let remote = sp2a_ok(
+        dir,
+        &[
+            "call",
+            "hello",
+            "greet(\"remote\")",
+            "--remote",
+            "--data-dir",
+            &data,
+        ],
+    );
+    assert_eq!(remote.trim(), "\"Hello, remote!\"");
+    // Not pulled yet: a local call is refused.
+    let out = run_sp2a(dir, &["call", "hello", "greet(\"x\")", "--data-dir", &data]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("does not run service \"hello\""),
+        "{:?}",
+        text(&out)
+    );
+
+    let pulled = sp2a_ok(dir, &["pull", "hello", "--data-dir", &data]);
+    assert!(pulled.contains("pulled hello"), "{pulled}");
+    assert!(pulled.contains("this node now provides hello"), "{pulled}");
+    let local = sp2a_ok(
+        dir,
+        &["call", "hello", "greet(\"local\")", "--data-dir", &data],
+    );
+    assert_eq!(local.trim(), "\"Hello, local!\"");
+
+    let status = sp2a_ok(dir, &["status", "--data-dir", &data, "--json"]);
+    assert!(status.contains("\"name\": \"hello\""), "{status}");
+
+    // A short-lived node of the CLI's own finds both providers now.
+    let found = sp2a_ok(
+        dir,
+        &[
+            "find",
+            "hello",
+            "--bootstrap",
+            &provider.address,
+            "--policy",
+            "policy.toml",
+        ],
+    );
+    assert!(found.contains("2 provider(s) of hello"), "{found}");
+
+    // Only the operator can reach the control socket.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let socket = consumer.data_dir.join("control.sock");
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(&consumer.data_dir)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+    }
+
+    // Ctrl-C: clean shutdown; a restart re-activates and re-announces.
+    let data_dir = consumer.data_dir.clone();
+    let status = consumer.interrupt();
+    assert!(status.success(), "{status:?}");
+    assert!(!data_dir.join("control.sock").exists());
+    let consumer = NodeProcess::start(
+        dir,
+        "consumer",
+        &["--policy", "policy.toml", "--bootstrap", &provider.address],
+    );
+    let status = sp2a_ok(dir, &["status", "--data-dir", consumer.data_dir()]);
+    assert!(status.contains("hello 0.1.0"), "{status}");
+}
+
+#[test]
+fn a_node_killed_mid_download_restarts_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    // A provider with a slow uplink: the 2 MiB download takes half a minute.
+    std::fs::write(
+        dir.join("slow.toml"),
+        "policy = \"policy.toml\"\nupload-rate = \"64 KiB\"\nshare = [\"stream.rps\"]\n",
+    )
+    .unwrap();
+    let provider = NodeProcess::start(dir, "provider", &["--config", "slow.toml"]);
+    let mut consumer = NodeProcess::start(
+        dir,
+        "consumer",
+        &["--policy", "policy.toml", "--bootstrap", &provider.address],
+    );
+    let data = consumer.data_dir().to_owned();
+    let mut pull = Command::new(sp2a_bin())
+        .current_dir(dir)
+        .args(["pull", "stream", "--data-dir", &data])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the transfer is under way.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = sp2a_ok(dir, &["status", "--data-dir", &data, "--json"]);
+        if status.contains("\"stage\": \"Downloading\"") && !status.contains("\"bytes\": 0,") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the download did not start: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Crash: SIGKILL, no chance to clean up.
+    consumer.child.kill().unwrap();
+    consumer.child.wait().unwrap();
+    let out = pull.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the pull cannot succeed on a dead node"
+    );
+
+    let store = consumer.data_dir.join("store");
+    let stored: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rps"))
+        .collect();
+    assert!(
+        stored.is_empty(),
+        "nothing partial or unverified was stored"
+    );
+    drop(consumer);
+
+    // The restarted node (stale socket and all) comes up clean: no service,
+    // no transfer, an empty temporary directory.
+    let consumer = NodeProcess::start(dir, "consumer", &["--policy", "policy.toml"]);
+    let status = sp2a_ok(
+        dir,
+        &["status", "--data-dir", consumer.data_dir(), "--json"],
+    );
+    assert!(status.contains("\"services\": []"), "{status}");
+    assert!(status.contains("\"transfers\": []"), "{status}");
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    drop(provider);
+}
