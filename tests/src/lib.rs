@@ -317,22 +317,34 @@ pub mod net {
                                 transfer::encode(&component, &outboard, first_block, blocks)
                                     .unwrap();
                             let response = match behaviour {
-                                Misbehaviour::Honest => TransferResponse::Data { size, encoded },
+                                Misbehaviour::Honest => TransferResponse::Data {
+                                    size,
+                                    encoded,
+                                    bitmap: Vec::new(),
+                                },
                                 Misbehaviour::CorruptAfter(k) if n >= k => {
                                     let last = encoded.len() - 1;
                                     encoded[last] ^= 0x55;
-                                    TransferResponse::Data { size, encoded }
+                                    TransferResponse::Data {
+                                        size,
+                                        encoded,
+                                        bitmap: Vec::new(),
+                                    }
                                 }
-                                Misbehaviour::CorruptAfter(_) => {
-                                    TransferResponse::Data { size, encoded }
-                                }
+                                Misbehaviour::CorruptAfter(_) => TransferResponse::Data {
+                                    size,
+                                    encoded,
+                                    bitmap: Vec::new(),
+                                },
                                 Misbehaviour::DieAfter(k) if n >= k => {
                                     serving.shutdown().await;
                                     return;
                                 }
-                                Misbehaviour::DieAfter(_) => {
-                                    TransferResponse::Data { size, encoded }
-                                }
+                                Misbehaviour::DieAfter(_) => TransferResponse::Data {
+                                    size,
+                                    encoded,
+                                    bitmap: Vec::new(),
+                                },
                                 Misbehaviour::Stall => {
                                     held.push(channel);
                                     continue;
@@ -340,6 +352,7 @@ pub mod net {
                                 Misbehaviour::LieAboutSize => TransferResponse::Data {
                                     size: size * 1000,
                                     encoded,
+                                    bitmap: Vec::new(),
                                 },
                                 Misbehaviour::Busy => TransferResponse::Busy,
                             };

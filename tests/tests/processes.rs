@@ -229,7 +229,7 @@ fn a_node_killed_mid_download_restarts_clean() {
         &["--policy", "policy.toml", "--bootstrap", &provider.address],
     );
     let data = consumer.data_dir().to_owned();
-    let mut pull = Command::new(sp2a_bin())
+    let pull = Command::new(sp2a_bin())
         .current_dir(dir)
         .args(["pull", "stream", "--data-dir", &data])
         .stdout(Stdio::piped())

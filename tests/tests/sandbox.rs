@@ -178,3 +178,32 @@ async fn unsupported_imports_and_core_modules_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn nodes_sharing_a_compile_cache_compile_once() {
+    let key = SecretKey::generate();
+    let cache = tempfile::tempdir().unwrap();
+    let package = service_package("stream", &key);
+    // Four "nodes" (separate sandboxes, as in separate processes) start at
+    // the same moment with the same cache directory.
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let package = package.clone();
+            let dir = cache.path().to_path_buf();
+            std::thread::spawn(move || cached_sandbox(&dir).compile(&package).unwrap().source)
+        })
+        .collect();
+    let sources: Vec<CompileSource> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let compiled = sources
+        .iter()
+        .filter(|s| **s == CompileSource::Compiled)
+        .count();
+    assert_eq!(compiled, 1, "{sources:?}");
+    assert_eq!(
+        sources
+            .iter()
+            .filter(|s| **s == CompileSource::DiskCache)
+            .count(),
+        3
+    );
+}

@@ -13,6 +13,8 @@
 //! max-connections = 512
 //! upload-rate = "512 KiB"           # per second; default unlimited
 //! share-partial = true              # serve verified blocks while downloading
+//! compile-cache = "/var/cache/sp2a" # share compiled artifacts with this host's
+//!                                   # other nodes (default: <data-dir>/cache)
 //!
 //! [pull]
 //! strategy = "swarm"                # or "sequential" (the paper's approach)
@@ -53,6 +55,7 @@ struct NodeFile {
     max_connections: Option<u32>,
     upload_rate: Option<String>,
     share_partial: Option<bool>,
+    compile_cache: Option<PathBuf>,
     #[serde(default)]
     pull: PullFile,
     #[serde(default)]
@@ -108,6 +111,9 @@ pub struct Assembled {
     pub config: NodeConfig,
     pub policy: sp2a::policy::Policy,
     pub share: Vec<PathBuf>,
+    /// Compiled artifacts: `<data dir>/cache`, or a directory shared with
+    /// the other nodes of this host.
+    pub compile_cache: PathBuf,
 }
 
 pub fn assemble(args: &NodeArgs, data_dir_override: Option<PathBuf>) -> anyhow::Result<Assembled> {
@@ -204,17 +210,22 @@ pub fn assemble(args: &NodeArgs, data_dir_override: Option<PathBuf>) -> anyhow::
         config.allow.insert(service.clone(), peers);
     }
     let share = file.share.iter().map(|p| base.join(p)).collect();
+    let compile_cache = file
+        .compile_cache
+        .as_ref()
+        .map(|dir| base.join(dir))
+        .unwrap_or_else(|| config.data_dir.join("cache"));
     Ok(Assembled {
         config,
         policy,
         share,
+        compile_cache,
     })
 }
 
 /// Starts a node from assembled settings.
 pub async fn start(assembled: &Assembled) -> anyhow::Result<Node> {
-    let cache = assembled.config.data_dir.join("cache");
-    let sandbox = super::sandbox_for(&assembled.policy, Some(cache))?;
+    let sandbox = super::sandbox_for(&assembled.policy, Some(assembled.compile_cache.clone()))?;
     let node = Node::start(assembled.config.clone(), assembled.policy.clone(), sandbox)
         .await
         .context("cannot start the node")?;

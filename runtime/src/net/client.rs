@@ -69,6 +69,7 @@ pub(crate) enum Command {
     },
     GetProviders {
         key: RecordKey,
+        limit: Option<usize>,
         reply: Reply<HashSet<PeerId>>,
     },
     Dial {
@@ -144,11 +145,28 @@ impl Client {
         self.tell(Command::StopProviding { key }).await;
     }
 
-    /// The peers that provide `key` (this node excluded).
+    /// The peers that provide `key` (this node excluded): the DHT query runs
+    /// to completion.
     pub async fn get_providers(&self, key: RecordKey) -> HashSet<PeerId> {
-        self.ask(|reply| Command::GetProviders { key, reply })
-            .await
-            .unwrap_or_default()
+        self.ask(|reply| Command::GetProviders {
+            key,
+            limit: None,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Like [`Client::get_providers`], but ends the query once `limit`
+    /// providers are known (cheap enough to repeat often).
+    pub async fn get_providers_limited(&self, key: RecordKey, limit: usize) -> HashSet<PeerId> {
+        self.ask(|reply| Command::GetProviders {
+            key,
+            limit: Some(limit),
+            reply,
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Dials an address ending in `/p2p/<peer id>` and waits for the connection.

@@ -117,13 +117,20 @@ pub async fn start(
     ))
 }
 
+struct PendingProviders {
+    found: HashSet<PeerId>,
+    /// End the query early once this many are known.
+    limit: Option<usize>,
+    reply: Reply<HashSet<PeerId>>,
+}
+
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<InboundRequest>,
     config: NetConfig,
     pending_dials: HashMap<PeerId, Vec<Reply<Result<PeerId, String>>>>,
-    pending_providers: HashMap<QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
+    pending_providers: HashMap<QueryId, PendingProviders>,
     pending_adverts: HashMap<OutboundRequestId, Reply<Result<AdvertResponse, RequestError>>>,
     pending_transfers: HashMap<OutboundRequestId, Reply<Result<TransferResponse, RequestError>>>,
     pending_invokes: HashMap<OutboundRequestId, Reply<Result<InvokeResponse, RequestError>>>,
@@ -177,9 +184,16 @@ impl EventLoop {
                 let _ = reply.send(());
             }
             Command::StopProviding { key } => behaviour.kad.stop_providing(&key),
-            Command::GetProviders { key, reply } => {
+            Command::GetProviders { key, limit, reply } => {
                 let id = behaviour.kad.get_providers(key);
-                self.pending_providers.insert(id, (HashSet::new(), reply));
+                self.pending_providers.insert(
+                    id,
+                    PendingProviders {
+                        found: HashSet::new(),
+                        limit,
+                        reply,
+                    },
+                );
             }
             Command::Dial { address, reply } => {
                 let Some((peer, addr)) = split_peer_address(&address) else {
@@ -321,14 +335,23 @@ impl EventLoop {
                 ..
             } => {
                 let local = *self.swarm.local_peer_id();
-                if let Some((found, _)) = self.pending_providers.get_mut(&id) {
+                let mut enough = false;
+                if let Some(pending) = self.pending_providers.get_mut(&id) {
                     if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
-                        found.extend(providers.into_iter().filter(|p| *p != local));
+                        pending
+                            .found
+                            .extend(providers.into_iter().filter(|p| *p != local));
+                    }
+                    enough = pending.limit.is_some_and(|l| pending.found.len() >= l);
+                }
+                if enough {
+                    if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        query.finish();
                     }
                 }
-                if step.last {
-                    if let Some((found, reply)) = self.pending_providers.remove(&id) {
-                        let _ = reply.send(found);
+                if step.last || enough {
+                    if let Some(pending) = self.pending_providers.remove(&id) {
+                        let _ = pending.reply.send(pending.found);
                     }
                 }
             }

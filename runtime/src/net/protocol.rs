@@ -90,6 +90,10 @@ pub enum TransferResponse {
         size: u64,
         #[serde(with = "serde_bytes")]
         encoded: Vec<u8>,
+        /// The blocks the provider holds now, as in `Have` (empty when it
+        /// holds them all or does not say): saves a `Have` round trip.
+        #[serde(default, with = "serde_bytes")]
+        bitmap: Vec<u8>,
     },
     /// The blocks held: bit `i % 8` of byte `i / 8` for block `i`.
     Have {

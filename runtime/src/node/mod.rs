@@ -46,8 +46,9 @@ use store::Store;
 /// Node settings besides the network and the policy.
 ///
 /// Defaults: at most 8 concurrent invocations per service (the paper's
-/// limit L), 32 concurrent block uploads, unlimited upload rate, partial
-/// downloads served, every service open to every peer, and the
+/// limit L), 32 concurrent block uploads, unlimited upload rate (with a
+/// rate, `Busy` beyond 1 s of queued uploads), partial downloads served,
+/// pulled services provided, every service open to every peer, and the
 /// [`PullConfig`] defaults.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -63,6 +64,10 @@ pub struct NodeConfig {
     pub upload_rate: Option<u64>,
     /// Serve (and announce) the verified blocks of a download in progress.
     pub share_partial: bool,
+    /// Provide what this node pulled (off: it only uses it, as a client).
+    pub reshare: bool,
+    /// With an upload rate, answer `Busy` when the queue is longer than this.
+    pub max_upload_backlog: Duration,
 }
 
 impl NodeConfig {
@@ -76,6 +81,8 @@ impl NodeConfig {
             allow: HashMap::new(),
             upload_rate: None,
             share_partial: true,
+            reshare: true,
+            max_upload_backlog: Duration::from_secs(1),
         }
     }
 }
@@ -248,6 +255,12 @@ impl RateLimiter {
         }
     }
 
+    /// How long until the uplink is free.
+    fn backlog(&self) -> Duration {
+        let next_free = *self.next_free.lock().expect("limiter lock");
+        next_free.saturating_duration_since(tokio::time::Instant::now())
+    }
+
     /// Waits until `bytes` have gone through the uplink.
     async fn transmit(&self, bytes: u64) {
         let done = {
@@ -398,11 +411,22 @@ impl Node {
             return Ok(id);
         }
         let service = activate(&self.inner.sandbox, &self.inner.policy, package).await?;
-        self.provide(service).await
+        self.provide(service, true).await
     }
 
-    /// Stores and announces an activated service.
-    pub(crate) async fn provide(&self, service: LocalService) -> Result<ContentId, NodeError> {
+    /// Activates a pulled package; it is announced unless this node was
+    /// configured not to re-share what it pulls.
+    pub(crate) async fn adopt(&self, package: Package) -> Result<ContentId, NodeError> {
+        let service = activate(&self.inner.sandbox, &self.inner.policy, package).await?;
+        self.provide(service, self.inner.config.reshare).await
+    }
+
+    /// Stores an activated service and, if `announce`, announces it.
+    pub(crate) async fn provide(
+        &self,
+        service: LocalService,
+        announce: bool,
+    ) -> Result<ContentId, NodeError> {
         let LocalService {
             package,
             activation,
@@ -433,6 +457,10 @@ impl Node {
             .write()
             .expect("services lock")
             .insert(id, provided);
+        if !announce {
+            tracing::info!(service = %name, %version, package = %id.short(), "active (not re-shared)");
+            return Ok(id);
+        }
         self.inner
             .client
             .start_providing(keys::service_key(&name))
@@ -906,6 +934,14 @@ impl Node {
         let Ok(_permit) = self.inner.uploads.clone().try_acquire_owned() else {
             return TransferResponse::Busy;
         };
+        // A long upload queue means a slow answer: better tell the peer to
+        // try someone else now.
+        if let Some(limiter) = &self.inner.upload_limiter {
+            if limiter.backlog() > self.inner.config.max_upload_backlog {
+                return TransferResponse::Busy;
+            }
+        }
+        // Complete packages need no bitmap; a partial one says what it holds.
         let encoded = if let Some(provided) = self.service_by_id(&id) {
             let size = provided.package.advert().component_len();
             let blocks = transfer::block_count(size);
@@ -922,7 +958,7 @@ impl Node {
             })
             .await;
             match encoded {
-                Ok(Ok(encoded)) => Some((size, encoded)),
+                Ok(Ok(encoded)) => Some((size, encoded, Vec::new())),
                 _ => None,
             }
         } else if let Some(download) = self.partial(&id) {
@@ -930,11 +966,11 @@ impl Node {
             let download = download.lock().expect("download lock");
             download
                 .encode(first, count)
-                .map(|encoded| (download.size(), encoded))
+                .map(|encoded| (download.size(), encoded, download.bitmap()))
         } else {
             None
         };
-        let Some((size, encoded)) = encoded else {
+        let Some((size, encoded, bitmap)) = encoded else {
             return TransferResponse::NotFound;
         };
         if let Some(limiter) = &self.inner.upload_limiter {
@@ -945,7 +981,11 @@ impl Node {
             content_id: id,
             bytes: encoded.len() as u64,
         });
-        TransferResponse::Data { size, encoded }
+        TransferResponse::Data {
+            size,
+            encoded,
+            bitmap,
+        }
     }
 
     /// A download in progress whose blocks this node serves.

@@ -267,7 +267,7 @@ impl Node {
         });
         progress.send_modify(|p| p.stage = PullStage::Activating);
         let package = Package::from_parts(advert, component);
-        self.share(package).await.map_err(|e| PullError::Activate {
+        self.adopt(package).await.map_err(|e| PullError::Activate {
             target: target.to_owned(),
             reason: e.to_string(),
         })?;
@@ -486,7 +486,7 @@ impl Node {
                 tokio::time::timeout(timeout, self.inner.client.request_transfer(peer, request))
                     .await;
             match response {
-                Ok(Ok(TransferResponse::Data { size, encoded })) => {
+                Ok(Ok(TransferResponse::Data { size, encoded, .. })) => {
                     match download.accept(first, blocks, size, &encoded) {
                         Ok(added) => {
                             verified += added;

@@ -17,7 +17,9 @@
 //!   for the package. Transport failures back a provider off with growing
 //!   timeouts and drop it after `attempt_budget` failures, until rediscovery.
 //! * Providers are rediscovered from the DHT with a growing interval
-//!   (250 ms to 4 s); the pull gives up after `total_timeout`.
+//!   (250 ms to 4 s), at most 24 tracked at a time; block answers carry the
+//!   provider's current bitmap, so `Have` is only asked of providers that
+//!   had nothing more to offer. The pull gives up after `total_timeout`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -36,7 +38,9 @@ use crate::net::protocol::{MAX_BLOCKS_PER_REQUEST, TransferRequest, TransferResp
 use crate::net::{PeerId, RequestError, keys};
 use crate::package::{Advert, ContentId};
 
-const HAVE_REFRESH: Duration = Duration::from_millis(300);
+const HAVE_REFRESH: Duration = Duration::from_millis(400);
+/// Providers tracked at once per download (the DHT may know hundreds).
+const MAX_PROVIDERS: usize = 24;
 const MIN_REDISCOVER: Duration = Duration::from_millis(250);
 const MAX_REDISCOVER: Duration = Duration::from_secs(4);
 const TICK: Duration = Duration::from_millis(50);
@@ -175,20 +179,33 @@ impl Node {
             if discovery.is_none() && now >= next_discovery {
                 let client = self.inner.client.clone();
                 discovery = Some(
-                    async move { client.get_providers(keys::package_key(&id.0)).await }.boxed(),
+                    async move {
+                        let key = keys::package_key(&id.0);
+                        client.get_providers_limited(key, MAX_PROVIDERS).await
+                    }
+                    .boxed(),
                 );
             }
 
-            // Learn what providers hold.
+            // Learn what providers hold: unknown ones, and ones whose last
+            // bitmap offers nothing we still need (it may have grown).
+            let needed: Vec<bool> = {
+                let d = download.lock().expect("download lock");
+                (0..blocks).map(|b| !d.has(b)).collect()
+            };
             for (peer, state) in providers.iter_mut() {
+                let useful = state
+                    .have
+                    .as_ref()
+                    .is_some_and(|have| have.iter().zip(&needed).any(|(h, n)| *h && *n));
                 let stale = state
                     .have_at
                     .is_none_or(|at| now.duration_since(at) >= HAVE_REFRESH);
-                let complete_have = state.have.as_ref().is_some_and(|h| h.iter().all(|b| *b));
-                if stale
+                if !useful
+                    && stale
                     && !state.banned
-                    && !complete_have
                     && !state.asking_have
+                    && state.busy_with.is_none()
                     && state.not_before.is_none_or(|t| now >= t)
                 {
                     state.asking_have = true;
@@ -324,11 +341,21 @@ impl Node {
                     discovery = None;
                     let found = found.unwrap_or_default();
                     let mut new = 0;
+                    let mut found: Vec<PeerId> = found
+                        .into_iter()
+                        .filter(|peer| *peer != me && !self.is_banned(&id, peer) && !providers.contains_key(peer))
+                        .collect();
+                    super::shuffle(&mut found);
+                    // Make room by forgetting providers that failed or have nothing for us.
+                    if providers.len() + found.len() > MAX_PROVIDERS {
+                        providers.retain(|_, p| p.busy_with.is_some() || p.asking_have || (p.failures == 0 && p.have.is_some()));
+                    }
                     for peer in found {
-                        if peer != me && !self.is_banned(&id, &peer) && !providers.contains_key(&peer) {
-                            providers.insert(peer, Provider::default());
-                            new += 1;
+                        if providers.len() >= MAX_PROVIDERS {
+                            break;
                         }
+                        providers.insert(peer, Provider::default());
+                        new += 1;
                     }
                     rediscover_every = if new > 0 { MIN_REDISCOVER } else { (rediscover_every * 2).min(MAX_REDISCOVER) };
                     next_discovery = Instant::now() + rediscover_every;
@@ -405,7 +432,11 @@ impl Node {
                     requested.remove(&block);
                 }
                 match response {
-                    Ok(TransferResponse::Data { size, encoded }) => {
+                    Ok(TransferResponse::Data {
+                        size,
+                        encoded,
+                        bitmap,
+                    }) => {
                         let accepted = download
                             .lock()
                             .expect("download lock")
@@ -414,6 +445,14 @@ impl Node {
                             Ok(bytes) => {
                                 state.served += bytes;
                                 state.failures = 0;
+                                // The answer says what the provider holds now.
+                                let blocks = download.lock().expect("download lock").blocks();
+                                state.have = Some(if bitmap.is_empty() {
+                                    vec![true; blocks as usize]
+                                } else {
+                                    bits(&bitmap, blocks)
+                                });
+                                state.have_at = Some(now);
                             }
                             Err(reason) => {
                                 if state.served > 0 {

@@ -5,7 +5,10 @@
 //!   `<dir>/<engine hash>/<component blake3>.cwasm`. Each artifact carries a
 //!   keyed BLAKE3 MAC under a key kept in `<dir>/key` (mode 0600); an artifact
 //!   whose MAC does not verify is deleted and recompiled, so only artifacts
-//!   compiled by holders of that key are ever deserialized.
+//!   compiled by holders of that key are ever deserialized. Several nodes on
+//!   one host may share the directory (opt-in): a per-artifact file lock makes
+//!   the first one compile while the others wait and load its artifact; each
+//!   node still verifies every package itself before asking for a compile.
 //! * Activation: compile, audit against the manifest (refusing undeclared
 //!   imports), pre-instantiate once (`InstancePre`), prepare grants.
 //! * Invocation: a fresh `Store` per call with fuel, an epoch deadline, the
@@ -122,10 +125,18 @@ impl Sandbox {
         let (component, source) = match self.load_cached(&hash) {
             Some(component) => (component, CompileSource::DiskCache),
             None => {
-                let component = Component::new(&self.inner.engine, bytes)
-                    .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
-                self.store_cached(&hash, &component);
-                (component, CompileSource::Compiled)
+                // Nodes sharing a cache directory compile each component
+                // once: the first takes the lock, the others wait and load.
+                let _lock = self.lock_artifact(&hash);
+                match self.load_cached(&hash) {
+                    Some(component) => (component, CompileSource::DiskCache),
+                    None => {
+                        let component = Component::new(&self.inner.engine, bytes)
+                            .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+                        self.store_cached(&hash, &component);
+                        (component, CompileSource::Compiled)
+                    }
+                }
             }
         };
         let mut compiled = self.inner.compiled.lock().expect("cache lock");
@@ -140,6 +151,22 @@ impl Sandbox {
             source,
             elapsed: start.elapsed(),
         })
+    }
+
+    /// An exclusive lock on compiling `hash` into the disk cache, released
+    /// when the returned file is dropped (`None` without a cache or on error:
+    /// compiling twice is then merely wasteful).
+    fn lock_artifact(&self, hash: &[u8; 32]) -> Option<std::fs::File> {
+        let dir = self.inner.cache_dir.as_ref()?;
+        std::fs::create_dir_all(dir).ok()?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{}.lock", hex::encode(hash))))
+            .ok()?;
+        file.lock().ok()?;
+        Some(file)
     }
 
     fn artifact_path(&self, hash: &[u8; 32]) -> Option<std::path::PathBuf> {
