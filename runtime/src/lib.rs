@@ -6,6 +6,7 @@
 //! * [`policy`]: the node operator's trust, grants, caps and resources.
 //! * [`node`]: the paper's RPSManager: verify, check, activate, invoke.
 
+pub mod diffusion;
 pub mod net;
 pub mod node;
 pub mod package;

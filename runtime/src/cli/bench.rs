@@ -24,6 +24,9 @@ pub enum Command {
     /// Two nodes on loopback: pull time of the 2 MiB stream package, remote
     /// call latency and throughput, memory of an idle node.
     Network(NetworkArgs),
+    /// The paper's experiment: 1 seed, N nodes pull at once (swarm, paper,
+    /// origin), against the uplink-sharing lower bound; CSV and SVG plots.
+    Diffusion(super::diffusion::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +65,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Local(args) => local(args).await,
         Command::Network(args) => network(args).await,
+        Command::Diffusion(args) => super::diffusion::run_bench(args).await,
     }
 }
 

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod call;
 mod demo;
+mod diffusion;
 mod keygen;
 mod node;
 mod pack;

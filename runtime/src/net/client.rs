@@ -145,8 +145,8 @@ impl Client {
         self.tell(Command::StopProviding { key }).await;
     }
 
-    /// The peers that provide `key` (this node excluded): the DHT query runs
-    /// to completion.
+    /// The peers that provide `key` (this node excluded): those found until
+    /// shortly after the first one arrives, or the query ends.
     pub async fn get_providers(&self, key: RecordKey) -> HashSet<PeerId> {
         self.ask(|reply| Command::GetProviders {
             key,

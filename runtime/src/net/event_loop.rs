@@ -24,6 +24,10 @@ use super::{NetConfig, NetError, split_peer_address};
 const COMMAND_QUEUE: usize = 1024;
 const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(60);
 const PROVIDER_WINDOW: Duration = Duration::from_secs(3600);
+/// A provider lookup returns this long after its first provider arrived,
+/// rather than waiting for the whole query to visit the closest peers.
+const LOOKUP_GRACE: Duration = Duration::from_millis(50);
+const LOOKUP_TICK: Duration = Duration::from_millis(10);
 
 /// Starts the network: builds the swarm, listens, dials the bootstrap peers
 /// and spawns the event loop. Returns the client and the inbound requests.
@@ -79,6 +83,8 @@ pub async fn start(
         pending_invokes: HashMap::new(),
         provider_counts: HashMap::new(),
         provider_window: Instant::now(),
+        provided: HashSet::new(),
+        published_at_peers: 0,
     };
     // Wait (briefly) until every listener reports an address, so callers can
     // hand those addresses to others right away.
@@ -121,6 +127,8 @@ struct PendingProviders {
     found: HashSet<PeerId>,
     /// End the query early once this many are known.
     limit: Option<usize>,
+    /// End the query this long after the first provider was found.
+    deadline: Option<Instant>,
     reply: Reply<HashSet<PeerId>>,
 }
 
@@ -136,6 +144,10 @@ struct EventLoop {
     pending_invokes: HashMap<OutboundRequestId, Reply<Result<InvokeResponse, RequestError>>>,
     provider_counts: HashMap<PeerId, usize>,
     provider_window: Instant,
+    /// Keys this node provides, to re-announce as the network grows.
+    provided: HashSet<kad::RecordKey>,
+    /// Routing-table size when the provided keys were last announced.
+    published_at_peers: usize,
 }
 
 fn request_error(error: &OutboundFailure) -> RequestError {
@@ -151,6 +163,8 @@ fn request_error(error: &OutboundFailure) -> RequestError {
 impl EventLoop {
     async fn run(mut self) {
         let mut bootstrap = tokio::time::interval(BOOTSTRAP_INTERVAL);
+        let mut lookups = tokio::time::interval(LOOKUP_TICK);
+        lookups.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         bootstrap.tick().await;
         if !self.config.bootstrap.is_empty() {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
@@ -169,6 +183,7 @@ impl EventLoop {
                 _ = bootstrap.tick() => {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
+                _ = lookups.tick(), if !self.pending_providers.is_empty() => self.finish_lookups(),
             }
         }
         tracing::debug!(peer = %self.swarm.local_peer_id(), "network stopped");
@@ -178,12 +193,16 @@ impl EventLoop {
         let behaviour = self.swarm.behaviour_mut();
         match command {
             Command::StartProviding { key, reply } => {
-                if let Err(e) = behaviour.kad.start_providing(key) {
+                if let Err(e) = behaviour.kad.start_providing(key.clone()) {
                     tracing::warn!(error = %e, "cannot store a provider record");
                 }
+                self.provided.insert(key);
                 let _ = reply.send(());
             }
-            Command::StopProviding { key } => behaviour.kad.stop_providing(&key),
+            Command::StopProviding { key } => {
+                behaviour.kad.stop_providing(&key);
+                self.provided.remove(&key);
+            }
             Command::GetProviders { key, limit, reply } => {
                 let id = behaviour.kad.get_providers(key);
                 self.pending_providers.insert(
@@ -191,6 +210,7 @@ impl EventLoop {
                     PendingProviders {
                         found: HashSet::new(),
                         limit,
+                        deadline: None,
                         reply,
                     },
                 );
@@ -270,6 +290,45 @@ impl EventLoop {
         }
     }
 
+    /// A node that announced its keys while it knew few peers (typically a
+    /// seed that shared before anyone joined) stored its provider records
+    /// with nobody: announce again each time the routing table doubles, until
+    /// it holds a full bucket's worth of peers (Kademlia's k = 20).
+    fn republish_if_grown(&mut self) {
+        const K: usize = 20;
+        if self.provided.is_empty() || self.published_at_peers >= K {
+            return;
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let peers: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+        if peers >= (self.published_at_peers * 2).max(1) {
+            self.published_at_peers = peers;
+            for key in self.provided.iter().cloned().collect::<Vec<_>>() {
+                let _ = kad.start_providing(key);
+            }
+        }
+    }
+
+    /// Ends provider lookups whose grace period after the first provider
+    /// has passed, answering with what they found.
+    fn finish_lookups(&mut self) {
+        let now = Instant::now();
+        let done: Vec<QueryId> = self
+            .pending_providers
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|d| now >= d))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                query.finish();
+            }
+            if let Some(pending) = self.pending_providers.remove(&id) {
+                let _ = pending.reply.send(pending.found);
+            }
+        }
+    }
+
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.handle_kad(event),
@@ -341,6 +400,9 @@ impl EventLoop {
                         pending
                             .found
                             .extend(providers.into_iter().filter(|p| *p != local));
+                        if !pending.found.is_empty() && pending.deadline.is_none() {
+                            pending.deadline = Some(Instant::now() + LOOKUP_GRACE);
+                        }
                     }
                     enough = pending.limit.is_some_and(|l| pending.found.len() >= l);
                 }
@@ -355,6 +417,9 @@ impl EventLoop {
                     }
                 }
             }
+            kad::Event::RoutingUpdated {
+                is_new_peer: true, ..
+            } => self.republish_if_grown(),
             kad::Event::InboundRequest {
                 request:
                     kad::InboundRequest::AddProvider {

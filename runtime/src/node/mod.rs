@@ -519,15 +519,20 @@ impl Node {
     /// paper's result vector). Adverts that do not parse, do not verify or
     /// name another service are dropped.
     pub async fn find(&self, name: &str) -> Vec<Found> {
+        let start = Instant::now();
         let providers = self
             .inner
             .client
             .get_providers(keys::service_key(name))
             .await;
-        self.fetch_adverts(providers, AdvertRequest::Name(name.to_owned()), |advert| {
-            advert.manifest().name == name
-        })
-        .await
+        let lookup = start.elapsed();
+        let found = self
+            .fetch_adverts(providers, AdvertRequest::Name(name.to_owned()), |advert| {
+                advert.manifest().name == name
+            })
+            .await;
+        tracing::debug!(service = name, ?lookup, adverts = ?start.elapsed() - lookup, found = found.len(), "find");
+        found
     }
 
     /// The providers of one package, with its advert.

@@ -1,0 +1,504 @@
+//! `sp2a bench diffusion`: the paper's 1 -> N experiment (see
+//! `sp2a::diffusion`), with a summary against the uplink-sharing lower
+//! bound, a CSV of every node and SVG plots mirroring the paper's figures.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use plotters::prelude::*;
+use sp2a::diffusion::{Experiment, Mode, Outcome, lower_bound, run};
+use sp2a::net::protocol::BLOCK_SIZE;
+use sp2a::package::units::{format_size, parse_duration, parse_size};
+use sp2a::package::{Manifest, SecretKey, VerifiedPackage, pack};
+use sp2a::policy::Policy;
+use sp2a::sandbox::{Sandbox, SandboxConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Swarm,
+    Paper,
+    Origin,
+    /// Swarm and paper, same parameters, one after the other.
+    All,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Downloaders (the paper: 100, 200, 400).
+    #[arg(long, default_value_t = 400)]
+    nodes: usize,
+    /// Package size; default: the `stream` service (2 MiB media sample).
+    #[arg(long)]
+    size: Option<String>,
+    /// Chunk (request) size, a multiple of 16 KiB.
+    #[arg(long, default_value = "64 KiB")]
+    chunk: String,
+    /// Upload rate of every node, seed included.
+    #[arg(long, default_value = "512 KiB")]
+    upload_rate: String,
+    #[arg(long, value_enum, default_value_t = ModeArg::Swarm)]
+    mode: ModeArg,
+    /// Give up on a node after this long.
+    #[arg(long, default_value = "15m")]
+    timeout: String,
+    /// The `services/` directory (manifests and built components).
+    #[arg(long, default_value = "services")]
+    services: PathBuf,
+    /// Where to write the CSV and SVG files.
+    #[arg(long, default_value = "diffusion-results")]
+    out: PathBuf,
+}
+
+/// Appends a custom section to a component so that it is `size` bytes
+/// (a custom section is valid anywhere in a component and changes nothing
+/// at run time). The padding is pseudo-random: it does not compress.
+fn pad_component(mut bytes: Vec<u8>, size: usize) -> anyhow::Result<Vec<u8>> {
+    let name = b"sp2a-padding";
+    anyhow::ensure!(
+        size > bytes.len() + 32,
+        "--size must exceed the base component ({} bytes)",
+        bytes.len()
+    );
+    let payload = size - bytes.len() - 1 - 5 - 1 - name.len();
+    let section = 1 + name.len() + payload;
+    bytes.push(0);
+    // Fixed-width (5-byte) LEB128 length, so the total size is exact.
+    let mut len = section as u32;
+    for i in 0..5 {
+        let mut byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if i < 4 {
+            byte |= 0x80;
+        }
+        bytes.push(byte);
+    }
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..payload {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.push((state >> 32) as u8);
+    }
+    Ok(bytes)
+}
+
+fn package(args: &Args, key: &SecretKey) -> anyhow::Result<VerifiedPackage> {
+    let release = args.services.join("target/wasm32-wasip2/release");
+    let read = |name: &str| -> anyhow::Result<(Vec<u8>, Manifest)> {
+        let component = std::fs::read(release.join(format!("{name}.wasm"))).with_context(|| {
+            format!("cannot read the {name} component; build the services first (./run bench builds them)")
+        })?;
+        let manifest = Manifest::parse(&std::fs::read(args.services.join(name).join("rps.xml"))?)?;
+        Ok((component, manifest))
+    };
+    Ok(match &args.size {
+        None => {
+            let (component, manifest) = read("stream")?;
+            pack(component, &manifest, key)?
+        }
+        Some(size) => {
+            let size = parse_size(size).map_err(anyhow::Error::msg)? as usize;
+            let (component, mut manifest) = read("hello")?;
+            manifest.name = "bulk".into();
+            pack(pad_component(component, size)?, &manifest, key)?
+        }
+    })
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn p50(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+pub async fn run_bench(args: Args) -> anyhow::Result<ExitCode> {
+    let rate = parse_size(&args.upload_rate).map_err(anyhow::Error::msg)?;
+    let chunk = parse_size(&args.chunk).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        chunk >= BLOCK_SIZE && chunk % BLOCK_SIZE == 0 && chunk / BLOCK_SIZE <= 64,
+        "--chunk must be a multiple of 16 KiB, at most 1 MiB"
+    );
+    let timeout = parse_duration(&args.timeout).map_err(anyhow::Error::msg)?;
+    let key = SecretKey::generate();
+    let package = package(&args, &key)?;
+    let size = package.advert().component_len();
+    let k = size.div_ceil(chunk);
+    let t_star = lower_bound(size, rate, args.nodes, k);
+    let policy = Policy::parse(
+        &format!("[trust]\npublishers = [\"{}\"]\n", key.public()),
+        Path::new("."),
+    )
+    .map_err(anyhow::Error::msg)?;
+    // One sandbox for every node in this process: the component is compiled
+    // once, as with a compile cache shared between the nodes of one host.
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_instances: 256,
+        ..SandboxConfig::default()
+    })?;
+    let modes: Vec<Mode> = match args.mode {
+        ModeArg::Swarm => vec![Mode::Swarm],
+        ModeArg::Paper => vec![Mode::Paper],
+        ModeArg::Origin => vec![Mode::Origin],
+        ModeArg::All => vec![Mode::Swarm, Mode::Paper],
+    };
+    std::fs::create_dir_all(&args.out)?;
+    let scratch_root = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    println!(
+        "diffusion: 1 seed -> {} nodes, {} ({} bytes) in k = {k} chunks of {}, upload {}/s per node",
+        args.nodes,
+        package.manifest().name,
+        size,
+        format_size(chunk),
+        format_size(rate)
+    );
+    println!(
+        "lower bound T* = (F/U)(1 + floor(log2 N)/k) = {:.2} s",
+        seconds(t_star)
+    );
+
+    let mut outcomes = Vec::new();
+    for mode in modes {
+        let scratch = tempfile::tempdir_in(&scratch_root)?;
+        let experiment = Experiment {
+            nodes: args.nodes,
+            mode,
+            upload_rate: Some(rate),
+            blocks_per_request: (chunk / BLOCK_SIZE) as u32,
+            timeout,
+            data_dir: scratch.path().to_path_buf(),
+        };
+        println!("\n== mode {}", mode.name());
+        let mut last = std::time::Instant::now();
+        let outcome = run(experiment, sandbox.clone(), policy.clone(), package.clone(), |p| {
+            if last.elapsed() >= Duration::from_secs(1) || p.active == p.nodes {
+                last = std::time::Instant::now();
+                print!(
+                    "\r  t = {:6.1} s   active providers {:>4}/{}   downloading {:>4}   {:>8} KiB in flight ",
+                    seconds(p.elapsed),
+                    p.active,
+                    p.nodes,
+                    p.downloading,
+                    p.bytes >> 10
+                );
+                let _ = std::io::stdout().flush();
+            }
+        })
+        .await?;
+        println!();
+        println!(
+            "  {} of {} nodes active providers; setup of the nodes took {:.1} s (not measured)",
+            outcome.completed(),
+            args.nodes,
+            seconds(outcome.setup)
+        );
+        if let Some(error) = outcome.nodes.iter().find_map(|n| n.error.clone()) {
+            println!("  first failure: {error}");
+        }
+        write_csv(&args.out, &outcome)?;
+        outcomes.push(outcome);
+    }
+
+    // Summary.
+    println!();
+    println!(
+        "{:<8} {:>6} {:>9} {:>5} {:>10} {:>9} {:>9} {:>8} {:>12} {:>12} {:>10} {:>10}",
+        "mode",
+        "N",
+        "F",
+        "k",
+        "U",
+        "T*",
+        "T_all",
+        "T_all/T*",
+        "disc p50",
+        "deploy p50",
+        "uploaders",
+        "seed up"
+    );
+    for o in &outcomes {
+        let mut discovery: Vec<f64> = o.nodes.iter().map(|n| seconds(n.discovery)).collect();
+        let mut deploy: Vec<f64> = o
+            .nodes
+            .iter()
+            .filter(|n| n.completed.is_some())
+            .map(|n| seconds(n.deploy))
+            .collect();
+        let uploaders = o.nodes.iter().filter(|n| n.served_peers > 0).count();
+        let t_all = o.all_done.map(seconds);
+        println!(
+            "{:<8} {:>6} {:>9} {:>5} {:>10} {:>8.2}s {:>9} {:>8} {:>11.3}s {:>11.2}s {:>9.1}% {:>8.2}xF",
+            o.experiment.mode.name(),
+            o.nodes.len(),
+            format_size(o.size),
+            k,
+            format!("{}/s", format_size(rate)),
+            seconds(t_star),
+            t_all.map_or("-".into(), |t| format!("{t:.2}s")),
+            t_all.map_or("-".into(), |t| format!("{:.2}", t / seconds(t_star))),
+            p50(&mut discovery),
+            p50(&mut deploy),
+            100.0 * uploaders as f64 / o.nodes.len().max(1) as f64,
+            o.seed_uploaded as f64 / o.size as f64
+        );
+    }
+    let swarm = outcomes
+        .iter()
+        .find(|o| o.experiment.mode == Mode::Swarm)
+        .and_then(|o| o.all_done);
+    let paper = outcomes
+        .iter()
+        .find(|o| o.experiment.mode == Mode::Paper)
+        .and_then(|o| o.all_done);
+    if let (Some(swarm), Some(paper)) = (swarm, paper) {
+        println!(
+            "T_all(paper) / T_all(swarm) = {:.1}",
+            seconds(paper) / seconds(swarm)
+        );
+    }
+    if let Some(rss) = peak_rss_kib() {
+        println!("peak RSS of this process (all nodes): {} MiB", rss >> 10);
+    }
+    plot(&args.out, &outcomes)?;
+    println!("CSV and SVG plots in {}", args.out.display());
+    let all_ok = outcomes.iter().all(|o| o.all_done.is_some());
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn write_csv(dir: &Path, o: &Outcome) -> anyhow::Result<()> {
+    let mut csv = String::from(
+        "mode,node,peer,discovery_ms,download_ms,deploy_ms,completed_ms,uploaded_bytes,served_nodes,error\n",
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for n in &o.nodes {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{:.1},{:.1},{:.1},{},{},{},{}",
+            o.experiment.mode.name(),
+            n.index,
+            n.peer,
+            ms(n.discovery),
+            ms(n.download),
+            ms(n.deploy),
+            n.completed
+                .map_or(String::new(), |c| format!("{:.1}", ms(c))),
+            n.uploaded,
+            n.served_peers,
+            n.error.as_deref().unwrap_or("").replace(',', ";")
+        );
+    }
+    let _ = writeln!(
+        csv,
+        "{},0,seed,0,0,0,0,{},{},",
+        o.experiment.mode.name(),
+        o.seed_uploaded,
+        o.seed_peers
+    );
+    std::fs::write(
+        dir.join(format!(
+            "diffusion-{}-{}.csv",
+            o.experiment.mode.name(),
+            o.nodes.len()
+        )),
+        csv,
+    )?;
+    Ok(())
+}
+
+const COLORS: [RGBColor; 3] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+];
+
+/// Per-node times for every mode in one chart: `value` picks the series,
+/// `sorted` plots them in increasing order (completion order).
+fn times_chart(
+    path: &Path,
+    title: &str,
+    outcomes: &[Outcome],
+    value: impl Fn(&sp2a::diffusion::NodeRecord) -> Option<f64>,
+    sorted: bool,
+) -> anyhow::Result<()> {
+    let series: Vec<(String, Vec<f64>)> = outcomes
+        .iter()
+        .map(|o| {
+            let mut values: Vec<f64> = o.nodes.iter().filter_map(&value).collect();
+            if sorted {
+                values.sort_by(|a, b| a.total_cmp(b));
+            }
+            (o.experiment.mode.name().to_owned(), values)
+        })
+        .collect();
+    let n = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let top = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.05;
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0usize..n, 0f64..top)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc(if sorted {
+            "nodes, in completion order"
+        } else {
+            "node"
+        })
+        .y_desc("seconds")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (name, values)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(x, y)| Circle::new((x, *y), 2, color.filled())),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// The paper's upload distribution: how many nodes served how many others.
+fn upload_chart(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let max_served = outcomes
+        .iter()
+        .flat_map(|o| o.nodes.iter().map(|n| n.served_peers))
+        .max()
+        .unwrap_or(0);
+    let counts: Vec<(String, Vec<usize>)> = outcomes
+        .iter()
+        .map(|o| {
+            let mut counts = vec![0usize; max_served + 1];
+            for n in &o.nodes {
+                counts[n.served_peers] += 1;
+            }
+            (o.experiment.mode.name().to_owned(), counts)
+        })
+        .collect();
+    let top = counts
+        .iter()
+        .flat_map(|(_, c)| c.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Upload distribution: nodes by number of nodes they served",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0usize..max_served + 1, 0usize..top + top / 10 + 1)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("nodes served")
+        .y_desc("number of nodes")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (name, counts)) in counts.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                counts.iter().copied().enumerate(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn plot(dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let n = outcomes.first().map_or(0, |o| o.nodes.len());
+    let file = |what: &str| dir.join(format!("{what}-{n}.svg"));
+    times_chart(
+        &file("discovery"),
+        &format!("Discovery time per node (1 seed, {n} downloaders)"),
+        outcomes,
+        |r| r.completed.map(|_| seconds(r.discovery)),
+        false,
+    )?;
+    times_chart(
+        &file("download"),
+        &format!("Download time per node (1 seed, {n} downloaders)"),
+        outcomes,
+        |r| r.completed.map(|_| seconds(r.download)),
+        false,
+    )?;
+    times_chart(
+        &file("deploy"),
+        &format!("Deploy time (until active provider), {n} nodes in completion order"),
+        outcomes,
+        |r| r.completed.map(seconds),
+        true,
+    )?;
+    upload_chart(&file("uploads"), outcomes)?;
+    Ok(())
+}

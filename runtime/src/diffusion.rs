@@ -1,0 +1,338 @@
+//! The SP2A paper's diffusion experiment, reproducible on one machine: one
+//! seed provides a package, N real nodes (libp2p over loopback TCP, in this
+//! process, sharing one sandbox) pull it at the same moment, and every node's
+//! discovery, download and deploy times and uploads are recorded.
+//!
+//! Modes:
+//! * [`Mode::Swarm`]: ours: blocks from many providers at once, rarest first,
+//!   verified blocks served before the download completes.
+//! * [`Mode::Paper`]: the paper's approach: the whole file from one provider
+//!   at a time, with its retry and rediscovery policy; a node re-shares only
+//!   after it completed.
+//! * [`Mode::Origin`]: no re-sharing at all: everyone downloads from the
+//!   seed, which takes about N·F/U by construction.
+//!
+//! Every node's uplink is limited to the same rate (the seed's too), so the
+//! network, not the CPU, is the bottleneck being measured.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::net::PeerId;
+use crate::node::{Node, NodeConfig, NodeEvent, PullStage, Strategy};
+use crate::package::{ContentId, VerifiedPackage};
+use crate::policy::Policy;
+use crate::sandbox::Sandbox;
+
+/// How the downloaders get the package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Swarm,
+    Paper,
+    Origin,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Swarm => "swarm",
+            Mode::Paper => "paper",
+            Mode::Origin => "origin",
+        }
+    }
+}
+
+/// One run's parameters.
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    pub nodes: usize,
+    pub mode: Mode,
+    /// Upload rate of every node, bytes per second (`None`: unlimited).
+    pub upload_rate: Option<u64>,
+    /// Blocks of 16 KiB per request: the chunk size.
+    pub blocks_per_request: u32,
+    /// Give up on a node after this long.
+    pub timeout: Duration,
+    /// Where the nodes' data directories go (tmpfs keeps fsyncs cheap).
+    pub data_dir: PathBuf,
+}
+
+/// What happened to one downloader.
+#[derive(Clone, Debug)]
+pub struct NodeRecord {
+    pub index: usize,
+    pub peer: PeerId,
+    pub discovery: Duration,
+    pub download: Duration,
+    pub deploy: Duration,
+    /// When it became an active provider, from the common start.
+    pub completed: Option<Duration>,
+    pub uploaded: u64,
+    /// How many distinct nodes it sent blocks to.
+    pub served_peers: usize,
+    pub content_id: Option<ContentId>,
+    pub error: Option<String>,
+}
+
+/// A whole run.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub experiment: Experiment,
+    pub size: u64,
+    pub nodes: Vec<NodeRecord>,
+    pub seed_uploaded: u64,
+    pub seed_peers: usize,
+    /// Time until every node was an active provider (`None` if some failed).
+    pub all_done: Option<Duration>,
+    /// Time to start the N nodes (not part of the measurement).
+    pub setup: Duration,
+}
+
+impl Outcome {
+    pub fn completed(&self) -> usize {
+        self.nodes.iter().filter(|n| n.completed.is_some()).count()
+    }
+}
+
+/// A snapshot while the experiment runs.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub active: usize,
+    pub downloading: usize,
+    pub bytes: u64,
+    pub nodes: usize,
+}
+
+#[derive(Default)]
+struct Uploads {
+    bytes: u64,
+    peers: HashSet<PeerId>,
+}
+
+fn track_uploads(node: &Node) -> (Arc<Mutex<Uploads>>, tokio::task::JoinHandle<()>) {
+    let uploads = Arc::new(Mutex::new(Uploads::default()));
+    let mut events = node.events();
+    let sink = uploads.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(NodeEvent::Served { peer, bytes, .. }) => {
+                    let mut uploads = sink.lock().expect("uploads lock");
+                    uploads.bytes += bytes;
+                    uploads.peers.insert(peer);
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    (uploads, task)
+}
+
+fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeConfig {
+    let mut config = NodeConfig::new(experiment.data_dir.join(format!("node-{index}")));
+    config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid address")];
+    config.net.max_connections = connections;
+    config.net.request_timeout = experiment.timeout;
+    config.upload_rate = experiment.upload_rate;
+    config.pull.blocks_per_request = experiment.blocks_per_request;
+    config.pull.total_timeout = experiment.timeout;
+    config.max_concurrent_uploads = 64;
+    match experiment.mode {
+        Mode::Swarm => {
+            config.pull.strategy = Strategy::Swarm;
+            config.share_partial = true;
+        }
+        Mode::Paper => {
+            config.pull.strategy = Strategy::Sequential;
+            config.share_partial = false;
+        }
+        Mode::Origin => {
+            config.pull.strategy = Strategy::Sequential;
+            config.share_partial = false;
+            config.reshare = false;
+        }
+    }
+    config
+}
+
+/// Runs one experiment: start the seed and the N nodes, pull everywhere at
+/// once, wait for all, shut everything down, report.
+pub async fn run(
+    experiment: Experiment,
+    sandbox: Sandbox,
+    policy: Policy,
+    package: VerifiedPackage,
+    mut progress: impl FnMut(Progress),
+) -> Result<Outcome, crate::node::NodeError> {
+    let setup_start = Instant::now();
+    let n = experiment.nodes;
+    let seed = Node::start(
+        node_config(&experiment, 0, n as u32 + 128),
+        policy.clone(),
+        sandbox.clone(),
+    )
+    .await?;
+    seed.share(package.clone().into_inner()).await?;
+    let bootstrap = seed.addresses().await;
+    let (seed_uploads, seed_tracker) = track_uploads(&seed);
+
+    // Start the downloaders, a batch at a time, each connected to the seed.
+    let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    for batch in (1..=n).collect::<Vec<_>>().chunks(32) {
+        let started = batch.iter().map(|&index| {
+            let mut config = node_config(&experiment, index, 128);
+            config.net.bootstrap = bootstrap.clone();
+            let policy = policy.clone();
+            let sandbox = sandbox.clone();
+            let bootstrap = bootstrap.clone();
+            async move {
+                let node = Node::start(config, policy, sandbox).await?;
+                for address in bootstrap {
+                    let _ = node.dial(address).await;
+                }
+                Ok::<_, crate::node::NodeError>(node)
+            }
+        });
+        for node in futures::future::join_all(started).await {
+            nodes.push(node?);
+        }
+    }
+    let trackers: Vec<_> = nodes.iter().map(track_uploads).collect();
+    // Let the nodes finish joining (identify, Kademlia bootstrap) before the
+    // measurement starts: the experiment is about pulling in a running network.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let setup = setup_start.elapsed();
+
+    // Everyone pulls at once.
+    let name = package.manifest().name.clone();
+    let start = Instant::now();
+    let mut watches = Vec::with_capacity(n);
+    let mut pulls = FuturesUnordered::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (future, watch) = node.pull_with_progress(&name);
+        watches.push(watch);
+        pulls.push(async move { (i, future.await, start.elapsed()) });
+    }
+    let mut results: HashMap<usize, (Result<crate::node::Pulled, String>, Duration)> =
+        HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    while results.len() < n {
+        tokio::select! {
+            Some((i, result, at)) = pulls.next() => {
+                results.insert(i, (result.map_err(|e| e.to_string()), at));
+            }
+            _ = tick.tick() => {
+                let mut downloading = 0;
+                let mut bytes = 0;
+                for watch in &watches {
+                    let p = watch.borrow();
+                    if p.stage == PullStage::Downloading {
+                        downloading += 1;
+                    }
+                    bytes += p.bytes;
+                }
+                progress(Progress {
+                    elapsed: start.elapsed(),
+                    active: results.values().filter(|(r, _)| r.is_ok()).count(),
+                    downloading,
+                    bytes,
+                    nodes: n,
+                });
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    progress(Progress {
+        elapsed,
+        active: results.values().filter(|(r, _)| r.is_ok()).count(),
+        downloading: 0,
+        bytes: 0,
+        nodes: n,
+    });
+    // Let the last uploads' events arrive.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut records = Vec::with_capacity(n);
+    for (i, node) in nodes.iter().enumerate() {
+        let (result, at) = results.remove(&i).expect("every pull finished");
+        let uploads = trackers[i].0.lock().expect("uploads lock");
+        let mut record = NodeRecord {
+            index: i + 1,
+            peer: node.peer_id(),
+            discovery: Duration::ZERO,
+            download: Duration::ZERO,
+            deploy: Duration::ZERO,
+            completed: None,
+            uploaded: uploads.bytes,
+            served_peers: uploads.peers.len(),
+            content_id: None,
+            error: None,
+        };
+        match result {
+            Ok(pulled) => {
+                record.discovery = pulled.discovery;
+                record.download = pulled.download;
+                record.deploy = pulled.deploy;
+                record.completed = Some(at);
+                record.content_id = Some(pulled.content_id);
+            }
+            Err(e) => record.error = Some(e),
+        }
+        records.push(record);
+    }
+    let (seed_uploaded, seed_peers) = {
+        let uploads = seed_uploads.lock().expect("uploads lock");
+        (uploads.bytes, uploads.peers.len())
+    };
+    let all_done = records
+        .iter()
+        .map(|r| r.completed)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|times| times.into_iter().max());
+    for (_, task) in &trackers {
+        task.abort();
+    }
+    seed_tracker.abort();
+    let shutdowns = nodes.iter().chain([&seed]).map(|node| node.shutdown());
+    futures::future::join_all(shutdowns).await;
+    Ok(Outcome {
+        size: package.advert().component_len(),
+        experiment,
+        nodes: records,
+        seed_uploaded,
+        seed_peers,
+        all_done,
+        setup,
+    })
+}
+
+/// The lower bound on the time to send a file of `size` bytes in `chunks`
+/// pieces from one seed to `nodes` nodes when every node uploads at `rate`
+/// bytes per second (Mundinger, Weber & Weiss, uplink-sharing model):
+/// `T* = (F/U)(1 + floor(log2 N)/k)`.
+pub fn lower_bound(size: u64, rate: u64, nodes: usize, chunks: u64) -> Duration {
+    let f_over_u = size as f64 / rate.max(1) as f64;
+    let log = (nodes.max(1) as f64).log2().floor();
+    Duration::from_secs_f64(f_over_u * (1.0 + log / chunks.max(1) as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower_bound_of_the_default_experiment() {
+        // 2 MiB at 512 KiB/s in 32 chunks to 400 nodes: 4 s * (1 + 8/32) = 5 s.
+        let t = lower_bound(2 << 20, 512 << 10, 400, 32);
+        assert!((t.as_secs_f64() - 5.0).abs() < 1e-9, "{t:?}");
+        let one = lower_bound(2 << 20, 512 << 10, 1, 32);
+        assert!((one.as_secs_f64() - 4.0).abs() < 1e-9);
+    }
+}
