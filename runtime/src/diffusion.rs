@@ -90,6 +90,8 @@ pub struct Outcome {
     pub all_done: Option<Duration>,
     /// Time to start the N nodes (not part of the measurement).
     pub setup: Duration,
+    /// What all nodes (seed included) served, summed.
+    pub counters: crate::node::Counters,
 }
 
 impl Outcome {
@@ -139,6 +141,9 @@ fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeC
     let mut config = NodeConfig::new(experiment.data_dir.join(format!("node-{index}")));
     config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid address")];
     config.net.max_connections = connections;
+    // Hundreds of nodes in one process share its file descriptors: the
+    // connections opened while the network formed close when idle.
+    config.net.idle_timeout = Duration::from_secs(20);
     config.net.request_timeout = experiment.timeout;
     config.upload_rate = experiment.upload_rate;
     config.pull.blocks_per_request = experiment.blocks_per_request;
@@ -160,6 +165,44 @@ fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeC
         }
     }
     config
+}
+
+/// Connections a downloader may hold (the process's file descriptors are
+/// shared by all nodes).
+const PEER_CONNECTIONS: u32 = 40;
+
+/// CPU time this process has used (Linux), to tell when it is quiet.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of them, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Waits until the nodes are done forming the network (identify, Kademlia
+/// bootstrap): until the process has used less than 20% of a core for two
+/// half-seconds in a row (at most two minutes; five seconds where CPU time
+/// cannot be read).
+async fn settle() {
+    let Some(mut last) = process_cpu() else {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut quiet = 0;
+    while Instant::now() < deadline && quiet < 2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = process_cpu().unwrap_or(last);
+        quiet = if now.saturating_sub(last) < Duration::from_millis(100) {
+            quiet + 1
+        } else {
+            0
+        };
+        last = now;
+    }
 }
 
 /// Runs one experiment: start the seed and the N nodes, pull everywhere at
@@ -187,7 +230,7 @@ pub async fn run(
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
     for batch in (1..=n).collect::<Vec<_>>().chunks(32) {
         let started = batch.iter().map(|&index| {
-            let mut config = node_config(&experiment, index, 128);
+            let mut config = node_config(&experiment, index, PEER_CONNECTIONS);
             config.net.bootstrap = bootstrap.clone();
             let policy = policy.clone();
             let sandbox = sandbox.clone();
@@ -205,9 +248,10 @@ pub async fn run(
         }
     }
     let trackers: Vec<_> = nodes.iter().map(track_uploads).collect();
-    // Let the nodes finish joining (identify, Kademlia bootstrap) before the
-    // measurement starts: the experiment is about pulling in a running network.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the network form (identify, Kademlia bootstrap; each node meets
+    // dozens of others) before the measurement starts: the experiment is
+    // about pulling in a running network, not about booting one.
+    settle().await;
     let setup = setup_start.elapsed();
 
     // Everyone pulls at once.
@@ -296,6 +340,15 @@ pub async fn run(
         .map(|r| r.completed)
         .collect::<Option<Vec<_>>>()
         .and_then(|times| times.into_iter().max());
+    let mut counters = crate::node::Counters::default();
+    for node in nodes.iter().chain([&seed]) {
+        let c = node.counters();
+        counters.transfer_requests += c.transfer_requests;
+        counters.have_requests += c.have_requests;
+        counters.blocks_served += c.blocks_served;
+        counters.bytes_uploaded += c.bytes_uploaded;
+        counters.busy += c.busy;
+    }
     for (_, task) in &trackers {
         task.abort();
     }
@@ -310,6 +363,7 @@ pub async fn run(
         seed_peers,
         all_done,
         setup,
+        counters,
     })
 }
 

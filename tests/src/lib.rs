@@ -223,6 +223,8 @@ pub mod net {
         LieAboutSize,
         /// Answers every block request with `Busy`.
         Busy,
+        /// Claims to hold every block, and sends none.
+        Pretend,
     }
 
     /// A provider built directly on the network API that announces a real
@@ -281,80 +283,102 @@ pub mod net {
                             serving.respond_advert(channel, response).await;
                         }
                         InboundRequest::Transfer {
-                            request: TransferRequest::Have { .. },
-                            channel,
-                            ..
+                            request, channel, ..
                         } => {
-                            have_counter.fetch_add(1, Ordering::SeqCst);
-                            if matches!(behaviour, Misbehaviour::Stall) {
-                                held.push(channel);
-                                continue;
-                            }
-                            let blocks = transfer::block_count(size) as usize;
-                            let mut bitmap = vec![0xffu8; blocks.div_ceil(8)];
-                            if blocks % 8 != 0 {
-                                bitmap[blocks / 8] = (1u8 << (blocks % 8)) - 1;
-                            }
-                            let size = match behaviour {
-                                Misbehaviour::LieAboutSize => size * 1000,
-                                _ => size,
-                            };
-                            let response = TransferResponse::Have { size, bitmap };
-                            serving.respond_transfer(channel, response).await;
-                        }
-                        InboundRequest::Transfer {
-                            request:
+                            let blocks_total = transfer::block_count(size);
+                            let range = match request {
+                                TransferRequest::Have { .. } => {
+                                    have_counter.fetch_add(1, Ordering::SeqCst);
+                                    if matches!(behaviour, Misbehaviour::Stall) {
+                                        held.push(channel);
+                                        continue;
+                                    }
+                                    let blocks = blocks_total as usize;
+                                    let mut bitmap = vec![0xffu8; blocks.div_ceil(8)];
+                                    if blocks % 8 != 0 {
+                                        bitmap[blocks / 8] = (1u8 << (blocks % 8)) - 1;
+                                    }
+                                    let size = match behaviour {
+                                        Misbehaviour::LieAboutSize => size * 1000,
+                                        _ => size,
+                                    };
+                                    let response = TransferResponse::Have {
+                                        size,
+                                        bitmap,
+                                        peers: Vec::new(),
+                                    };
+                                    serving.respond_transfer(channel, response).await;
+                                    continue;
+                                }
                                 TransferRequest::Blocks {
                                     first_block,
                                     blocks,
                                     ..
-                                },
-                            channel,
-                            ..
-                        } => {
+                                } => (first_block, blocks),
+                                TransferRequest::Want { wanted, blocks, .. } => {
+                                    let wants = |b: u64| {
+                                        wanted
+                                            .get((b / 8) as usize)
+                                            .is_some_and(|byte| byte & (1 << (b % 8)) != 0)
+                                    };
+                                    let Some(first) = (0..blocks_total).find(|b| wants(*b)) else {
+                                        serving
+                                            .respond_transfer(channel, TransferResponse::NotFound)
+                                            .await;
+                                        continue;
+                                    };
+                                    let count = (first..blocks_total)
+                                        .take(blocks as usize)
+                                        .take_while(|b| wants(*b))
+                                        .count()
+                                        as u32;
+                                    (first, count)
+                                }
+                            };
+                            let (first_block, blocks) = range;
                             let n = counter.fetch_add(1, Ordering::SeqCst);
-                            let mut encoded =
+                            if matches!(behaviour, Misbehaviour::Pretend) {
+                                serving
+                                    .respond_transfer(channel, TransferResponse::NotFound)
+                                    .await;
+                                continue;
+                            }
+                            let Ok(mut encoded) =
                                 transfer::encode(&component, &outboard, first_block, blocks)
-                                    .unwrap();
+                            else {
+                                serving
+                                    .respond_transfer(channel, TransferResponse::NotFound)
+                                    .await;
+                                continue;
+                            };
+                            let data = |size: u64, encoded: Vec<u8>| TransferResponse::Data {
+                                size,
+                                first_block,
+                                blocks,
+                                encoded,
+                                bitmap: Vec::new(),
+                                peers: Vec::new(),
+                            };
                             let response = match behaviour {
-                                Misbehaviour::Honest => TransferResponse::Data {
-                                    size,
-                                    encoded,
-                                    bitmap: Vec::new(),
-                                },
+                                Misbehaviour::Honest => data(size, encoded),
                                 Misbehaviour::CorruptAfter(k) if n >= k => {
                                     let last = encoded.len() - 1;
                                     encoded[last] ^= 0x55;
-                                    TransferResponse::Data {
-                                        size,
-                                        encoded,
-                                        bitmap: Vec::new(),
-                                    }
+                                    data(size, encoded)
                                 }
-                                Misbehaviour::CorruptAfter(_) => TransferResponse::Data {
-                                    size,
-                                    encoded,
-                                    bitmap: Vec::new(),
-                                },
+                                Misbehaviour::CorruptAfter(_) => data(size, encoded),
                                 Misbehaviour::DieAfter(k) if n >= k => {
                                     serving.shutdown().await;
                                     return;
                                 }
-                                Misbehaviour::DieAfter(_) => TransferResponse::Data {
-                                    size,
-                                    encoded,
-                                    bitmap: Vec::new(),
-                                },
+                                Misbehaviour::DieAfter(_) => data(size, encoded),
                                 Misbehaviour::Stall => {
                                     held.push(channel);
                                     continue;
                                 }
-                                Misbehaviour::LieAboutSize => TransferResponse::Data {
-                                    size: size * 1000,
-                                    encoded,
-                                    bitmap: Vec::new(),
-                                },
+                                Misbehaviour::LieAboutSize => data(size * 1000, encoded),
                                 Misbehaviour::Busy => TransferResponse::Busy,
+                                Misbehaviour::Pretend => TransferResponse::NotFound,
                             };
                             serving.respond_transfer(channel, response).await;
                         }

@@ -215,6 +215,15 @@ pub async fn run_bench(args: Args) -> anyhow::Result<ExitCode> {
             args.nodes,
             seconds(outcome.setup)
         );
+        let c = &outcome.counters;
+        println!(
+            "  requests served: {} ({} Have, {} answered Busy), {} blocks, {:.1} MiB uploaded in all",
+            c.transfer_requests,
+            c.have_requests,
+            c.busy,
+            c.blocks_served,
+            c.bytes_uploaded as f64 / (1 << 20) as f64
+        );
         if let Some(error) = outcome.nodes.iter().find_map(|n| n.error.clone()) {
             println!("  first failure: {error}");
         }

@@ -75,6 +75,9 @@ impl Behaviour {
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config
             .set_query_timeout(config.query_timeout)
+            .set_kbucket_size(
+                std::num::NonZeroUsize::new(config.kad_bucket_size).unwrap_or(kad::K_VALUE),
+            )
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .set_provider_publication_interval(Some(Duration::from_secs(3600)))
             .set_provider_record_ttl(Some(Duration::from_secs(3 * 3600)));

@@ -70,6 +70,8 @@ pub(crate) enum Command {
     GetProviders {
         key: RecordKey,
         limit: Option<usize>,
+        /// Run the query to the end instead of shortly after the first hit.
+        exhaustive: bool,
         reply: Reply<HashSet<PeerId>>,
     },
     Dial {
@@ -83,6 +85,7 @@ pub(crate) enum Command {
     },
     Transfer {
         peer: PeerId,
+        addresses: Vec<Multiaddr>,
         request: TransferRequest,
         reply: Reply<Result<TransferResponse, RequestError>>,
     },
@@ -111,11 +114,32 @@ pub(crate) enum Command {
     },
 }
 
+/// Listen addresses peers reported through identify, bounded.
+#[derive(Debug, Default)]
+pub(crate) struct AddressBook {
+    entries: std::collections::HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+/// Peers remembered in the address book.
+pub(crate) const ADDRESS_BOOK_SIZE: usize = 4096;
+
+impl AddressBook {
+    pub(crate) fn insert(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        if self.entries.len() >= ADDRESS_BOOK_SIZE && !self.entries.contains_key(&peer) {
+            if let Some(evict) = self.entries.keys().next().copied() {
+                self.entries.remove(&evict);
+            }
+        }
+        self.entries.insert(peer, addresses);
+    }
+}
+
 /// Talks to the event loop that owns the swarm. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) peer_id: PeerId,
+    pub(crate) addresses: std::sync::Arc<std::sync::Mutex<AddressBook>>,
 }
 
 impl Client {
@@ -151,6 +175,20 @@ impl Client {
         self.ask(|reply| Command::GetProviders {
             key,
             limit: None,
+            exhaustive: false,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Every provider the DHT query can find: it runs until it has asked
+    /// the peers closest to the key (slower on a busy network).
+    pub async fn get_all_providers(&self, key: RecordKey) -> HashSet<PeerId> {
+        self.ask(|reply| Command::GetProviders {
+            key,
+            limit: None,
+            exhaustive: true,
             reply,
         })
         .await
@@ -163,6 +201,7 @@ impl Client {
         self.ask(|reply| Command::GetProviders {
             key,
             limit: Some(limit),
+            exhaustive: false,
             reply,
         })
         .await
@@ -195,13 +234,36 @@ impl Client {
         peer: PeerId,
         request: TransferRequest,
     ) -> Result<TransferResponse, RequestError> {
+        self.request_transfer_at(peer, Vec::new(), request).await
+    }
+
+    /// Like [`Client::request_transfer`], dialing `addresses` if the peer is
+    /// not connected (addresses learned from peer exchange).
+    pub async fn request_transfer_at(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: TransferRequest,
+    ) -> Result<TransferResponse, RequestError> {
         self.ask(|reply| Command::Transfer {
             peer,
+            addresses,
             request,
             reply,
         })
         .await
         .unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    /// The listen addresses `peer` reported to this node, if any.
+    pub fn known_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.addresses
+            .lock()
+            .expect("address book lock")
+            .entries
+            .get(peer)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub async fn request_invoke(

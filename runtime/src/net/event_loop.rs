@@ -17,12 +17,11 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
-use super::client::{Client, Command, InboundRequest, NetInfo, Reply, RequestError};
+use super::client::{AddressBook, Client, Command, InboundRequest, NetInfo, Reply, RequestError};
 use super::protocol::*;
 use super::{NetConfig, NetError, split_peer_address};
 
 const COMMAND_QUEUE: usize = 1024;
-const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(60);
 const PROVIDER_WINDOW: Duration = Duration::from_secs(3600);
 /// A provider lookup returns this long after its first provider arrived,
 /// rather than waiting for the whole query to visit the closest peers.
@@ -36,6 +35,7 @@ pub async fn start(
     config: NetConfig,
 ) -> Result<(Client, mpsc::Receiver<InboundRequest>), NetError> {
     let behaviour_config = config.clone();
+    let idle_timeout = config.idle_timeout;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -47,7 +47,7 @@ pub async fn start(
         .with_quic()
         .with_behaviour(|key| Behaviour::new(key, &behaviour_config))
         .map_err(|e| NetError::Build(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
         .build();
     let peer_id = *swarm.local_peer_id();
 
@@ -70,8 +70,10 @@ pub async fn start(
     }
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let addresses = std::sync::Arc::new(std::sync::Mutex::new(AddressBook::default()));
     let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
     let mut event_loop = EventLoop {
+        addresses: addresses.clone(),
         swarm,
         commands: commands_rx,
         inbound: inbound_tx,
@@ -118,6 +120,7 @@ pub async fn start(
         Client {
             commands: commands_tx,
             peer_id,
+            addresses,
         },
         inbound_rx,
     ))
@@ -127,6 +130,7 @@ struct PendingProviders {
     found: HashSet<PeerId>,
     /// End the query early once this many are known.
     limit: Option<usize>,
+    exhaustive: bool,
     /// End the query this long after the first provider was found.
     deadline: Option<Instant>,
     reply: Reply<HashSet<PeerId>>,
@@ -134,6 +138,8 @@ struct PendingProviders {
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
+    /// Identify's listen addresses of peers, shared with the client.
+    addresses: std::sync::Arc<std::sync::Mutex<AddressBook>>,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<InboundRequest>,
     config: NetConfig,
@@ -162,13 +168,10 @@ fn request_error(error: &OutboundFailure) -> RequestError {
 
 impl EventLoop {
     async fn run(mut self) {
-        let mut bootstrap = tokio::time::interval(BOOTSTRAP_INTERVAL);
+        // Kademlia bootstraps by itself: when its routing table is small and
+        // a peer is added (the bootstrap peers, at start), and every 5 minutes.
         let mut lookups = tokio::time::interval(LOOKUP_TICK);
         lookups.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        bootstrap.tick().await;
-        if !self.config.bootstrap.is_empty() {
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
-        }
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
@@ -180,9 +183,6 @@ impl EventLoop {
                     Some(command) => self.handle_command(command),
                     None => break,
                 },
-                _ = bootstrap.tick() => {
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                }
                 _ = lookups.tick(), if !self.pending_providers.is_empty() => self.finish_lookups(),
             }
         }
@@ -203,13 +203,19 @@ impl EventLoop {
                 behaviour.kad.stop_providing(&key);
                 self.provided.remove(&key);
             }
-            Command::GetProviders { key, limit, reply } => {
+            Command::GetProviders {
+                key,
+                limit,
+                exhaustive,
+                reply,
+            } => {
                 let id = behaviour.kad.get_providers(key);
                 self.pending_providers.insert(
                     id,
                     PendingProviders {
                         found: HashSet::new(),
                         limit,
+                        exhaustive,
                         deadline: None,
                         reply,
                     },
@@ -252,10 +258,13 @@ impl EventLoop {
             }
             Command::Transfer {
                 peer,
+                addresses,
                 request,
                 reply,
             } => {
-                let id = behaviour.transfer.send_request(&peer, request);
+                let id = behaviour
+                    .transfer
+                    .send_request_with_addresses(&peer, request, addresses);
                 self.pending_transfers.insert(id, reply);
             }
             Command::Invoke {
@@ -337,14 +346,23 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                let listen: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .into_iter()
+                    .take(super::protocol::MAX_PEX_ADDRESSES)
+                    .collect();
                 if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) {
-                    for address in info.listen_addrs.into_iter().take(16) {
+                    for address in &listen {
                         self.swarm
                             .behaviour_mut()
                             .kad
-                            .add_address(&peer_id, address);
+                            .add_address(&peer_id, address.clone());
                     }
                 }
+                self.addresses
+                    .lock()
+                    .expect("address book lock")
+                    .insert(peer_id, listen);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, address) in found.into_iter().take(64) {
@@ -400,7 +418,10 @@ impl EventLoop {
                         pending
                             .found
                             .extend(providers.into_iter().filter(|p| *p != local));
-                        if !pending.found.is_empty() && pending.deadline.is_none() {
+                        if !pending.exhaustive
+                            && !pending.found.is_empty()
+                            && pending.deadline.is_none()
+                        {
                             pending.deadline = Some(Instant::now() + LOOKUP_GRACE);
                         }
                     }

@@ -39,7 +39,8 @@ pub enum NetError {
 /// Network settings. Defaults: no listen address, no bootstrap peers, mDNS
 /// off, 512 connections (2 per peer), 30 s request timeout, 256 queued
 /// inbound requests, 1024 provider records accepted per peer per hour,
-/// 10 s Kademlia query timeout.
+/// 10 s Kademlia query timeout, 64 concurrent streams per protocol per
+/// connection, idle connections closed after 60 s, Kademlia k = 20.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
     pub listen: Vec<Multiaddr>,
@@ -53,6 +54,11 @@ pub struct NetConfig {
     pub query_timeout: Duration,
     /// Concurrent inbound streams per connection per protocol.
     pub max_concurrent_streams: usize,
+    /// Close a connection after this long without streams.
+    pub idle_timeout: Duration,
+    /// Kademlia's k: peers per routing-table bucket, and how many of the
+    /// closest peers a lookup visits.
+    pub kad_bucket_size: usize,
 }
 
 impl Default for NetConfig {
@@ -68,6 +74,8 @@ impl Default for NetConfig {
             provider_records_per_peer: 1024,
             query_timeout: Duration::from_secs(10),
             max_concurrent_streams: 64,
+            idle_timeout: Duration::from_secs(60),
+            kad_bucket_size: 20,
         }
     }
 }

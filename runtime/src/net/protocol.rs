@@ -9,7 +9,9 @@
 //! * `/sp2a/transfer/1`: ask which 16 KiB blocks of a component a peer holds
 //!   (a bitmap; peers serve blocks while still downloading), or fetch a range
 //!   of blocks as a BLAKE3 verified-streaming (bao) encoding against the
-//!   component hash of the advert. Request ≤ [`MAX_TRANSFER_REQUEST`] bytes, at most
+//!   component hash of the advert. Answers may name a few other peers
+//!   fetching the same package (peer exchange), which the receiver treats as
+//!   hints, like any other unverified provider. Request ≤ [`MAX_TRANSFER_REQUEST`] bytes, at most
 //!   [`MAX_BLOCKS_PER_REQUEST`] blocks; response ≤ [`MAX_TRANSFER_RESPONSE`]
 //!   bytes. The response repeats the component size it serves; a size other
 //!   than the advert's ends the attempt.
@@ -79,32 +81,90 @@ pub enum TransferRequest {
         #[serde(with = "serde_bytes")]
         content_id: [u8; 32],
     },
+    /// Any run of up to `blocks` of the blocks marked in `wanted` (a bitmap
+    /// like `Have`'s) that the peer holds, of its choosing: one round trip
+    /// where `Have` then `Blocks` would take two.
+    Want {
+        #[serde(with = "serde_bytes")]
+        content_id: [u8; 32],
+        #[serde(with = "serde_bytes")]
+        wanted: Vec<u8>,
+        blocks: u32,
+    },
 }
 
 /// Answer to a [`TransferRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TransferResponse {
-    /// The bao encoding of the requested blocks (proof and data interleaved).
+    /// The bao encoding of blocks `first_block .. first_block + blocks`
+    /// (proof and data interleaved).
     Data {
         /// The component size the provider serves; must equal the advert's.
         size: u64,
+        first_block: u64,
+        blocks: u32,
         #[serde(with = "serde_bytes")]
         encoded: Vec<u8>,
         /// The blocks the provider holds now, as in `Have` (empty when it
         /// holds them all or does not say): saves a `Have` round trip.
         #[serde(default, with = "serde_bytes")]
         bitmap: Vec<u8>,
+        /// Other peers fetching this package (peer exchange).
+        #[serde(default)]
+        peers: Vec<PeerInfo>,
     },
     /// The blocks held: bit `i % 8` of byte `i / 8` for block `i`.
     Have {
         size: u64,
         #[serde(with = "serde_bytes")]
         bitmap: Vec<u8>,
+        /// Other peers fetching this package (peer exchange).
+        #[serde(default)]
+        peers: Vec<PeerInfo>,
     },
     /// The peer does not have (all of) those blocks.
     NotFound,
     /// The peer is at its transfer limit; try another.
     Busy,
+}
+
+/// A peer, as passed on in peer exchange: its id and listen addresses, both
+/// in their binary encodings. At most [`MAX_PEX_PEERS`] per message and
+/// [`MAX_PEX_ADDRESSES`] addresses each; entries that do not parse are
+/// dropped by the receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    #[serde(with = "serde_bytes")]
+    pub id: Vec<u8>,
+    pub addresses: Vec<serde_bytes::ByteBuf>,
+}
+
+pub const MAX_PEX_PEERS: usize = 8;
+pub const MAX_PEX_ADDRESSES: usize = 4;
+
+impl PeerInfo {
+    pub fn new(peer: &libp2p::PeerId, addresses: &[libp2p::Multiaddr]) -> Self {
+        Self {
+            id: peer.to_bytes(),
+            addresses: addresses
+                .iter()
+                .take(MAX_PEX_ADDRESSES)
+                .map(|a| serde_bytes::ByteBuf::from(a.to_vec()))
+                .collect(),
+        }
+    }
+
+    /// The peer id and addresses, if they parse.
+    pub fn decode(&self) -> Option<(libp2p::PeerId, Vec<libp2p::Multiaddr>)> {
+        let peer = libp2p::PeerId::from_bytes(&self.id).ok()?;
+        let addresses = self
+            .addresses
+            .iter()
+            .take(MAX_PEX_ADDRESSES)
+            .filter_map(|a| libp2p::Multiaddr::try_from(a.to_vec()).ok())
+            .collect();
+        Some((peer, addresses))
+    }
 }
 
 /// A remote call.

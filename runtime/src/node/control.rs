@@ -174,7 +174,7 @@ pub async fn execute(
 ) -> ControlReply {
     match request {
         ControlRequest::Find { name } => {
-            let found = node.find(&name).await;
+            let found = node.find_all(&name).await;
             ControlReply::Found(
                 found
                     .iter()

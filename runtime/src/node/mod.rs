@@ -19,25 +19,27 @@ pub mod activate;
 pub mod control;
 pub mod pull;
 pub mod report;
+mod serve;
 pub mod store;
 pub mod swarm;
 pub mod transfer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bao_tree::io::outboard::PreOrderMemOutboard;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast};
 
 pub use activate::{ActivateError, LocalService, activate};
 pub use pull::{PullConfig, PullError, PullProgress, PullStage, Pulled, Strategy};
 pub use report::{PackageReport, audit_package};
 
 use crate::net::protocol::*;
-use crate::net::{self, Client, InboundRequest, NetConfig, PeerId, keys};
+use crate::net::{self, Client, NetConfig, PeerId, keys};
 use crate::package::{Advert, ContentId, Package, VerifiedPackage};
 use crate::policy::Policy;
 use crate::sandbox::{Activation, InvokeError, Sandbox};
@@ -200,6 +202,7 @@ pub struct Status {
     pub routing_table: usize,
     pub services: Vec<ServiceStatus>,
     pub transfers: Vec<TransferStatus>,
+    pub counters: Counters,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -234,43 +237,47 @@ pub(crate) struct Inner {
     pub(crate) banned: Mutex<HashMap<ContentId, HashSet<PeerId>>>,
     /// Downloads in progress whose verified blocks this node already serves.
     pub(crate) downloads: Mutex<HashMap<ContentId, Arc<Mutex<transfer::Download>>>>,
-    upload_limiter: Option<RateLimiter>,
+    pub(crate) upload_limiter: Option<serve::RateLimiter>,
     /// Providers of services called remotely, the last to answer first.
     remote_providers: Mutex<HashMap<String, (Vec<PeerId>, Instant)>>,
+    /// Peers that recently asked for blocks of a package (peer exchange).
+    recent_askers: Mutex<HashMap<ContentId, std::collections::VecDeque<PeerId>>>,
+    pub(crate) stats: Stats,
+    /// Times each block of a package was uploaded (for `Want` answers).
+    pub(crate) uploads_per_block: Mutex<HashMap<ContentId, Vec<u32>>>,
     started: Instant,
 }
 
-/// Models an uplink of a fixed rate: each response leaves when the ones
-/// before it have been sent (first come, first served).
-struct RateLimiter {
-    bytes_per_second: f64,
-    next_free: Mutex<tokio::time::Instant>,
+/// Counters of what a node served, since it started.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    transfer_requests: AtomicU64,
+    have_requests: AtomicU64,
+    blocks_served: AtomicU64,
+    bytes_uploaded: AtomicU64,
+    busy: AtomicU64,
 }
 
-impl RateLimiter {
-    fn new(bytes_per_second: u64) -> Self {
-        Self {
-            bytes_per_second: bytes_per_second.max(1) as f64,
-            next_free: Mutex::new(tokio::time::Instant::now()),
+/// A snapshot of [`Stats`].
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    pub transfer_requests: u64,
+    pub have_requests: u64,
+    pub blocks_served: u64,
+    pub bytes_uploaded: u64,
+    /// Requests answered `Busy` (upload slots or queue full).
+    pub busy: u64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> Counters {
+        Counters {
+            transfer_requests: self.transfer_requests.load(Ordering::Relaxed),
+            have_requests: self.have_requests.load(Ordering::Relaxed),
+            blocks_served: self.blocks_served.load(Ordering::Relaxed),
+            bytes_uploaded: self.bytes_uploaded.load(Ordering::Relaxed),
+            busy: self.busy.load(Ordering::Relaxed),
         }
-    }
-
-    /// How long until the uplink is free.
-    fn backlog(&self) -> Duration {
-        let next_free = *self.next_free.lock().expect("limiter lock");
-        next_free.saturating_duration_since(tokio::time::Instant::now())
-    }
-
-    /// Waits until `bytes` have gone through the uplink.
-    async fn transmit(&self, bytes: u64) {
-        let done = {
-            let mut next_free = self.next_free.lock().expect("limiter lock");
-            let start = (*next_free).max(tokio::time::Instant::now());
-            let done = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_second);
-            *next_free = done;
-            done
-        };
-        tokio::time::sleep_until(done).await;
     }
 }
 
@@ -331,13 +338,16 @@ impl Node {
                 events,
                 banned: Mutex::new(HashMap::new()),
                 downloads: Mutex::new(HashMap::new()),
-                upload_limiter: config.upload_rate.map(RateLimiter::new),
+                upload_limiter: config.upload_rate.map(serve::RateLimiter::new),
                 remote_providers: Mutex::new(HashMap::new()),
+                recent_askers: Mutex::new(HashMap::new()),
+                stats: Stats::default(),
+                uploads_per_block: Mutex::new(HashMap::new()),
                 started: Instant::now(),
                 config,
             }),
         };
-        tokio::spawn(serve(node.clone(), inbound));
+        tokio::spawn(serve::serve(node.clone(), inbound));
         for stored in node.inner.store.load_all()? {
             match stored {
                 Ok(package) => {
@@ -519,12 +529,23 @@ impl Node {
     /// paper's result vector). Adverts that do not parse, do not verify or
     /// name another service are dropped.
     pub async fn find(&self, name: &str) -> Vec<Found> {
+        self.find_providers(name, false).await
+    }
+
+    /// Like [`Node::find`], with a DHT query that runs to the end: every
+    /// provider the network can name, at the cost of more time.
+    pub async fn find_all(&self, name: &str) -> Vec<Found> {
+        self.find_providers(name, true).await
+    }
+
+    async fn find_providers(&self, name: &str, exhaustive: bool) -> Vec<Found> {
         let start = Instant::now();
-        let providers = self
-            .inner
-            .client
-            .get_providers(keys::service_key(name))
-            .await;
+        let key = keys::service_key(name);
+        let providers = if exhaustive {
+            self.inner.client.get_all_providers(key).await
+        } else {
+            self.inner.client.get_providers(key).await
+        };
         let lookup = start.elapsed();
         let found = self
             .fetch_adverts(providers, AdvertRequest::Name(name.to_owned()), |advert| {
@@ -640,17 +661,25 @@ impl Node {
                 return self.remember_provider(name, &providers, result);
             }
         }
-        let mut found: Vec<PeerId> = self
-            .inner
-            .client
-            .get_providers(keys::service_key(name))
-            .await
-            .into_iter()
-            .filter(|p| *p != self.peer_id())
-            .collect();
-        shuffle(&mut found);
-        if let Some(result) = self.invoke_on(name, call, &found, &mut reasons).await {
-            return self.remember_provider(name, &found, result);
+        // A quick lookup, then (if every provider it found declined) one
+        // that asks all the peers closest to the key.
+        let mut tried: HashSet<PeerId> = HashSet::new();
+        for exhaustive in [false, true] {
+            let key = keys::service_key(name);
+            let found = if exhaustive {
+                self.inner.client.get_all_providers(key).await
+            } else {
+                self.inner.client.get_providers(key).await
+            };
+            let mut found: Vec<PeerId> = found
+                .into_iter()
+                .filter(|p| *p != self.peer_id() && !tried.contains(p))
+                .collect();
+            shuffle(&mut found);
+            tried.extend(found.iter().copied());
+            if let Some(result) = self.invoke_on(name, call, &found, &mut reasons).await {
+                return self.remember_provider(name, &found, result);
+            }
         }
         if reasons.is_empty() {
             return Err(NodeError::NoProvider(name.to_owned()));
@@ -779,7 +808,13 @@ impl Node {
             routing_table: info.map(|i| i.routing_table).unwrap_or(0),
             services,
             transfers,
+            counters: self.counters(),
         }
+    }
+
+    /// What this node has served since it started.
+    pub fn counters(&self) -> Counters {
+        self.inner.stats.snapshot()
     }
 
     /// How long this node has been running.
@@ -823,225 +858,4 @@ pub struct RemoteOutcome {
 pub(crate) fn shuffle<T>(items: &mut [T]) {
     use rand::seq::SliceRandom;
     items.shuffle(&mut rand::thread_rng());
-}
-
-/// Answers peers' requests, each in its own task; the network's inbound
-/// queue is bounded, so a flood of requests is answered `Busy` by the event
-/// loop rather than piling up here.
-async fn serve(node: Node, mut inbound: mpsc::Receiver<InboundRequest>) {
-    while let Some(request) = inbound.recv().await {
-        let node = node.clone();
-        tokio::spawn(async move {
-            match request {
-                InboundRequest::Advert {
-                    peer,
-                    request,
-                    channel,
-                } => {
-                    let response = node.answer_advert(peer, request);
-                    node.inner.client.respond_advert(channel, response).await;
-                }
-                InboundRequest::Transfer {
-                    peer,
-                    request,
-                    channel,
-                } => {
-                    let response = node.answer_transfer(peer, request).await;
-                    node.inner.client.respond_transfer(channel, response).await;
-                }
-                InboundRequest::Invoke {
-                    peer,
-                    request,
-                    channel,
-                } => {
-                    let response = node.answer_invoke(peer, request).await;
-                    node.inner.client.respond_invoke(channel, response).await;
-                }
-            }
-        });
-    }
-}
-
-impl Node {
-    fn answer_advert(&self, peer: PeerId, request: AdvertRequest) -> AdvertResponse {
-        let adverts: Vec<serde_bytes::ByteBuf> = match &request {
-            AdvertRequest::Name(name) if valid_service_name(name) => self
-                .services()
-                .iter()
-                .filter(|p| p.package.manifest().name == *name)
-                .take(MAX_ADVERTS)
-                .map(|p| serde_bytes::ByteBuf::from(p.package.advert().bytes().to_vec()))
-                .collect(),
-            AdvertRequest::Name(_) => Vec::new(),
-            AdvertRequest::ContentId(id) => self
-                .service_by_id(&ContentId(*id))
-                .map(|p| {
-                    vec![serde_bytes::ByteBuf::from(
-                        p.package.advert().bytes().to_vec(),
-                    )]
-                })
-                .unwrap_or_default(),
-        };
-        tracing::debug!(%peer, ?request, adverts = adverts.len(), "advert request");
-        if adverts.is_empty() {
-            AdvertResponse::NotFound
-        } else {
-            AdvertResponse::Adverts(adverts)
-        }
-    }
-
-    async fn answer_transfer(&self, peer: PeerId, request: TransferRequest) -> TransferResponse {
-        match request {
-            TransferRequest::Have { content_id } => self.answer_have(ContentId(content_id)),
-            TransferRequest::Blocks {
-                content_id,
-                first_block,
-                blocks,
-            } => {
-                self.answer_blocks(peer, ContentId(content_id), first_block, blocks)
-                    .await
-            }
-        }
-    }
-
-    fn answer_have(&self, id: ContentId) -> TransferResponse {
-        if let Some(provided) = self.service_by_id(&id) {
-            let size = provided.package.advert().component_len();
-            let blocks = transfer::block_count(size) as usize;
-            let mut bitmap = vec![0xffu8; blocks.div_ceil(8)];
-            if blocks % 8 != 0 {
-                bitmap[blocks / 8] = (1u8 << (blocks % 8)) - 1;
-            }
-            return TransferResponse::Have { size, bitmap };
-        }
-        match self.partial(&id) {
-            Some(download) => {
-                let download = download.lock().expect("download lock");
-                TransferResponse::Have {
-                    size: download.size(),
-                    bitmap: download.bitmap(),
-                }
-            }
-            None => TransferResponse::NotFound,
-        }
-    }
-
-    async fn answer_blocks(
-        &self,
-        peer: PeerId,
-        id: ContentId,
-        first: u64,
-        count: u32,
-    ) -> TransferResponse {
-        if count == 0 || count > MAX_BLOCKS_PER_REQUEST {
-            return TransferResponse::NotFound;
-        }
-        let Ok(_permit) = self.inner.uploads.clone().try_acquire_owned() else {
-            return TransferResponse::Busy;
-        };
-        // A long upload queue means a slow answer: better tell the peer to
-        // try someone else now.
-        if let Some(limiter) = &self.inner.upload_limiter {
-            if limiter.backlog() > self.inner.config.max_upload_backlog {
-                return TransferResponse::Busy;
-            }
-        }
-        // Complete packages need no bitmap; a partial one says what it holds.
-        let encoded = if let Some(provided) = self.service_by_id(&id) {
-            let size = provided.package.advert().component_len();
-            let blocks = transfer::block_count(size);
-            if first >= blocks || first + u64::from(count) > blocks {
-                return TransferResponse::NotFound;
-            }
-            let encoded = tokio::task::spawn_blocking(move || {
-                transfer::encode(
-                    provided.package.component(),
-                    &provided.outboard,
-                    first,
-                    count,
-                )
-            })
-            .await;
-            match encoded {
-                Ok(Ok(encoded)) => Some((size, encoded, Vec::new())),
-                _ => None,
-            }
-        } else if let Some(download) = self.partial(&id) {
-            // Blocks of a download in progress: verified when they arrived.
-            let download = download.lock().expect("download lock");
-            download
-                .encode(first, count)
-                .map(|encoded| (download.size(), encoded, download.bitmap()))
-        } else {
-            None
-        };
-        let Some((size, encoded, bitmap)) = encoded else {
-            return TransferResponse::NotFound;
-        };
-        if let Some(limiter) = &self.inner.upload_limiter {
-            limiter.transmit(encoded.len() as u64).await;
-        }
-        self.emit(NodeEvent::Served {
-            peer,
-            content_id: id,
-            bytes: encoded.len() as u64,
-        });
-        TransferResponse::Data {
-            size,
-            encoded,
-            bitmap,
-        }
-    }
-
-    /// A download in progress whose blocks this node serves.
-    pub(crate) fn partial(&self, id: &ContentId) -> Option<Arc<Mutex<transfer::Download>>> {
-        self.inner
-            .downloads
-            .lock()
-            .expect("downloads lock")
-            .get(id)
-            .cloned()
-    }
-
-    async fn answer_invoke(&self, peer: PeerId, request: InvokeRequest) -> InvokeResponse {
-        if !valid_service_name(&request.service) {
-            return InvokeResponse::NotFound;
-        }
-        let provided = match request.content_id {
-            Some(id) => self
-                .service_by_id(&ContentId(id))
-                .filter(|p| p.package.manifest().name == request.service),
-            None => self.service(&request.service),
-        };
-        let Some(provided) = provided else {
-            return InvokeResponse::NotFound;
-        };
-        if let Some(allowed) = self.inner.config.allow.get(&request.service) {
-            if !allowed.contains(&peer) {
-                return InvokeResponse::Denied(format!(
-                    "peer {peer} is not on the allow-list of service {}",
-                    request.service
-                ));
-            }
-        }
-        let Ok(_permit) = provided.invocations.clone().try_acquire_owned() else {
-            return InvokeResponse::Busy;
-        };
-        self.emit(NodeEvent::Invoked {
-            peer,
-            service: request.service.clone(),
-        });
-        match provided.activation.invoke(&request.call).await {
-            Ok(outcome) => InvokeResponse::Ok {
-                value: outcome.value,
-                fuel: outcome.fuel_used,
-                micros: outcome.elapsed.as_micros() as u64,
-                content_id: provided.package.content_id().0,
-            },
-            Err(e) => InvokeResponse::Failed {
-                kind: e.kind().to_owned(),
-                message: e.to_string(),
-            },
-        }
-    }
 }

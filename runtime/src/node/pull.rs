@@ -225,9 +225,21 @@ impl Node {
                 return Ok(already(have.package.manifest().name.clone(), id, start));
             }
         }
-        let found = match by_id {
-            Some(id) => self.find_package(id).await,
-            None => self.find(target).await,
+        // The paper's rule: an empty result vector means discovering again,
+        // until the pull's time is up.
+        let mut delay = self.inner.config.pull.rediscover_delay;
+        let found = loop {
+            let found = match by_id {
+                Some(id) => self.find_package(id).await,
+                None => self.find(target).await,
+            };
+            let out_of_time = start.elapsed() + delay >= self.inner.config.pull.total_timeout;
+            if !found.is_empty() || out_of_time {
+                break found;
+            }
+            tracing::debug!(target, ?delay, "no provider found yet; discovering again");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(8));
         };
         let discovery = start.elapsed();
         self.emit(NodeEvent::Found {

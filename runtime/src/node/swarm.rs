@@ -3,23 +3,29 @@
 //!
 //! * The downloader registers its [`Download`] so that its verified blocks
 //!   are served at once, and announces itself as a provider of the package
-//!   key (partial availability); peers learn which blocks it holds with a
-//!   `Have` request.
-//! * It keeps a bitmap per provider (refreshed when stale), counts how many
-//!   providers hold each block, and asks each idle provider for the rarest
-//!   missing block it holds (random among equally rare ones), extended to a
-//!   run of up to `blocks_per_request` blocks that provider holds.
-//! * At most `parallel` requests are in flight, one per provider, so no
-//!   provider carries far more than its share while others idle; a provider
-//!   with a long upload queue answers `Busy` and is backed off.
+//!   key (partial availability).
+//! * Providers come from the DHT (rediscovered with a growing interval, 1 s
+//!   to 8 s, lookups ending at [`MAX_PROVIDERS`]) and from peer exchange:
+//!   answers name other peers fetching the package, with their addresses. At
+//!   most [`MAX_PROVIDERS`] are tracked at a time; ones that fail or have
+//!   nothing to offer make room for new ones.
+//! * Each tracked provider has a bitmap of the blocks it holds: from a
+//!   `Have` request, then from every block answer (which carries the current
+//!   bitmap), so `Have` is only asked again of a provider that had nothing
+//!   more to offer, at most every [`HAVE_REFRESH`].
+//! * Each idle provider is asked for the rarest chunk (an aligned run of
+//!   `blocks_per_request` blocks) it can contribute, random among equally
+//!   rare ones: the blocks of that chunk it holds and we lack. At most `parallel` requests are in flight,
+//!   one per provider, so no provider carries far more than its share while
+//!   others idle; a provider with a long upload queue answers `Busy` and is
+//!   backed off. When every missing block is already requested, idle
+//!   providers duplicate slow requests (end game) so one slow peer cannot
+//!   hold the download back.
 //! * Every block is verified against the advert's component hash on arrival;
 //!   a provider that sends a bad block, a wrong size or extra bytes is banned
 //!   for the package. Transport failures back a provider off with growing
-//!   timeouts and drop it after `attempt_budget` failures, until rediscovery.
-//! * Providers are rediscovered from the DHT with a growing interval
-//!   (250 ms to 4 s), at most 24 tracked at a time; block answers carry the
-//!   provider's current bitmap, so `Have` is only asked of providers that
-//!   had nothing more to offer. The pull gives up after `total_timeout`.
+//!   timeouts and drop it after `attempt_budget` failures.
+//! * The pull gives up after `total_timeout`, with every provider's outcome.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -28,39 +34,53 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 use super::Node;
-use super::pull::{PullError, PullProgress};
-use super::transfer::Download;
-use crate::net::protocol::{MAX_BLOCKS_PER_REQUEST, TransferRequest, TransferResponse};
-use crate::net::{PeerId, RequestError, keys};
+use super::pull::{PullConfig, PullError, PullProgress};
+use super::transfer::{BadData, Download};
+use crate::net::protocol::{MAX_BLOCKS_PER_REQUEST, PeerInfo, TransferRequest, TransferResponse};
+use crate::net::{Multiaddr, PeerId, RequestError, keys};
 use crate::package::{Advert, ContentId};
 
-const HAVE_REFRESH: Duration = Duration::from_millis(400);
 /// Providers tracked at once per download (the DHT may know hundreds).
-const MAX_PROVIDERS: usize = 24;
-const MIN_REDISCOVER: Duration = Duration::from_millis(250);
-const MAX_REDISCOVER: Duration = Duration::from_secs(4);
+pub const MAX_PROVIDERS: usize = 24;
+/// Minimum time between two `Have` requests to one provider.
+pub const HAVE_REFRESH: Duration = Duration::from_secs(1);
+const MIN_REDISCOVER: Duration = Duration::from_secs(1);
+const MAX_REDISCOVER: Duration = Duration::from_secs(8);
 const TICK: Duration = Duration::from_millis(50);
+/// Copies of one block requested at once in the end game.
+const END_GAME_COPIES: usize = 2;
+/// `Want` requests in flight at once per download.
+const MAX_WANTS: usize = 3;
 
 #[derive(Default)]
 struct Provider {
+    addresses: Vec<Multiaddr>,
     /// Blocks the provider holds, as last reported.
     have: Option<Vec<bool>>,
     have_at: Option<Instant>,
-    asking_have: bool,
-    busy_with: Option<(u64, u32)>,
+    /// A request to it is in flight.
+    busy: bool,
     failures: u32,
     not_before: Option<Instant>,
+    /// Verified bytes received from it.
     served: u64,
     /// Sent bad data: never asked again (kept to credit its good blocks).
     banned: bool,
 }
 
+impl Provider {
+    fn ready(&self, now: Instant) -> bool {
+        !self.banned && self.not_before.is_none_or(|t| now >= t)
+    }
+}
+
 enum Reply {
-    Have(Result<TransferResponse, RequestError>),
+    Want(Result<TransferResponse, RequestError>),
     Blocks {
         first: u64,
         count: u32,
@@ -76,6 +96,413 @@ fn bits(bitmap: &[u8], blocks: u64) -> Vec<bool> {
         .collect()
 }
 
+/// The state of one swarming download.
+struct Swarm<'a> {
+    node: &'a Node,
+    id: ContentId,
+    me: PeerId,
+    download: &'a Arc<Mutex<Download>>,
+    config: &'a PullConfig,
+    blocks: u64,
+    providers: HashMap<PeerId, Provider>,
+    /// Blocks requested and not answered yet, with the number of requests.
+    requested: HashMap<u64, usize>,
+    in_flight: FuturesUnordered<Pending>,
+    outcomes: Vec<String>,
+    rng: StdRng,
+}
+
+impl Swarm<'_> {
+    /// Tracks a new provider, if there is room (forgetting useless ones).
+    fn learn(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        if peer == self.me || self.node.is_banned(&self.id, &peer) {
+            return;
+        }
+        if let Some(known) = self.providers.get_mut(&peer) {
+            if known.addresses.is_empty() {
+                known.addresses = addresses;
+            }
+            return;
+        }
+        if self.providers.len() >= MAX_PROVIDERS {
+            let now = Instant::now();
+            let useless: Vec<PeerId> = self
+                .providers
+                .iter()
+                .filter(|(_, p)| {
+                    !p.busy && (p.failures > 0 || p.banned && p.served == 0 || !p.ready(now))
+                })
+                .map(|(peer, _)| *peer)
+                .collect();
+            match useless.first() {
+                Some(evict) => {
+                    self.providers.remove(evict);
+                }
+                None => return,
+            }
+        }
+        self.providers.insert(
+            peer,
+            Provider {
+                addresses,
+                ..Provider::default()
+            },
+        );
+    }
+
+    fn learn_exchanged(&mut self, peers: &[PeerInfo]) {
+        for info in peers.iter().take(crate::net::protocol::MAX_PEX_PEERS) {
+            if let Some((peer, addresses)) = info.decode() {
+                self.learn(peer, addresses);
+            }
+        }
+    }
+
+    fn needed(&self) -> Vec<bool> {
+        let download = self.download.lock().expect("download lock");
+        (0..self.blocks).map(|b| !download.has(b)).collect()
+    }
+
+    /// Sends `Want` requests (any needed chunk of the provider's choosing)
+    /// to providers whose holdings are unknown, or whose last bitmap offered
+    /// nothing still needed; a few at a time, within the parallel limit.
+    fn ask_wants(&mut self, needed: &[bool], now: Instant, slots: &mut usize) {
+        let per_request = self
+            .config
+            .blocks_per_request
+            .clamp(1, MAX_BLOCKS_PER_REQUEST);
+        let mut wanted = vec![0u8; (self.blocks as usize).div_ceil(8)];
+        let mut any = false;
+        for (b, need) in needed.iter().enumerate() {
+            if *need && !self.requested.contains_key(&(b as u64)) {
+                wanted[b / 8] |= 1 << (b % 8);
+                any = true;
+            }
+        }
+        if !any {
+            return;
+        }
+        let mut in_flight_wants = self
+            .providers
+            .values()
+            .filter(|p| p.busy && p.have.is_none())
+            .count();
+        let mut candidates: Vec<PeerId> = self
+            .providers
+            .iter()
+            .filter(|(_, state)| {
+                let useful = state
+                    .have
+                    .as_ref()
+                    .is_some_and(|have| have.iter().zip(needed).any(|(h, n)| *h && *n));
+                let stale = state
+                    .have_at
+                    .is_none_or(|at| now.duration_since(at) >= HAVE_REFRESH);
+                !useful && stale && !state.busy && state.ready(now)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        crate::node::shuffle(&mut candidates);
+        for peer in candidates {
+            if *slots == 0 || in_flight_wants >= MAX_WANTS {
+                break;
+            }
+            *slots -= 1;
+            in_flight_wants += 1;
+            let state = self.providers.get_mut(&peer).expect("listed above");
+            state.busy = true;
+            state.have = None;
+            let client = self.node.inner.client.clone();
+            let addresses = state.addresses.clone();
+            let timeout = self.config.attempt_timeout(state.failures);
+            let content_id = self.id.0;
+            let wanted = wanted.clone();
+            self.in_flight.push(
+                async move {
+                    let request = TransferRequest::Want {
+                        content_id,
+                        wanted,
+                        blocks: per_request,
+                    };
+                    let response = tokio::time::timeout(
+                        timeout,
+                        client.request_transfer_at(peer, addresses, request),
+                    )
+                    .await
+                    .unwrap_or(Err(RequestError::Timeout));
+                    (peer, Reply::Want(response))
+                }
+                .boxed(),
+            );
+        }
+    }
+
+    /// Gives every idle provider the rarest missing blocks it holds.
+    fn schedule(
+        &mut self,
+        needed: &[bool],
+        now: Instant,
+        slots: &mut usize,
+        progress: &watch::Sender<PullProgress>,
+    ) {
+        let per_request = self
+            .config
+            .blocks_per_request
+            .clamp(1, MAX_BLOCKS_PER_REQUEST);
+        if *slots == 0 {
+            return;
+        }
+        let mut rarity = vec![0u32; self.blocks as usize];
+        for state in self.providers.values() {
+            if let Some(have) = &state.have {
+                for (count, held) in rarity.iter_mut().zip(have) {
+                    *count += u32::from(*held);
+                }
+            }
+        }
+        let all_requested = needed
+            .iter()
+            .enumerate()
+            .all(|(b, n)| !n || self.requested.contains_key(&(b as u64)));
+        let mut idle: Vec<PeerId> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| !p.busy && p.have.is_some() && p.ready(now))
+            .map(|(peer, _)| *peer)
+            .collect();
+        crate::node::shuffle(&mut idle);
+        for peer in idle {
+            if *slots == 0 {
+                break;
+            }
+            let have = self.providers[&peer].have.as_ref().expect("filtered above");
+            let wanted = |b: usize, requested: &HashMap<u64, usize>| {
+                needed[b]
+                    && have[b]
+                    && match requested.get(&(b as u64)) {
+                        None => true,
+                        // End game: duplicate what is slow to arrive.
+                        Some(copies) => all_requested && *copies < END_GAME_COPIES,
+                    }
+            };
+            // Chunks are aligned runs of `per_request` blocks; a chunk is as
+            // rare as its rarest block this provider can give us.
+            let chunk = per_request as usize;
+            let chunks = (self.blocks as usize).div_ceil(chunk);
+            let mut best: Vec<usize> = Vec::new();
+            let mut best_rarity = u32::MAX;
+            for c in 0..chunks {
+                let range = c * chunk..((c + 1) * chunk).min(self.blocks as usize);
+                let Some(r) = range
+                    .filter(|b| wanted(*b, &self.requested))
+                    .map(|b| rarity[b])
+                    .min()
+                else {
+                    continue;
+                };
+                if r < best_rarity {
+                    best_rarity = r;
+                    best.clear();
+                }
+                if r == best_rarity {
+                    best.push(c);
+                }
+            }
+            if best.is_empty() {
+                continue;
+            }
+            let c = best[self.rng.gen_range(0..best.len())];
+            let end = ((c + 1) * chunk).min(self.blocks as usize);
+            let first = (c * chunk..end)
+                .find(|b| wanted(*b, &self.requested))
+                .expect("the chunk has a wanted block");
+            let mut count = 1u32;
+            while first + (count as usize) < end && wanted(first + count as usize, &self.requested)
+            {
+                count += 1;
+            }
+            for block in first as u64..first as u64 + u64::from(count) {
+                *self.requested.entry(block).or_default() += 1;
+            }
+            let state = self.providers.get_mut(&peer).expect("listed above");
+            state.busy = true;
+            *slots -= 1;
+            progress.send_modify(|p| p.provider = Some(peer));
+            let client = self.node.inner.client.clone();
+            let addresses = state.addresses.clone();
+            let timeout = self.config.attempt_timeout(state.failures);
+            let content_id = self.id.0;
+            let first = first as u64;
+            self.in_flight.push(
+                async move {
+                    let request = TransferRequest::Blocks {
+                        content_id,
+                        first_block: first,
+                        blocks: count,
+                    };
+                    let response = tokio::time::timeout(
+                        timeout,
+                        client.request_transfer_at(peer, addresses, request),
+                    )
+                    .await
+                    .unwrap_or(Err(RequestError::Timeout));
+                    (
+                        peer,
+                        Reply::Blocks {
+                            first,
+                            count,
+                            response,
+                        },
+                    )
+                }
+                .boxed(),
+            );
+        }
+    }
+
+    /// A provider failed: back it off, forget its bitmap, drop it after
+    /// too many failures.
+    fn failed(&mut self, peer: PeerId, why: String) {
+        let now = Instant::now();
+        let budget = self.config.attempt_budget.max(1);
+        let Some(state) = self.providers.get_mut(&peer) else {
+            return;
+        };
+        state.failures += 1;
+        state.have = None;
+        state.not_before = Some(now + self.config.attempt_timeout(state.failures.min(4)) / 4);
+        self.outcomes.push(format!("{peer}: {why}"));
+        if state.failures >= budget && state.served == 0 {
+            self.providers.remove(&peer);
+        }
+    }
+
+    fn bad(&mut self, peer: PeerId, reason: BadData) {
+        self.node.ban(self.id, peer, &reason);
+        self.outcomes.push(format!("{peer}: {reason} (banned)"));
+        if let Some(state) = self.providers.get_mut(&peer) {
+            if state.served == 0 {
+                self.providers.remove(&peer);
+            } else {
+                state.banned = true;
+                state.have = None;
+            }
+        }
+    }
+
+    fn record_holdings(&mut self, peer: PeerId, bitmap: &[u8]) {
+        let blocks = self.blocks;
+        if let Some(state) = self.providers.get_mut(&peer) {
+            state.have = Some(if bitmap.is_empty() {
+                vec![true; blocks as usize]
+            } else {
+                bits(bitmap, blocks)
+            });
+            state.have_at = Some(Instant::now());
+        }
+    }
+
+    fn on_reply(&mut self, peer: PeerId, reply: Reply) {
+        if let Some(state) = self.providers.get_mut(&peer) {
+            state.busy = false;
+        }
+        let (asked, response) = match reply {
+            Reply::Want(response) => (None, response),
+            Reply::Blocks {
+                first,
+                count,
+                response,
+            } => {
+                for block in first..first + u64::from(count) {
+                    if let Some(copies) = self.requested.get_mut(&block) {
+                        *copies -= 1;
+                        if *copies == 0 {
+                            self.requested.remove(&block);
+                        }
+                    }
+                }
+                (Some((first, count)), response)
+            }
+        };
+        let per_request = self
+            .config
+            .blocks_per_request
+            .clamp(1, MAX_BLOCKS_PER_REQUEST);
+        match response {
+            Ok(TransferResponse::Data {
+                size,
+                first_block,
+                blocks,
+                encoded,
+                bitmap,
+                peers,
+            }) => {
+                // A Blocks answer is what was asked; a Want answer one chunk.
+                let in_range = match asked {
+                    Some((first, count)) => first_block == first && blocks == count,
+                    None => (1..=per_request).contains(&blocks) && first_block < self.blocks,
+                };
+                if !in_range {
+                    self.bad(peer, BadData::OutOfRange);
+                    return;
+                }
+                let accepted = self.download.lock().expect("download lock").accept(
+                    first_block,
+                    blocks,
+                    size,
+                    &encoded,
+                );
+                match accepted {
+                    Ok(bytes) => {
+                        if let Some(state) = self.providers.get_mut(&peer) {
+                            state.served += bytes;
+                            state.failures = 0;
+                        }
+                        self.record_holdings(peer, &bitmap);
+                        self.learn_exchanged(&peers);
+                    }
+                    Err(reason) => self.bad(peer, reason),
+                }
+            }
+            Ok(TransferResponse::Busy) => {
+                if let Some(state) = self.providers.get_mut(&peer) {
+                    let backoff = 100 + 100 * u64::from(state.failures.min(10));
+                    state.not_before = Some(Instant::now() + Duration::from_millis(backoff));
+                    state.failures = state.failures.saturating_add(1).min(3);
+                }
+            }
+            Ok(TransferResponse::NotFound) => {
+                if let Some(state) = self.providers.get_mut(&peer) {
+                    state.have = None;
+                    if asked.is_none() {
+                        // Nothing we need yet: ask again later.
+                        state.have_at = Some(Instant::now());
+                        state.not_before = Some(Instant::now() + HAVE_REFRESH);
+                    } else {
+                        // Its bitmap was stale: let it choose next time.
+                        state.have_at = None;
+                    }
+                }
+            }
+            Ok(TransferResponse::Have { .. }) => self.failed(peer, "answered with Have".into()),
+            Err(RequestError::Timeout) => self.failed(peer, "stalled: no answer in time".into()),
+            Err(e) => self.failed(peer, e.to_string()),
+        }
+    }
+
+    /// Providers that sent verified blocks, most first.
+    fn sources(&self) -> Vec<PeerId> {
+        let mut sources: Vec<(PeerId, u64)> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| p.served > 0)
+            .map(|(peer, p)| (*peer, p.served))
+            .collect();
+        sources.sort_by(|a, b| b.1.cmp(&a.1));
+        sources.into_iter().map(|(peer, _)| peer).collect()
+    }
+}
+
 impl Node {
     /// Downloads `advert`'s component from the swarm of its providers.
     pub(crate) async fn download_swarm(
@@ -86,7 +513,6 @@ impl Node {
         start: Instant,
         progress: &watch::Sender<PullProgress>,
     ) -> Result<(Vec<u8>, Vec<PeerId>), PullError> {
-        let config = self.inner.config.pull.clone();
         let id = advert.content_id();
         let download = Arc::new(Mutex::new(Download::new(
             advert.component_hash(),
@@ -105,7 +531,7 @@ impl Node {
                 .await;
         }
         let result = self
-            .run_swarm(target, id, &download, initial, start, progress, &config)
+            .run_swarm(target, id, &download, initial, start, progress)
             .await;
         if share_partial {
             self.inner
@@ -119,7 +545,6 @@ impl Node {
         Ok((bytes, sources))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_swarm(
         &self,
         target: &str,
@@ -128,55 +553,51 @@ impl Node {
         initial: Vec<PeerId>,
         start: Instant,
         progress: &watch::Sender<PullProgress>,
-        config: &super::PullConfig,
     ) -> Result<Vec<PeerId>, PullError> {
-        let me = self.peer_id();
+        let config = self.inner.config.pull.clone();
         let blocks = download.lock().expect("download lock").blocks();
-        let per_request = config.blocks_per_request.clamp(1, MAX_BLOCKS_PER_REQUEST);
-        let parallel = config.parallel.max(1);
-        let mut providers: HashMap<PeerId, Provider> = initial
-            .into_iter()
-            .filter(|p| *p != me && !self.is_banned(&id, p))
-            .map(|p| (p, Provider::default()))
-            .collect();
-        let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
-        let mut requested: HashSet<u64> = HashSet::new();
-        let mut outcomes: Vec<String> = Vec::new();
+        let mut swarm = Swarm {
+            node: self,
+            id,
+            me: self.peer_id(),
+            download,
+            config: &config,
+            blocks,
+            providers: HashMap::new(),
+            requested: HashMap::new(),
+            in_flight: FuturesUnordered::new(),
+            outcomes: Vec::new(),
+            rng: StdRng::from_entropy(),
+        };
+        for peer in initial {
+            swarm.learn(peer, Vec::new());
+        }
         let mut discovery: Option<BoxFuture<'static, HashSet<PeerId>>> = None;
         let mut rediscover_every = MIN_REDISCOVER;
         let mut next_discovery = Instant::now() + rediscover_every;
-        let mut rng = rand::rngs::StdRng::from_entropy();
-
         loop {
-            let (complete, received) = {
-                let d = download.lock().expect("download lock");
-                (d.is_complete(), d.received())
-            };
+            let needed = swarm.needed();
+            let received = download.lock().expect("download lock").received();
             progress.send_modify(|p| p.bytes = received);
-            if complete {
-                let mut sources: Vec<(PeerId, u64)> = providers
-                    .iter()
-                    .filter(|(_, p)| p.served > 0)
-                    .map(|(peer, p)| (*peer, p.served))
-                    .collect();
-                sources.sort_by(|a, b| b.1.cmp(&a.1));
-                return Ok(sources.into_iter().map(|(peer, _)| peer).collect());
+            if needed.iter().all(|n| !n) {
+                return Ok(swarm.sources());
             }
             if start.elapsed() >= config.total_timeout {
-                outcomes.push(format!(
-                    "{received} of {} bytes verified",
-                    download.lock().expect("download lock").size()
-                ));
+                let size = download.lock().expect("download lock").size();
+                swarm
+                    .outcomes
+                    .push(format!("{received} of {size} bytes verified"));
                 return Err(PullError::GaveUp {
                     target: target.to_owned(),
                     elapsed: start.elapsed(),
-                    attempts: outcomes,
+                    attempts: swarm.outcomes,
                 });
             }
             let now = Instant::now();
-
-            // Rediscover providers (including peers still downloading).
-            if discovery.is_none() && now >= next_discovery {
+            // The DHT is the slow path: asked when peer exchange has not
+            // yet filled the provider list.
+            let few = swarm.providers.len() < MAX_PROVIDERS / 2;
+            if discovery.is_none() && now >= next_discovery && few {
                 let client = self.inner.client.clone();
                 discovery = Some(
                     async move {
@@ -186,147 +607,11 @@ impl Node {
                     .boxed(),
                 );
             }
+            let busy = swarm.providers.values().filter(|p| p.busy).count();
+            let mut slots = config.parallel.max(1).saturating_sub(busy);
+            swarm.schedule(&needed, now, &mut slots, progress);
+            swarm.ask_wants(&needed, now, &mut slots);
 
-            // Learn what providers hold: unknown ones, and ones whose last
-            // bitmap offers nothing we still need (it may have grown).
-            let needed: Vec<bool> = {
-                let d = download.lock().expect("download lock");
-                (0..blocks).map(|b| !d.has(b)).collect()
-            };
-            for (peer, state) in providers.iter_mut() {
-                let useful = state
-                    .have
-                    .as_ref()
-                    .is_some_and(|have| have.iter().zip(&needed).any(|(h, n)| *h && *n));
-                let stale = state
-                    .have_at
-                    .is_none_or(|at| now.duration_since(at) >= HAVE_REFRESH);
-                if !useful
-                    && stale
-                    && !state.banned
-                    && !state.asking_have
-                    && state.busy_with.is_none()
-                    && state.not_before.is_none_or(|t| now >= t)
-                {
-                    state.asking_have = true;
-                    let client = self.inner.client.clone();
-                    let peer = *peer;
-                    let timeout = config.attempt_timeout(state.failures);
-                    in_flight.push(
-                        async move {
-                            let request = TransferRequest::Have { content_id: id.0 };
-                            let response = tokio::time::timeout(
-                                timeout,
-                                client.request_transfer(peer, request),
-                            )
-                            .await
-                            .unwrap_or(Err(RequestError::Timeout));
-                            (peer, Reply::Have(response))
-                        }
-                        .boxed(),
-                    );
-                }
-            }
-
-            // Ask idle providers for the rarest blocks they hold.
-            let busy = providers.values().filter(|p| p.busy_with.is_some()).count();
-            if busy < parallel {
-                let missing: Vec<u64> = {
-                    let d = download.lock().expect("download lock");
-                    (0..blocks)
-                        .filter(|b| !d.has(*b) && !requested.contains(b))
-                        .collect()
-                };
-                let mut rarity = vec![0u32; blocks as usize];
-                for state in providers.values() {
-                    if let Some(have) = &state.have {
-                        for (block, held) in have.iter().enumerate() {
-                            if *held {
-                                rarity[block] += 1;
-                            }
-                        }
-                    }
-                }
-                let mut idle: Vec<PeerId> = providers
-                    .iter()
-                    .filter(|(_, s)| {
-                        !s.banned
-                            && s.busy_with.is_none()
-                            && s.have.is_some()
-                            && s.not_before.is_none_or(|t| now >= t)
-                    })
-                    .map(|(peer, _)| *peer)
-                    .collect();
-                super::shuffle(&mut idle);
-                let mut slots = parallel - busy;
-                for peer in idle {
-                    if slots == 0 {
-                        break;
-                    }
-                    let state = providers.get_mut(&peer).expect("listed above");
-                    let have = state.have.as_ref().expect("filtered above");
-                    let candidates: Vec<u64> = missing
-                        .iter()
-                        .copied()
-                        .filter(|b| have[*b as usize] && !requested.contains(b))
-                        .collect();
-                    let Some(rarest) = candidates.iter().map(|b| rarity[*b as usize]).min() else {
-                        continue;
-                    };
-                    let rarest_blocks: Vec<u64> = candidates
-                        .iter()
-                        .copied()
-                        .filter(|b| rarity[*b as usize] == rarest)
-                        .collect();
-                    let first = rarest_blocks[rng.gen_range(0..rarest_blocks.len())];
-                    let mut count = 1u32;
-                    while count < per_request {
-                        let next = first + u64::from(count);
-                        if next >= blocks
-                            || !have[next as usize]
-                            || requested.contains(&next)
-                            || !missing.contains(&next)
-                        {
-                            break;
-                        }
-                        count += 1;
-                    }
-                    for block in first..first + u64::from(count) {
-                        requested.insert(block);
-                    }
-                    state.busy_with = Some((first, count));
-                    slots -= 1;
-                    let client = self.inner.client.clone();
-                    let timeout = config.attempt_timeout(state.failures);
-                    progress.send_modify(|p| p.provider = Some(peer));
-                    in_flight.push(
-                        async move {
-                            let request = TransferRequest::Blocks {
-                                content_id: id.0,
-                                first_block: first,
-                                blocks: count,
-                            };
-                            let response = tokio::time::timeout(
-                                timeout,
-                                client.request_transfer(peer, request),
-                            )
-                            .await
-                            .unwrap_or(Err(RequestError::Timeout));
-                            (
-                                peer,
-                                Reply::Blocks {
-                                    first,
-                                    count,
-                                    response,
-                                },
-                            )
-                        }
-                        .boxed(),
-                    );
-                }
-            }
-
-            // Wait for something to happen.
             let discovered = async {
                 match discovery.as_mut() {
                     Some(future) => Some(future.await),
@@ -334,174 +619,24 @@ impl Node {
                 }
             };
             tokio::select! {
-                Some((peer, reply)) = in_flight.next() => {
-                    self.swarm_reply(id, peer, reply, download, &mut providers, &mut requested, &mut outcomes, config);
-                }
+                Some((peer, reply)) = swarm.in_flight.next() => swarm.on_reply(peer, reply),
                 found = discovered => {
                     discovery = None;
-                    let found = found.unwrap_or_default();
-                    let mut new = 0;
-                    let mut found: Vec<PeerId> = found
-                        .into_iter()
-                        .filter(|peer| *peer != me && !self.is_banned(&id, peer) && !providers.contains_key(peer))
-                        .collect();
-                    super::shuffle(&mut found);
-                    // Make room by forgetting providers that failed or have nothing for us.
-                    if providers.len() + found.len() > MAX_PROVIDERS {
-                        providers.retain(|_, p| p.busy_with.is_some() || p.asking_have || (p.failures == 0 && p.have.is_some()));
-                    }
+                    let before = swarm.providers.len();
+                    let mut found: Vec<PeerId> = found.unwrap_or_default().into_iter().collect();
+                    crate::node::shuffle(&mut found);
                     for peer in found {
-                        if providers.len() >= MAX_PROVIDERS {
-                            break;
-                        }
-                        providers.insert(peer, Provider::default());
-                        new += 1;
+                        let addresses = self.inner.client.known_addresses(&peer);
+                        swarm.learn(peer, addresses);
                     }
-                    rediscover_every = if new > 0 { MIN_REDISCOVER } else { (rediscover_every * 2).min(MAX_REDISCOVER) };
+                    rediscover_every = if swarm.providers.len() > before {
+                        MIN_REDISCOVER
+                    } else {
+                        (rediscover_every * 2).min(MAX_REDISCOVER)
+                    };
                     next_discovery = Instant::now() + rediscover_every;
                 }
                 _ = tokio::time::sleep(TICK) => {}
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn swarm_reply(
-        &self,
-        id: ContentId,
-        peer: PeerId,
-        reply: Reply,
-        download: &Arc<Mutex<Download>>,
-        providers: &mut HashMap<PeerId, Provider>,
-        requested: &mut HashSet<u64>,
-        outcomes: &mut Vec<String>,
-        config: &super::PullConfig,
-    ) {
-        let now = Instant::now();
-        let Some(state) = providers.get_mut(&peer) else {
-            return;
-        };
-        let failed = |state: &mut Provider, outcomes: &mut Vec<String>, why: String| {
-            state.failures += 1;
-            state.have = None;
-            state.not_before = Some(now + config.attempt_timeout(state.failures.min(4)) / 4);
-            outcomes.push(format!("{peer}: {why}"));
-        };
-        match reply {
-            Reply::Have(response) => {
-                state.asking_have = false;
-                match response {
-                    Ok(TransferResponse::Have { size, bitmap }) => {
-                        let d = download.lock().expect("download lock");
-                        if size != d.size() {
-                            drop(d);
-                            let reason = super::transfer::BadData::SizeMismatch {
-                                declared: size,
-                                expected: download.lock().expect("download lock").size(),
-                            };
-                            self.ban(id, peer, &reason);
-                            outcomes.push(format!("{peer}: {reason} (banned)"));
-                            providers.remove(&peer);
-                            return;
-                        }
-                        state.have = Some(bits(&bitmap, d.blocks()));
-                        state.have_at = Some(now);
-                    }
-                    Ok(TransferResponse::Busy) => {
-                        state.not_before = Some(now + Duration::from_millis(200));
-                    }
-                    Ok(TransferResponse::NotFound) => {
-                        failed(state, outcomes, "does not have the package".into())
-                    }
-                    Ok(TransferResponse::Data { .. }) => {
-                        failed(state, outcomes, "answered Have with data".into())
-                    }
-                    Err(RequestError::Timeout) => {
-                        failed(state, outcomes, "stalled: no answer in time".into())
-                    }
-                    Err(e) => failed(state, outcomes, e.to_string()),
-                }
-            }
-            Reply::Blocks {
-                first,
-                count,
-                response,
-            } => {
-                state.busy_with = None;
-                for block in first..first + u64::from(count) {
-                    requested.remove(&block);
-                }
-                match response {
-                    Ok(TransferResponse::Data {
-                        size,
-                        encoded,
-                        bitmap,
-                    }) => {
-                        let accepted = download
-                            .lock()
-                            .expect("download lock")
-                            .accept(first, count, size, &encoded);
-                        match accepted {
-                            Ok(bytes) => {
-                                state.served += bytes;
-                                state.failures = 0;
-                                // The answer says what the provider holds now.
-                                let blocks = download.lock().expect("download lock").blocks();
-                                state.have = Some(if bitmap.is_empty() {
-                                    vec![true; blocks as usize]
-                                } else {
-                                    bits(&bitmap, blocks)
-                                });
-                                state.have_at = Some(now);
-                            }
-                            Err(reason) => {
-                                if state.served > 0 {
-                                    outcomes.push(format!(
-                                        "{peer}: sent {} verified bytes first",
-                                        state.served
-                                    ));
-                                }
-                                self.ban(id, peer, &reason);
-                                outcomes.push(format!("{peer}: {reason} (banned)"));
-                                // Keep its record for the sources list if it helped.
-                                if state.served == 0 {
-                                    providers.remove(&peer);
-                                } else {
-                                    state.banned = true;
-                                    state.have = None;
-                                }
-                            }
-                        }
-                    }
-                    Ok(TransferResponse::Busy) => {
-                        state.not_before = Some(
-                            now + Duration::from_millis(
-                                100 + 100 * u64::from(state.failures.min(10)),
-                            ),
-                        );
-                        state.failures = state.failures.saturating_add(1).min(3);
-                    }
-                    Ok(TransferResponse::NotFound) => {
-                        // Its bitmap was stale: ask again before using it.
-                        state.have = None;
-                        state.have_at = None;
-                    }
-                    Ok(TransferResponse::Have { .. }) => {
-                        failed(state, outcomes, "answered Blocks with Have".into())
-                    }
-                    Err(RequestError::Timeout) => {
-                        failed(state, outcomes, "stalled: no answer in time".into());
-                        if state.failures >= config.attempt_budget.max(1) {
-                            providers.remove(&peer);
-                        }
-                    }
-                    Err(e) => {
-                        failed(state, outcomes, format!("{e}"));
-                        if state.failures >= config.attempt_budget.max(1) {
-                            providers.remove(&peer);
-                        }
-                    }
-                }
             }
         }
     }
