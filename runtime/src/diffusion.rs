@@ -59,6 +59,18 @@ pub struct Experiment {
     pub timeout: Duration,
     /// Where the nodes' data directories go (tmpfs keeps fsyncs cheap).
     pub data_dir: PathBuf,
+    /// QUIC (one UDP socket per node) or TCP (a socket per connection).
+    pub transport: Transport,
+    /// One node in this many (and the seed) is a DHT server; the others are
+    /// DHT clients, as peers behind NATs are. 1: every node is a server.
+    pub dht_server_every: usize,
+}
+
+/// The transport the nodes listen on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Quic,
 }
 
 /// What happened to one downloader.
@@ -139,14 +151,26 @@ fn track_uploads(node: &Node) -> (Arc<Mutex<Uploads>>, tokio::task::JoinHandle<(
 
 fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeConfig {
     let mut config = NodeConfig::new(experiment.data_dir.join(format!("node-{index}")));
-    config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid address")];
-    config.net.max_connections = connections;
-    // Hundreds of nodes in one process share its file descriptors: the
-    // connections opened while the network formed close when idle.
-    config.net.idle_timeout = Duration::from_secs(20);
+    let listen = match experiment.transport {
+        Transport::Tcp => "/ip4/127.0.0.1/tcp/0",
+        Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+    };
+    config.net.listen = vec![listen.parse().expect("valid address")];
+    match experiment.transport {
+        // Every TCP connection of every node costs this process two file
+        // descriptors: cap them, and close the ones the network formed with
+        // once they idle.
+        Transport::Tcp => {
+            config.net.max_connections = connections;
+            config.net.idle_timeout = Duration::from_secs(20);
+        }
+        // QUIC multiplexes a node's connections over one UDP socket.
+        Transport::Quic => config.net.max_connections = connections.max(256),
+    }
     config.net.request_timeout = experiment.timeout;
     config.upload_rate = experiment.upload_rate;
     config.pull.blocks_per_request = experiment.blocks_per_request;
+    config.net.dht_server = index % experiment.dht_server_every.max(1) == 0;
     config.pull.total_timeout = experiment.timeout;
     config.max_concurrent_uploads = 64;
     match experiment.mode {
@@ -183,25 +207,34 @@ fn process_cpu() -> Option<Duration> {
 }
 
 /// Waits until the nodes are done forming the network (identify, Kademlia
-/// bootstrap): until the process has used less than 20% of a core for two
-/// half-seconds in a row (at most two minutes; five seconds where CPU time
-/// cannot be read).
+/// bootstrap): until the CPU this process uses per half-second has stopped
+/// falling (four windows within 5% of a core of each other, or below 20%),
+/// at most two minutes; five seconds where CPU time cannot be read. What
+/// remains is the network's idle load (keep-alives), present in any run.
 async fn settle() {
     let Some(mut last) = process_cpu() else {
         tokio::time::sleep(Duration::from_secs(5)).await;
         return;
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut quiet = 0;
-    while Instant::now() < deadline && quiet < 2 {
+    let mut windows: Vec<Duration> = Vec::new();
+    while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = process_cpu().unwrap_or(last);
-        quiet = if now.saturating_sub(last) < Duration::from_millis(100) {
-            quiet + 1
-        } else {
-            0
-        };
+        windows.push(now.saturating_sub(last));
         last = now;
+        let recent = &windows[windows.len().saturating_sub(4)..];
+        let quiet = recent.len() >= 2 && recent.iter().all(|w| *w < Duration::from_millis(100));
+        let flat = recent.len() == 4
+            && recent
+                .iter()
+                .max()
+                .unwrap_or(&Duration::ZERO)
+                .saturating_sub(*recent.iter().min().unwrap_or(&Duration::ZERO))
+                < Duration::from_millis(25);
+        if quiet || flat {
+            break;
+        }
     }
 }
 

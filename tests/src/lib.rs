@@ -377,7 +377,7 @@ pub mod net {
                                     continue;
                                 }
                                 Misbehaviour::LieAboutSize => data(size * 1000, encoded),
-                                Misbehaviour::Busy => TransferResponse::Busy,
+                                Misbehaviour::Busy => TransferResponse::Busy { peers: Vec::new() },
                                 Misbehaviour::Pretend => TransferResponse::NotFound,
                             };
                             serving.respond_transfer(channel, response).await;

@@ -16,6 +16,8 @@ fn experiment(nodes: usize, mode: Mode, dir: &std::path::Path) -> Experiment {
         blocks_per_request: 4,
         timeout: Duration::from_secs(90),
         data_dir: dir.to_path_buf(),
+        transport: sp2a::diffusion::Transport::Tcp,
+        dht_server_every: 4,
     }
 }
 

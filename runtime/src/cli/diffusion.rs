@@ -26,6 +26,12 @@ pub enum ModeArg {
     All,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportArg {
+    Tcp,
+    Quic,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Downloaders (the paper: 100, 200, 400).
@@ -45,6 +51,14 @@ pub struct Args {
     /// Give up on a node after this long.
     #[arg(long, default_value = "15m")]
     timeout: String,
+    /// Transport between the nodes: QUIC shares one UDP socket per node;
+    /// TCP needs two file descriptors per connection in this process.
+    #[arg(long, value_enum, default_value_t = TransportArg::Quic)]
+    transport: TransportArg,
+    /// One node in this many is a DHT server, the others DHT clients (as
+    /// peers behind NATs are); 1 makes every node a server.
+    #[arg(long, default_value_t = 10)]
+    dht_server_every: usize,
     /// The `services/` directory (manifests and built components).
     #[arg(long, default_value = "services")]
     services: PathBuf,
@@ -190,6 +204,11 @@ pub async fn run_bench(args: Args) -> anyhow::Result<ExitCode> {
             blocks_per_request: (chunk / BLOCK_SIZE) as u32,
             timeout,
             data_dir: scratch.path().to_path_buf(),
+            dht_server_every: args.dht_server_every,
+            transport: match args.transport {
+                TransportArg::Tcp => sp2a::diffusion::Transport::Tcp,
+                TransportArg::Quic => sp2a::diffusion::Transport::Quic,
+            },
         };
         println!("\n== mode {}", mode.name());
         let mut last = std::time::Instant::now();

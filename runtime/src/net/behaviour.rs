@@ -82,7 +82,11 @@ impl Behaviour {
             .set_provider_publication_interval(Some(Duration::from_secs(3600)))
             .set_provider_record_ttl(Some(Duration::from_secs(3 * 3600)));
         let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
-        kad.set_mode(Some(kad::Mode::Server));
+        kad.set_mode(Some(if config.dht_server {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
 
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())

@@ -529,11 +529,10 @@ impl EventLoop {
                         channel,
                     }) {
                         if let InboundRequest::Transfer { channel, .. } = e.into_inner() {
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .transfer
-                                .send_response(channel, TransferResponse::Busy);
+                            let _ = self.swarm.behaviour_mut().transfer.send_response(
+                                channel,
+                                TransferResponse::Busy { peers: Vec::new() },
+                            );
                         }
                     }
                 }

@@ -40,7 +40,8 @@ pub enum NetError {
 /// off, 512 connections (2 per peer), 30 s request timeout, 256 queued
 /// inbound requests, 1024 provider records accepted per peer per hour,
 /// 10 s Kademlia query timeout, 64 concurrent streams per protocol per
-/// connection, idle connections closed after 60 s, Kademlia k = 20.
+/// connection, idle connections closed after 60 s, Kademlia k = 20 and
+/// DHT server mode.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
     pub listen: Vec<Multiaddr>,
@@ -59,6 +60,9 @@ pub struct NetConfig {
     /// Kademlia's k: peers per routing-table bucket, and how many of the
     /// closest peers a lookup visits.
     pub kad_bucket_size: usize,
+    /// Answer Kademlia requests (store records, route lookups). Nodes that
+    /// are not (clients) still look up and announce through servers.
+    pub dht_server: bool,
 }
 
 impl Default for NetConfig {
@@ -76,6 +80,7 @@ impl Default for NetConfig {
             max_concurrent_streams: 64,
             idle_timeout: Duration::from_secs(60),
             kad_bucket_size: 20,
+            dht_server: true,
         }
     }
 }

@@ -124,8 +124,12 @@ pub enum TransferResponse {
     },
     /// The peer does not have (all of) those blocks.
     NotFound,
-    /// The peer is at its transfer limit; try another.
-    Busy,
+    /// The peer is at its transfer limit; try another, such as `peers`
+    /// (others fetching this package).
+    Busy {
+        #[serde(default)]
+        peers: Vec<PeerInfo>,
+    },
 }
 
 /// A peer, as passed on in peer exchange: its id and listen addresses, both

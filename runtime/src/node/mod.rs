@@ -444,7 +444,7 @@ impl Node {
         } = service;
         let id = package.content_id();
         self.inner.store.save(&package)?;
-        let component = package.component().to_vec();
+        let component = package.component_bytes();
         let outboard = tokio::task::spawn_blocking(move || transfer::outboard(&component))
             .await
             .map_err(|e| NodeError::DataDir {

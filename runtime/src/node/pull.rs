@@ -239,7 +239,7 @@ impl Node {
             }
             tracing::debug!(target, ?delay, "no provider found yet; discovering again");
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(8));
+            delay = (delay * 2).min(Duration::from_secs(2));
         };
         let discovery = start.elapsed();
         self.emit(NodeEvent::Found {
@@ -508,7 +508,7 @@ impl Node {
                         Err(reason) => return Attempt::Bad { verified, reason },
                     }
                 }
-                Ok(Ok(TransferResponse::Busy)) => {
+                Ok(Ok(TransferResponse::Busy { .. })) => {
                     return Attempt::Moved {
                         verified,
                         reason: "busy".into(),

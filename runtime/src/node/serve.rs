@@ -232,16 +232,20 @@ impl Node {
             return TransferResponse::NotFound;
         }
         let stats = &self.inner.stats;
-        let Ok(_permit) = self.inner.uploads.clone().try_acquire_owned() else {
+        // At the upload limit, or with a queue that would make the answer
+        // slow: send the peer to others fetching the same package instead.
+        let busy = |node: &Node| {
             stats.busy.fetch_add(1, Ordering::Relaxed);
-            return TransferResponse::Busy;
+            TransferResponse::Busy {
+                peers: node.exchange_peers(&id, peer, MAX_PEX_PEERS),
+            }
         };
-        // A long upload queue means a slow answer: better tell the peer to
-        // try someone else now.
+        let Ok(_permit) = self.inner.uploads.clone().try_acquire_owned() else {
+            return busy(self);
+        };
         if let Some(limiter) = &self.inner.upload_limiter {
             if limiter.backlog() > self.inner.config.max_upload_backlog {
-                stats.busy.fetch_add(1, Ordering::Relaxed);
-                return TransferResponse::Busy;
+                return busy(self);
             }
         }
         let source = match self.service_by_id(&id) {

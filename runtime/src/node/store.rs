@@ -59,7 +59,8 @@ impl Store {
         }
         let tmp = self.dir.join("tmp");
         let mut file = tempfile::NamedTempFile::new_in(&tmp).map_err(io(&tmp))?;
-        file.write_all(&package.to_bytes()).map_err(io(&path))?;
+        file.write_all(&package.header()).map_err(io(&path))?;
+        file.write_all(package.component()).map_err(io(&path))?;
         file.as_file().sync_all().map_err(io(&path))?;
         file.persist(&path).map_err(|e| StoreError::Io {
             path: path.display().to_string(),

@@ -51,7 +51,8 @@ pub const MAX_PROVIDERS: usize = 24;
 pub const HAVE_REFRESH: Duration = Duration::from_secs(1);
 const MIN_REDISCOVER: Duration = Duration::from_secs(1);
 const MAX_REDISCOVER: Duration = Duration::from_secs(8);
-const TICK: Duration = Duration::from_millis(50);
+/// Longest sleep of the download loop when nothing happens.
+const TICK: Duration = Duration::from_millis(250);
 /// Copies of one block requested at once in the end game.
 const END_GAME_COPIES: usize = 2;
 /// `Want` requests in flight at once per download.
@@ -80,7 +81,10 @@ impl Provider {
 }
 
 enum Reply {
-    Want(Result<TransferResponse, RequestError>),
+    Want {
+        offered: Vec<u64>,
+        response: Result<TransferResponse, RequestError>,
+    },
     Blocks {
         first: u64,
         count: u32,
@@ -105,8 +109,10 @@ struct Swarm<'a> {
     config: &'a PullConfig,
     blocks: u64,
     providers: HashMap<PeerId, Provider>,
-    /// Blocks requested and not answered yet, with the number of requests.
-    requested: HashMap<u64, usize>,
+    /// Per block: requests in flight for it.
+    requested: Vec<u8>,
+    /// Per block: offered in a `Want` request in flight.
+    offered: Vec<bool>,
     in_flight: FuturesUnordered<Pending>,
     outcomes: Vec<String>,
     rng: StdRng,
@@ -171,15 +177,16 @@ impl Swarm<'_> {
             .config
             .blocks_per_request
             .clamp(1, MAX_BLOCKS_PER_REQUEST);
-        let mut wanted = vec![0u8; (self.blocks as usize).div_ceil(8)];
-        let mut any = false;
-        for (b, need) in needed.iter().enumerate() {
-            if *need && !self.requested.contains_key(&(b as u64)) {
-                wanted[b / 8] |= 1 << (b % 8);
-                any = true;
-            }
-        }
-        if !any {
+        // Each Want offers blocks no other request in flight covers, so two
+        // providers do not answer with the same chunk.
+        let offerable: Vec<u64> = (0..self.blocks)
+            .filter(|b| {
+                needed[*b as usize]
+                    && self.requested[*b as usize] == 0
+                    && !self.offered[*b as usize]
+            })
+            .collect();
+        if offerable.is_empty() {
             return;
         }
         let mut in_flight_wants = self
@@ -216,7 +223,22 @@ impl Swarm<'_> {
             let addresses = state.addresses.clone();
             let timeout = self.config.attempt_timeout(state.failures);
             let content_id = self.id.0;
-            let wanted = wanted.clone();
+            // Split what is left between the Wants still allowed.
+            let share = offerable.len().div_ceil(MAX_WANTS - in_flight_wants + 1);
+            let mine: Vec<u64> = offerable
+                .iter()
+                .copied()
+                .filter(|b| !self.offered[*b as usize])
+                .take(share.max(per_request as usize))
+                .collect();
+            if mine.is_empty() {
+                break;
+            }
+            let mut wanted = vec![0u8; (self.blocks as usize).div_ceil(8)];
+            for b in &mine {
+                wanted[*b as usize / 8] |= 1 << (*b % 8);
+                self.offered[*b as usize] = true;
+            }
             self.in_flight.push(
                 async move {
                     let request = TransferRequest::Want {
@@ -230,7 +252,13 @@ impl Swarm<'_> {
                     )
                     .await
                     .unwrap_or(Err(RequestError::Timeout));
-                    (peer, Reply::Want(response))
+                    (
+                        peer,
+                        Reply::Want {
+                            offered: mine,
+                            response,
+                        },
+                    )
                 }
                 .boxed(),
             );
@@ -263,7 +291,8 @@ impl Swarm<'_> {
         let all_requested = needed
             .iter()
             .enumerate()
-            .all(|(b, n)| !n || self.requested.contains_key(&(b as u64)));
+            .all(|(b, n)| !n || self.requested[b] > 0 || self.offered[b]);
+        let offered = &self.offered;
         let mut idle: Vec<PeerId> = self
             .providers
             .iter()
@@ -276,14 +305,10 @@ impl Swarm<'_> {
                 break;
             }
             let have = self.providers[&peer].have.as_ref().expect("filtered above");
-            let wanted = |b: usize, requested: &HashMap<u64, usize>| {
-                needed[b]
-                    && have[b]
-                    && match requested.get(&(b as u64)) {
-                        None => true,
-                        // End game: duplicate what is slow to arrive.
-                        Some(copies) => all_requested && *copies < END_GAME_COPIES,
-                    }
+            let wanted = |b: usize, requested: &[u8]| {
+                let copies = usize::from(requested[b]) + usize::from(offered[b]);
+                // End game: duplicate what is slow to arrive.
+                needed[b] && have[b] && (copies == 0 || all_requested && copies < END_GAME_COPIES)
             };
             // Chunks are aligned runs of `per_request` blocks; a chunk is as
             // rare as its rarest block this provider can give us.
@@ -322,7 +347,7 @@ impl Swarm<'_> {
                 count += 1;
             }
             for block in first as u64..first as u64 + u64::from(count) {
-                *self.requested.entry(block).or_default() += 1;
+                self.requested[block as usize] = self.requested[block as usize].saturating_add(1);
             }
             let state = self.providers.get_mut(&peer).expect("listed above");
             state.busy = true;
@@ -407,18 +432,20 @@ impl Swarm<'_> {
             state.busy = false;
         }
         let (asked, response) = match reply {
-            Reply::Want(response) => (None, response),
+            Reply::Want { offered, response } => {
+                for block in offered {
+                    self.offered[block as usize] = false;
+                }
+                (None, response)
+            }
             Reply::Blocks {
                 first,
                 count,
                 response,
             } => {
                 for block in first..first + u64::from(count) {
-                    if let Some(copies) = self.requested.get_mut(&block) {
-                        *copies -= 1;
-                        if *copies == 0 {
-                            self.requested.remove(&block);
-                        }
+                    if let Some(copies) = self.requested.get_mut(block as usize) {
+                        *copies = copies.saturating_sub(1);
                     }
                 }
                 (Some((first, count)), response)
@@ -464,7 +491,8 @@ impl Swarm<'_> {
                     Err(reason) => self.bad(peer, reason),
                 }
             }
-            Ok(TransferResponse::Busy) => {
+            Ok(TransferResponse::Busy { peers }) => {
+                self.learn_exchanged(&peers);
                 if let Some(state) = self.providers.get_mut(&peer) {
                     let backoff = 100 + 100 * u64::from(state.failures.min(10));
                     state.not_before = Some(Instant::now() + Duration::from_millis(backoff));
@@ -564,7 +592,8 @@ impl Node {
             config: &config,
             blocks,
             providers: HashMap::new(),
-            requested: HashMap::new(),
+            requested: vec![0; blocks as usize],
+            offered: vec![false; blocks as usize],
             in_flight: FuturesUnordered::new(),
             outcomes: Vec::new(),
             rng: StdRng::from_entropy(),
@@ -612,6 +641,16 @@ impl Node {
             swarm.schedule(&needed, now, &mut slots, progress);
             swarm.ask_wants(&needed, now, &mut slots);
 
+            // Sleep until a backed-off provider may be asked again, the next
+            // discovery is due, or at most TICK.
+            let mut wake = Instant::now() + TICK;
+            for state in swarm.providers.values() {
+                if let Some(t) = state.not_before {
+                    if t > now && t < wake {
+                        wake = t;
+                    }
+                }
+            }
             let discovered = async {
                 match discovery.as_mut() {
                     Some(future) => Some(future.await),
@@ -636,7 +675,7 @@ impl Node {
                     };
                     next_discovery = Instant::now() + rediscover_every;
                 }
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
     }

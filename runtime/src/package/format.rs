@@ -243,10 +243,11 @@ impl Advert {
 }
 
 /// A parsed package: advert plus component bytes, not yet verified.
+/// Cloning is cheap: the component bytes are shared.
 #[derive(Clone, Debug)]
 pub struct Package {
     advert: Advert,
-    component: Vec<u8>,
+    component: bytes::Bytes,
 }
 
 /// The outcome of checking a package's signature and component hash.
@@ -284,7 +285,7 @@ impl Package {
         }
         Ok(Self {
             advert,
-            component: input.to_vec(),
+            component: bytes::Bytes::copy_from_slice(input),
         })
     }
 
@@ -300,8 +301,26 @@ impl Package {
 
     /// Builds a package from a checked advert and component bytes that the
     /// caller received separately (e.g. a verified download).
-    pub fn from_parts(advert: Advert, component: Vec<u8>) -> Self {
-        Self { advert, component }
+    pub fn from_parts(advert: Advert, component: impl Into<bytes::Bytes>) -> Self {
+        Self {
+            advert,
+            component: component.into(),
+        }
+    }
+
+    /// The header (magic, advert length, advert) that precedes the
+    /// component in a package file.
+    pub fn header(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + self.advert.bytes.len());
+        out.extend_from_slice(PACKAGE_MAGIC);
+        out.extend_from_slice(&(self.advert.bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.advert.bytes);
+        out
+    }
+
+    /// The component bytes, shared.
+    pub fn component_bytes(&self) -> bytes::Bytes {
+        self.component.clone()
     }
 
     /// The package file bytes.
@@ -427,7 +446,7 @@ pub fn pack(
     bytes.extend_from_slice(&publisher.to_bytes());
     bytes.extend_from_slice(&signature);
     let advert = Advert::parse(&bytes)?;
-    Package { advert, component }.verify()
+    Package::from_parts(advert, component).verify()
 }
 
 #[cfg(test)]
