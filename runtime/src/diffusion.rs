@@ -181,6 +181,8 @@ fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeC
         Mode::Paper => {
             config.pull.strategy = Strategy::Sequential;
             config.share_partial = false;
+            // The paper's provider accepted one download at a time.
+            config.upload_slots = Some(1);
         }
         Mode::Origin => {
             config.pull.strategy = Strategy::Sequential;

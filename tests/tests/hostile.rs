@@ -86,6 +86,22 @@ async fn infinite_loop_hits_the_wall_clock_deadline() {
 }
 
 #[tokio::test]
+async fn a_guest_blocked_in_the_host_hits_the_deadline_too() {
+    // Sleeping runs no wasm, so epochs cannot interrupt it.
+    let h = hostile("<time-per-call>300ms</time-per-call>").await;
+    let start = Instant::now();
+    let err = h.call("nap(60000)").await.unwrap_err();
+    assert!(matches!(err, InvokeError::Deadline { .. }), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(h.call("nap(10)").await.unwrap(), "10");
+    h.assert_healthy().await;
+}
+
+#[tokio::test]
 async fn memory_bomb_hits_the_memory_limit() {
     let h = hostile("<max-memory>16 MiB</max-memory>").await;
     let err = h.call("allocate(1024)").await.unwrap_err();

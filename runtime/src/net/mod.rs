@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use client::{Client, InboundRequest, NetInfo, RequestError};
+pub use libp2p::multiaddr as libp2p_protocol;
 pub use libp2p::{Multiaddr, PeerId};
 
 /// Errors starting the network.

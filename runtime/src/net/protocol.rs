@@ -34,7 +34,9 @@ pub const MAX_ADVERTS: usize = 16;
 
 pub const MAX_ADVERT_REQUEST: u64 = 1024;
 pub const MAX_ADVERT_RESPONSE: u64 = (MAX_ADVERTS as u64) * (80 * 1024);
-pub const MAX_TRANSFER_REQUEST: u64 = 1024;
+/// Room for a `Want` bitmap of the largest component (256 MiB in 16 KiB
+/// blocks: 2 KiB) and framing.
+pub const MAX_TRANSFER_REQUEST: u64 = 4096;
 /// Data plus proof (at most 64 bytes per tree level per block) plus framing.
 pub const MAX_TRANSFER_RESPONSE: u64 =
     (MAX_BLOCKS_PER_REQUEST as u64) * (BLOCK_SIZE + 64 * 48) + 4096;
@@ -204,10 +206,11 @@ pub enum InvokeResponse {
     NotFound,
 }
 
-/// Checks a service name in a request: the manifest's rules, bounded.
+/// Checks a service name in a request: the manifest's rules.
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
+        && !name.ends_with('-')
         && name.as_bytes()[0].is_ascii_lowercase()
         && name
             .bytes()

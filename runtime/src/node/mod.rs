@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bao_tree::io::outboard::PreOrderMemOutboard;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use tokio::sync::{Semaphore, broadcast};
 
 pub use activate::{ActivateError, LocalService, activate};
@@ -39,7 +39,7 @@ pub use pull::{PullConfig, PullError, PullProgress, PullStage, Pulled, Strategy}
 pub use report::{PackageReport, audit_package};
 
 use crate::net::protocol::*;
-use crate::net::{self, Client, NetConfig, PeerId, keys};
+use crate::net::{self, Client, NetConfig, PeerId, RequestError, keys};
 use crate::package::{Advert, ContentId, Package, VerifiedPackage};
 use crate::policy::Policy;
 use crate::sandbox::{Activation, InvokeError, Sandbox};
@@ -70,6 +70,10 @@ pub struct NodeConfig {
     pub reshare: bool,
     /// With an upload rate, answer `Busy` when the queue is longer than this.
     pub max_upload_backlog: Duration,
+    /// Peers served blocks at the same time (a peer counts while it asked
+    /// in the last two seconds); others are answered `Busy`. `None`:
+    /// unlimited. The paper's server served one download at a time.
+    pub upload_slots: Option<usize>,
 }
 
 impl NodeConfig {
@@ -85,6 +89,7 @@ impl NodeConfig {
             share_partial: true,
             reshare: true,
             max_upload_backlog: Duration::from_secs(1),
+            upload_slots: None,
         }
     }
 }
@@ -245,6 +250,8 @@ pub(crate) struct Inner {
     pub(crate) stats: Stats,
     /// Times each block of a package was uploaded (for `Want` answers).
     pub(crate) uploads_per_block: Mutex<HashMap<ContentId, Vec<u32>>>,
+    /// Peers being served blocks, with when they last asked (upload slots).
+    pub(crate) downloaders: Mutex<HashMap<PeerId, Instant>>,
     started: Instant,
 }
 
@@ -280,6 +287,9 @@ impl Stats {
         }
     }
 }
+
+/// Providers asked for adverts by one lookup.
+const MAX_ADVERT_PROVIDERS: usize = 32;
 
 /// How long remote providers found in the DHT are reused for calls.
 const REMOTE_PROVIDER_TTL: Duration = Duration::from_secs(30);
@@ -343,6 +353,7 @@ impl Node {
                 recent_askers: Mutex::new(HashMap::new()),
                 stats: Stats::default(),
                 uploads_per_block: Mutex::new(HashMap::new()),
+                downloaders: Mutex::new(HashMap::new()),
                 started: Instant::now(),
                 config,
             }),
@@ -576,19 +587,24 @@ impl Node {
         wanted: impl Fn(&Advert) -> bool,
     ) -> Vec<Found> {
         let timeout = self.inner.config.pull.advert_timeout;
-        let mut requests: FuturesUnordered<_> = providers
+        // Anyone can put provider records in the DHT: ask a bounded number
+        // of providers, a few at a time.
+        let mut providers: Vec<PeerId> = providers
             .into_iter()
             .filter(|p| *p != self.peer_id())
-            .map(|peer| {
-                let client = self.inner.client.clone();
-                let request = request.clone();
-                async move {
-                    let response =
-                        tokio::time::timeout(timeout, client.request_advert(peer, request)).await;
-                    (peer, response)
-                }
-            })
             .collect();
+        shuffle(&mut providers);
+        providers.truncate(MAX_ADVERT_PROVIDERS);
+        let mut requests = futures::stream::iter(providers.into_iter().map(|peer| {
+            let client = self.inner.client.clone();
+            let request = request.clone();
+            async move {
+                let response =
+                    tokio::time::timeout(timeout, client.request_advert(peer, request)).await;
+                (peer, response)
+            }
+        }))
+        .buffer_unordered(8);
         let mut found = Vec::new();
         while let Some((peer, response)) = requests.next().await {
             let adverts = match response {
@@ -755,7 +771,18 @@ impl Node {
                 Ok(InvokeResponse::NotFound) => {
                     reasons.push(format!("{peer}: does not provide it"))
                 }
-                Err(e) => reasons.push(format!("{peer}: {e}")),
+                // The request never reached the peer: safe to try another.
+                Err(e @ (RequestError::Dial | RequestError::Unsupported)) => {
+                    reasons.push(format!("{peer}: {e}"))
+                }
+                // It may have run there: do not run it again elsewhere.
+                Err(e) => {
+                    return Some(Err(NodeError::Remote {
+                        service: name.to_owned(),
+                        peer: peer.to_string(),
+                        reason: format!("no answer ({e}); the call may or may not have run"),
+                    }));
+                }
             }
         }
         None
@@ -772,8 +799,12 @@ impl Node {
                 version: p.package.manifest().version.to_string(),
                 content_id: p.package.content_id().to_string(),
                 size: p.package.advert().component_len(),
-                busy_invocations: self.inner.config.max_invocations_per_service
-                    - p.invocations.available_permits(),
+                busy_invocations: self
+                    .inner
+                    .config
+                    .max_invocations_per_service
+                    .max(1)
+                    .saturating_sub(p.invocations.available_permits()),
             })
             .collect();
         let transfers = self

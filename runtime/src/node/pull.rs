@@ -41,6 +41,11 @@ pub enum Strategy {
     Sequential,
 }
 
+/// Packages for which banned peers are remembered.
+const MAX_BANNED_PACKAGES: usize = 256;
+/// Banned peers remembered per package.
+const MAX_BANNED_PER_PACKAGE: usize = 4096;
+
 /// Pull settings. Defaults: swarm strategy with up to 8 requests in flight,
 /// 4 blocks (64 KiB) per request, a 4-attempt budget per result vector, 5 s
 /// base timeout per request, 5 s advert timeout, 500 ms before
@@ -279,10 +284,17 @@ impl Node {
         });
         progress.send_modify(|p| p.stage = PullStage::Activating);
         let package = Package::from_parts(advert, component);
-        self.adopt(package).await.map_err(|e| PullError::Activate {
-            target: target.to_owned(),
-            reason: e.to_string(),
-        })?;
+        if let Err(e) = self.adopt(package).await {
+            // Partial availability was announced during the download.
+            self.inner
+                .client
+                .stop_providing(crate::net::keys::package_key(&id.0))
+                .await;
+            return Err(PullError::Activate {
+                target: target.to_owned(),
+                reason: e.to_string(),
+            });
+        }
         let deploy = start.elapsed();
         self.emit(NodeEvent::Pulled {
             name: name.clone(),
@@ -350,13 +362,17 @@ impl Node {
 
     pub(crate) fn ban(&self, id: ContentId, peer: PeerId, reason: &BadData) {
         tracing::warn!(%peer, package = %id.short(), %reason, "banning provider for this package");
-        self.inner
-            .banned
-            .lock()
-            .expect("banned lock")
-            .entry(id)
-            .or_default()
-            .insert(peer);
+        {
+            let mut banned = self.inner.banned.lock().expect("banned lock");
+            if banned.len() >= MAX_BANNED_PACKAGES && !banned.contains_key(&id) {
+                banned.clear();
+            }
+            let peers = banned.entry(id).or_default();
+            // Peer ids cost nothing to make: keep the list bounded.
+            if peers.len() < MAX_BANNED_PER_PACKAGE {
+                peers.insert(peer);
+            }
+        }
         self.emit(NodeEvent::PeerBanned {
             peer,
             content_id: id,

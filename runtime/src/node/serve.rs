@@ -14,8 +14,12 @@ use crate::net::protocol::*;
 use crate::net::{InboundRequest, PeerId};
 use crate::package::ContentId;
 
-/// Models an uplink of a fixed rate: each response leaves when the ones
-/// before it have been sent (first come, first served).
+/// Peers' requests answered concurrently.
+const MAX_ANSWERING: usize = 256;
+
+/// A peer holds an upload slot until it has not asked for this long.
+const UPLOAD_SLOT_IDLE: Duration = Duration::from_secs(2);
+
 /// Which blocks a transfer request asks for.
 enum Selection {
     Range(u64, u32),
@@ -29,6 +33,8 @@ enum Source {
     Partial(Arc<Mutex<transfer::Download>>),
 }
 
+/// Models an uplink of a fixed rate: each response leaves when the ones
+/// before it have been sent (first come, first served).
 pub(crate) struct RateLimiter {
     bytes_per_second: f64,
     next_free: Mutex<tokio::time::Instant>,
@@ -65,9 +71,16 @@ impl RateLimiter {
 /// queue is bounded, so a flood of requests is answered `Busy` by the event
 /// loop rather than piling up here.
 pub(crate) async fn serve(node: Node, mut inbound: mpsc::Receiver<InboundRequest>) {
+    // At most this many requests are being answered at once; beyond it the
+    // network's bounded queue fills and the event loop answers `Busy`.
+    let running = Arc::new(tokio::sync::Semaphore::new(MAX_ANSWERING));
     while let Some(request) = inbound.recv().await {
+        let Ok(permit) = running.clone().acquire_owned().await else {
+            break;
+        };
         let node = node.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match request {
                 InboundRequest::Advert {
                     peer,
@@ -192,6 +205,11 @@ impl Node {
     /// Peer exchange: remembers `asker` as fetching package `id`, and names
     /// up to `max` other recent askers whose addresses this node knows.
     fn exchange_peers(&self, id: &ContentId, asker: PeerId, max: usize) -> Vec<PeerInfo> {
+        // Only packages this node holds (whole or in part): a stranger must
+        // not be able to fill the table with made-up content ids.
+        if self.service_by_id(id).is_none() && self.partial(id).is_none() {
+            return Vec::new();
+        }
         let mut recent = self.inner.recent_askers.lock().expect("askers lock");
         if recent.len() >= 64 && !recent.contains_key(id) {
             recent.clear();
@@ -243,6 +261,16 @@ impl Node {
         let Ok(_permit) = self.inner.uploads.clone().try_acquire_owned() else {
             return busy(self);
         };
+        if let Some(slots) = self.inner.config.upload_slots {
+            let now = std::time::Instant::now();
+            let mut downloaders = self.inner.downloaders.lock().expect("downloaders lock");
+            downloaders.retain(|_, last| now.duration_since(*last) < UPLOAD_SLOT_IDLE);
+            if !downloaders.contains_key(&peer) && downloaders.len() >= slots.max(1) {
+                drop(downloaders);
+                return busy(self);
+            }
+            downloaders.insert(peer, now);
+        }
         if let Some(limiter) = &self.inner.upload_limiter {
             if limiter.backlog() > self.inner.config.max_upload_backlog {
                 return busy(self);
@@ -425,6 +453,17 @@ impl Node {
             service: request.service.clone(),
         });
         match provided.activation.invoke(&request.call).await {
+            // An answer the caller's codec would refuse is an explicit error.
+            Ok(outcome) if outcome.value.len() as u64 > MAX_INVOKE_RESPONSE - 1024 => {
+                InvokeResponse::Failed {
+                    kind: "host".into(),
+                    message: format!(
+                        "the result is {} bytes of WAVE text; remote results are limited to {} bytes",
+                        outcome.value.len(),
+                        MAX_INVOKE_RESPONSE - 1024
+                    ),
+                }
+            }
             Ok(outcome) => InvokeResponse::Ok {
                 value: outcome.value,
                 fuel: outcome.fuel_used,
@@ -433,7 +472,7 @@ impl Node {
             },
             Err(e) => InvokeResponse::Failed {
                 kind: e.kind().to_owned(),
-                message: e.to_string(),
+                message: clip(&e.to_string()),
             },
         }
     }

@@ -1,30 +1,35 @@
 //! The swarming download: different blocks from several providers at once,
-//! rarest block first, while serving the blocks already verified to others.
+//! rarest chunk first, while serving the blocks already verified to others.
 //!
 //! * The downloader registers its [`Download`] so that its verified blocks
 //!   are served at once, and announces itself as a provider of the package
 //!   key (partial availability).
-//! * Providers come from the DHT (rediscovered with a growing interval, 1 s
-//!   to 8 s, lookups ending at [`MAX_PROVIDERS`]) and from peer exchange:
-//!   answers name other peers fetching the package, with their addresses. At
-//!   most [`MAX_PROVIDERS`] are tracked at a time; ones that fail or have
-//!   nothing to offer make room for new ones.
-//! * Each tracked provider has a bitmap of the blocks it holds: from a
-//!   `Have` request, then from every block answer (which carries the current
-//!   bitmap), so `Have` is only asked again of a provider that had nothing
-//!   more to offer, at most every [`HAVE_REFRESH`].
-//! * Each idle provider is asked for the rarest chunk (an aligned run of
-//!   `blocks_per_request` blocks) it can contribute, random among equally
-//!   rare ones: the blocks of that chunk it holds and we lack. At most `parallel` requests are in flight,
-//!   one per provider, so no provider carries far more than its share while
-//!   others idle; a provider with a long upload queue answers `Busy` and is
-//!   backed off. When every missing block is already requested, idle
-//!   providers duplicate slow requests (end game) so one slow peer cannot
-//!   hold the download back.
+//! * Providers come from the DHT (asked again with a growing interval, 1 s
+//!   to 8 s, while fewer than half of [`MAX_PROVIDERS`] are useful; lookups
+//!   end at [`MAX_PROVIDERS`]) and from peer exchange: answers name other
+//!   peers fetching the package, with their addresses. Exchange hints take at
+//!   most half the places, only displace other hints, and only bring
+//!   addresses as close as the hinting peer's. At most [`MAX_PROVIDERS`] are
+//!   tracked at a time.
+//! * A provider whose holdings are unknown, or whose last bitmap offered
+//!   nothing still needed, gets a `Want`: "any of these blocks", with the
+//!   provider choosing the chunk it has uploaded least. Concurrent `Want`s
+//!   offer disjoint blocks; a provider with nothing to offer is asked again
+//!   after [`HAVE_REFRESH`]. Every block answer carries the provider's
+//!   current bitmap.
+//! * A provider with a known bitmap is asked for the rarest chunk (an
+//!   aligned run of `blocks_per_request` blocks) it can contribute, random
+//!   among equally rare ones. At most `parallel` requests are in flight, one
+//!   per provider, so no provider carries far more than its share while
+//!   others idle; a provider with a long upload queue answers `Busy`, naming
+//!   other peers, and is backed off. When every missing block is already
+//!   requested, idle providers duplicate slow requests (end game) so one
+//!   slow peer cannot hold the download back.
 //! * Every block is verified against the advert's component hash on arrival;
-//!   a provider that sends a bad block, a wrong size or extra bytes is banned
-//!   for the package. Transport failures back a provider off with growing
-//!   timeouts and drop it after `attempt_budget` failures.
+//!   a provider that sends a bad block, a wrong size, extra bytes or blocks
+//!   outside what was asked is banned for the package. Transport failures
+//!   back a provider off with growing timeouts; one that delivered nothing is
+//!   dropped after `attempt_budget` failures.
 //! * The pull gives up after `total_timeout`, with every provider's outcome.
 
 use std::collections::{HashMap, HashSet};
@@ -58,8 +63,46 @@ const END_GAME_COPIES: usize = 2;
 /// `Want` requests in flight at once per download.
 const MAX_WANTS: usize = 3;
 
+/// How a provider became known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Origin {
+    /// The DHT or the advert lookup.
+    #[default]
+    Dht,
+    /// Named by another peer (peer exchange): a hint.
+    Exchange,
+}
+
+/// How far an address reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    Loopback,
+    Private,
+    Global,
+}
+
+fn scope(address: &Multiaddr) -> Scope {
+    use crate::net::libp2p_protocol::Protocol;
+    for part in address.iter() {
+        match part {
+            Protocol::Ip4(ip) if ip.is_loopback() => return Scope::Loopback,
+            Protocol::Ip4(ip) if ip.is_private() || ip.is_link_local() || ip.is_unspecified() => {
+                return Scope::Private;
+            }
+            Protocol::Ip6(ip) if ip.is_loopback() => return Scope::Loopback,
+            Protocol::Ip6(ip) if ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00 => {
+                return Scope::Private;
+            }
+            Protocol::Ip6(ip) if (ip.segments()[0] & 0xffc0) == 0xfe80 => return Scope::Private,
+            _ => {}
+        }
+    }
+    Scope::Global
+}
+
 #[derive(Default)]
 struct Provider {
+    origin: Origin,
     addresses: Vec<Multiaddr>,
     /// Blocks the provider holds, as last reported.
     have: Option<Vec<bool>>,
@@ -70,6 +113,8 @@ struct Provider {
     not_before: Option<Instant>,
     /// Verified bytes received from it.
     served: u64,
+    /// `Busy` answers in a row.
+    busy_streak: u32,
     /// Sent bad data: never asked again (kept to credit its good blocks).
     banned: bool,
 }
@@ -120,7 +165,11 @@ struct Swarm<'a> {
 
 impl Swarm<'_> {
     /// Tracks a new provider, if there is room (forgetting useless ones).
-    fn learn(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+    /// Tracks a new provider, if there is room (forgetting useless ones).
+    /// Hints from peer exchange get at most half the places and only ever
+    /// displace other hints: a peer cannot crowd out providers found in the
+    /// DHT or ones that delivered.
+    fn learn(&mut self, peer: PeerId, addresses: Vec<Multiaddr>, origin: Origin) {
         if peer == self.me || self.node.is_banned(&self.id, &peer) {
             return;
         }
@@ -130,19 +179,32 @@ impl Swarm<'_> {
             }
             return;
         }
+        let hints = self
+            .providers
+            .values()
+            .filter(|p| p.origin == Origin::Exchange)
+            .count();
+        if origin == Origin::Exchange
+            && hints >= MAX_PROVIDERS / 2
+            && self.providers.len() >= MAX_PROVIDERS / 2
+        {
+            return;
+        }
         if self.providers.len() >= MAX_PROVIDERS {
             let now = Instant::now();
-            let useless: Vec<PeerId> = self
+            let evict = self
                 .providers
                 .iter()
-                .filter(|(_, p)| {
-                    !p.busy && (p.failures > 0 || p.banned && p.served == 0 || !p.ready(now))
+                .find(|(_, p)| {
+                    !p.busy
+                        && p.served == 0
+                        && (origin == Origin::Dht || p.origin == Origin::Exchange)
+                        && (p.failures > 0 || p.banned || !p.ready(now))
                 })
-                .map(|(peer, _)| *peer)
-                .collect();
-            match useless.first() {
+                .map(|(peer, _)| *peer);
+            match evict {
                 Some(evict) => {
-                    self.providers.remove(evict);
+                    self.providers.remove(&evict);
                 }
                 None => return,
             }
@@ -151,15 +213,38 @@ impl Swarm<'_> {
             peer,
             Provider {
                 addresses,
+                origin,
                 ..Provider::default()
             },
         );
     }
 
-    fn learn_exchanged(&mut self, peers: &[PeerInfo]) {
+    /// Peers named in an answer from `from`: addresses are only taken if
+    /// they are as close as one of `from`'s (loopback hints from a loopback
+    /// peer, private ones from a private peer, global ones from anyone), so
+    /// a remote peer cannot point us at the local network.
+    fn learn_exchanged(&mut self, from: PeerId, peers: &[PeerInfo]) {
+        let scopes: Vec<Scope> = self
+            .providers
+            .get(&from)
+            .map(|p| p.addresses.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| self.node.inner.client.known_addresses(&from))
+            .iter()
+            .map(scope)
+            .collect();
         for info in peers.iter().take(crate::net::protocol::MAX_PEX_PEERS) {
             if let Some((peer, addresses)) = info.decode() {
-                self.learn(peer, addresses);
+                let addresses: Vec<Multiaddr> = addresses
+                    .into_iter()
+                    .filter(|a| {
+                        let s = scope(a);
+                        s == Scope::Global || scopes.contains(&s)
+                    })
+                    .collect();
+                if !addresses.is_empty() {
+                    self.learn(peer, addresses, Origin::Exchange);
+                }
             }
         }
     }
@@ -214,17 +299,8 @@ impl Swarm<'_> {
             if *slots == 0 || in_flight_wants >= MAX_WANTS {
                 break;
             }
-            *slots -= 1;
-            in_flight_wants += 1;
-            let state = self.providers.get_mut(&peer).expect("listed above");
-            state.busy = true;
-            state.have = None;
-            let client = self.node.inner.client.clone();
-            let addresses = state.addresses.clone();
-            let timeout = self.config.attempt_timeout(state.failures);
-            let content_id = self.id.0;
             // Split what is left between the Wants still allowed.
-            let share = offerable.len().div_ceil(MAX_WANTS - in_flight_wants + 1);
+            let share = offerable.len().div_ceil(MAX_WANTS - in_flight_wants);
             let mine: Vec<u64> = offerable
                 .iter()
                 .copied()
@@ -234,6 +310,15 @@ impl Swarm<'_> {
             if mine.is_empty() {
                 break;
             }
+            *slots -= 1;
+            in_flight_wants += 1;
+            let state = self.providers.get_mut(&peer).expect("listed above");
+            state.busy = true;
+            state.have = None;
+            let client = self.node.inner.client.clone();
+            let addresses = state.addresses.clone();
+            let timeout = self.config.attempt_timeout(state.failures);
+            let content_id = self.id.0;
             let mut wanted = vec![0u8; (self.blocks as usize).div_ceil(8)];
             for b in &mine {
                 wanted[*b as usize / 8] |= 1 << (*b % 8);
@@ -484,19 +569,21 @@ impl Swarm<'_> {
                         if let Some(state) = self.providers.get_mut(&peer) {
                             state.served += bytes;
                             state.failures = 0;
+                            state.busy_streak = 0;
                         }
                         self.record_holdings(peer, &bitmap);
-                        self.learn_exchanged(&peers);
+                        self.learn_exchanged(peer, &peers);
                     }
                     Err(reason) => self.bad(peer, reason),
                 }
             }
             Ok(TransferResponse::Busy { peers }) => {
-                self.learn_exchanged(&peers);
+                self.learn_exchanged(peer, &peers);
+                // Busy is not a failure: back off, longer each time in a row.
                 if let Some(state) = self.providers.get_mut(&peer) {
-                    let backoff = 100 + 100 * u64::from(state.failures.min(10));
+                    state.busy_streak = state.busy_streak.saturating_add(1).min(5);
+                    let backoff = 100 * u64::from(state.busy_streak);
                     state.not_before = Some(Instant::now() + Duration::from_millis(backoff));
-                    state.failures = state.failures.saturating_add(1).min(3);
                 }
             }
             Ok(TransferResponse::NotFound) => {
@@ -546,7 +633,8 @@ impl Node {
             advert.component_hash(),
             advert.component_len(),
         )));
-        let share_partial = self.inner.config.share_partial;
+        // A node that will not re-share does not serve partial blocks either.
+        let share_partial = self.inner.config.share_partial && self.inner.config.reshare;
         if share_partial {
             self.inner
                 .downloads
@@ -562,11 +650,22 @@ impl Node {
             .run_swarm(target, id, &download, initial, start, progress)
             .await;
         if share_partial {
-            self.inner
-                .downloads
-                .lock()
-                .expect("downloads lock")
-                .remove(&id);
+            {
+                let mut downloads = self.inner.downloads.lock().expect("downloads lock");
+                // Another pull of the same package may have replaced it.
+                if downloads
+                    .get(&id)
+                    .is_some_and(|d| Arc::ptr_eq(d, &download))
+                {
+                    downloads.remove(&id);
+                }
+            }
+            if result.is_err() && self.service_by_id(&id).is_none() {
+                self.inner
+                    .client
+                    .stop_providing(keys::package_key(&id.0))
+                    .await;
+            }
         }
         let sources = result?;
         let bytes = download.lock().expect("download lock").take_bytes();
@@ -599,7 +698,7 @@ impl Node {
             rng: StdRng::from_entropy(),
         };
         for peer in initial {
-            swarm.learn(peer, Vec::new());
+            swarm.learn(peer, Vec::new(), Origin::Dht);
         }
         let mut discovery: Option<BoxFuture<'static, HashSet<PeerId>>> = None;
         let mut rediscover_every = MIN_REDISCOVER;
@@ -625,7 +724,12 @@ impl Node {
             let now = Instant::now();
             // The DHT is the slow path: asked when peer exchange has not
             // yet filled the provider list.
-            let few = swarm.providers.len() < MAX_PROVIDERS / 2;
+            let useful = swarm
+                .providers
+                .values()
+                .filter(|p| !p.banned && p.failures == 0)
+                .count();
+            let few = useful < MAX_PROVIDERS / 2;
             if discovery.is_none() && now >= next_discovery && few {
                 let client = self.inner.client.clone();
                 discovery = Some(
@@ -666,7 +770,7 @@ impl Node {
                     crate::node::shuffle(&mut found);
                     for peer in found {
                         let addresses = self.inner.client.known_addresses(&peer);
-                        swarm.learn(peer, addresses);
+                        swarm.learn(peer, addresses, Origin::Dht);
                     }
                     rediscover_every = if swarm.providers.len() > before {
                         MIN_REDISCOVER

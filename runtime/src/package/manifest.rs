@@ -56,6 +56,8 @@ use super::units::{format_duration, parse_count, parse_duration, parse_size};
 pub const MAX_MANIFEST_SIZE: usize = 64 * 1024;
 const MAX_DEPTH: usize = 8;
 const MAX_ELEMENTS: usize = 1024;
+/// Events of any kind (elements, text, comments, references).
+const MAX_EVENTS: usize = 8192;
 const MAX_LIST: usize = 64;
 const MAX_SELF_TESTS: usize = 32;
 const MAX_DESCRIPTION: usize = 1024;
@@ -462,13 +464,32 @@ fn check_structure(text: &str) -> Result<Vec<String>, ManifestError> {
     let mut ignored = Vec::new();
     // Depth at which an ignored extension subtree started.
     let mut skipping: Option<usize> = None;
+    let (mut counted_to, mut line_here, mut events) = (0usize, 1usize, 0usize);
     loop {
         let position = reader.buffer_position();
         let event = reader.read_event().map_err(|e| ManifestError::Syntax {
             line: line_of(text, reader.error_position()),
             message: e.to_string(),
         })?;
-        let line = line_of(text, position);
+        // Lines are counted incrementally: positions only grow.
+        let end = usize::try_from(position)
+            .unwrap_or(usize::MAX)
+            .min(text.len());
+        if end > counted_to {
+            line_here += text.as_bytes()[counted_to..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            counted_to = end;
+        }
+        let line = line_here;
+        events += 1;
+        if events > MAX_EVENTS {
+            return Err(ManifestError::Syntax {
+                line,
+                message: format!("more than {MAX_EVENTS} XML events"),
+            });
+        }
         match event {
             Event::DocType(_) => return Err(ManifestError::Dtd { line }),
             Event::PI(_) => {

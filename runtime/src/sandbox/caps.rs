@@ -3,9 +3,12 @@
 //!
 //! What an ungranted guest sees: no preopened directories, no environment
 //! variables, no arguments, stdin closed, stdout/stderr captured into bounded
-//! per-call buffers that reach nobody, every socket address refused and name
-//! lookup disabled. Clocks and random are only linked when granted (the
-//! audit refuses a component that imports them undeclared).
+//! per-call buffers (not shown unless granted, except that the tail of
+//! stderr is quoted in a trap's error, where a panic message ends up), every
+//! socket address refused and name lookup disabled. Every WASI 0.2 interface
+//! is linked; clocks and random reach only components whose manifest
+//! declares them (the audit refuses an undeclared import) on nodes whose
+//! policy grants them (the policy refuses the package otherwise).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -654,8 +654,12 @@ impl Activation {
                 .call_async(&mut store, params, &mut results)
                 .await?;
             Ok::<_, wasmtime::Error>(results)
-        }
-        .await;
+        };
+        // Epochs only interrupt running wasm; a guest blocked in a host call
+        // (a timer, a socket) is stopped by this timeout instead.
+        let outcome = tokio::time::timeout(limits.time_per_call + 2 * EPOCH_TICK, outcome)
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt)));
         let elapsed = start.elapsed();
         let fuel_used = limits
             .fuel_per_call

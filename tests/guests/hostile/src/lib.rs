@@ -52,6 +52,11 @@ impl exports::sp2a_test::hostile::attacks::Guest for Hostile {
         }
     }
 
+    fn nap(ms: u32) -> u32 {
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+        ms
+    }
+
     fn allocate(mib: u32) -> u32 {
         let mut blocks = Vec::new();
         for i in 0..mib {
