@@ -12,8 +12,9 @@
 //! verify, declares another size or sends extra data is banned for that
 //! package for the life of the node. The download resumes from the first
 //! missing verified block with the next provider. When the vector is
-//! exhausted the node discovers again (after `rediscover_delay`), and gives
-//! up after `total_timeout` with every provider's outcome in the error.
+//! exhausted the node discovers again, after `rediscover_delay`, doubled
+//! (up to 8 s) after each round that brought no data, and gives up after
+//! `total_timeout` with every provider's outcome in the error.
 //! Concurrent pulls of the same target share one download.
 
 use std::collections::HashSet;
@@ -40,6 +41,9 @@ pub enum Strategy {
     /// with its retry and rediscovery policy (this module).
     Sequential,
 }
+
+/// Longest wait between two rounds of the sequential download.
+const MAX_REDISCOVER_DELAY: Duration = Duration::from_secs(8);
 
 /// Packages for which banned peers are remembered.
 const MAX_BANNED_PACKAGES: usize = 256;
@@ -416,6 +420,8 @@ impl Node {
         let per_request = config.blocks_per_request.clamp(1, MAX_BLOCKS_PER_REQUEST);
         let mut attempts_log = Vec::new();
         let mut sources = Vec::new();
+        let mut delay = config.rediscover_delay / 2;
+        let mut received_before_round = 0;
         loop {
             vector.retain(|p| !self.is_banned(&id, p) && *p != self.peer_id());
             super::shuffle(&mut vector);
@@ -460,7 +466,16 @@ impl Node {
                     }
                 }
             }
-            if start.elapsed() + config.rediscover_delay >= config.total_timeout {
+            // Every provider declined or failed without a byte: wait longer
+            // before the next round, so that a crowd of waiting downloaders
+            // does not flood the few providers.
+            if download.received() > received_before_round {
+                delay = config.rediscover_delay;
+            } else {
+                delay = (delay * 2).min(MAX_REDISCOVER_DELAY);
+            }
+            received_before_round = download.received();
+            if start.elapsed() + delay >= config.total_timeout {
                 attempts_log.push(format!(
                     "{} of {} bytes verified",
                     download.received(),
@@ -473,7 +488,7 @@ impl Node {
                 });
             }
             // The vector is exhausted: discover again.
-            tokio::time::sleep(config.rediscover_delay).await;
+            tokio::time::sleep(delay).await;
             vector = self
                 .inner
                 .client
