@@ -2,6 +2,7 @@
 //! diffusion through nodes that pulled, remote invocation, and the hostile
 //! and faulty peers a pull must survive.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sp2a::node::{NodeError, NodeEvent, PullError, Strategy};
@@ -88,8 +89,23 @@ async fn ten_nodes_all_pull_and_provide() {
             assert_eq!(pulled.content_id, id);
             assert!(node.service("notes").is_some());
         }
-        let found = seed.find("notes").await;
-        assert_eq!(found.len(), 9, "every node provides it now");
+        // Every node provides it now; the DHT is eventually consistent, so
+        // give the last announcements a moment to land.
+        let expected: HashSet<_> = nodes.iter().map(|n| n.peer_id()).collect();
+        let mut providers = HashSet::new();
+        for _ in 0..50 {
+            providers = seed
+                .find_all("notes")
+                .await
+                .iter()
+                .map(|f| f.peer)
+                .collect();
+            if providers == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(providers, expected, "every node provides it now");
     })
     .await;
 }
@@ -290,12 +306,14 @@ async fn a_provider_killed_mid_transfer_is_resumed_elsewhere() {
         let pulled = b.pull("notes").await.unwrap();
         assert_eq!(pulled.content_id, package.content_id());
         assert!(pulled.sources.contains(&honest.peer_id()));
-        // Whatever order b tried them in, the faulty ones gave no verified block it kept wrongly.
-        assert!(
-            dying.requests() <= 2 && busy.requests() <= 1,
-            "each was tried at most once per pull"
-        );
-        let _ = stalling.requests();
+        // Whatever order b tried them in, only the honest provider and (for
+        // the one request it answered before dying) the dying one supplied
+        // verified blocks; the busy one is backed off, not failed, and
+        // may be asked again, but never supplies anything.
+        assert!(dying.requests() <= 2, "a dead provider is not asked again");
+        for faulty in [&stalling, &busy] {
+            assert!(!pulled.sources.contains(&faulty.client.peer_id()));
+        }
         assert!(b.service("notes").is_some());
     })
     .await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, QueryId, QueryResult};
-use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{DialError, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, tcp, yamux};
 use tokio::sync::mpsc;
@@ -472,45 +472,22 @@ impl EventLoop {
     }
 
     fn handle_adverts(&mut self, event: request_response::Event<AdvertRequest, AdvertResponse>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    if let Err(e) = self.inbound.try_send(InboundRequest::Advert {
-                        peer,
-                        request,
-                        channel,
-                    }) {
-                        if let InboundRequest::Advert { channel, .. } = e.into_inner() {
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .adverts
-                                .send_response(channel, AdvertResponse::Busy);
-                        }
-                    }
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending_adverts.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(reply) = self.pending_adverts.remove(&request_id) {
-                    let _ = reply.send(Err(request_error(&error)));
-                }
+        let Some((peer, request, channel)) = settle(event, &mut self.pending_adverts, "advert")
+        else {
+            return;
+        };
+        let request = InboundRequest::Advert {
+            peer,
+            request,
+            channel,
+        };
+        if let Err(e) = self.inbound.try_send(request) {
+            if let InboundRequest::Advert { channel, .. } = e.into_inner() {
+                let behaviour = self.swarm.behaviour_mut();
+                let _ = behaviour
+                    .adverts
+                    .send_response(channel, AdvertResponse::Busy);
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound advert request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
@@ -518,89 +495,83 @@ impl EventLoop {
         &mut self,
         event: request_response::Event<TransferRequest, TransferResponse>,
     ) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    if let Err(e) = self.inbound.try_send(InboundRequest::Transfer {
-                        peer,
-                        request,
-                        channel,
-                    }) {
-                        if let InboundRequest::Transfer { channel, .. } = e.into_inner() {
-                            let _ = self.swarm.behaviour_mut().transfer.send_response(
-                                channel,
-                                TransferResponse::Busy { peers: Vec::new() },
-                            );
-                        }
-                    }
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending_transfers.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(reply) = self.pending_transfers.remove(&request_id) {
-                    let _ = reply.send(Err(request_error(&error)));
-                }
+        let Some((peer, request, channel)) = settle(event, &mut self.pending_transfers, "transfer")
+        else {
+            return;
+        };
+        let request = InboundRequest::Transfer {
+            peer,
+            request,
+            channel,
+        };
+        if let Err(e) = self.inbound.try_send(request) {
+            if let InboundRequest::Transfer { channel, .. } = e.into_inner() {
+                let busy = TransferResponse::Busy { peers: Vec::new() };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .transfer
+                    .send_response(channel, busy);
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound transfer request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
     fn handle_invoke(&mut self, event: request_response::Event<InvokeRequest, InvokeResponse>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    if let Err(e) = self.inbound.try_send(InboundRequest::Invoke {
-                        peer,
-                        request,
-                        channel,
-                    }) {
-                        if let InboundRequest::Invoke { channel, .. } = e.into_inner() {
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .invoke
-                                .send_response(channel, InvokeResponse::Busy);
-                        }
-                    }
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending_invokes.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(reply) = self.pending_invokes.remove(&request_id) {
-                    let _ = reply.send(Err(request_error(&error)));
-                }
+        let Some((peer, request, channel)) = settle(event, &mut self.pending_invokes, "invoke")
+        else {
+            return;
+        };
+        let request = InboundRequest::Invoke {
+            peer,
+            request,
+            channel,
+        };
+        if let Err(e) = self.inbound.try_send(request) {
+            if let InboundRequest::Invoke { channel, .. } = e.into_inner() {
+                let behaviour = self.swarm.behaviour_mut();
+                let _ = behaviour
+                    .invoke
+                    .send_response(channel, InvokeResponse::Busy);
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound invoke request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
+}
+
+/// Delivers a request-response event: a reply (or failure) to one of our
+/// requests goes to its waiting caller; a peer's request is returned, to be
+/// handed to the node.
+fn settle<Req, Resp>(
+    event: request_response::Event<Req, Resp>,
+    pending: &mut HashMap<OutboundRequestId, Reply<Result<Resp, RequestError>>>,
+    protocol: &'static str,
+) -> Option<(PeerId, Req, ResponseChannel<Resp>)> {
+    match event {
+        request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Message::Request {
+                request, channel, ..
+            } => return Some((peer, request, channel)),
+            request_response::Message::Response {
+                request_id,
+                response,
+            } => {
+                if let Some(reply) = pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+        },
+        request_response::Event::OutboundFailure {
+            request_id, error, ..
+        } => {
+            if let Some(reply) = pending.remove(&request_id) {
+                let _ = reply.send(Err(request_error(&error)));
+            }
+        }
+        request_response::Event::InboundFailure { peer, error, .. } => {
+            tracing::debug!(%peer, %error, protocol, "inbound request failed");
+        }
+        request_response::Event::ResponseSent { .. } => {}
+    }
+    None
 }
 
 /// A peer address for others to dial: a listen address plus `/p2p/<id>`.

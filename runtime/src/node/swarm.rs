@@ -125,19 +125,15 @@ impl Provider {
     }
 }
 
-enum Reply {
-    Want {
-        offered: Vec<u64>,
-        response: Result<TransferResponse, RequestError>,
-    },
-    Blocks {
-        first: u64,
-        count: u32,
-        response: Result<TransferResponse, RequestError>,
-    },
+/// What a request in flight asked for.
+enum Asked {
+    /// Any of these blocks (a `Want`).
+    Any(Vec<u64>),
+    /// Exactly `count` blocks from `first`.
+    Range(u64, u32),
 }
 
-type Pending = BoxFuture<'static, (PeerId, Reply)>;
+type Pending = BoxFuture<'static, (PeerId, Asked, Result<TransferResponse, RequestError>)>;
 
 fn bits(bitmap: &[u8], blocks: u64) -> Vec<bool> {
     (0..blocks as usize)
@@ -315,38 +311,17 @@ impl Swarm<'_> {
             let state = self.providers.get_mut(&peer).expect("listed above");
             state.busy = true;
             state.have = None;
-            let client = self.node.inner.client.clone();
-            let addresses = state.addresses.clone();
-            let timeout = self.config.attempt_timeout(state.failures);
-            let content_id = self.id.0;
             let mut wanted = vec![0u8; (self.blocks as usize).div_ceil(8)];
             for b in &mine {
                 wanted[*b as usize / 8] |= 1 << (*b % 8);
                 self.offered[*b as usize] = true;
             }
-            self.in_flight.push(
-                async move {
-                    let request = TransferRequest::Want {
-                        content_id,
-                        wanted,
-                        blocks: per_request,
-                    };
-                    let response = tokio::time::timeout(
-                        timeout,
-                        client.request_transfer_at(peer, addresses, request),
-                    )
-                    .await
-                    .unwrap_or(Err(RequestError::Timeout));
-                    (
-                        peer,
-                        Reply::Want {
-                            offered: mine,
-                            response,
-                        },
-                    )
-                }
-                .boxed(),
-            );
+            let request = TransferRequest::Want {
+                content_id: self.id.0,
+                wanted,
+                blocks: per_request,
+            };
+            self.send(peer, request, Asked::Any(mine));
         }
     }
 
@@ -377,7 +352,6 @@ impl Swarm<'_> {
             .iter()
             .enumerate()
             .all(|(b, n)| !n || self.requested[b] > 0 || self.offered[b]);
-        let offered = &self.offered;
         let mut idle: Vec<PeerId> = self
             .providers
             .iter()
@@ -390,6 +364,7 @@ impl Swarm<'_> {
                 break;
             }
             let have = self.providers[&peer].have.as_ref().expect("filtered above");
+            let offered = &self.offered;
             let wanted = |b: usize, requested: &[u8]| {
                 let copies = usize::from(requested[b]) + usize::from(offered[b]);
                 // End game: duplicate what is slow to arrive.
@@ -438,36 +413,36 @@ impl Swarm<'_> {
             state.busy = true;
             *slots -= 1;
             progress.send_modify(|p| p.provider = Some(peer));
-            let client = self.node.inner.client.clone();
-            let addresses = state.addresses.clone();
-            let timeout = self.config.attempt_timeout(state.failures);
-            let content_id = self.id.0;
-            let first = first as u64;
-            self.in_flight.push(
-                async move {
-                    let request = TransferRequest::Blocks {
-                        content_id,
-                        first_block: first,
-                        blocks: count,
-                    };
-                    let response = tokio::time::timeout(
-                        timeout,
-                        client.request_transfer_at(peer, addresses, request),
-                    )
-                    .await
-                    .unwrap_or(Err(RequestError::Timeout));
-                    (
-                        peer,
-                        Reply::Blocks {
-                            first,
-                            count,
-                            response,
-                        },
-                    )
-                }
-                .boxed(),
-            );
+            let request = TransferRequest::Blocks {
+                content_id: self.id.0,
+                first_block: first as u64,
+                blocks: count,
+            };
+            self.send(peer, request, Asked::Range(first as u64, count));
         }
+    }
+
+    /// Sends a transfer request to a provider (marked busy by the caller),
+    /// with the timeout its failures so far call for.
+    fn send(&mut self, peer: PeerId, request: TransferRequest, asked: Asked) {
+        let Some(state) = self.providers.get(&peer) else {
+            return;
+        };
+        let client = self.node.inner.client.clone();
+        let addresses = state.addresses.clone();
+        let timeout = self.config.attempt_timeout(state.failures);
+        self.in_flight.push(
+            async move {
+                let response = tokio::time::timeout(
+                    timeout,
+                    client.request_transfer_at(peer, addresses, request),
+                )
+                .await
+                .unwrap_or(Err(RequestError::Timeout));
+                (peer, asked, response)
+            }
+            .boxed(),
+        );
     }
 
     /// A provider failed: back it off, forget its bitmap, drop it after
@@ -512,28 +487,29 @@ impl Swarm<'_> {
         }
     }
 
-    fn on_reply(&mut self, peer: PeerId, reply: Reply) {
+    fn on_reply(
+        &mut self,
+        peer: PeerId,
+        asked: Asked,
+        response: Result<TransferResponse, RequestError>,
+    ) {
         if let Some(state) = self.providers.get_mut(&peer) {
             state.busy = false;
         }
-        let (asked, response) = match reply {
-            Reply::Want { offered, response } => {
+        let asked = match asked {
+            Asked::Any(offered) => {
                 for block in offered {
                     self.offered[block as usize] = false;
                 }
-                (None, response)
+                None
             }
-            Reply::Blocks {
-                first,
-                count,
-                response,
-            } => {
+            Asked::Range(first, count) => {
                 for block in first..first + u64::from(count) {
                     if let Some(copies) = self.requested.get_mut(block as usize) {
                         *copies = copies.saturating_sub(1);
                     }
                 }
-                (Some((first, count)), response)
+                Some((first, count))
             }
         };
         let per_request = self
@@ -762,7 +738,7 @@ impl Node {
                 }
             };
             tokio::select! {
-                Some((peer, reply)) = swarm.in_flight.next() => swarm.on_reply(peer, reply),
+                Some((peer, asked, response)) = swarm.in_flight.next() => swarm.on_reply(peer, asked, response),
                 found = discovered => {
                     discovery = None;
                     let before = swarm.providers.len();
