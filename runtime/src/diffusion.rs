@@ -170,7 +170,7 @@ fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeC
     config.net.request_timeout = experiment.timeout;
     config.upload_rate = experiment.upload_rate;
     config.pull.blocks_per_request = experiment.blocks_per_request;
-    config.net.dht_server = index % experiment.dht_server_every.max(1) == 0;
+    config.net.dht_server = index.is_multiple_of(experiment.dht_server_every.max(1));
     config.pull.total_timeout = experiment.timeout;
     config.max_concurrent_uploads = 64;
     match experiment.mode {

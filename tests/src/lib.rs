@@ -295,7 +295,7 @@ pub mod net {
                                     }
                                     let blocks = blocks_total as usize;
                                     let mut bitmap = vec![0xffu8; blocks.div_ceil(8)];
-                                    if blocks % 8 != 0 {
+                                    if !blocks.is_multiple_of(8) {
                                         bitmap[blocks / 8] = (1u8 << (blocks % 8)) - 1;
                                     }
                                     let size = match behaviour {

@@ -125,10 +125,11 @@ pub(crate) const ADDRESS_BOOK_SIZE: usize = 4096;
 
 impl AddressBook {
     pub(crate) fn insert(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
-        if self.entries.len() >= ADDRESS_BOOK_SIZE && !self.entries.contains_key(&peer) {
-            if let Some(evict) = self.entries.keys().next().copied() {
-                self.entries.remove(&evict);
-            }
+        if self.entries.len() >= ADDRESS_BOOK_SIZE
+            && !self.entries.contains_key(&peer)
+            && let Some(evict) = self.entries.keys().next().copied()
+        {
+            self.entries.remove(&evict);
         }
         self.entries.insert(peer, addresses);
     }

@@ -389,11 +389,9 @@ impl EventLoop {
                 peer_id: Some(peer_id),
                 error,
                 ..
-            } => {
-                if !self.swarm.is_connected(&peer_id) {
-                    for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
-                        let _ = reply.send(Err(error.to_string()));
-                    }
+            } if !self.swarm.is_connected(&peer_id) => {
+                for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Err(error.to_string()));
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -427,15 +425,13 @@ impl EventLoop {
                     }
                     enough = pending.limit.is_some_and(|l| pending.found.len() >= l);
                 }
-                if enough {
-                    if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                        query.finish();
-                    }
+                if enough && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    query.finish();
                 }
-                if step.last || enough {
-                    if let Some(pending) = self.pending_providers.remove(&id) {
-                        let _ = pending.reply.send(pending.found);
-                    }
+                if (step.last || enough)
+                    && let Some(pending) = self.pending_providers.remove(&id)
+                {
+                    let _ = pending.reply.send(pending.found);
                 }
             }
             kad::Event::RoutingUpdated {
@@ -481,13 +477,13 @@ impl EventLoop {
             request,
             channel,
         };
-        if let Err(e) = self.inbound.try_send(request) {
-            if let InboundRequest::Advert { channel, .. } = e.into_inner() {
-                let behaviour = self.swarm.behaviour_mut();
-                let _ = behaviour
-                    .adverts
-                    .send_response(channel, AdvertResponse::Busy);
-            }
+        if let Err(e) = self.inbound.try_send(request)
+            && let InboundRequest::Advert { channel, .. } = e.into_inner()
+        {
+            let behaviour = self.swarm.behaviour_mut();
+            let _ = behaviour
+                .adverts
+                .send_response(channel, AdvertResponse::Busy);
         }
     }
 
@@ -504,15 +500,15 @@ impl EventLoop {
             request,
             channel,
         };
-        if let Err(e) = self.inbound.try_send(request) {
-            if let InboundRequest::Transfer { channel, .. } = e.into_inner() {
-                let busy = TransferResponse::Busy { peers: Vec::new() };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .transfer
-                    .send_response(channel, busy);
-            }
+        if let Err(e) = self.inbound.try_send(request)
+            && let InboundRequest::Transfer { channel, .. } = e.into_inner()
+        {
+            let busy = TransferResponse::Busy { peers: Vec::new() };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .transfer
+                .send_response(channel, busy);
         }
     }
 
@@ -526,13 +522,13 @@ impl EventLoop {
             request,
             channel,
         };
-        if let Err(e) = self.inbound.try_send(request) {
-            if let InboundRequest::Invoke { channel, .. } = e.into_inner() {
-                let behaviour = self.swarm.behaviour_mut();
-                let _ = behaviour
-                    .invoke
-                    .send_response(channel, InvokeResponse::Busy);
-            }
+        if let Err(e) = self.inbound.try_send(request)
+            && let InboundRequest::Invoke { channel, .. } = e.into_inner()
+        {
+            let behaviour = self.swarm.behaviour_mut();
+            let _ = behaviour
+                .invoke
+                .send_response(channel, InvokeResponse::Busy);
         }
     }
 }

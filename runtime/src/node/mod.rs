@@ -672,10 +672,10 @@ impl Node {
             .get(name)
             .filter(|(_, at)| at.elapsed() < REMOTE_PROVIDER_TTL)
             .map(|(providers, _)| providers.clone());
-        if let Some(providers) = cached {
-            if let Some(result) = self.invoke_on(name, call, &providers, &mut reasons).await {
-                return self.remember_provider(name, &providers, result);
-            }
+        if let Some(providers) = cached
+            && let Some(result) = self.invoke_on(name, call, &providers, &mut reasons).await
+        {
+            return self.remember_provider(name, &providers, result);
         }
         // A quick lookup, then (if every provider it found declined) one
         // that asks all the peers closest to the key.

@@ -229,10 +229,10 @@ impl Node {
             .parse::<ContentId>()
             .ok()
             .filter(|_| target.len() == 64);
-        if let Some(id) = by_id {
-            if let Some(have) = self.service_by_id(&id) {
-                return Ok(already(have.package.manifest().name.clone(), id, start));
-            }
+        if let Some(id) = by_id
+            && let Some(have) = self.service_by_id(&id)
+        {
+            return Ok(already(have.package.manifest().name.clone(), id, start));
         }
         // The paper's rule: an empty result vector means discovering again,
         // until the pull's time is up.

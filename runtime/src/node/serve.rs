@@ -180,7 +180,7 @@ impl Node {
             let size = provided.package.advert().component_len();
             let blocks = transfer::block_count(size) as usize;
             let mut bitmap = vec![0xffu8; blocks.div_ceil(8)];
-            if blocks % 8 != 0 {
+            if !blocks.is_multiple_of(8) {
                 bitmap[blocks / 8] = (1u8 << (blocks % 8)) - 1;
             }
             return TransferResponse::Have {
@@ -271,10 +271,10 @@ impl Node {
             }
             downloaders.insert(peer, now);
         }
-        if let Some(limiter) = &self.inner.upload_limiter {
-            if limiter.backlog() > self.inner.config.max_upload_backlog {
-                return busy(self);
-            }
+        if let Some(limiter) = &self.inner.upload_limiter
+            && limiter.backlog() > self.inner.config.max_upload_backlog
+        {
+            return busy(self);
         }
         let source = match self.service_by_id(&id) {
             Some(provided) => Source::Complete(provided),
@@ -437,13 +437,13 @@ impl Node {
         let Some(provided) = provided else {
             return InvokeResponse::NotFound;
         };
-        if let Some(allowed) = self.inner.config.allow.get(&request.service) {
-            if !allowed.contains(&peer) {
-                return InvokeResponse::Denied(format!(
-                    "peer {peer} is not on the allow-list of service {}",
-                    request.service
-                ));
-            }
+        if let Some(allowed) = self.inner.config.allow.get(&request.service)
+            && !allowed.contains(&peer)
+        {
+            return InvokeResponse::Denied(format!(
+                "peer {peer} is not on the allow-list of service {}",
+                request.service
+            ));
         }
         let Ok(_permit) = provided.invocations.clone().try_acquire_owned() else {
             return InvokeResponse::Busy;

@@ -725,10 +725,11 @@ impl Node {
             // discovery is due, or at most TICK.
             let mut wake = Instant::now() + TICK;
             for state in swarm.providers.values() {
-                if let Some(t) = state.not_before {
-                    if t > now && t < wake {
-                        wake = t;
-                    }
+                if let Some(t) = state.not_before
+                    && t > now
+                    && t < wake
+                {
+                    wake = t;
                 }
             }
             let discovered = async {

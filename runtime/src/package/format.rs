@@ -413,13 +413,13 @@ pub fn pack(
     key: &SecretKey,
 ) -> Result<VerifiedPackage, PackageError> {
     let publisher = key.public();
-    if let Some(owner) = manifest.owner {
-        if owner != publisher {
-            return Err(PackageError::KeyNotOwner {
-                key: publisher.to_string(),
-                owner: owner.to_string(),
-            });
-        }
+    if let Some(owner) = manifest.owner
+        && owner != publisher
+    {
+        return Err(PackageError::KeyNotOwner {
+            key: publisher.to_string(),
+            owner: owner.to_string(),
+        });
     }
     let component_len = component.len() as u64;
     if component_len > MAX_COMPONENT_SIZE {

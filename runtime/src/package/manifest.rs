@@ -696,15 +696,15 @@ impl Manifest {
     }
 
     fn from_raw(raw: RawManifest, ignored_extensions: Vec<String>) -> Result<Self, ManifestError> {
-        if let Some(format) = raw.format.as_deref() {
-            if format.trim() != FORMAT {
-                return Err(invalid(
-                    "rps",
-                    format!(
-                        "format=\"{format}\" is not supported (this runtime reads format {FORMAT})"
-                    ),
-                ));
-            }
+        if let Some(format) = raw.format.as_deref()
+            && format.trim() != FORMAT
+        {
+            return Err(invalid(
+                "rps",
+                format!(
+                    "format=\"{format}\" is not supported (this runtime reads format {FORMAT})"
+                ),
+            ));
         }
         let name = required(&raw.name, "name")?.to_owned();
         if !is_service_name(&name) {

@@ -34,7 +34,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// of that unit (`64 MiB`), otherwise in bytes.
 pub fn format_size(bytes: u64) -> String {
     for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{} {unit}", bytes / factor);
         }
     }
@@ -67,7 +67,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration in the largest unit that represents it exactly.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis >= 1_000 && millis % 1_000 == 0 {
+    if millis >= 1_000 && millis.is_multiple_of(1_000) {
         format!("{}s", millis / 1_000)
     } else {
         format!("{millis}ms")

@@ -140,10 +140,10 @@ impl Sandbox {
             }
         };
         let mut compiled = self.inner.compiled.lock().expect("cache lock");
-        if compiled.len() >= MAX_IN_MEMORY {
-            if let Some(evict) = compiled.keys().next().copied() {
-                compiled.remove(&evict);
-            }
+        if compiled.len() >= MAX_IN_MEMORY
+            && let Some(evict) = compiled.keys().next().copied()
+        {
+            compiled.remove(&evict);
         }
         compiled.insert(hash, component.clone());
         Ok(Compiled {
