@@ -166,7 +166,7 @@ async fn remote_invocation_without_download() {
     .await;
 }
 
-const SLOW: &str = "<requirements><fuel-per-call>9000000000</fuel-per-call><time-per-call>4s</time-per-call></requirements>\
+const SLOW: &str = "<requirements><fuel-per-call>9000000000</fuel-per-call><time-per-call>8s</time-per-call></requirements>\
     <capabilities><clocks/></capabilities>";
 
 #[tokio::test]
@@ -182,16 +182,22 @@ async fn a_busy_provider_makes_the_consumer_fail_over() {
         let a = net.start(config, policy, &[]).await;
         a.share(package.clone().into_inner()).await.unwrap();
         let a_address = address(&a).await;
-        // Occupy a's only slot with a slow call.
-        let hog = net.node(&[a_address.clone()]).await;
-        let busy = tokio::spawn(async move { hog.invoke_remote("hostile", "spin-clock()").await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // With only a, the consumer is told it is busy: an explicit answer.
+        let b = net.node(&[a_address.clone()]).await;
         let c = net.node(&[a_address.clone()]).await;
-        let err = c.invoke_remote("hostile", "echo(1)").await.unwrap_err();
+        // Occupy a's only slot with a slow call.
+        let hog = net.node(&[a_address]).await;
+        let busy = tokio::spawn(async move { hog.invoke_remote("hostile", "spin-clock()").await });
+        // With only a, the consumer is told it is busy (once the slow call
+        // has reached a): an explicit answer, not a silent drop.
+        let err = loop {
+            match c.invoke_remote("hostile", "echo(1)").await {
+                Ok(outcome) => assert_eq!(outcome.peer, a.peer_id()),
+                Err(err) => break err,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(err.to_string().contains("busy"), "{err}");
         // With a second provider, the consumer fails over to it.
-        let b = net.node(&[a_address]).await;
         b.share(package.into_inner()).await.unwrap();
         let outcome = c.invoke_remote("hostile", "echo(2)").await.unwrap();
         assert_eq!(outcome.value, "2");
