@@ -7,14 +7,8 @@ use std::time::Duration;
 /// `GiB`, `KB`, `MB`, `GB`; case-insensitive, optional space).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (expected e.g. \"64 MiB\")"))?;
+    let (number, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("{text:?} is not a size (expected e.g. \"64 MiB\")"))?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" | "k" => 1 << 10,
@@ -28,6 +22,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number
         .checked_mul(factor)
         .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Splits `64_000 MiB` into its number (underscores allowed) and the rest.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number = number.replace('_', "").parse().ok()?;
+    Some((number, unit))
 }
 
 /// Formats a byte size with a binary unit, exactly when it is a whole number
@@ -44,14 +48,8 @@ pub fn format_size(bytes: u64) -> String {
 /// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (expected e.g. \"2s\" or \"500ms\")"))?;
+    let (number, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (expected e.g. \"2s\" or \"500ms\")"))?;
     let millis = match unit.trim() {
         "ms" => Some(number),
         "s" => number.checked_mul(1_000),
