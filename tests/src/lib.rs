@@ -103,12 +103,13 @@ pub mod net {
     //! Several nodes in one process on loopback TCP, and misbehaving peers
     //! built from the public network API.
 
+    use std::collections::HashSet;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use sp2a::net::protocol::*;
-    use sp2a::net::{Client, InboundRequest, Multiaddr, NetConfig, keys};
+    use sp2a::net::{Client, InboundRequest, Multiaddr, NetConfig, PeerId, keys};
     use sp2a::node::{Node, NodeConfig, transfer};
     use sp2a::package::{Package, SecretKey};
     use sp2a::policy::Policy;
@@ -206,6 +207,25 @@ pub mod net {
             .into_iter()
             .next()
             .expect("the node listens")
+    }
+
+    /// The providers `node` finds for `name`, once they include every peer
+    /// in `expected` or after 5 s. Provider records spread through the DHT
+    /// after `share`/`pull` return, so a test that checks them waits.
+    pub async fn providers_including(
+        node: &Node,
+        name: &str,
+        expected: &HashSet<PeerId>,
+    ) -> HashSet<PeerId> {
+        let mut found = HashSet::new();
+        for _ in 0..50 {
+            found = node.find_all(name).await.iter().map(|f| f.peer).collect();
+            if found.is_superset(expected) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        found
     }
 
     /// How a [`FakeProvider`] misbehaves.

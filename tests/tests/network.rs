@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sp2a::node::{NodeError, NodeEvent, PullError, Strategy};
 use sp2a::package::pack;
-use sp2a_tests::net::{FakeProvider, Misbehaviour, TestNet, address, within};
+use sp2a_tests::net::{FakeProvider, Misbehaviour, TestNet, address, providers_including, within};
 use sp2a_tests::{component, manifest, service_package};
 
 #[tokio::test]
@@ -33,11 +33,8 @@ async fn two_nodes_share_find_pull_call() {
         let outcome = b.invoke_local("hello", "greet(\"b\")").await.unwrap();
         assert_eq!(outcome.value, "\"Hello, b!\"");
         // b now provides it: a finds b.
-        let found = a.find("hello").await;
-        assert_eq!(
-            found.iter().map(|f| f.peer).collect::<Vec<_>>(),
-            vec![b.peer_id()]
-        );
+        let b_only = HashSet::from([b.peer_id()]);
+        assert_eq!(providers_including(&a, "hello", &b_only).await, b_only);
         // Pulling again is a no-op.
         assert!(!b.pull("hello").await.unwrap().downloaded);
     })
@@ -89,22 +86,8 @@ async fn ten_nodes_all_pull_and_provide() {
             assert_eq!(pulled.content_id, id);
             assert!(node.service("notes").is_some());
         }
-        // Every node provides it now; the DHT is eventually consistent, so
-        // give the last announcements a moment to land.
         let expected: HashSet<_> = nodes.iter().map(|n| n.peer_id()).collect();
-        let mut providers = HashSet::new();
-        for _ in 0..50 {
-            providers = seed
-                .find_all("notes")
-                .await
-                .iter()
-                .map(|f| f.peer)
-                .collect();
-            if providers == expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let providers = providers_including(&seed, "notes", &expected).await;
         assert_eq!(providers, expected, "every node provides it now");
     })
     .await;
@@ -642,16 +625,8 @@ async fn a_restarted_node_re_announces_what_it_stored() {
         let b = net.start(config, policy, &[a_address]).await;
         assert_eq!(b.peer_id(), b_id, "the identity persists");
         assert!(b.service("hello").is_some(), "re-activated from the store");
-        // The DHT is eventually consistent: give the announcement a moment.
-        let mut announced = false;
-        for _ in 0..50 {
-            if a.find_all("hello").await.iter().any(|f| f.peer == b_id) {
-                announced = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(announced, "re-announced");
+        let providers = providers_including(&a, "hello", &HashSet::from([b_id])).await;
+        assert!(providers.contains(&b_id), "re-announced");
     })
     .await;
 }
