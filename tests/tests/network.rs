@@ -149,7 +149,7 @@ async fn remote_invocation_without_download() {
     .await;
 }
 
-const SLOW: &str = "<requirements><fuel-per-call>9000000000</fuel-per-call><time-per-call>8s</time-per-call></requirements>\
+const SLOW: &str = "<requirements><time-per-call>8s</time-per-call></requirements>\
     <capabilities><clocks/></capabilities>";
 
 #[tokio::test]
@@ -167,9 +167,10 @@ async fn a_busy_provider_makes_the_consumer_fail_over() {
         let a_address = address(&a).await;
         let b = net.node(&[a_address.clone()]).await;
         let c = net.node(&[a_address.clone()]).await;
-        // Occupy a's only slot with a slow call.
+        // Occupy a's only slot with a call that sleeps until its deadline
+        // (sleeping burns no fuel, so only the deadline can end it).
         let hog = net.node(&[a_address]).await;
-        let busy = tokio::spawn(async move { hog.invoke_remote("hostile", "spin-clock()").await });
+        let busy = tokio::spawn(async move { hog.invoke_remote("hostile", "nap(60000)").await });
         // With only a, the consumer is told it is busy (once the slow call
         // has reached a): an explicit answer, not a silent drop.
         let err = loop {
