@@ -468,22 +468,12 @@ impl EventLoop {
     }
 
     fn handle_adverts(&mut self, event: request_response::Event<AdvertRequest, AdvertResponse>) {
-        let Some((peer, request, channel)) = settle(event, &mut self.pending_adverts, "advert")
-        else {
-            return;
-        };
-        let request = InboundRequest::Advert {
-            peer,
-            request,
-            channel,
-        };
-        if let Err(e) = self.inbound.try_send(request)
-            && let InboundRequest::Advert { channel, .. } = e.into_inner()
-        {
-            let behaviour = self.swarm.behaviour_mut();
-            let _ = behaviour
-                .adverts
-                .send_response(channel, AdvertResponse::Busy);
+        if let Some((peer, request, channel)) = settle(event, &mut self.pending_adverts, "advert") {
+            self.hand_over(InboundRequest::Advert {
+                peer,
+                request,
+                channel,
+            });
         }
     }
 
@@ -491,44 +481,50 @@ impl EventLoop {
         &mut self,
         event: request_response::Event<TransferRequest, TransferResponse>,
     ) {
-        let Some((peer, request, channel)) = settle(event, &mut self.pending_transfers, "transfer")
-        else {
-            return;
-        };
-        let request = InboundRequest::Transfer {
-            peer,
-            request,
-            channel,
-        };
-        if let Err(e) = self.inbound.try_send(request)
-            && let InboundRequest::Transfer { channel, .. } = e.into_inner()
+        if let Some((peer, request, channel)) =
+            settle(event, &mut self.pending_transfers, "transfer")
         {
-            let busy = TransferResponse::Busy { peers: Vec::new() };
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .transfer
-                .send_response(channel, busy);
+            self.hand_over(InboundRequest::Transfer {
+                peer,
+                request,
+                channel,
+            });
         }
     }
 
     fn handle_invoke(&mut self, event: request_response::Event<InvokeRequest, InvokeResponse>) {
-        let Some((peer, request, channel)) = settle(event, &mut self.pending_invokes, "invoke")
-        else {
+        if let Some((peer, request, channel)) = settle(event, &mut self.pending_invokes, "invoke") {
+            self.hand_over(InboundRequest::Invoke {
+                peer,
+                request,
+                channel,
+            });
+        }
+    }
+
+    /// Hands a peer's request to the node; when the node's queue is full,
+    /// answers `Busy` at once rather than dropping the request silently.
+    fn hand_over(&mut self, request: InboundRequest) {
+        let Err(e) = self.inbound.try_send(request) else {
             return;
         };
-        let request = InboundRequest::Invoke {
-            peer,
-            request,
-            channel,
-        };
-        if let Err(e) = self.inbound.try_send(request)
-            && let InboundRequest::Invoke { channel, .. } = e.into_inner()
-        {
-            let behaviour = self.swarm.behaviour_mut();
-            let _ = behaviour
-                .invoke
-                .send_response(channel, InvokeResponse::Busy);
+        let behaviour = self.swarm.behaviour_mut();
+        // A failed send means the peer is gone: nothing more to tell it.
+        match e.into_inner() {
+            InboundRequest::Advert { channel, .. } => {
+                let _ = behaviour
+                    .adverts
+                    .send_response(channel, AdvertResponse::Busy);
+            }
+            InboundRequest::Transfer { channel, .. } => {
+                let busy = TransferResponse::Busy { peers: Vec::new() };
+                let _ = behaviour.transfer.send_response(channel, busy);
+            }
+            InboundRequest::Invoke { channel, .. } => {
+                let _ = behaviour
+                    .invoke
+                    .send_response(channel, InvokeResponse::Busy);
+            }
         }
     }
 }

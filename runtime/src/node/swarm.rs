@@ -425,9 +425,7 @@ impl Swarm<'_> {
     /// Sends a transfer request to a provider (marked busy by the caller),
     /// with the timeout its failures so far call for.
     fn send(&mut self, peer: PeerId, request: TransferRequest, asked: Asked) {
-        let Some(state) = self.providers.get(&peer) else {
-            return;
-        };
+        let state = &self.providers[&peer];
         let client = self.node.inner.client.clone();
         let addresses = state.addresses.clone();
         let timeout = self.config.attempt_timeout(state.failures);
