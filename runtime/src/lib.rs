@@ -3,15 +3,27 @@
 //!
 //! * [`package`]: manifests, the signed one-file package format, content ids, keys.
 //! * [`sandbox`]: wasmtime with limits and capability-based WASI; audit; invocation.
-//! * [`policy`]: the node operator's trust, grants, caps and resources.
-//! * [`node`]: the paper's RPSManager: verify, check, activate, invoke.
+//! * [`policy`]: the node operator's trust, grants, caps and resources, and
+//!   the one admission check.
+//! * [`net`]: libp2p: the event loop that owns the swarm, its client, the
+//!   wire protocols, DHT keys.
+//! * [`node`]: the paper's RPSManager, as roles that each own their state.
+//! * [`swarm`]: the swarming download's decisions, a pure state machine.
+//! * [`blocks`]: verified 16 KiB blocks of a component and their bitmaps.
+//! * [`backoff`] and [`files`]: the one back-off policy; safe file writes.
+//!
+//! `sandbox` and `net` never import each other; `node` is where they meet.
+//! The pure cores (`swarm`, `blocks`, `backoff`) import neither.
 
-pub mod diffusion;
+pub mod backoff;
+pub mod blocks;
+pub mod files;
 pub mod net;
 pub mod node;
 pub mod package;
 pub mod policy;
 pub mod sandbox;
+pub mod swarm;
 
 /// The version of this runtime, compared with manifests' `<min-runtime-version>`.
 pub fn runtime_version() -> semver::Version {

@@ -30,6 +30,12 @@
 //! ```
 //!
 //! Deny by default: an empty policy trusts nobody and grants nothing.
+//!
+//! [`Policy::admit`] is the one admission check: whether this node would
+//! run the package an advert describes (publisher trusted, size within the
+//! limit, requirements met by this node, every capability grantable), with
+//! the grants it would run with or every [`Refusal`]. `audit`, pull (before
+//! downloading) and activation (before compiling) all call it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,12 +43,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::package::PublisherKey;
-use crate::package::manifest::{Access, Manifest};
-use crate::package::units::{format_duration, format_size, parse_duration, parse_size};
+use crate::package::manifest::{Access, Manifest, NetRequest};
+use crate::package::units::{UnitError, format_duration, format_size, parse_duration, parse_size};
+use crate::package::{Advert, KeyError, PublisherKey};
 use crate::sandbox::{DirGrant, Grants, Limits, NetGrant};
 
-/// A policy file that could not be used.
+/// A policy that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read policy {path}: {source}")]
@@ -50,8 +56,24 @@ pub enum PolicyError {
         path: String,
         source: std::io::Error,
     },
-    #[error("policy {path}: {message}")]
-    Invalid { path: String, message: String },
+    #[error("policy {path}: {error}")]
+    InFile {
+        path: String,
+        error: Box<PolicyError>,
+    },
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("{field}: {error}")]
+    Value {
+        field: &'static str,
+        error: UnitError,
+    },
+    #[error("net rule {rule:?}: {reason}")]
+    NetRule { rule: String, reason: &'static str },
+    #[error("grants.fs-access {0:?}: use read-only or read-write")]
+    FsAccess(String),
+    #[error("{0}")]
+    Key(#[from] KeyError),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,16 +142,20 @@ pub struct NetRule {
 }
 
 impl NetRule {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, PolicyError> {
+        let bad = |reason| PolicyError::NetRule {
+            rule: text.to_owned(),
+            reason,
+        };
         let (host, port) = text
             .rsplit_once(':')
-            .ok_or_else(|| format!("net rule {text:?}: expected \"host:port\" or \"host:*\""))?;
+            .ok_or_else(|| bad("expected \"host:port\" or \"host:*\""))?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
         if host.is_empty() {
-            return Err(format!("net rule {text:?}: empty host"));
+            return Err(bad("empty host"));
         }
         let port = match port {
             "*" => None,
@@ -137,7 +163,7 @@ impl NetRule {
                 p.parse::<u16>()
                     .ok()
                     .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("net rule {text:?}: bad port {p:?}"))?,
+                    .ok_or_else(|| bad("bad port (1 to 65535, or *)"))?,
             ),
         };
         Ok(Self { host, port })
@@ -235,16 +261,105 @@ impl Default for Policy {
     }
 }
 
-/// The decision for one manifest: what would be granted, and every reason
-/// it would not be activated.
-#[derive(Clone, Debug)]
-pub struct Evaluation {
-    pub trusted: bool,
+/// Why this node would not run a package.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("publisher {0} is not trusted by this node's policy")]
+    UntrustedPublisher(PublisherKey),
+    #[error("component is {size} bytes; this node accepts at most {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("needs {needed} CPUs; this node has {available}")]
+    Cpus { needed: u32, available: u32 },
+    #[error("needs {} of free memory; this node has {}", format_size(*.needed), format_size(*.available))]
+    Memory { needed: u64, available: u64 },
+    #[error("needs sp2a runtime {needed} or newer; this node runs {running}")]
+    RuntimeVersion {
+        needed: semver::Version,
+        running: semver::Version,
+    },
+    #[error("runs only on {}; this node is {this}", .allowed.join(", "))]
+    Arch { allowed: Vec<String>, this: String },
+    #[error("runs only on {}; this node runs {this}", .allowed.join(", "))]
+    Os { allowed: Vec<String>, this: String },
+    #[error("requests {0}, which this node's policy does not grant")]
+    Capability(&'static str),
+    #[error("requests environment variable {0}, which this node's policy does not grant")]
+    Env(String),
+    #[error("requests network {0}, which this node's policy does not grant")]
+    Net(NetRequest),
+    #[error(
+        "requests {access} directory {dir:?}, but this node's policy grants no file-system access (set grants.fs-root)"
+    )]
+    NoFileSystem { dir: String, access: Access },
+    #[error("requests {access} directory {dir:?}, but this node's policy allows at most {allowed}")]
+    FileSystemAccess {
+        dir: String,
+        access: Access,
+        allowed: Access,
+    },
+}
+
+impl Refusal {
+    /// A stable name for the kind of refusal (for JSON and tests).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::UntrustedPublisher(_) => "untrusted-publisher",
+            Refusal::TooLarge { .. } => "too-large",
+            Refusal::Cpus { .. } => "cpus",
+            Refusal::Memory { .. } => "memory",
+            Refusal::RuntimeVersion { .. } => "runtime-version",
+            Refusal::Arch { .. } => "arch",
+            Refusal::Os { .. } => "os",
+            Refusal::Capability(_) => "capability",
+            Refusal::Env(_) => "env",
+            Refusal::Net(_) => "net",
+            Refusal::NoFileSystem { .. } => "no-file-system",
+            Refusal::FileSystemAccess { .. } => "file-system-access",
+        }
+    }
+}
+
+impl serde::Serialize for Refusal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("Refusal", 2)?;
+        out.serialize_field("kind", self.kind())?;
+        out.serialize_field("reason", &self.to_string())?;
+        out.end()
+    }
+}
+
+/// Every reason a package was refused (never empty).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct Refusals(pub Vec<Refusal>);
+
+/// What this node would run a package with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admission {
     pub grants: Grants,
-    /// Reasons to refuse; empty means the policy accepts the manifest.
-    pub refusals: Vec<String>,
     /// Adjustments made (limits lowered to the node's caps).
     pub notes: Vec<String>,
+}
+
+/// The full assessment of an advert: the grants and notes it would get,
+/// and every refusal (empty when admitted).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    pub trusted: bool,
+    pub admission: Admission,
+    pub refusals: Vec<Refusal>,
+}
+
+impl Assessment {
+    /// The verdict.
+    pub fn into_result(self) -> Result<Admission, Refusals> {
+        if self.refusals.is_empty() {
+            Ok(self.admission)
+        } else {
+            Err(Refusals(self.refusals))
+        }
+    }
 }
 
 impl Policy {
@@ -255,27 +370,23 @@ impl Policy {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base).map_err(|message| PolicyError::Invalid {
+        Self::parse(&text, base).map_err(|error| PolicyError::InFile {
             path: path.display().to_string(),
-            message,
+            error: Box::new(error),
         })
     }
 
     /// Parses policy text; `base` resolves relative paths.
-    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str, base: &Path) -> Result<Self, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text)?;
         let mut policy = Policy::default();
         for key in &raw.trust.publishers {
-            policy.trusted.push(
-                key.parse()
-                    .map_err(|e: crate::package::KeyError| e.to_string())?,
-            );
+            policy.trusted.push(key.parse()?);
         }
         for file in &raw.trust.publisher_files {
-            let path = base.join(file);
             policy
                 .trusted
-                .push(PublisherKey::read_pem_file(&path).map_err(|e| e.to_string())?);
+                .push(PublisherKey::read_pem_file(&base.join(file))?);
         }
         let g = raw.grants;
         policy.clocks = g.clocks;
@@ -292,30 +403,27 @@ impl Policy {
         policy.fs_access = match g.fs_access.as_deref() {
             None | Some("read-only") => Access::ReadOnly,
             Some("read-write") => Access::ReadWrite,
-            Some(other) => {
-                return Err(format!(
-                    "grants.fs-access {other:?}: use read-only or read-write"
-                ));
-            }
+            Some(other) => return Err(PolicyError::FsAccess(other.to_owned())),
         };
+        let value = |field, error| PolicyError::Value { field, error };
         let l = raw.limits;
         let mut limits = PolicyLimits::default();
         if let Some(v) = l.max_memory {
-            limits.max_memory = parse_size(&v).map_err(|e| format!("limits.max-memory: {e}"))?;
+            limits.max_memory = parse_size(&v).map_err(|e| value("limits.max-memory", e))?;
         }
         if let Some(v) = l.max_fuel_per_call {
             limits.max_fuel_per_call = v;
         }
         if let Some(v) = l.max_time_per_call {
             limits.max_time_per_call =
-                parse_duration(&v).map_err(|e| format!("limits.max-time-per-call: {e}"))?;
+                parse_duration(&v).map_err(|e| value("limits.max-time-per-call", e))?;
         }
         if let Some(v) = l.max_instances {
             limits.max_instances = v.max(1);
         }
         if let Some(v) = l.max_component_size {
             limits.max_component_size =
-                parse_size(&v).map_err(|e| format!("limits.max-component-size: {e}"))?;
+                parse_size(&v).map_err(|e| value("limits.max-component-size", e))?;
         }
         policy.limits = limits;
         if let Some(cpus) = raw.resources.cpus {
@@ -323,9 +431,20 @@ impl Policy {
         }
         if let Some(memory) = raw.resources.free_memory {
             policy.resources.free_memory =
-                parse_size(&memory).map_err(|e| format!("resources.free-memory: {e}"))?;
+                parse_size(&memory).map_err(|e| value("resources.free-memory", e))?;
         }
         Ok(policy)
+    }
+
+    /// Engine-wide sandbox settings for this policy: its instance and
+    /// memory caps, compiled artifacts cached in `cache_dir`.
+    pub fn sandbox_config(&self, cache_dir: Option<PathBuf>) -> crate::sandbox::SandboxConfig {
+        crate::sandbox::SandboxConfig {
+            max_instances: self.limits.max_instances,
+            max_memory: self.limits.max_memory,
+            cache_dir,
+            ..Default::default()
+        }
     }
 
     /// Whether packages signed by `key` may run here.
@@ -333,18 +452,31 @@ impl Policy {
         self.trusted.contains(key)
     }
 
-    /// Checks a manifest's publisher, requirements and requested capabilities
-    /// against this policy, and computes the grants and limits it would run with.
-    pub fn evaluate(&self, manifest: &Manifest, publisher: &PublisherKey) -> Evaluation {
+    /// The admission check: whether this node would run the package
+    /// `advert` describes, and with what grants; or every reason it would not.
+    pub fn admit(&self, advert: &Advert) -> Result<Admission, Refusals> {
+        self.assess(advert).into_result()
+    }
+
+    /// [`Policy::admit`] in full: the grants and notes even when refused
+    /// (an audit shows both).
+    pub fn assess(&self, advert: &Advert) -> Assessment {
+        let manifest = advert.manifest();
+        let publisher = advert.publisher();
         let mut refusals = Vec::new();
         let mut notes = Vec::new();
-        let trusted = self.trusts(publisher);
+        let trusted = self.trusts(&publisher);
         if !trusted {
-            refusals.push(format!(
-                "publisher {publisher} is not trusted by this node's policy"
-            ));
+            refusals.push(Refusal::UntrustedPublisher(publisher));
         }
-        self.check_requirements(manifest, &mut refusals);
+        let size = advert.component_len();
+        if size > self.limits.max_component_size {
+            refusals.push(Refusal::TooLarge {
+                size,
+                limit: self.limits.max_component_size,
+            });
+        }
+        refusals.extend(self.requirements(manifest));
 
         let r = &manifest.requirements;
         let l = &self.limits;
@@ -391,18 +523,14 @@ impl Policy {
             (c.stderr, self.stderr, "stderr", &mut grants.stderr),
         ] {
             if asked && !allowed {
-                refusals.push(format!(
-                    "requests {name}, which this node's policy does not grant"
-                ));
+                refusals.push(Refusal::Capability(name));
             }
             *slot = asked && allowed;
         }
         for name in &c.env {
             match self.env.get(name) {
                 Some(value) => grants.env.push((name.clone(), value.clone())),
-                None => refusals.push(format!(
-                    "requests environment variable {name}, which this node's policy does not grant"
-                )),
+                None => refusals.push(Refusal::Env(name.clone())),
             }
         }
         for net in &c.net {
@@ -413,21 +541,22 @@ impl Policy {
                     protocol: net.protocol,
                 });
             } else {
-                refusals.push(format!(
-                    "requests network {net}, which this node's policy does not grant"
-                ));
+                refusals.push(Refusal::Net(net.clone()));
             }
         }
         for dir in &c.dirs {
             match &self.fs_root {
-                None => refusals.push(format!(
-                    "requests {} directory {:?}, but this node's policy grants no file-system access (set grants.fs-root)",
-                    dir.access, dir.name
-                )),
-                Some(_) if dir.access > self.fs_access => refusals.push(format!(
-                    "requests {} directory {:?}, but this node's policy allows at most {}",
-                    dir.access, dir.name, self.fs_access
-                )),
+                None => refusals.push(Refusal::NoFileSystem {
+                    dir: dir.name.clone(),
+                    access: dir.access,
+                }),
+                Some(_) if dir.access > self.fs_access => {
+                    refusals.push(Refusal::FileSystemAccess {
+                        dir: dir.name.clone(),
+                        access: dir.access,
+                        allowed: self.fs_access,
+                    })
+                }
                 Some(root) => grants.dirs.push(DirGrant {
                     root: root.clone(),
                     relative: PathBuf::from(&manifest.name).join(&dir.name),
@@ -436,79 +565,99 @@ impl Policy {
                 }),
             }
         }
-        Evaluation {
+        Assessment {
             trusted,
-            grants,
+            admission: Admission { grants, notes },
             refusals,
-            notes,
         }
     }
 
-    /// The paper's check before downloading: can this node host the service?
-    pub fn check_requirements(&self, manifest: &Manifest, refusals: &mut Vec<String>) {
+    /// The paper's check before downloading: can this node host the
+    /// service? Every requirement the node does not meet.
+    fn requirements(&self, manifest: &Manifest) -> Vec<Refusal> {
         let r = &manifest.requirements;
         let res = &self.resources;
+        let mut refusals = Vec::new();
         if r.min_cpus > res.cpus {
-            refusals.push(format!(
-                "needs {} CPUs; this node has {}",
-                r.min_cpus, res.cpus
-            ));
+            refusals.push(Refusal::Cpus {
+                needed: r.min_cpus,
+                available: res.cpus,
+            });
         }
         if r.min_free_memory > res.free_memory {
-            refusals.push(format!(
-                "needs {} of free memory; this node has {}",
-                format_size(r.min_free_memory),
-                format_size(res.free_memory)
-            ));
+            refusals.push(Refusal::Memory {
+                needed: r.min_free_memory,
+                available: res.free_memory,
+            });
         }
         if let Some(min) = &r.min_runtime_version {
             let ours = crate::runtime_version();
             if *min > ours {
-                refusals.push(format!(
-                    "needs sp2a runtime {min} or newer; this node runs {ours}"
-                ));
+                refusals.push(Refusal::RuntimeVersion {
+                    needed: min.clone(),
+                    running: ours,
+                });
             }
         }
         if !r.arch.is_empty() && !r.arch.contains(&res.arch) {
-            refusals.push(format!(
-                "runs only on {}; this node is {}",
-                r.arch.join(", "),
-                res.arch
-            ));
+            refusals.push(Refusal::Arch {
+                allowed: r.arch.clone(),
+                this: res.arch.clone(),
+            });
         }
         if !r.os.is_empty() && !r.os.contains(&res.os) {
-            refusals.push(format!(
-                "runs only on {}; this node runs {}",
-                r.os.join(", "),
-                res.os
-            ));
+            refusals.push(Refusal::Os {
+                allowed: r.os.clone(),
+                this: res.os.clone(),
+            });
         }
+        refusals
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::package::SecretKey;
+    use crate::package::{SecretKey, pack};
 
-    fn manifest(extra: &str) -> Manifest {
-        Manifest::parse(
+    /// The advert of a package whose manifest has `extra` after name and
+    /// version, signed by `key`, with a `size`-byte component.
+    fn advert(extra: &str, key: &SecretKey, size: usize) -> Advert {
+        let manifest = crate::package::Manifest::parse(
             format!("<rps><name>svc</name><version>1.0.0</version>{extra}</rps>").as_bytes(),
         )
-        .unwrap()
+        .unwrap();
+        let mut component = vec![0, 97, 115, 109, 13, 0, 1, 0];
+        component.resize(size.max(8), 0);
+        pack(component, &manifest, key).unwrap().advert().clone()
     }
 
     #[test]
     fn empty_policy_denies_everything() {
-        let key = SecretKey::generate().public();
+        let key = SecretKey::generate();
         let policy = Policy::parse("", Path::new(".")).unwrap();
-        let m = manifest(
+        let a = advert(
             r#"<capabilities><clocks/><random/><stdout/><env name="HOME"/>
                <dir name="d" path="/d"/><net host="example.org" port="443"/></capabilities>"#,
+            &key,
+            8,
         );
-        let eval = policy.evaluate(&m, &key);
-        assert!(!eval.trusted);
-        let all = eval.refusals.join("\n");
+        let assessment = policy.assess(&a);
+        assert!(!assessment.trusted);
+        let kinds: Vec<&str> = assessment.refusals.iter().map(Refusal::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "untrusted-publisher",
+                "capability",
+                "capability",
+                "capability",
+                "env",
+                "net",
+                "no-file-system"
+            ]
+        );
+        let all = policy.admit(&a).unwrap_err().to_string();
         for needle in [
             "not trusted",
             "clocks",
@@ -524,11 +673,11 @@ mod tests {
 
     #[test]
     fn grants_and_caps() {
-        let key = SecretKey::generate().public();
+        let key = SecretKey::generate();
         let text = format!(
             r#"
             [trust]
-            publishers = ["{key}"]
+            publishers = ["{}"]
             [grants]
             clocks = true
             env = {{ LANG = "C" }}
@@ -541,50 +690,105 @@ mod tests {
             [resources]
             cpus = 4
             free-memory = "1 GiB"
-            "#
+            "#,
+            key.public()
         );
         let policy = Policy::parse(&text, Path::new("/srv")).unwrap();
-        let m = manifest(
+        let a = advert(
             r#"<requirements><max-memory>32 MiB</max-memory><time-per-call>500ms</time-per-call></requirements>
                <capabilities><clocks/><env name="LANG"/><net host="example.org" port="443"/>
                <dir name="d" path="/d" access="read-only"/></capabilities>"#,
+            &key,
+            8,
         );
-        let eval = policy.evaluate(&m, &key);
-        assert!(eval.refusals.is_empty(), "{:?}", eval.refusals);
-        assert_eq!(eval.grants.limits.max_memory, 8 << 20);
-        assert_eq!(eval.grants.limits.time_per_call, Duration::from_millis(500));
-        assert!(eval.notes[0].contains("memory limit lowered"));
-        assert_eq!(eval.grants.env, [("LANG".to_owned(), "C".to_owned())]);
-        assert_eq!(eval.grants.dirs[0].root, PathBuf::from("/srv/data"));
-        assert_eq!(eval.grants.dirs[0].relative, PathBuf::from("svc/d"));
+        let admission = policy.admit(&a).unwrap();
+        assert_eq!(admission.grants.limits.max_memory, 8 << 20);
+        assert_eq!(
+            admission.grants.limits.time_per_call,
+            Duration::from_millis(500)
+        );
+        assert!(admission.notes[0].contains("memory limit lowered"));
+        assert_eq!(admission.grants.env, [("LANG".to_owned(), "C".to_owned())]);
+        assert_eq!(admission.grants.dirs[0].root, PathBuf::from("/srv/data"));
+        assert_eq!(admission.grants.dirs[0].relative, PathBuf::from("svc/d"));
 
-        let rw = manifest(
+        let rw = advert(
             r#"<capabilities><dir name="d" path="/d" access="read-write"/><net host="example.org" port="80"/></capabilities>"#,
+            &key,
+            8,
         );
-        let refusals = policy.evaluate(&rw, &key).refusals.join("\n");
-        assert!(refusals.contains("at most read-only"), "{refusals}");
-        assert!(refusals.contains("tcp/example.org:80"), "{refusals}");
+        let Refusals(refusals) = policy.admit(&rw).unwrap_err();
+        assert!(matches!(
+            &refusals[0],
+            Refusal::Net(request) if request.port == 80
+        ));
+        assert_eq!(
+            refusals[1],
+            Refusal::FileSystemAccess {
+                dir: "d".into(),
+                access: Access::ReadWrite,
+                allowed: Access::ReadOnly
+            }
+        );
+        assert!(refusals[1].to_string().contains("at most read-only"));
     }
 
     #[test]
-    fn requirements_against_resources() {
+    fn requirements_and_size_against_this_node() {
+        let key = SecretKey::generate();
         let policy = Policy::parse(
-            "[resources]\ncpus = 2\nfree-memory = \"100 MiB\"",
+            &format!(
+                "[trust]\npublishers = [\"{}\"]\n[limits]\nmax-component-size = \"1 KiB\"\n\
+                 [resources]\ncpus = 2\nfree-memory = \"100 MiB\"",
+                key.public()
+            ),
             Path::new("."),
         )
         .unwrap();
-        let m = manifest(
+        let a = advert(
             "<requirements><min-cpus>8</min-cpus><min-free-memory>1 GiB</min-free-memory>\
              <min-runtime-version>99.0.0</min-runtime-version><arch>riscv64</arch></requirements>",
+            &key,
+            4096,
         );
-        let mut refusals = Vec::new();
-        policy.check_requirements(&m, &mut refusals);
-        assert_eq!(refusals.len(), 4, "{refusals:?}");
+        let Refusals(refusals) = policy.admit(&a).unwrap_err();
+        assert_eq!(
+            refusals.iter().map(Refusal::kind).collect::<Vec<_>>(),
+            ["too-large", "cpus", "memory", "runtime-version", "arch"]
+        );
+        assert_eq!(refusals[1].to_string(), "needs 8 CPUs; this node has 2");
+        assert_eq!(
+            refusals[0],
+            Refusal::TooLarge {
+                size: 4096,
+                limit: 1024
+            }
+        );
+        // Within every limit, the same advert is admitted.
+        let small = advert("", &key, 8);
+        assert!(policy.admit(&small).is_ok());
     }
 
     #[test]
-    fn rejects_unknown_keys() {
-        assert!(Policy::parse("[grants]\nclock = true", Path::new(".")).is_err());
-        assert!(Policy::parse("[grants]\nnet = [\"nohost\"]", Path::new(".")).is_err());
+    fn rejects_unknown_keys_and_bad_values() {
+        assert!(matches!(
+            Policy::parse("[grants]\nclock = true", Path::new(".")),
+            Err(PolicyError::Toml(_))
+        ));
+        assert!(matches!(
+            Policy::parse("[grants]\nnet = [\"nohost\"]", Path::new(".")),
+            Err(PolicyError::NetRule { .. })
+        ));
+        assert!(matches!(
+            Policy::parse("[limits]\nmax-memory = \"lots\"", Path::new(".")),
+            Err(PolicyError::Value {
+                field: "limits.max-memory",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Policy::parse("[trust]\npublishers = [\"ed25519:00\"]", Path::new(".")),
+            Err(PolicyError::Key(_))
+        ));
     }
 }

@@ -86,7 +86,7 @@ pub fn run_sp2a(dir: &Path, args: &[&str]) -> Output {
     Command::new(sp2a_bin())
         .current_dir(dir)
         .args(args)
-        .env_remove("SP2A_LOG")
+        .env_remove("RUST_LOG")
         .output()
         .unwrap()
 }
@@ -108,9 +108,10 @@ pub mod net {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use sp2a::blocks::{self, Bitmap};
     use sp2a::net::protocol::*;
     use sp2a::net::{Client, InboundRequest, Multiaddr, NetConfig, PeerId, keys};
-    use sp2a::node::{Node, NodeConfig, transfer};
+    use sp2a::node::{Node, NodeConfig};
     use sp2a::package::{Package, SecretKey};
     use sp2a::policy::Policy;
     use sp2a::sandbox::Sandbox;
@@ -121,6 +122,19 @@ pub mod net {
             .await
             .expect("the test timed out")
     }
+
+    /// The settings of test nodes.
+    pub const TEST_SETTINGS: &str = r#"
+        [net]
+        listen = ["/ip4/127.0.0.1/tcp/0"]
+        request-timeout = "10s"
+        [pull]
+        attempt-timeout = "800ms"
+        advert-timeout = "2s"
+        rediscover-delay = "200ms"
+        max-rediscover-delay = "2s"
+        timeout = "30s"
+    "#;
 
     /// A set of nodes sharing one sandbox and one trusted publisher key.
     pub struct TestNet {
@@ -162,15 +176,11 @@ pub mod net {
             super::policy(&self.key, &root, "")
         }
 
-        /// Test-speed node settings: loopback, short timeouts.
+        /// Test-speed node settings (loopback, short timeouts), through
+        /// the configuration file format every node uses.
         pub fn config(&mut self, data_dir: std::path::PathBuf) -> NodeConfig {
-            let mut config = NodeConfig::new(data_dir);
-            config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-            config.net.request_timeout = Duration::from_secs(10);
-            config.pull.base_timeout = Duration::from_millis(800);
-            config.pull.advert_timeout = Duration::from_secs(2);
-            config.pull.rediscover_delay = Duration::from_millis(200);
-            config.pull.total_timeout = Duration::from_secs(30);
+            let mut config = NodeConfig::from_toml(TEST_SETTINGS, &data_dir).unwrap();
+            config.data_dir = data_dir;
             config
         }
 
@@ -288,7 +298,7 @@ pub mod net {
             let have_counter = haves.clone();
             let advert = package.advert().bytes().to_vec();
             let component = package.component().to_vec();
-            let outboard = transfer::outboard(&component);
+            let outboard = blocks::outboard(&component);
             let size = component.len() as u64;
             let serving = client.clone();
             tokio::spawn(async move {
@@ -305,7 +315,7 @@ pub mod net {
                         InboundRequest::Transfer {
                             request, channel, ..
                         } => {
-                            let blocks_total = transfer::block_count(size);
+                            let blocks_total = blocks::block_count(size);
                             let range = match request {
                                 TransferRequest::Have { .. } => {
                                     have_counter.fetch_add(1, Ordering::SeqCst);
@@ -313,11 +323,7 @@ pub mod net {
                                         held.push(channel);
                                         continue;
                                     }
-                                    let blocks = blocks_total as usize;
-                                    let mut bitmap = vec![0xffu8; blocks.div_ceil(8)];
-                                    if !blocks.is_multiple_of(8) {
-                                        bitmap[blocks / 8] = (1u8 << (blocks % 8)) - 1;
-                                    }
+                                    let bitmap = Bitmap::full(blocks_total).encode();
                                     let size = match behaviour {
                                         Misbehaviour::LieAboutSize => size * 1000,
                                         _ => size,
@@ -336,11 +342,9 @@ pub mod net {
                                     ..
                                 } => (first_block, blocks),
                                 TransferRequest::Want { wanted, blocks, .. } => {
-                                    let wants = |b: u64| {
-                                        wanted
-                                            .get((b / 8) as usize)
-                                            .is_some_and(|byte| byte & (1 << (b % 8)) != 0)
-                                    };
+                                    let wanted = Bitmap::decode(&wanted, blocks_total)
+                                        .unwrap_or_else(|| Bitmap::empty(blocks_total));
+                                    let wants = |b: u64| wanted.contains(b);
                                     let Some(first) = (0..blocks_total).find(|b| wants(*b)) else {
                                         serving
                                             .respond_transfer(channel, TransferResponse::NotFound)
@@ -364,7 +368,7 @@ pub mod net {
                                 continue;
                             }
                             let Ok(mut encoded) =
-                                transfer::encode(&component, &outboard, first_block, blocks)
+                                blocks::encode(&component, &outboard, first_block, blocks)
                             else {
                                 serving
                                     .respond_transfer(channel, TransferResponse::NotFound)

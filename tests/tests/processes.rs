@@ -219,7 +219,7 @@ fn a_node_killed_mid_download_restarts_clean() {
     // A provider with a slow uplink: the 2 MiB download takes half a minute.
     std::fs::write(
         dir.join("slow.toml"),
-        "policy = \"policy.toml\"\nupload-rate = \"64 KiB\"\nshare = [\"stream.rps\"]\n",
+        "policy = \"policy.toml\"\nshare = [\"stream.rps\"]\n[upload]\nrate = \"64 KiB\"\n",
     )
     .unwrap();
     let provider = NodeProcess::start(dir, "provider", &["--config", "slow.toml"]);

@@ -27,24 +27,50 @@ pub enum RequestError {
     Shutdown,
 }
 
-/// A request from a peer, to be answered through [`Client`].
+/// Why a dial failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    #[error("{0} has no /p2p/<peer id> suffix")]
+    NoPeerId(Multiaddr),
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable { peer: PeerId, reason: String },
+    #[error("the network is shutting down")]
+    Shutdown,
+}
+
+/// A request from a peer, to be answered through [`Client`]. `span` is
+/// the request's tracing span, inside the span of its connection.
 #[derive(Debug)]
 pub enum InboundRequest {
     Advert {
         peer: PeerId,
         request: AdvertRequest,
         channel: ResponseChannel<AdvertResponse>,
+        span: tracing::Span,
     },
     Transfer {
         peer: PeerId,
         request: TransferRequest,
         channel: ResponseChannel<TransferResponse>,
+        span: tracing::Span,
     },
     Invoke {
         peer: PeerId,
         request: InvokeRequest,
         channel: ResponseChannel<InvokeResponse>,
+        span: tracing::Span,
     },
+}
+
+impl InboundRequest {
+    /// The request's tracing span.
+    pub fn span(&self) -> &tracing::Span {
+        match self {
+            InboundRequest::Advert { span, .. }
+            | InboundRequest::Transfer { span, .. }
+            | InboundRequest::Invoke { span, .. } => span,
+        }
+    }
 }
 
 /// A snapshot of the network's state.
@@ -76,7 +102,7 @@ pub(crate) enum Command {
     },
     Dial {
         address: Multiaddr,
-        reply: Reply<Result<PeerId, String>>,
+        reply: Reply<Result<PeerId, DialError>>,
     },
     Advert {
         peer: PeerId,
@@ -210,10 +236,10 @@ impl Client {
     }
 
     /// Dials an address ending in `/p2p/<peer id>` and waits for the connection.
-    pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, String> {
+    pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, DialError> {
         self.ask(|reply| Command::Dial { address, reply })
             .await
-            .unwrap_or_else(|| Err(RequestError::Shutdown.to_string()))
+            .unwrap_or(Err(DialError::Shutdown))
     }
 
     pub async fn request_advert(

@@ -4,6 +4,10 @@
 //! `provider_records_per_peer` per peer per hour) and hands peers' requests
 //! to the node through a bounded channel. When that channel is full a peer's
 //! request is answered `Busy` at once rather than queued without bound.
+//!
+//! Each connection has a tracing span (`connection`, with the peer, the
+//! connection id and the remote address); a peer's request gets a span
+//! inside it, which the node answers in.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -12,12 +16,14 @@ use futures::StreamExt;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::{DialError, SwarmEvent, dial_opts::DialOpts};
+use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
-use super::client::{AddressBook, Client, Command, InboundRequest, NetInfo, Reply, RequestError};
+use super::client::{
+    AddressBook, Client, Command, DialError, InboundRequest, NetInfo, Reply, RequestError,
+};
 use super::protocol::*;
 use super::{NetConfig, NetError, split_peer_address};
 
@@ -79,6 +85,7 @@ pub async fn start(
         inbound: inbound_tx,
         config,
         pending_dials: HashMap::new(),
+        connections: HashMap::new(),
         pending_providers: HashMap::new(),
         pending_adverts: HashMap::new(),
         pending_transfers: HashMap::new(),
@@ -143,7 +150,9 @@ struct EventLoop {
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<InboundRequest>,
     config: NetConfig,
-    pending_dials: HashMap<PeerId, Vec<Reply<Result<PeerId, String>>>>,
+    pending_dials: HashMap<PeerId, Vec<Reply<Result<PeerId, DialError>>>>,
+    /// The tracing span of each open connection.
+    connections: HashMap<ConnectionId, tracing::Span>,
     pending_providers: HashMap<QueryId, PendingProviders>,
     pending_adverts: HashMap<OutboundRequestId, Reply<Result<AdvertResponse, RequestError>>>,
     pending_transfers: HashMap<OutboundRequestId, Reply<Result<TransferResponse, RequestError>>>,
@@ -223,7 +232,7 @@ impl EventLoop {
             }
             Command::Dial { address, reply } => {
                 let Some((peer, addr)) = split_peer_address(&address) else {
-                    let _ = reply.send(Err(format!("{address} has no /p2p/<peer id> suffix")));
+                    let _ = reply.send(Err(DialError::NoPeerId(address)));
                     return;
                 };
                 if self.swarm.is_connected(&peer) {
@@ -240,11 +249,14 @@ impl EventLoop {
                 {
                     // A dial already in progress (e.g. the bootstrap dial)
                     // completes this one too.
-                    Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {
+                    Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
                         self.pending_dials.entry(peer).or_default().push(reply)
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(DialError::Unreachable {
+                            peer,
+                            reason: e.to_string(),
+                        }));
                     }
                 }
             }
@@ -302,10 +314,10 @@ impl EventLoop {
     /// A node that announced its keys while it knew few peers (typically a
     /// seed that shared before anyone joined) stored its provider records
     /// with nobody: announce again each time the routing table doubles, until
-    /// it holds a full bucket's worth of peers (Kademlia's k = 20).
+    /// it holds a full bucket's worth of peers (Kademlia's k).
     fn republish_if_grown(&mut self) {
-        const K: usize = 20;
-        if self.provided.is_empty() || self.published_at_peers >= K {
+        let k = self.config.kad_bucket_size;
+        if self.provided.is_empty() || self.published_at_peers >= k {
             return;
         }
         let kad = &mut self.swarm.behaviour_mut().kad;
@@ -380,9 +392,33 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Adverts(event)) => self.handle_adverts(event),
             SwarmEvent::Behaviour(BehaviourEvent::Transfer(event)) => self.handle_transfer(event),
             SwarmEvent::Behaviour(BehaviourEvent::Invoke(event)) => self.handle_invoke(event),
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                let span = tracing::debug_span!(
+                    parent: None,
+                    "connection",
+                    peer = %peer_id,
+                    id = %connection_id,
+                    remote = %endpoint.get_remote_address(),
+                );
+                tracing::debug!(parent: &span, dialer = endpoint.is_dialer(), "connected");
+                self.connections.insert(connection_id, span);
                 for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                connection_id,
+                cause,
+                ..
+            } => {
+                if let Some(span) = self.connections.remove(&connection_id) {
+                    let cause = cause.map(|c| c.to_string());
+                    tracing::debug!(parent: &span, ?cause, "closed");
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -390,8 +426,12 @@ impl EventLoop {
                 error,
                 ..
             } if !self.swarm.is_connected(&peer_id) => {
+                tracing::debug!(peer = %peer_id, %error, "dial failed");
                 for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
-                    let _ = reply.send(Err(error.to_string()));
+                    let _ = reply.send(Err(DialError::Unreachable {
+                        peer: peer_id,
+                        reason: error.to_string(),
+                    }));
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -467,12 +507,24 @@ impl EventLoop {
         }
     }
 
+    /// The span of a peer's request on `connection`.
+    fn request_span(&self, connection: ConnectionId, protocol: &'static str) -> tracing::Span {
+        match self.connections.get(&connection) {
+            Some(parent) => tracing::debug_span!(parent: parent, "request", protocol),
+            None => tracing::debug_span!("request", protocol, %connection),
+        }
+    }
+
     fn handle_adverts(&mut self, event: request_response::Event<AdvertRequest, AdvertResponse>) {
-        if let Some((peer, request, channel)) = settle(event, &mut self.pending_adverts, "advert") {
+        if let Some((peer, connection, request, channel)) =
+            settle(event, &mut self.pending_adverts, "advert")
+        {
+            let span = self.request_span(connection, ADVERT_PROTOCOL);
             self.hand_over(InboundRequest::Advert {
                 peer,
                 request,
                 channel,
+                span,
             });
         }
     }
@@ -481,23 +533,29 @@ impl EventLoop {
         &mut self,
         event: request_response::Event<TransferRequest, TransferResponse>,
     ) {
-        if let Some((peer, request, channel)) =
+        if let Some((peer, connection, request, channel)) =
             settle(event, &mut self.pending_transfers, "transfer")
         {
+            let span = self.request_span(connection, TRANSFER_PROTOCOL);
             self.hand_over(InboundRequest::Transfer {
                 peer,
                 request,
                 channel,
+                span,
             });
         }
     }
 
     fn handle_invoke(&mut self, event: request_response::Event<InvokeRequest, InvokeResponse>) {
-        if let Some((peer, request, channel)) = settle(event, &mut self.pending_invokes, "invoke") {
+        if let Some((peer, connection, request, channel)) =
+            settle(event, &mut self.pending_invokes, "invoke")
+        {
+            let span = self.request_span(connection, INVOKE_PROTOCOL);
             self.hand_over(InboundRequest::Invoke {
                 peer,
                 request,
                 channel,
+                span,
             });
         }
     }
@@ -508,9 +566,11 @@ impl EventLoop {
         let Err(e) = self.inbound.try_send(request) else {
             return;
         };
+        let request = e.into_inner();
+        tracing::debug!(parent: request.span(), "the node's queue is full: answering busy");
         let behaviour = self.swarm.behaviour_mut();
         // A failed send means the peer is gone: nothing more to tell it.
-        match e.into_inner() {
+        match request {
             InboundRequest::Advert { channel, .. } => {
                 let _ = behaviour
                     .adverts
@@ -536,12 +596,16 @@ fn settle<Req, Resp>(
     event: request_response::Event<Req, Resp>,
     pending: &mut HashMap<OutboundRequestId, Reply<Result<Resp, RequestError>>>,
     protocol: &'static str,
-) -> Option<(PeerId, Req, ResponseChannel<Resp>)> {
+) -> Option<(PeerId, ConnectionId, Req, ResponseChannel<Resp>)> {
     match event {
-        request_response::Event::Message { peer, message, .. } => match message {
+        request_response::Event::Message {
+            peer,
+            connection_id,
+            message,
+        } => match message {
             request_response::Message::Request {
                 request, channel, ..
-            } => return Some((peer, request, channel)),
+            } => return Some((peer, connection_id, request, channel)),
             request_response::Message::Response {
                 request_id,
                 response,

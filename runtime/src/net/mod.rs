@@ -11,6 +11,7 @@
 //! are CIDv1 bytes (see [`keys`]), so any libp2p Kademlia implementation
 //! speaking the `/sp2a/kad/1.0.0` protocol can look them up.
 
+pub mod address;
 pub mod behaviour;
 pub mod client;
 pub mod event_loop;
@@ -20,9 +21,8 @@ pub mod protocol;
 use std::path::Path;
 use std::time::Duration;
 
-pub use client::{Client, InboundRequest, NetInfo, RequestError};
-pub use libp2p::multiaddr as libp2p_protocol;
-pub use libp2p::{Multiaddr, PeerId};
+pub use client::{Client, DialError, InboundRequest, NetInfo, RequestError};
+pub use libp2p::{Multiaddr, PeerId, multiaddr};
 
 /// Errors starting the network.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,8 @@ pub enum NetError {
     BootstrapWithoutPeer(String),
 }
 
-/// Network settings. Defaults: no listen address, no bootstrap peers, mDNS
+/// Network settings. Defaults: listen on TCP and QUIC on every interface
+/// (ports chosen by the system), no bootstrap peers, mDNS
 /// off, 512 connections (2 per peer), 30 s request timeout, 256 queued
 /// inbound requests, 1024 provider records accepted per peer per hour,
 /// 10 s Kademlia query timeout, 64 concurrent streams per protocol per
@@ -69,7 +70,12 @@ pub struct NetConfig {
 impl Default for NetConfig {
     fn default() -> Self {
         Self {
-            listen: Vec::new(),
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().expect("a valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("a valid multiaddr"),
+            ],
             bootstrap: Vec::new(),
             mdns: false,
             max_connections: 512,
@@ -104,13 +110,7 @@ pub fn load_or_create_identity(path: &Path) -> Result<libp2p::identity::Keypair,
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
             }
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
-            std::io::Write::write_all(&mut file, &bytes).map_err(|e| err(e.to_string()))?;
-            file.sync_all().map_err(|e| err(e.to_string()))?;
+            crate::files::write_new(path, &bytes, 0o600).map_err(|e| err(e.to_string()))?;
             Ok(keypair)
         }
         Err(e) => Err(err(e.to_string())),

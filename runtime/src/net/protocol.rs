@@ -9,7 +9,9 @@
 //! * `/sp2a/transfer/1`: ask which 16 KiB blocks of a component a peer holds
 //!   (a bitmap; peers serve blocks while still downloading), or fetch a range
 //!   of blocks as a BLAKE3 verified-streaming (bao) encoding against the
-//!   component hash of the advert. Answers may name a few other peers
+//!   component hash of the advert. Bitmaps (`bitmap`, `wanted`) are in the
+//!   wire format of [`Bitmap`](crate::blocks::Bitmap): `ceil(blocks / 8)` bytes, block `i` at bit
+//!   `i % 8` of byte `i / 8`, zero padding; anything else is refused. Answers may name a few other peers
 //!   fetching the same package (peer exchange), which the receiver treats as
 //!   hints, like any other unverified provider. Request ≤ [`MAX_TRANSFER_REQUEST`] bytes, at most
 //!   [`MAX_BLOCKS_PER_REQUEST`] blocks; response ≤ [`MAX_TRANSFER_RESPONSE`]
@@ -23,12 +25,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Size of one verified block of a component (bao chunk group, 16 KiB).
-pub const BLOCK_SIZE: u64 = 16 * 1024;
-/// `BLOCK_SIZE` as bao-tree's chunk log (2^4 BLAKE3 chunks of 1 KiB).
-pub const BLOCK_CHUNK_LOG: u8 = 4;
-/// Largest number of blocks one transfer request may ask for (1 MiB).
-pub const MAX_BLOCKS_PER_REQUEST: u32 = 64;
+pub use crate::blocks::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST};
+
 /// Most adverts one advert response may carry.
 pub const MAX_ADVERTS: usize = 16;
 
@@ -83,9 +81,9 @@ pub enum TransferRequest {
         #[serde(with = "serde_bytes")]
         content_id: [u8; 32],
     },
-    /// Any run of up to `blocks` of the blocks marked in `wanted` (a bitmap
-    /// like `Have`'s) that the peer holds, of its choosing: one round trip
-    /// where `Have` then `Blocks` would take two.
+    /// Any run of up to `blocks` of the blocks marked in `wanted` (a
+    /// [`Bitmap`](crate::blocks::Bitmap) like `Have`'s) that the peer holds, of its choosing: one
+    /// round trip where `Have` then `Blocks` would take two.
     Want {
         #[serde(with = "serde_bytes")]
         content_id: [u8; 32],
@@ -115,7 +113,7 @@ pub enum TransferResponse {
         #[serde(default)]
         peers: Vec<PeerInfo>,
     },
-    /// The blocks held: bit `i % 8` of byte `i / 8` for block `i`.
+    /// The blocks held, as a [`Bitmap`](crate::blocks::Bitmap).
     Have {
         size: u64,
         #[serde(with = "serde_bytes")]
@@ -132,6 +130,18 @@ pub enum TransferResponse {
         #[serde(default)]
         peers: Vec<PeerInfo>,
     },
+}
+
+impl TransferResponse {
+    /// The answer's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransferResponse::Data { .. } => "data",
+            TransferResponse::Have { .. } => "have",
+            TransferResponse::NotFound => "not-found",
+            TransferResponse::Busy { .. } => "busy",
+        }
+    }
 }
 
 /// A peer, as passed on in peer exchange: its id and listen addresses, both
@@ -204,17 +214,6 @@ pub enum InvokeResponse {
     Denied(String),
     /// The peer does not provide this service.
     NotFound,
-}
-
-/// Checks a service name in a request: the manifest's rules.
-pub fn valid_service_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && !name.ends_with('-')
-        && name.as_bytes()[0].is_ascii_lowercase()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Clips peer-supplied text for logs and errors.

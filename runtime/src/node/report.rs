@@ -2,8 +2,43 @@
 //! package, gathered without running any of its code.
 
 use crate::package::Package;
-use crate::policy::Policy;
+use crate::policy::{Policy, Refusal};
 use crate::sandbox::Sandbox;
+
+/// One reason a package would not be activated on this node.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Objection {
+    #[error("signature: {0}")]
+    Signature(String),
+    #[error("component: {0}")]
+    Integrity(String),
+    /// The admission check ([`Policy::admit`]) refused it.
+    #[error(transparent)]
+    Policy(Refusal),
+    /// The component imports something its manifest does not declare or
+    /// this runtime does not provide.
+    #[error("{0}")]
+    Imports(String),
+    #[error("{0}")]
+    Compile(String),
+}
+
+impl serde::Serialize for Objection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let kind = match self {
+            Objection::Signature(_) => "signature",
+            Objection::Integrity(_) => "integrity",
+            Objection::Policy(refusal) => refusal.kind(),
+            Objection::Imports(_) => "imports",
+            Objection::Compile(_) => "compile",
+        };
+        let mut out = serializer.serialize_struct("Objection", 2)?;
+        out.serialize_field("kind", kind)?;
+        out.serialize_field("reason", &self.to_string())?;
+        out.end()
+    }
+}
 
 /// Everything an operator needs to decide about a package, gathered without
 /// running any of its code.
@@ -27,7 +62,7 @@ pub struct PackageReport {
     pub effective_limits: LimitsReport,
     pub notes: Vec<String>,
     /// Every reason this node would refuse to activate the package.
-    pub refusals: Vec<String>,
+    pub refusals: Vec<Objection>,
 }
 
 impl PackageReport {
@@ -62,22 +97,15 @@ pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package)
     let manifest = package.manifest().clone();
     let advert = package.advert();
     let integrity = package.integrity();
-    let evaluation = policy.evaluate(&manifest, &advert.publisher());
+    let assessment = policy.assess(advert);
     let mut refusals = Vec::new();
     if let Err(e) = &integrity.signature {
-        refusals.push(format!("signature: {e}"));
+        refusals.push(Objection::Signature(e.to_string()));
     }
     if let Err(e) = &integrity.component {
-        refusals.push(format!("component: {e}"));
+        refusals.push(Objection::Integrity(e.to_string()));
     }
-    if advert.component_len() > policy.limits.max_component_size {
-        refusals.push(format!(
-            "component is {} bytes; this node accepts at most {}",
-            advert.component_len(),
-            policy.limits.max_component_size
-        ));
-    }
-    refusals.extend(evaluation.refusals.iter().cloned());
+    refusals.extend(assessment.refusals.iter().cloned().map(Objection::Policy));
     let r = &manifest.requirements;
     let res = &policy.resources;
     let requirements = vec![
@@ -134,11 +162,11 @@ pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package)
         match compiled {
             Ok(Ok(compiled)) => {
                 let report = sandbox.audit(&compiled.component, &manifest.capabilities);
-                refusals.extend(report.refusals.iter().cloned());
+                refusals.extend(report.refusals.iter().cloned().map(Objection::Imports));
                 audit = Some(report);
             }
             Ok(Err(e)) => {
-                refusals.push(e.to_string());
+                refusals.push(Objection::Compile(e.to_string()));
                 compile_error = Some(e.to_string());
             }
             Err(e) => compile_error = Some(format!("compile task failed: {e}")),
@@ -146,7 +174,8 @@ pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package)
     } else {
         compile_error = Some("not compiled: the package did not verify".into());
     }
-    let mut notes = evaluation.notes.clone();
+    let grants = &assessment.admission.grants;
+    let mut notes = assessment.admission.notes.clone();
     if let Some(audit) = &audit {
         notes.extend(audit.notes.iter().cloned());
     }
@@ -156,7 +185,7 @@ pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package)
         description: manifest.description.clone(),
         content_id,
         publisher: publisher.to_string(),
-        publisher_trusted: evaluation.trusted,
+        publisher_trusted: assessment.trusted,
         signature,
         component_hash,
         component_size,
@@ -174,9 +203,9 @@ pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package)
         audit,
         compile_error,
         effective_limits: LimitsReport {
-            max_memory: format_size(evaluation.grants.limits.max_memory),
-            fuel_per_call: evaluation.grants.limits.fuel_per_call,
-            time_per_call: format_duration(evaluation.grants.limits.time_per_call),
+            max_memory: format_size(grants.limits.max_memory),
+            fuel_per_call: grants.limits.fuel_per_call,
+            time_per_call: format_duration(grants.limits.time_per_call),
         },
         notes,
         refusals,

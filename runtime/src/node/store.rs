@@ -6,7 +6,6 @@
 //! either the whole package or nothing; `tmp/` is emptied on open. Nothing is
 //! stored before it verified, and everything is verified again when loaded.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::package::{ContentId, Package, PackageError, VerifiedPackage};
@@ -27,6 +26,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         source,
     }
 }
+
+/// A stored package as loaded: verified, or the file and what is wrong with it.
+pub type Loaded = Result<VerifiedPackage, (PathBuf, PackageError)>;
 
 /// A directory of verified packages.
 #[derive(Clone, Debug)]
@@ -57,18 +59,13 @@ impl Store {
         if path.exists() {
             return Ok(path);
         }
-        let tmp = self.dir.join("tmp");
-        let mut file = tempfile::NamedTempFile::new_in(&tmp).map_err(io(&tmp))?;
-        file.write_all(&package.header()).map_err(io(&path))?;
-        file.write_all(package.component()).map_err(io(&path))?;
-        file.as_file().sync_all().map_err(io(&path))?;
-        file.persist(&path).map_err(|e| StoreError::Io {
-            path: path.display().to_string(),
-            source: e.error,
-        })?;
-        if let Ok(dir) = std::fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
+        let header = package.header();
+        crate::files::write_atomic(
+            &path,
+            &self.dir.join("tmp"),
+            &[&header, package.component()],
+        )
+        .map_err(io(&path))?;
         Ok(path)
     }
 
@@ -83,9 +80,7 @@ impl Store {
 
     /// Every stored package, verified again; files that fail are reported
     /// with their path and left for the operator.
-    pub fn load_all(
-        &self,
-    ) -> Result<Vec<Result<VerifiedPackage, (PathBuf, PackageError)>>, StoreError> {
+    pub fn load_all(&self) -> Result<Vec<Loaded>, StoreError> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let path = entry.map_err(io(&self.dir))?.path();

@@ -57,7 +57,7 @@ pub enum PackageError {
     #[error("invalid manifest: {0}")]
     Manifest(#[from] ManifestError),
     #[error("invalid publisher key in advert: {0}")]
-    BadPublisher(String),
+    BadPublisher(super::keys::KeyError),
     #[error("manifest <owner> {owner} does not match the signing publisher {publisher}")]
     OwnerMismatch { owner: String, publisher: String },
     #[error("manifest has no <owner>")]
@@ -97,13 +97,23 @@ impl fmt::Debug for ContentId {
     }
 }
 
-impl FromStr for ContentId {
-    type Err = String;
+/// Text that is not a content id.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{text:?} is not a content id (64 hex digits): {reason}")]
+pub struct ContentIdError {
+    pub text: String,
+    reason: hex::FromHexError,
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FromStr for ContentId {
+    type Err = ContentIdError;
+
+    fn from_str(text: &str) -> Result<Self, ContentIdError> {
         let mut bytes = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut bytes)
-            .map_err(|e| format!("{text:?} is not a content id (64 hex digits): {e}"))?;
+        hex::decode_to_slice(text.trim(), &mut bytes).map_err(|reason| ContentIdError {
+            text: text.to_owned(),
+            reason,
+        })?;
         Ok(Self(bytes))
     }
 }

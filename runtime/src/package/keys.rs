@@ -28,6 +28,10 @@ pub enum KeyError {
     NotPublicKey { path: String, reason: String },
     #[error("invalid publisher key {text:?}: {reason} (expected \"ed25519:\" and 64 hex digits)")]
     BadText { text: String, reason: String },
+    #[error("not an ed25519 public key: {0}")]
+    NotAPoint(ed25519_dalek::SignatureError),
+    #[error("weak (small-order) public key")]
+    Weak,
 }
 
 /// A publisher's public key: the identity that signs packages.
@@ -41,10 +45,10 @@ impl PublisherKey {
     }
 
     /// Parses the raw 32 key bytes (refusing weak / small-order points).
-    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, String> {
-        let key = VerifyingKey::from_bytes(bytes).map_err(|e| e.to_string())?;
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        let key = VerifyingKey::from_bytes(bytes).map_err(KeyError::NotAPoint)?;
         if key.is_weak() {
-            return Err("weak (small-order) public key".into());
+            return Err(KeyError::Weak);
         }
         Ok(Self(key))
     }
@@ -66,9 +70,9 @@ impl PublisherKey {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Self::from_bytes(&key.to_bytes()).map_err(|reason| KeyError::NotPublicKey {
+        Self::from_bytes(&key.to_bytes()).map_err(|e| KeyError::NotPublicKey {
             path: path.display().to_string(),
-            reason,
+            reason: e.to_string(),
         })
     }
 
@@ -111,7 +115,7 @@ impl FromStr for PublisherKey {
             .ok_or_else(|| bad("missing \"ed25519:\" prefix"))?;
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(hex_part, &mut bytes).map_err(|e| bad(&e.to_string()))?;
-        Self::from_bytes(&bytes).map_err(|reason| bad(&reason))
+        Self::from_bytes(&bytes).map_err(|e| bad(&e.to_string()))
     }
 }
 
@@ -159,30 +163,14 @@ impl SecretKey {
             .0
             .to_pkcs8_pem(LineEnding::LF)
             .expect("encoding an ed25519 private key cannot fail");
-        write_new_file(path, pem.as_bytes(), 0o600).map_err(|e| write_err(path, e))?;
+        crate::files::write_new(path, pem.as_bytes(), 0o600).map_err(|e| write_err(path, e))?;
         let mut public_path = path.as_os_str().to_owned();
         public_path.push(".pub");
         let public_path = std::path::PathBuf::from(public_path);
-        write_new_file(&public_path, self.public().to_pem().as_bytes(), 0o644)
+        crate::files::write_new(&public_path, self.public().to_pem().as_bytes(), 0o644)
             .map_err(|e| write_err(&public_path, e))?;
         Ok(public_path)
     }
-}
-
-fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }
 
 #[cfg(test)]

@@ -106,10 +106,10 @@ pub enum ManifestError {
     Structure(String),
 }
 
-fn invalid(element: &str, message: impl Into<String>) -> ManifestError {
+fn invalid(element: &str, message: impl std::fmt::Display) -> ManifestError {
     ManifestError::Invalid {
         element: element.to_owned(),
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 
@@ -608,7 +608,10 @@ fn check_structure(text: &str) -> Result<Vec<String>, ManifestError> {
 // ---------------------------------------------------------------------------
 // Pass 2: typed values.
 
-fn is_service_name(name: &str) -> bool {
+/// The service-name rule: 1 to 63 lowercase ASCII letters, digits and `-`,
+/// starting with a letter and not ending with `-`. Manifests are held to it,
+/// and so is every name that arrives in a network request.
+pub fn is_service_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63

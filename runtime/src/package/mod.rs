@@ -12,8 +12,8 @@ pub mod manifest;
 pub mod units;
 
 pub use format::{
-    Advert, ContentId, Integrity, MAX_COMPONENT_SIZE, MAX_MANIFEST_SIZE, Package, PackageError,
-    VerifiedPackage, pack,
+    Advert, ContentId, ContentIdError, Integrity, MAX_COMPONENT_SIZE, MAX_MANIFEST_SIZE, Package,
+    PackageError, VerifiedPackage, pack,
 };
 pub use keys::{KeyError, PublisherKey, SecretKey};
-pub use manifest::{Manifest, ManifestError};
+pub use manifest::{Manifest, ManifestError, is_service_name};

@@ -3,12 +3,29 @@
 
 use std::time::Duration;
 
+/// A size, duration or count that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("{0:?} is not a size (expected e.g. \"64 MiB\")")]
+    NotASize(String),
+    #[error("{0:?} is not a duration (expected e.g. \"2s\" or \"500ms\")")]
+    NotADuration(String),
+    #[error("{text:?}: unknown unit {unit:?}")]
+    UnknownUnit { text: String, unit: String },
+    #[error("{0:?}: a duration needs a unit (ms, s, m, h)")]
+    MissingUnit(String),
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+    #[error("{0:?} is not a non-negative integer")]
+    NotACount(String),
+}
+
 /// Parses a byte size: a number with an optional unit (`B`, `KiB`, `MiB`,
 /// `GiB`, `KB`, `MB`, `GB`; case-insensitive, optional space).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let text = text.trim();
-    let (number, unit) = number_and_unit(text)
-        .ok_or_else(|| format!("{text:?} is not a size (expected e.g. \"64 MiB\")"))?;
+    let (number, unit) =
+        number_and_unit(text).ok_or_else(|| UnitError::NotASize(text.to_owned()))?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" | "k" => 1 << 10,
@@ -17,11 +34,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        other => return Err(format!("{text:?}: unknown size unit {other:?}")),
+        other => {
+            return Err(UnitError::UnknownUnit {
+                text: text.to_owned(),
+                unit: other.to_owned(),
+            });
+        }
     };
     number
         .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
+        .ok_or_else(|| UnitError::TooLarge(text.to_owned()))
 }
 
 /// Splits `64_000 MiB` into its number (underscores allowed) and the rest.
@@ -46,19 +68,24 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 /// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let text = text.trim();
-    let (number, unit) = number_and_unit(text)
-        .ok_or_else(|| format!("{text:?} is not a duration (expected e.g. \"2s\" or \"500ms\")"))?;
+    let (number, unit) =
+        number_and_unit(text).ok_or_else(|| UnitError::NotADuration(text.to_owned()))?;
     let millis = match unit.trim() {
         "ms" => Some(number),
         "s" => number.checked_mul(1_000),
         "m" | "min" => number.checked_mul(60_000),
         "h" => number.checked_mul(3_600_000),
-        "" => return Err(format!("{text:?}: a duration needs a unit (ms, s, m, h)")),
-        other => return Err(format!("{text:?}: unknown duration unit {other:?}")),
+        "" => return Err(UnitError::MissingUnit(text.to_owned())),
+        other => {
+            return Err(UnitError::UnknownUnit {
+                text: text.to_owned(),
+                unit: other.to_owned(),
+            });
+        }
     }
-    .ok_or_else(|| format!("{text:?} is too long"))?;
+    .ok_or_else(|| UnitError::TooLarge(text.to_owned()))?;
     Ok(Duration::from_millis(millis))
 }
 
@@ -73,11 +100,11 @@ pub fn format_duration(duration: Duration) -> String {
 }
 
 /// Parses a plain count such as a fuel budget (`100000000` or `100_000_000`).
-pub fn parse_count(text: &str) -> Result<u64, String> {
+pub fn parse_count(text: &str) -> Result<u64, UnitError> {
     text.trim()
         .replace('_', "")
         .parse()
-        .map_err(|_| format!("{:?} is not a non-negative integer", text.trim()))
+        .map_err(|_| UnitError::NotACount(text.trim().to_owned()))
 }
 
 #[cfg(test)]
@@ -90,9 +117,15 @@ mod tests {
         assert_eq!(parse_size("64mib").unwrap(), 64 << 20);
         assert_eq!(parse_size("1_000").unwrap(), 1000);
         assert_eq!(parse_size("2 GB").unwrap(), 2_000_000_000);
-        assert!(parse_size("12 XB").is_err());
+        assert!(matches!(
+            parse_size("12 XB"),
+            Err(UnitError::UnknownUnit { unit, .. }) if unit == "xb"
+        ));
         assert!(parse_size("MiB").is_err());
-        assert!(parse_size("99999999999999 GiB").is_err());
+        assert!(matches!(
+            parse_size("99999999999999 GiB"),
+            Err(UnitError::TooLarge(_))
+        ));
         assert_eq!(format_size(64 << 20), "64 MiB");
         assert_eq!(format_size(1000), "1000 B");
     }
@@ -102,7 +135,7 @@ mod tests {
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("5").is_err());
+        assert_eq!(parse_duration("5"), Err(UnitError::MissingUnit("5".into())));
         assert!(parse_duration("5 fortnights").is_err());
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::from_secs(3)), "3s");

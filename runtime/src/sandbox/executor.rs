@@ -15,7 +15,6 @@
 //!   memory limiter and a WASI context built from the grants; arguments and
 //!   results are WAVE text typed by the export's signature.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -76,17 +75,8 @@ pub(crate) fn cache_key(dir: &Path) -> Result<[u8; 32], SandboxError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                match options.open(&path) {
-                    Ok(mut file) => {
-                        file.write_all(&key)
-                            .and_then(|_| file.sync_all())
-                            .map_err(err)?;
-                        return Ok(key);
-                    }
+                match crate::files::write_new(&path, &key, 0o600) {
+                    Ok(()) => return Ok(key),
                     // Another node created it first: read theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(err(e)),
@@ -217,12 +207,8 @@ impl Sandbox {
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let dir = path.parent().expect("artifact path has a parent");
             std::fs::create_dir_all(dir)?;
-            let mut file = tempfile::NamedTempFile::new_in(dir)?;
-            file.write_all(blake3::keyed_hash(&key, &artifact).as_bytes())?;
-            file.write_all(&artifact)?;
-            file.as_file().sync_all()?;
-            file.persist(&path).map_err(|e| e.error)?;
-            Ok(())
+            let mac = blake3::keyed_hash(&key, &artifact);
+            crate::files::write_atomic(&path, dir, &[mac.as_bytes(), &artifact])
         })();
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "cannot store a compiled artifact");
@@ -491,6 +477,73 @@ fn classify(error: wasmtime::Error, activation: &Activation, stderr: &[u8]) -> I
     InvokeError::Host(format!("{error:#}"))
 }
 
+/// An instance of a service in a store of its own, with the limits of one
+/// call (fuel, epoch deadline, memory). Calls on one instance share those
+/// limits and the guest's state. [`Activation::call`] uses a fresh one per
+/// call; benchmarks use it to time instantiation and the call apart.
+pub struct Instance<'a> {
+    activation: &'a Activation,
+    store: Store<HostState>,
+    instance: Option<wasmtime::component::Instance>,
+}
+
+impl Instance<'_> {
+    /// Instantiates the component (from its `InstancePre`).
+    pub async fn instantiate(&mut self) -> Result<(), InvokeError> {
+        let result = self.raw_instantiate().await;
+        result.map_err(|e| self.classify(e))
+    }
+
+    /// Calls `func`, instantiating first if needed.
+    pub async fn call(
+        &mut self,
+        func: &ExportedFunc,
+        params: &[Val],
+    ) -> Result<Vec<Val>, InvokeError> {
+        let result = self.raw_call(func, params).await;
+        result.map_err(|e| self.classify(e))
+    }
+
+    /// Fuel used in this instance so far.
+    pub fn fuel_used(&self) -> u64 {
+        let limit = self.activation.context.grants().limits.fuel_per_call;
+        limit.saturating_sub(self.store.get_fuel().unwrap_or(0))
+    }
+
+    async fn raw_instantiate(&mut self) -> wasmtime::Result<()> {
+        if self.instance.is_none() {
+            let instance = self
+                .activation
+                .pre
+                .instantiate_async(&mut self.store)
+                .await?;
+            self.instance = Some(instance);
+        }
+        Ok(())
+    }
+
+    async fn raw_call(
+        &mut self,
+        func: &ExportedFunc,
+        params: &[Val],
+    ) -> wasmtime::Result<Vec<Val>> {
+        self.raw_instantiate().await?;
+        let instance = self.instance.expect("instantiated above");
+        let function = instance
+            .get_func(&mut self.store, func.index)
+            .ok_or_else(|| wasmtime::format_err!("export {} disappeared", func.display_name()))?;
+        let mut results = vec![Val::Bool(false); func.results.len()];
+        function
+            .call_async(&mut self.store, params, &mut results)
+            .await?;
+        Ok(results)
+    }
+
+    fn classify(&self, error: wasmtime::Error) -> InvokeError {
+        classify(error, self.activation, &self.store.data().output().stderr)
+    }
+}
+
 /// A service ready to be called: compiled, audited, pre-instantiated.
 pub struct Activation {
     sandbox: Sandbox,
@@ -576,8 +629,11 @@ impl Activation {
         self.call(func, &params).await
     }
 
-    /// A store for one call: fresh host state, fuel, epoch deadline, limiter.
-    fn new_store(&self) -> Result<Store<HostState>, InvokeError> {
+    /// A fresh instance for one call: a store of its own with fresh host
+    /// state, the call's fuel, epoch deadline and memory limiter. The
+    /// component is instantiated on [`Instance::instantiate`] or the first
+    /// [`Instance::call`].
+    pub fn instance(&self) -> Result<Instance<'_>, InvokeError> {
         let limits = &self.context.grants().limits;
         let state = self
             .context
@@ -597,75 +653,34 @@ impl Activation {
             + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        Ok(store)
+        Ok(Instance {
+            activation: self,
+            store,
+            instance: None,
+        })
     }
 
-    /// Measurement helper for benchmarks: the median time to instantiate in a
-    /// limited store, and to call `func` in it, over `iterations` calls.
-    pub async fn time_phases(
-        &self,
-        func: &ExportedFunc,
-        params: &[Val],
-        iterations: u32,
-    ) -> Result<(Duration, Duration), InvokeError> {
-        let mut instantiate = Vec::with_capacity(iterations as usize);
-        let mut call = Vec::with_capacity(iterations as usize);
-        let mut results = vec![Val::Bool(false); func.results.len()];
-        for _ in 0..iterations.max(1) {
-            let mut store = self.new_store()?;
-            let start = Instant::now();
-            let instance = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| classify(e, self, &[]))?;
-            instantiate.push(start.elapsed());
-            let function = instance.get_func(&mut store, func.index).ok_or_else(|| {
-                InvokeError::Host(format!("export {} disappeared", func.display_name()))
-            })?;
-            let start = Instant::now();
-            function
-                .call_async(&mut store, params, &mut results)
-                .await
-                .map_err(|e| classify(e, self, &[]))?;
-            call.push(start.elapsed());
-        }
-        instantiate.sort();
-        call.sort();
-        Ok((instantiate[instantiate.len() / 2], call[call.len() / 2]))
-    }
-
-    /// Calls a resolved function with typed values.
+    /// Calls a resolved function with typed values, in a fresh instance,
+    /// within the call's limits (including its wall time while the guest
+    /// is blocked in the host, which epochs cannot interrupt).
     pub async fn call(
         &self,
         func: &ExportedFunc,
         params: &[Val],
     ) -> Result<CallOutcome, InvokeError> {
+        let mut instance = self.instance()?;
         let limits = &self.context.grants().limits;
-        let mut store = self.new_store()?;
         let start = Instant::now();
-        let outcome = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            let function = instance.get_func(&mut store, func.index).ok_or_else(|| {
-                wasmtime::format_err!("export {} disappeared", func.display_name())
-            })?;
-            let mut results = vec![Val::Bool(false); func.results.len()];
-            function
-                .call_async(&mut store, params, &mut results)
-                .await?;
-            Ok::<_, wasmtime::Error>(results)
-        };
-        // Epochs only interrupt running wasm; a guest blocked in a host call
-        // (a timer, a socket) is stopped by this timeout instead.
-        let outcome = tokio::time::timeout(limits.time_per_call + 2 * EPOCH_TICK, outcome)
-            .await
-            .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt)));
+        let outcome = tokio::time::timeout(
+            limits.time_per_call + 2 * EPOCH_TICK,
+            instance.raw_call(func, params),
+        )
+        .await
+        .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt)));
         let elapsed = start.elapsed();
-        let fuel_used = limits
-            .fuel_per_call
-            .saturating_sub(store.get_fuel().unwrap_or(0));
-        let output = store.data().output();
-        let dropped = store.data().dropped_log_records();
+        let fuel_used = instance.fuel_used();
+        let output = instance.store.data().output();
+        let dropped = instance.store.data().dropped_log_records();
         if dropped > 0 {
             tracing::warn!(service = %self.context.service().name, dropped, "guest exceeded its log budget");
         }

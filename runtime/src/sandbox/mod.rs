@@ -25,7 +25,7 @@ use crate::package::manifest::{Access, Protocol};
 
 pub use audit::{Audit, ImportClass, ImportReport};
 pub use engine::{Sandbox, SandboxConfig};
-pub use executor::{Activation, CallOutcome, InvokeError, SelfTestFailure};
+pub use executor::{Activation, CallOutcome, ExportedFunc, Instance, InvokeError, SelfTestFailure};
 
 /// Per-call limits.
 #[derive(Clone, Debug, PartialEq)]

@@ -22,11 +22,15 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use crate::net::PeerId;
-use crate::node::{Node, NodeConfig, NodeEvent, PullStage, Strategy};
-use crate::package::{ContentId, VerifiedPackage};
-use crate::policy::Policy;
-use crate::sandbox::Sandbox;
+use sp2a::net::PeerId;
+use sp2a::node::{Counters, Node, NodeConfig, NodeError, NodeEvent, PullStage, Strategy};
+use sp2a::package::{ContentId, VerifiedPackage};
+use sp2a::policy::Policy;
+use sp2a::sandbox::Sandbox;
+
+mod report;
+
+pub use report::{Options, run_bench};
 
 /// How the downloaders get the package.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,7 +107,7 @@ pub struct Outcome {
     /// Time to start the N nodes (not part of the measurement).
     pub setup: Duration,
     /// What all nodes (seed included) served, summed.
-    pub counters: crate::node::Counters,
+    pub counters: Counters,
 }
 
 impl Outcome {
@@ -168,25 +172,25 @@ fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeC
         Transport::Quic => config.net.max_connections = connections.max(256),
     }
     config.net.request_timeout = experiment.timeout;
-    config.upload_rate = experiment.upload_rate;
+    config.upload.rate = experiment.upload_rate;
     config.pull.blocks_per_request = experiment.blocks_per_request;
     config.net.dht_server = index.is_multiple_of(experiment.dht_server_every.max(1));
     config.pull.total_timeout = experiment.timeout;
-    config.max_concurrent_uploads = 64;
+    config.upload.max_concurrent = 64;
     match experiment.mode {
         Mode::Swarm => {
             config.pull.strategy = Strategy::Swarm;
-            config.share_partial = true;
+            config.upload.share_partial = true;
         }
         Mode::Paper => {
             config.pull.strategy = Strategy::Sequential;
-            config.share_partial = false;
+            config.upload.share_partial = false;
             // The paper's provider accepted one download at a time.
-            config.upload_slots = Some(1);
+            config.upload.slots = Some(1);
         }
         Mode::Origin => {
             config.pull.strategy = Strategy::Sequential;
-            config.share_partial = false;
+            config.upload.share_partial = false;
             config.reshare = false;
         }
     }
@@ -248,7 +252,7 @@ pub async fn run(
     policy: Policy,
     package: VerifiedPackage,
     mut progress: impl FnMut(Progress),
-) -> Result<Outcome, crate::node::NodeError> {
+) -> Result<Outcome, NodeError> {
     let setup_start = Instant::now();
     let n = experiment.nodes;
     let seed = Node::start(
@@ -275,7 +279,7 @@ pub async fn run(
                 for address in bootstrap {
                     let _ = node.dial(address).await;
                 }
-                Ok::<_, crate::node::NodeError>(node)
+                Ok::<_, NodeError>(node)
             }
         });
         for node in futures::future::join_all(started).await {
@@ -299,7 +303,7 @@ pub async fn run(
         watches.push(watch);
         pulls.push(async move { (i, future.await, start.elapsed()) });
     }
-    let mut results: HashMap<usize, (Result<crate::node::Pulled, String>, Duration)> =
+    let mut results: HashMap<usize, (Result<sp2a::node::Pulled, String>, Duration)> =
         HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     while results.len() < n {
@@ -375,14 +379,9 @@ pub async fn run(
         .map(|r| r.completed)
         .collect::<Option<Vec<_>>>()
         .and_then(|times| times.into_iter().max());
-    let mut counters = crate::node::Counters::default();
+    let mut counters = Counters::default();
     for node in nodes.iter().chain([&seed]) {
-        let c = node.counters();
-        counters.transfer_requests += c.transfer_requests;
-        counters.have_requests += c.have_requests;
-        counters.blocks_served += c.blocks_served;
-        counters.bytes_uploaded += c.bytes_uploaded;
-        counters.busy += c.busy;
+        counters += node.counters();
     }
     for (_, task) in &trackers {
         task.abort();

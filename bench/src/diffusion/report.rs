@@ -1,6 +1,6 @@
-//! `sp2a bench diffusion`: the paper's 1 -> N experiment (see
-//! `sp2a::diffusion`), with a summary against the uplink-sharing lower
-//! bound, a CSV of every node and SVG plots mirroring the paper's figures.
+//! `sp2a bench diffusion`: runs the experiment of [`super`] and reports it:
+//! a summary against the uplink-sharing lower bound, a CSV of every node
+//! and SVG plots mirroring the paper's figures.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -8,14 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use plotters::prelude::*;
-use sp2a::diffusion::{Experiment, Mode, Outcome, lower_bound, run};
-use sp2a::net::protocol::BLOCK_SIZE;
+use sp2a::blocks::BLOCK_SIZE;
 use sp2a::package::units::{format_size, parse_duration, parse_size};
-use sp2a::package::{Manifest, SecretKey, VerifiedPackage, pack};
+use sp2a::package::{SecretKey, VerifiedPackage, pack};
 use sp2a::policy::Policy;
 use sp2a::sandbox::{Sandbox, SandboxConfig};
+
+use super::{Experiment, Mode, Outcome, Transport, lower_bound, run};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
@@ -33,7 +32,7 @@ pub enum TransportArg {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct Options {
     /// Downloaders (the paper: 100, 200, 400).
     #[arg(long, default_value_t = 400)]
     nodes: usize,
@@ -102,22 +101,15 @@ fn pad_component(mut bytes: Vec<u8>, size: usize) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn package(args: &Args, key: &SecretKey) -> anyhow::Result<VerifiedPackage> {
-    let release = args.services.join("target/wasm32-wasip2/release");
-    let read = |name: &str| -> anyhow::Result<(Vec<u8>, Manifest)> {
-        let component = std::fs::read(release.join(format!("{name}.wasm"))).with_context(|| {
-            format!("cannot read the {name} component; build the services first (./run bench builds them)")
-        })?;
-        let manifest = Manifest::parse(&std::fs::read(args.services.join(name).join("rps.xml"))?)?;
-        Ok((component, manifest))
-    };
+fn package(args: &Options, key: &SecretKey) -> anyhow::Result<VerifiedPackage> {
+    let read = |name: &str| crate::services::component_and_manifest(&args.services, name);
     Ok(match &args.size {
         None => {
             let (component, manifest) = read("stream")?;
             pack(component, &manifest, key)?
         }
         Some(size) => {
-            let size = parse_size(size).map_err(anyhow::Error::msg)? as usize;
+            let size = parse_size(size)? as usize;
             let (component, mut manifest) = read("hello")?;
             manifest.name = "bulk".into();
             pack(pad_component(component, size)?, &manifest, key)?
@@ -145,14 +137,14 @@ fn peak_rss_kib() -> Option<u64> {
         .ok()
 }
 
-pub async fn run_bench(args: Args) -> anyhow::Result<ExitCode> {
-    let rate = parse_size(&args.upload_rate).map_err(anyhow::Error::msg)?;
-    let chunk = parse_size(&args.chunk).map_err(anyhow::Error::msg)?;
+pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
+    let rate = parse_size(&args.upload_rate)?;
+    let chunk = parse_size(&args.chunk)?;
     anyhow::ensure!(
         chunk >= BLOCK_SIZE && chunk % BLOCK_SIZE == 0 && chunk / BLOCK_SIZE <= 64,
         "--chunk must be a multiple of 16 KiB, at most 1 MiB"
     );
-    let timeout = parse_duration(&args.timeout).map_err(anyhow::Error::msg)?;
+    let timeout = parse_duration(&args.timeout)?;
     let key = SecretKey::generate();
     let package = package(&args, &key)?;
     let size = package.advert().component_len();
@@ -161,8 +153,7 @@ pub async fn run_bench(args: Args) -> anyhow::Result<ExitCode> {
     let policy = Policy::parse(
         &format!("[trust]\npublishers = [\"{}\"]\n", key.public()),
         Path::new("."),
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     // One sandbox for every node in this process: the component is compiled
     // once, as with a compile cache shared between the nodes of one host.
     let sandbox = Sandbox::new(SandboxConfig {
@@ -206,8 +197,8 @@ pub async fn run_bench(args: Args) -> anyhow::Result<ExitCode> {
             data_dir: scratch.path().to_path_buf(),
             dht_server_every: args.dht_server_every,
             transport: match args.transport {
-                TransportArg::Tcp => sp2a::diffusion::Transport::Tcp,
-                TransportArg::Quic => sp2a::diffusion::Transport::Quic,
+                TransportArg::Tcp => Transport::Tcp,
+                TransportArg::Quic => Transport::Quic,
             },
         };
         println!("\n== mode {}", mode.name());
@@ -310,7 +301,7 @@ pub async fn run_bench(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(rss) = peak_rss_kib() {
         println!("peak RSS of this process (all nodes): {} MiB", rss >> 10);
     }
-    plot(&args.out, &outcomes)?;
+    crate::plot::diffusion(&args.out, &outcomes)?;
     println!("CSV and SVG plots in {}", args.out.display());
     let all_ok = outcomes.iter().all(|o| o.all_done.is_some());
     Ok(if all_ok {
@@ -357,176 +348,5 @@ fn write_csv(dir: &Path, o: &Outcome) -> anyhow::Result<()> {
         )),
         csv,
     )?;
-    Ok(())
-}
-
-const COLORS: [RGBColor; 3] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-];
-
-/// Per-node times for every mode in one chart: `value` picks the series,
-/// `sorted` plots them in increasing order (completion order).
-fn times_chart(
-    path: &Path,
-    title: &str,
-    outcomes: &[Outcome],
-    value: impl Fn(&sp2a::diffusion::NodeRecord) -> Option<f64>,
-    sorted: bool,
-) -> anyhow::Result<()> {
-    let series: Vec<(String, Vec<f64>)> = outcomes
-        .iter()
-        .map(|o| {
-            let mut values: Vec<f64> = o.nodes.iter().filter_map(&value).collect();
-            if sorted {
-                values.sort_by(|a, b| a.total_cmp(b));
-            }
-            (o.experiment.mode.name().to_owned(), values)
-        })
-        .collect();
-    let n = series
-        .iter()
-        .map(|(_, v)| v.len())
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let top = series
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .fold(0.0f64, f64::max)
-        .max(1e-3)
-        * 1.05;
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0usize..n, 0f64..top)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc(if sorted {
-            "nodes, in completion order"
-        } else {
-            "node"
-        })
-        .y_desc("seconds")
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for (i, (name, values)) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(
-                values
-                    .iter()
-                    .enumerate()
-                    .map(|(x, y)| Circle::new((x, *y), 2, color.filled())),
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label(name.clone())
-            .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
-}
-
-/// The paper's upload distribution: how many nodes served how many others.
-fn upload_chart(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
-    let max_served = outcomes
-        .iter()
-        .flat_map(|o| o.nodes.iter().map(|n| n.served_peers))
-        .max()
-        .unwrap_or(0);
-    let counts: Vec<(String, Vec<usize>)> = outcomes
-        .iter()
-        .map(|o| {
-            let mut counts = vec![0usize; max_served + 1];
-            for n in &o.nodes {
-                counts[n.served_peers] += 1;
-            }
-            (o.experiment.mode.name().to_owned(), counts)
-        })
-        .collect();
-    let top = counts
-        .iter()
-        .flat_map(|(_, c)| c.iter().copied())
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Upload distribution: nodes by number of nodes they served",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0usize..max_served + 1, 0usize..top + top / 10 + 1)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("nodes served")
-        .y_desc("number of nodes")
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for (i, (name, counts)) in counts.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                counts.iter().copied().enumerate(),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
-}
-
-fn plot(dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
-    let n = outcomes.first().map_or(0, |o| o.nodes.len());
-    let file = |what: &str| dir.join(format!("{what}-{n}.svg"));
-    times_chart(
-        &file("discovery"),
-        &format!("Discovery time per node (1 seed, {n} downloaders)"),
-        outcomes,
-        |r| r.completed.map(|_| seconds(r.discovery)),
-        false,
-    )?;
-    times_chart(
-        &file("download"),
-        &format!("Download time per node (1 seed, {n} downloaders)"),
-        outcomes,
-        |r| r.completed.map(|_| seconds(r.download)),
-        false,
-    )?;
-    times_chart(
-        &file("deploy"),
-        &format!("Deploy time (until active provider), {n} nodes in completion order"),
-        outcomes,
-        |r| r.completed.map(seconds),
-        true,
-    )?;
-    upload_chart(&file("uploads"), outcomes)?;
     Ok(())
 }

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use sp2a::node::{activate, audit_package};
-use sp2a::package::{Manifest, Package, SecretKey, pack};
+use sp2a::package::{Package, SecretKey, pack};
 use sp2a::policy::Policy;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct Options {
     /// The `services/` directory: `<name>/rps.xml` manifests, and components in
     /// `target/wasm32-wasip2/release/<name>.wasm`.
     #[arg(long, default_value = "services")]
@@ -25,7 +25,7 @@ fn step(title: &str) {
     println!("\n== {title}");
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
     let temp;
     let out = match &args.out {
         Some(out) => {
@@ -53,12 +53,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(out.join("policy.toml"), &policy_text)?;
     print!("{policy_text}");
     let policy = Policy::load(&out.join("policy.toml"))?;
-    let sandbox = super::sandbox_for(&policy, Some(out.join("cache")))?;
+    let sandbox = sp2a::sandbox::Sandbox::new(policy.sandbox_config(Some(out.join("cache"))))?;
 
     let mut packages = Vec::new();
     for name in ["hello", "checksum", "notes", "stream"] {
         step(&format!("pack {name}"));
-        let package = pack_service(&args.services, name, &key, &out)?;
+        let package = crate::services::pack(&args.services, name, &key, &out)?;
         println!(
             "{} {} -> {}.rps ({} bytes), content id {}",
             name,
@@ -117,7 +117,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!(
                 "{} was refused: {}",
                 report.name,
-                report.refusals.join("; ")
+                report
+                    .refusals
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
         }
     }
@@ -205,34 +210,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Packs `services/<name>` with `key` into `<out>/<name>.rps`.
-pub fn pack_service(
-    services: &Path,
-    name: &str,
-    key: &SecretKey,
-    out: &Path,
-) -> anyhow::Result<sp2a::package::VerifiedPackage> {
-    let component_path = services
-        .join("target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    let component = std::fs::read(&component_path).with_context(|| {
-        format!(
-            "cannot read {} (build the services first: cargo build --release --target wasm32-wasip2 in {})",
-            component_path.display(),
-            services.display()
-        )
-    })?;
-    let manifest_path = services.join(name).join("rps.xml");
-    let manifest = Manifest::parse(
-        &std::fs::read(&manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
-    )
-    .with_context(|| manifest_path.display().to_string())?;
-    let package = pack(component, &manifest, key)?;
-    std::fs::write(out.join(format!("{name}.rps")), package.to_bytes())?;
-    Ok(package)
-}
-
 /// The pull approach on one machine: one provider and several consumers,
 /// real libp2p nodes on loopback in this process.
 async fn network(
@@ -257,13 +234,13 @@ async fn network(
         let mut config = NodeConfig::new(out.join("nodes").join(&label));
         config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid address")];
         config.net.bootstrap = bootstrap;
-        config.upload_rate = Some(UPLINK);
+        config.upload.rate = Some(UPLINK);
         let policy = policy.clone();
         let sandbox = sandbox.clone();
         async move { Node::start(config, policy, sandbox).await }
     };
     let provider = start_node("provider".into(), Vec::new()).await?;
-    let package = pack_service(services, "stream", key, out)?;
+    let package = crate::services::pack(services, "stream", key, out)?;
     provider.share(package.clone().into_inner()).await?;
     let bootstrap = provider.addresses().await;
     println!(
@@ -280,9 +257,7 @@ async fn network(
     for i in 1..=CONSUMERS {
         let node = start_node(format!("consumer-{i}"), bootstrap.clone()).await?;
         for address in &bootstrap {
-            node.dial(address.clone())
-                .await
-                .map_err(anyhow::Error::msg)?;
+            node.dial(address.clone()).await?;
         }
         labels.insert(node.peer_id(), format!("consumer-{i}"));
         consumers.push(node);
@@ -352,10 +327,7 @@ async fn network(
     step("a newcomer calls the service remotely, without downloading it");
     let viewer = start_node("viewer".into(), bootstrap.clone()).await?;
     for address in &bootstrap {
-        viewer
-            .dial(address.clone())
-            .await
-            .map_err(anyhow::Error::msg)?;
+        viewer.dial(address.clone()).await?;
     }
     let outcome = viewer.invoke_remote("stream", "segment-digest(7)").await?;
     println!(
@@ -370,10 +342,7 @@ async fn network(
     config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
     let sceptic = Node::start(config, Policy::default(), sandbox.clone()).await?;
     for address in &bootstrap {
-        sceptic
-            .dial(address.clone())
-            .await
-            .map_err(anyhow::Error::msg)?;
+        sceptic.dial(address.clone()).await?;
     }
     match sceptic.pull("stream").await {
         Ok(_) => anyhow::bail!("an untrusted package was pulled"),

@@ -61,7 +61,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let bytes = package.to_bytes();
-    write_atomically(&args.out, &bytes)?;
+    let dir = args
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    sp2a::files::write_atomic(&args.out, dir, &[&bytes])
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
     // Read back what was written, as any consumer would.
     Package::read_file(&args.out)?.verify()?;
     println!(
@@ -74,20 +80,4 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("content id: {}", package.content_id());
     println!("publisher:  {}", key.public());
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

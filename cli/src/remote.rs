@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sp2a::node::control::{self, ControlReply, ControlRequest};
 
-use super::node::{NodeArgs, assemble, default_data_dir, start};
+use super::node::{NodeArgs, start};
 
 /// Sends `request` to the local node, or runs it on a short-lived node when
 /// `--bootstrap` is given.
@@ -18,27 +18,23 @@ pub async fn perform(
     progress: impl FnMut(ControlReply) + Send,
 ) -> anyhow::Result<ControlReply> {
     if args.bootstrap.is_empty() {
-        let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+        let data_dir = args.data_dir()?;
         let mut progress = progress;
         return control::request(&data_dir, &request, |p| progress(p.clone()))
             .await
             .map_err(anyhow::Error::from);
     }
-    // A node of our own for this one command.
-    let temp;
-    let data_dir = match &args.data_dir {
-        Some(dir) => dir.clone(),
-        None => {
-            temp = tempfile::tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
-    let mut node_args = args.clone();
-    if node_args.listen.is_empty() {
-        node_args.listen = vec!["/ip4/0.0.0.0/tcp/0".parse()?];
+    // A node of our own for this one command, in a temporary data
+    // directory unless one was given.
+    let temp = tempfile::tempdir()?;
+    let mut config = args.configure(Vec::new())?;
+    if args.data_dir.is_none() {
+        config.data_dir = temp.path().to_path_buf();
     }
-    let assembled = assemble(&node_args, Some(data_dir))?;
-    let node = start(&assembled).await?;
+    if args.listen.is_empty() {
+        config.net.listen = vec!["/ip4/0.0.0.0/tcp/0".parse()?];
+    }
+    let node = start(&config).await?;
     let reply = control::execute(&node, request, progress).await;
     node.shutdown().await;
     Ok(reply)

@@ -1,11 +1,12 @@
-//! Subcommands of the `sp2a` binary, one module each. Each parses into an
-//! options struct and calls into the library.
+//! The `sp2a` command: parses arguments, sets up logging, runs one
+//! subcommand. Each subcommand lives in a module of its own, parses its
+//! flags and calls into the library (`sp2a`) or the benchmarks
+//! (`sp2a_bench`).
 
 mod audit;
 mod bench;
 mod call;
 mod demo;
-mod diffusion;
 mod keygen;
 mod node;
 mod pack;
@@ -18,13 +19,19 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sp2a::policy::Policy;
 
+/// Hundreds of libp2p nodes in one process (the diffusion benchmark) make
+/// millions of small allocations; mimalloc spends far less time on them
+/// than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sp2a: signed WebAssembly services that move across a peer-to-peer cloud.
 #[derive(Debug, Parser)]
 #[command(name = "sp2a", version, about)]
-pub struct Cli {
+struct Cli {
     /// More output (-v: progress and context on errors, -vv: debug logs).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,15 +54,59 @@ enum Command {
     Pull(remote::PullArgs),
     /// Show a node's peers, services and transfers.
     Status(remote::StatusArgs),
-    /// Pack, audit and call the example services, printing each step.
-    Demo(demo::Args),
+    /// Pack, audit and call the example services, then let one spread
+    /// across six nodes, printing each step.
+    Demo(sp2a_bench::demo::Options),
     /// Measure the runtime (see `sp2a bench --help`).
     #[command(subcommand)]
     Bench(bench::Command),
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    init_tracing(args.verbose, matches!(args.command, Command::Bench(_)));
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let location = info
+            .location()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        eprintln!("error: internal error{location}: {message}");
+    }));
+    let verbose = args.verbose;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            if verbose > 0 {
+                eprintln!("error: {error}");
+                for cause in error.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
+            } else {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Keygen(args) => keygen::run(args),
         Command::Pack(args) => pack::run(args).await,
         Command::Audit(args) => audit::run(args).await,
@@ -64,21 +115,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Find(args) => remote::find(args).await,
         Command::Pull(args) => remote::pull(args).await,
         Command::Status(args) => remote::status(args).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(options) => demo::run(options).await,
         Command::Bench(command) => bench::run(command).await,
     }
 }
 
-impl Cli {
-    /// Benchmarks keep the terminal for their numbers: guest logs stay quiet.
-    pub fn is_benchmark(&self) -> bool {
-        matches!(self.command, Command::Bench(_))
-    }
-}
-
 /// Logs go to stderr; guest log records show at info level by default
-/// (except in benchmarks).
-pub fn init_tracing(verbose: u8, benchmark: bool) {
+/// (except in benchmarks). `RUST_LOG` (e.g. `sp2a=debug`) overrides the
+/// verbosity flags.
+fn init_tracing(verbose: u8, benchmark: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 if benchmark => "warn",
@@ -87,7 +132,7 @@ pub fn init_tracing(verbose: u8, benchmark: bool) {
         2 => "debug,wasmtime=info,cranelift=info",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("SP2A_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -97,29 +142,24 @@ pub fn init_tracing(verbose: u8, benchmark: bool) {
 }
 
 /// The node policy from `--policy FILE`, or the deny-everything default.
-pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
+fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
     match path {
         Some(path) => Ok(Policy::load(path)?),
         None => Ok(Policy::default()),
     }
 }
 
-/// Sandbox settings derived from a policy.
-pub fn sandbox_for(
+/// A sandbox sized by a policy, caching compiled artifacts in `cache_dir`.
+fn sandbox_for(
     policy: &Policy,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<sp2a::sandbox::Sandbox> {
-    let config = sp2a::sandbox::SandboxConfig {
-        max_instances: policy.limits.max_instances,
-        max_memory: policy.limits.max_memory,
-        cache_dir,
-        ..Default::default()
-    };
-    sp2a::sandbox::Sandbox::new(config).context("cannot start the sandbox")
+    sp2a::sandbox::Sandbox::new(policy.sandbox_config(cache_dir))
+        .context("cannot start the sandbox")
 }
 
 /// Reads a package file, naming it in errors.
-pub fn read_package(path: &Path) -> anyhow::Result<sp2a::package::Package> {
+fn read_package(path: &Path) -> anyhow::Result<sp2a::package::Package> {
     sp2a::package::Package::read_file(path)
         .with_context(|| format!("cannot read package {}", path.display()))
 }

@@ -14,7 +14,7 @@ use bao_tree::io::sync::{DecodeResponseIter, OutboardMut, encode_ranges_validate
 use bao_tree::io::{BaoContentItem, Leaf, Parent};
 use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
 
-use crate::net::protocol::{BLOCK_CHUNK_LOG, BLOCK_SIZE};
+use super::{BLOCK_CHUNK_LOG, BLOCK_SIZE, Bitmap, block_count};
 
 /// What was wrong with a peer's response; each one ends the attempt with
 /// that peer for this package.
@@ -32,13 +32,17 @@ pub enum BadData {
     OutOfRange,
 }
 
-fn tree(size: u64) -> BaoTree {
-    BaoTree::new(size, BlockSize::from_chunk_log(BLOCK_CHUNK_LOG))
+/// Blocks that cannot be encoded from the data at hand.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode blocks {first}..{end}: {reason}")]
+pub struct EncodeError {
+    pub first: u64,
+    pub end: u64,
+    reason: String,
 }
 
-/// Number of blocks of a component of `size` bytes.
-pub fn block_count(size: u64) -> u64 {
-    size.div_ceil(BLOCK_SIZE).max(1)
+fn tree(size: u64) -> BaoTree {
+    BaoTree::new(size, BlockSize::from_chunk_log(BLOCK_CHUNK_LOG))
 }
 
 fn ranges(first: u64, count: u32) -> ChunkRanges {
@@ -57,11 +61,33 @@ pub fn encode(
     outboard: &PreOrderMemOutboard,
     first: u64,
     count: u32,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(count as usize * (BLOCK_SIZE as usize + 256));
-    encode_ranges_validated(component, outboard, &ranges(first, count), &mut out)
-        .map_err(|e| e.to_string())?;
+    encode_ranges_validated(component, outboard, &ranges(first, count), &mut out).map_err(|e| {
+        EncodeError {
+            first,
+            end: first + u64::from(count),
+            reason: e.to_string(),
+        }
+    })?;
     Ok(out)
+}
+
+/// What one response added to a download.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Blocks from the first one asked that verified (held before or new).
+    pub verified: u32,
+    /// Bytes of data this response added.
+    pub new_bytes: u64,
+}
+
+/// A response that did not verify in full: the blocks before the bad one
+/// were kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: BadData,
+    pub kept: Accepted,
 }
 
 /// A component being downloaded: the verified blocks so far.
@@ -69,7 +95,7 @@ pub fn encode(
 pub struct Download {
     size: u64,
     data: Vec<u8>,
-    have: Vec<bool>,
+    have: Bitmap,
     received: u64,
     outboard: PreOrderMemOutboard,
 }
@@ -79,11 +105,10 @@ impl Download {
     /// verified advert).
     pub fn new(root: blake3::Hash, size: u64) -> Self {
         let tree = tree(size);
-        let blocks = block_count(size) as usize;
         Self {
             size,
             data: vec![0; size as usize],
-            have: vec![false; blocks],
+            have: Bitmap::empty(block_count(size)),
             received: 0,
             outboard: PreOrderMemOutboard {
                 root,
@@ -98,11 +123,11 @@ impl Download {
     }
 
     pub fn blocks(&self) -> u64 {
-        self.have.len() as u64
+        self.have.len()
     }
 
     pub fn has(&self, block: u64) -> bool {
-        self.have.get(block as usize).copied().unwrap_or(false)
+        self.have.contains(block)
     }
 
     /// Bytes of verified data held.
@@ -111,29 +136,22 @@ impl Download {
     }
 
     pub fn is_complete(&self) -> bool {
-        self.have.iter().all(|h| *h)
+        self.have.is_full()
+    }
+
+    /// The blocks held.
+    pub fn bitmap(&self) -> &Bitmap {
+        &self.have
     }
 
     /// The first run of missing blocks, at most `max` long.
     pub fn next_missing(&self, max: u32) -> Option<(u64, u32)> {
-        let first = self.have.iter().position(|h| !h)?;
-        let run = self.have[first..]
-            .iter()
+        let first = (0..self.blocks()).find(|b| !self.has(*b))?;
+        let run = (first..self.blocks())
             .take(max as usize)
-            .take_while(|h| !**h)
+            .take_while(|b| !self.has(*b))
             .count();
-        Some((first as u64, run as u32))
-    }
-
-    /// Blocks held, as a bitmap (bit `i` of byte `i / 8`).
-    pub fn bitmap(&self) -> Vec<u8> {
-        let mut out = vec![0u8; self.have.len().div_ceil(8)];
-        for (i, have) in self.have.iter().enumerate() {
-            if *have {
-                out[i / 8] |= 1 << (i % 8);
-            }
-        }
-        out
+        Some((first, run as u32))
     }
 
     /// Verifies a response for blocks `first .. first + count` and keeps every
@@ -145,17 +163,18 @@ impl Download {
         count: u32,
         declared_size: u64,
         encoded: &[u8],
-    ) -> Result<u64, BadData> {
+    ) -> Result<Accepted, Rejected> {
+        let mut accepted = Accepted::default();
+        let reject = |reason, kept| Err(Rejected { reason, kept });
         if declared_size != self.size {
-            return Err(BadData::SizeMismatch {
+            let reason = BadData::SizeMismatch {
                 declared: declared_size,
                 expected: self.size,
-            });
+            };
+            return reject(reason, accepted);
         }
         let requested = ranges(first, count);
         let mut cursor = Cursor::new(encoded);
-        let mut got = 0u32;
-        let mut added = 0u64;
         let root = self.outboard.root;
         let tree = self.outboard.tree;
         for item in DecodeResponseIter::new(root, tree, &mut cursor, &requested) {
@@ -167,19 +186,18 @@ impl Download {
                     let block = offset / BLOCK_SIZE;
                     let end = offset + data.len() as u64;
                     if offset % BLOCK_SIZE != 0
-                        || block < first
-                        || block >= first + u64::from(count)
+                        || block != first + u64::from(accepted.verified)
                         || end > self.size
                     {
-                        return Err(BadData::OutOfRange);
+                        return reject(BadData::OutOfRange, accepted);
                     }
-                    if !self.have[block as usize] {
+                    if !self.have.contains(block) {
                         self.data[offset as usize..end as usize].copy_from_slice(&data);
-                        self.have[block as usize] = true;
+                        self.have.insert(block);
                         self.received += data.len() as u64;
-                        added += data.len() as u64;
+                        accepted.new_bytes += data.len() as u64;
                     }
-                    got += 1;
+                    accepted.verified += 1;
                 }
                 Err(e) => {
                     let block = match e {
@@ -187,27 +205,29 @@ impl Download {
                         | bao_tree::io::DecodeError::LeafNotFound(chunk) => {
                             chunk.0 >> BLOCK_CHUNK_LOG
                         }
-                        _ => first + u64::from(got),
+                        _ => first + u64::from(accepted.verified),
                     };
-                    return Err(BadData::Corrupt { block });
+                    return reject(BadData::Corrupt { block }, accepted);
                 }
             }
         }
         let consumed = cursor.position() as usize;
         if consumed < encoded.len() {
-            return Err(BadData::TrailingBytes(encoded.len() - consumed));
+            return reject(BadData::TrailingBytes(encoded.len() - consumed), accepted);
         }
         let expected = count.min((self.blocks() - first.min(self.blocks())) as u32);
-        if got < expected {
-            return Err(BadData::Incomplete {
+        if accepted.verified < expected {
+            let reason = BadData::Incomplete {
                 asked: expected,
-                got,
-            });
+                got: accepted.verified,
+            };
+            return reject(reason, accepted);
         }
-        Ok(added)
+        Ok(accepted)
     }
 
-    /// Encodes blocks this (possibly partial) download holds, for serving.
+    /// Encodes blocks this (possibly partial) download holds, for serving;
+    /// `None` unless it holds all of them.
     pub fn encode(&self, first: u64, count: u32) -> Option<Vec<u8>> {
         let last = first.checked_add(u64::from(count))?;
         if last > self.blocks() || !(first..last).all(|b| self.has(b)) {
@@ -224,17 +244,9 @@ impl Download {
         Some(out)
     }
 
-    /// The complete component. Call only when [`Download::is_complete`].
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.data
-    }
-
-    /// Moves the data out (for a download shared with serving tasks);
-    /// the download is empty afterwards.
-    pub fn take_bytes(&mut self) -> Vec<u8> {
-        self.have.iter_mut().for_each(|h| *h = false);
-        self.received = 0;
-        std::mem::take(&mut self.data)
+    /// The component, once every block is verified.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.is_complete().then_some(&self.data[..])
     }
 }
 
@@ -256,12 +268,13 @@ mod tests {
         assert_eq!(download.blocks(), 13);
         while let Some((first, count)) = download.next_missing(4) {
             let encoded = encode(&data, &ob, first, count).unwrap();
-            download
+            let accepted = download
                 .accept(first, count, data.len() as u64, &encoded)
                 .unwrap();
+            assert_eq!(accepted.verified, count);
         }
         assert!(download.is_complete());
-        assert_eq!(download.into_bytes(), data);
+        assert_eq!(download.bytes(), Some(&data[..]));
     }
 
     #[test]
@@ -279,10 +292,11 @@ mod tests {
         let err = download
             .accept(0, 8, data.len() as u64, &encoded)
             .unwrap_err();
-        assert_eq!(err, BadData::Corrupt { block: 5 });
-        // Blocks before the bad one were kept and verified.
+        assert_eq!(err.reason, BadData::Corrupt { block: 5 });
+        assert_eq!(err.kept.verified, 5, "the blocks before it were kept");
         assert!((0..5).all(|b| download.has(b)));
         assert!((5..8).all(|b| !download.has(b)));
+        assert_eq!(download.bytes(), None, "incomplete");
     }
 
     #[test]
@@ -292,26 +306,49 @@ mod tests {
         let ob = outboard(&data);
         let encoded = encode(&data, &ob, 0, 2).unwrap();
         let mut download = Download::new(root, data.len() as u64);
-        assert!(matches!(
-            download.accept(0, 2, 10_000_000, &encoded),
-            Err(BadData::SizeMismatch { .. })
-        ));
+        let size_lie = download.accept(0, 2, 10_000_000, &encoded).unwrap_err();
+        assert!(matches!(size_lie.reason, BadData::SizeMismatch { .. }));
         let mut longer = encoded.clone();
         longer.extend_from_slice(b"junk");
-        assert_eq!(
-            download.accept(0, 2, data.len() as u64, &longer),
-            Err(BadData::TrailingBytes(4))
-        );
+        let err = download
+            .accept(0, 2, data.len() as u64, &longer)
+            .unwrap_err();
+        assert_eq!(err.reason, BadData::TrailingBytes(4));
+        // One block where two were asked: the first is kept, the missing
+        // one is where the data ends.
         let short = encode(&data, &ob, 0, 1).unwrap();
-        assert!(download.accept(0, 2, data.len() as u64, &short).is_err());
+        let err = download
+            .accept(0, 2, data.len() as u64, &short)
+            .unwrap_err();
+        assert_eq!(err.reason, BadData::Corrupt { block: 1 });
+        assert_eq!(err.kept.verified, 1);
         // Another file's blocks do not verify.
         let other = component(100_001);
         let wrong = encode(&other, &outboard(&other), 0, 2).unwrap();
         let mut fresh = Download::new(root, data.len() as u64);
         assert!(matches!(
             fresh.accept(0, 2, data.len() as u64, &wrong),
-            Err(BadData::Corrupt { .. })
+            Err(Rejected {
+                reason: BadData::Corrupt { .. },
+                ..
+            })
         ));
+    }
+
+    #[test]
+    fn blocks_other_than_the_ones_asked_are_refused() {
+        let data = component(100_000);
+        let root = blake3::hash(&data);
+        let ob = outboard(&data);
+        // Valid data for blocks 2..4, presented as the answer for 0..2.
+        let elsewhere = encode(&data, &ob, 2, 2).unwrap();
+        let mut download = Download::new(root, data.len() as u64);
+        assert!(
+            download
+                .accept(0, 2, data.len() as u64, &elsewhere)
+                .is_err()
+        );
+        assert_eq!(download.received(), 0);
     }
 
     #[test]
@@ -328,5 +365,6 @@ mod tests {
         let mut other = Download::new(root, data.len() as u64);
         other.accept(3, 2, data.len() as u64, &served).unwrap();
         assert!(other.has(3) && other.has(4));
+        assert_eq!(partial.bitmap().iter().collect::<Vec<_>>(), [2, 3, 4]);
     }
 }

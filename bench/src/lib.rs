@@ -1,0 +1,39 @@
+//! Benchmarks, experiments and the demo of sp2a, kept out of the runtime
+//! library: each prints its numbers next to a baseline measured in the same
+//! run.
+//!
+//! * [`demo`]: the whole flow on the example services, on one node and
+//!   then across six nodes (`./run demo`).
+//! * [`local`]: the sandbox's costs against plain wasmtime.
+//! * [`network`]: two nodes on loopback against plain TCP and local calls.
+//! * [`diffusion`]: the paper's 1 -> N experiment, with CSV and SVG plots.
+//! * [`services`]: packing the example services for all of the above.
+
+pub mod demo;
+pub mod diffusion;
+pub mod local;
+pub mod network;
+mod plot;
+pub mod services;
+
+use std::time::Duration;
+
+/// The median of `samples` (sorts them).
+pub(crate) fn median(samples: &mut [Duration]) -> Duration {
+    percentile(samples, 0.5)
+}
+
+/// The `p` quantile of `samples`, nearest rank (sorts them).
+pub(crate) fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index]
+}
+
+pub(crate) fn micros(d: Duration) -> String {
+    format!("{:.1} us", d.as_secs_f64() * 1e6)
+}
+
+pub(crate) fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}

@@ -1,0 +1,184 @@
+//! SVG charts of diffusion runs, mirroring the paper's figures: discovery,
+//! download and deploy time per node, and the upload distribution.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::diffusion::{NodeRecord, Outcome};
+
+fn seconds(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+const COLORS: [RGBColor; 3] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+];
+
+/// Per-node times for every mode in one chart: `value` picks the series,
+/// `sorted` plots them in increasing order (completion order).
+fn times_chart(
+    path: &Path,
+    title: &str,
+    outcomes: &[Outcome],
+    value: impl Fn(&NodeRecord) -> Option<f64>,
+    sorted: bool,
+) -> anyhow::Result<()> {
+    let series: Vec<(String, Vec<f64>)> = outcomes
+        .iter()
+        .map(|o| {
+            let mut values: Vec<f64> = o.nodes.iter().filter_map(&value).collect();
+            if sorted {
+                values.sort_by(|a, b| a.total_cmp(b));
+            }
+            (o.experiment.mode.name().to_owned(), values)
+        })
+        .collect();
+    let n = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let top = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.05;
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0usize..n, 0f64..top)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc(if sorted {
+            "nodes, in completion order"
+        } else {
+            "node"
+        })
+        .y_desc("seconds")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (name, values)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(x, y)| Circle::new((x, *y), 2, color.filled())),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// The paper's upload distribution: how many nodes served how many others.
+fn upload_chart(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let max_served = outcomes
+        .iter()
+        .flat_map(|o| o.nodes.iter().map(|n| n.served_peers))
+        .max()
+        .unwrap_or(0);
+    let counts: Vec<(String, Vec<usize>)> = outcomes
+        .iter()
+        .map(|o| {
+            let mut counts = vec![0usize; max_served + 1];
+            for n in &o.nodes {
+                counts[n.served_peers] += 1;
+            }
+            (o.experiment.mode.name().to_owned(), counts)
+        })
+        .collect();
+    let top = counts
+        .iter()
+        .flat_map(|(_, c)| c.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Upload distribution: nodes by number of nodes they served",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0usize..max_served + 1, 0usize..top + top / 10 + 1)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("nodes served")
+        .y_desc("number of nodes")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (name, counts)) in counts.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                counts.iter().copied().enumerate(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Writes the four charts of `outcomes` into `dir`.
+pub(crate) fn diffusion(dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let n = outcomes.first().map_or(0, |o| o.nodes.len());
+    let file = |what: &str| dir.join(format!("{what}-{n}.svg"));
+    times_chart(
+        &file("discovery"),
+        &format!("Discovery time per node (1 seed, {n} downloaders)"),
+        outcomes,
+        |r| r.completed.map(|_| seconds(r.discovery)),
+        false,
+    )?;
+    times_chart(
+        &file("download"),
+        &format!("Download time per node (1 seed, {n} downloaders)"),
+        outcomes,
+        |r| r.completed.map(|_| seconds(r.download)),
+        false,
+    )?;
+    times_chart(
+        &file("deploy"),
+        &format!("Deploy time (until active provider), {n} nodes in completion order"),
+        outcomes,
+        |r| r.completed.map(seconds),
+        true,
+    )?;
+    upload_chart(&file("uploads"), outcomes)?;
+    Ok(())
+}

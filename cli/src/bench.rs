@@ -1,0 +1,23 @@
+//! `sp2a bench ...`: the benchmarks of `sp2a_bench`, one subcommand each.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Single-node sandbox costs: compile, cached activation, instantiate, call.
+    Local(sp2a_bench::local::Options),
+    /// Two nodes on loopback: pull time of the 2 MiB stream package, remote
+    /// call latency and throughput, memory of an idle node.
+    Network(sp2a_bench::network::Options),
+    /// The paper's experiment: 1 seed, N nodes pull at once (swarm, paper,
+    /// origin), against the uplink-sharing lower bound; CSV and SVG plots.
+    Diffusion(sp2a_bench::diffusion::Options),
+}
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Local(options) => sp2a_bench::local::run(options).await,
+        Command::Network(options) => sp2a_bench::network::run(options).await,
+        Command::Diffusion(options) => sp2a_bench::diffusion::run_bench(options).await,
+    }
+}

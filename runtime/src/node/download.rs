@@ -1,0 +1,444 @@
+//! Downloading one component over the network, every block verified as it
+//! arrives: the swarm strategy carries out the decisions of the pure
+//! [`SwarmCore`] (requests, cancellations, lookups, bans) and turns peers'
+//! answers into its events; the sequential strategy is the paper's
+//! approach, one provider at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::future::{AbortHandle, BoxFuture, abortable};
+use futures::stream::{FuturesUnordered, StreamExt};
+use rand::seq::SliceRandom;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::config::PullConfig;
+use super::events::{Events, NodeEvent};
+use super::pull::{Bans, PullError, PullProgress};
+use crate::blocks::{BadData, Bitmap, Download, MAX_BLOCKS_PER_REQUEST};
+use crate::net::protocol::{MAX_PEX_PEERS, PeerInfo, TransferRequest, TransferResponse};
+use crate::net::{Client, Multiaddr, PeerId, RequestError, address, keys};
+use crate::package::ContentId;
+use crate::swarm::{Action, Answer, Ask, Event, Holdings, Params, RequestId, SwarmCore};
+
+/// How the swarm core reaches a peer: addresses to dial if not connected.
+type Contact = Vec<Multiaddr>;
+
+type Reply = (
+    RequestId,
+    PeerId,
+    Ask,
+    Result<TransferResponse, RequestError>,
+);
+
+/// One component being downloaded by one pull.
+pub(crate) struct Fetch<'a> {
+    pub(crate) target: &'a str,
+    pub(crate) id: ContentId,
+    pub(crate) download: &'a Arc<Mutex<Download>>,
+    pub(crate) client: &'a Client,
+    pub(crate) config: &'a PullConfig,
+    pub(crate) bans: &'a Bans,
+    pub(crate) events: &'a Events,
+    pub(crate) progress: &'a watch::Sender<PullProgress>,
+    /// When the pull started (its deadline counts from here).
+    pub(crate) start: Instant,
+}
+
+impl Fetch<'_> {
+    /// Downloads from the swarm of the package's providers; returns the
+    /// providers that sent verified blocks, most first.
+    pub(crate) async fn swarm(&self, initial: Vec<PeerId>) -> Result<Vec<PeerId>, PullError> {
+        let span = tracing::debug_span!("download", package = %self.id.short(), strategy = "swarm");
+        self.run_swarm(initial).instrument(span).await
+    }
+
+    async fn run_swarm(&self, initial: Vec<PeerId>) -> Result<Vec<PeerId>, PullError> {
+        let blocks = self.download.lock().expect("download lock").blocks();
+        let config = self.config;
+        let mut params = Params::new(blocks);
+        params.blocks_per_request = config.blocks_per_request;
+        params.parallel = config.parallel.max(1);
+        params.attempt_budget = config.attempt_budget;
+        params.attempt_timeout = config.attempt_timeout();
+        params.rediscover = config.rediscover();
+        params.deadline = config.total_timeout.saturating_sub(self.start.elapsed());
+        let providers = self.usable(initial);
+        let mut core = SwarmCore::new(params, providers, Instant::now(), rand::random());
+        let mut replies: FuturesUnordered<BoxFuture<'static, Option<Reply>>> =
+            FuturesUnordered::new();
+        let mut cancel: HashMap<RequestId, AbortHandle> = HashMap::new();
+        let mut lookup: Option<BoxFuture<'static, Vec<PeerId>>> = None;
+        loop {
+            while let Some(action) = core.poll_action(Instant::now()) {
+                match action {
+                    Action::Request {
+                        id,
+                        peer,
+                        contact,
+                        ask,
+                    } => {
+                        if let Ask::Blocks { .. } = ask {
+                            self.progress.send_modify(|p| p.provider = Some(peer));
+                        }
+                        let request = self.request(&ask);
+                        let span = tracing::debug_span!("request", %peer, ?ask);
+                        let client = self.client.clone();
+                        let (reply, handle) = abortable(
+                            async move { client.request_transfer_at(peer, contact, request).await }
+                                .instrument(span),
+                        );
+                        cancel.insert(id, handle);
+                        replies.push(
+                            async move { reply.await.ok().map(|r| (id, peer, ask, r)) }.boxed(),
+                        );
+                    }
+                    Action::Cancel { id } => {
+                        if let Some(handle) = cancel.remove(&id) {
+                            handle.abort();
+                        }
+                    }
+                    Action::Discover { limit } => {
+                        let client = self.client.clone();
+                        let key = keys::package_key(&self.id.0);
+                        lookup = Some(
+                            async move {
+                                let found = client.get_providers_limited(key, limit).await;
+                                found.into_iter().collect()
+                            }
+                            .boxed(),
+                        );
+                    }
+                    Action::Ban { peer, reason } => self.ban(peer, reason),
+                    Action::Complete => return Ok(core.sources()),
+                    Action::GiveUp => {
+                        let mut attempts = core.outcomes().to_vec();
+                        attempts.push(self.verified_summary());
+                        return Err(self.gave_up(attempts));
+                    }
+                }
+            }
+            let received = self.download.lock().expect("download lock").received();
+            self.progress.send_modify(|p| p.bytes = received);
+            let wake = core.next_timeout().unwrap_or_else(Instant::now);
+            let found = async {
+                match lookup.as_mut() {
+                    Some(future) => future.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(reply) = replies.next() => {
+                    if let Some((id, peer, ask, response)) = reply {
+                        cancel.remove(&id);
+                        let answer = self.answer(peer, &ask, response);
+                        core.handle(Instant::now(), Event::Answered { id, answer });
+                    }
+                }
+                found = found => {
+                    lookup = None;
+                    let found = self.usable(found);
+                    core.handle(Instant::now(), Event::Discovered(found));
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// Peers worth asking, with the addresses this node knows for them.
+    fn usable(&self, peers: Vec<PeerId>) -> Vec<(PeerId, Contact)> {
+        let me = self.client.peer_id();
+        peers
+            .into_iter()
+            .filter(|p| *p != me && !self.bans.contains(&self.id, p))
+            .map(|p| (p, self.client.known_addresses(&p)))
+            .collect()
+    }
+
+    fn request(&self, ask: &Ask) -> TransferRequest {
+        match ask {
+            Ask::Blocks { first, count } => TransferRequest::Blocks {
+                content_id: self.id.0,
+                first_block: *first,
+                blocks: *count,
+            },
+            Ask::Want { wanted, max } => TransferRequest::Want {
+                content_id: self.id.0,
+                wanted: wanted.encode(),
+                blocks: *max,
+            },
+        }
+    }
+
+    /// A peer's response as the swarm core's [`Answer`]: data is verified
+    /// here, block by block, against the advert's component hash.
+    fn answer(
+        &self,
+        from: PeerId,
+        ask: &Ask,
+        response: Result<TransferResponse, RequestError>,
+    ) -> Answer<PeerId, Contact> {
+        match response {
+            Ok(TransferResponse::Data {
+                size,
+                first_block,
+                blocks,
+                encoded,
+                bitmap,
+                peers,
+            }) => {
+                let mut download = self.download.lock().expect("download lock");
+                let accepted = if ask.admits(first_block, blocks) {
+                    download.accept(first_block, blocks, size, &encoded)
+                } else {
+                    Err(crate::blocks::Rejected {
+                        reason: BadData::OutOfRange,
+                        kept: Default::default(),
+                    })
+                };
+                let holdings = if bitmap.is_empty() {
+                    Holdings::All
+                } else {
+                    Bitmap::decode(&bitmap, download.blocks())
+                        .map_or(Holdings::Unknown, Holdings::Some)
+                };
+                drop(download);
+                let (accepted, bad) = match accepted {
+                    Ok(accepted) => (accepted, None),
+                    Err(rejected) => (rejected.kept, Some(rejected.reason.to_string())),
+                };
+                Answer::Blocks {
+                    first: first_block,
+                    verified: accepted.verified,
+                    new_bytes: accepted.new_bytes,
+                    bad,
+                    holdings,
+                    hints: self.hints(from, &peers),
+                }
+            }
+            Ok(TransferResponse::Busy { peers }) => Answer::Busy {
+                hints: self.hints(from, &peers),
+            },
+            Ok(TransferResponse::NotFound) => Answer::NotFound,
+            Ok(TransferResponse::Have { .. }) => Answer::Unexpected("answered with Have".into()),
+            Err(RequestError::Timeout) => Answer::Failed("stalled: no answer in time".into()),
+            Err(e) => Answer::Failed(e.to_string()),
+        }
+    }
+
+    /// Peers named in `from`'s answer (peer exchange), with the addresses
+    /// that reach no closer than `from`'s own.
+    fn hints(&self, from: PeerId, peers: &[PeerInfo]) -> Vec<(PeerId, Contact)> {
+        let me = self.client.peer_id();
+        let from = self.client.known_addresses(&from);
+        peers
+            .iter()
+            .take(MAX_PEX_PEERS)
+            .filter_map(PeerInfo::decode)
+            .filter(|(peer, _)| *peer != me && !self.bans.contains(&self.id, peer))
+            .filter_map(|(peer, addresses)| {
+                let addresses = address::as_far_as(addresses, &from);
+                (!addresses.is_empty()).then_some((peer, addresses))
+            })
+            .collect()
+    }
+
+    fn ban(&self, peer: PeerId, reason: String) {
+        tracing::warn!(%peer, package = %self.id.short(), %reason, "banning provider for this package");
+        self.bans.ban(self.id, peer);
+        self.events.emit(NodeEvent::PeerBanned {
+            peer,
+            content_id: self.id,
+            reason,
+        });
+    }
+
+    fn verified_summary(&self) -> String {
+        let download = self.download.lock().expect("download lock");
+        format!(
+            "{} of {} bytes verified",
+            download.received(),
+            download.size()
+        )
+    }
+
+    fn gave_up(&self, attempts: Vec<String>) -> PullError {
+        PullError::GaveUp {
+            target: self.target.to_owned(),
+            elapsed: self.start.elapsed(),
+            attempts,
+        }
+    }
+
+    /// The paper's approach: the whole file from one provider at a time.
+    /// With `n` providers in the result vector each gets
+    /// [`PullConfig::attempts_per_provider`] attempts, the k-th with a
+    /// timeout of `attempt_timeout().delay(k)`. A provider that answers
+    /// `Busy` or `NotFound` is skipped at once; one that sends a block that
+    /// does not verify is banned. The download resumes from the first
+    /// missing verified block with the next provider. When the vector is
+    /// exhausted the node discovers again after `rediscover().delay(k)`, `k`
+    /// counting the rounds in a row that brought no data.
+    pub(crate) async fn sequential(&self, vector: Vec<PeerId>) -> Result<Vec<PeerId>, PullError> {
+        let span =
+            tracing::debug_span!("download", package = %self.id.short(), strategy = "sequential");
+        self.run_sequential(vector).instrument(span).await
+    }
+
+    async fn run_sequential(&self, mut vector: Vec<PeerId>) -> Result<Vec<PeerId>, PullError> {
+        let config = self.config;
+        let me = self.client.peer_id();
+        let mut attempts_log = Vec::new();
+        let mut sources = Vec::new();
+        let mut fruitless_rounds = 0;
+        loop {
+            let received_before = self.download.lock().expect("download lock").received();
+            vector.retain(|p| *p != me && !self.bans.contains(&self.id, p));
+            vector.shuffle(&mut rand::thread_rng());
+            let attempts = config.attempts_per_provider(vector.len());
+            for peer in vector.drain(..) {
+                self.progress.send_modify(|p| p.provider = Some(peer));
+                let outcome = self
+                    .fetch_from(peer, attempts)
+                    .instrument(tracing::debug_span!("provider", %peer))
+                    .await;
+                match outcome {
+                    Attempt::Complete { verified } => {
+                        if verified > 0 {
+                            sources.push(peer);
+                        }
+                        return Ok(sources);
+                    }
+                    Attempt::Moved { verified, reason } => {
+                        if verified > 0 {
+                            sources.push(peer);
+                        }
+                        attempts_log.push(format!("{peer}: {reason}"));
+                    }
+                    Attempt::Bad { verified, reason } => {
+                        if verified > 0 {
+                            sources.push(peer);
+                        }
+                        attempts_log.push(format!("{peer}: {reason} (banned)"));
+                        self.ban(peer, reason.to_string());
+                    }
+                    Attempt::OutOfTime => return Err(self.gave_up(attempts_log)),
+                }
+            }
+            // Every provider declined or failed: wait longer after each
+            // round without data, so that a crowd of waiting downloaders
+            // does not flood the few providers.
+            let received = self.download.lock().expect("download lock").received();
+            fruitless_rounds = if received > received_before {
+                0
+            } else {
+                fruitless_rounds + 1
+            };
+            let delay = config.rediscover().delay(fruitless_rounds);
+            if self.start.elapsed() + delay >= config.total_timeout {
+                attempts_log.push(self.verified_summary());
+                return Err(self.gave_up(attempts_log));
+            }
+            tokio::time::sleep(delay).await;
+            vector = self
+                .client
+                .get_providers(keys::package_key(&self.id.0))
+                .await
+                .into_iter()
+                .collect();
+            tracing::debug!(providers = vector.len(), "rediscovered");
+        }
+    }
+
+    /// Fetches the missing blocks from `peer`, in order.
+    async fn fetch_from(&self, peer: PeerId, attempts: u32) -> Attempt {
+        let config = self.config;
+        let per_request = config.blocks_per_request.clamp(1, MAX_BLOCKS_PER_REQUEST);
+        let timeouts = config.attempt_timeout();
+        let mut attempt = 0;
+        let mut verified = 0u64;
+        loop {
+            let next = self
+                .download
+                .lock()
+                .expect("download lock")
+                .next_missing(per_request);
+            let Some((first, blocks)) = next else {
+                return Attempt::Complete { verified };
+            };
+            let remaining = config.total_timeout.saturating_sub(self.start.elapsed());
+            if remaining.is_zero() {
+                return Attempt::OutOfTime;
+            }
+            let timeout = timeouts.delay(attempt).min(remaining);
+            let request = TransferRequest::Blocks {
+                content_id: self.id.0,
+                first_block: first,
+                blocks,
+            };
+            let response =
+                tokio::time::timeout(timeout, self.client.request_transfer(peer, request)).await;
+            let failure = match response {
+                Ok(Ok(TransferResponse::Data { size, encoded, .. })) => {
+                    let mut download = self.download.lock().expect("download lock");
+                    match download.accept(first, blocks, size, &encoded) {
+                        Ok(accepted) => {
+                            verified += accepted.new_bytes;
+                            let received = download.received();
+                            self.progress.send_modify(|p| p.bytes = received);
+                            continue;
+                        }
+                        Err(rejected) => {
+                            return Attempt::Bad {
+                                verified: verified + rejected.kept.new_bytes,
+                                reason: rejected.reason,
+                            };
+                        }
+                    }
+                }
+                Ok(Ok(TransferResponse::Busy { .. })) => {
+                    return Attempt::Moved {
+                        verified,
+                        reason: "busy".into(),
+                    };
+                }
+                Ok(Ok(TransferResponse::NotFound | TransferResponse::Have { .. })) => {
+                    return Attempt::Moved {
+                        verified,
+                        reason: "does not have the blocks".into(),
+                    };
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("stalled for {timeout:.1?}"),
+            };
+            attempt += 1;
+            if attempt >= attempts {
+                return Attempt::Moved {
+                    verified,
+                    reason: format!("{failure} ({attempt} attempts)"),
+                };
+            }
+        }
+    }
+}
+
+/// How one provider's turn in a sequential download ended.
+enum Attempt {
+    Complete {
+        verified: u64,
+    },
+    /// Try the next provider (keeping every verified block).
+    Moved {
+        verified: u64,
+        reason: String,
+    },
+    /// The provider sent bad data (after `verified` good bytes).
+    Bad {
+        verified: u64,
+        reason: BadData,
+    },
+    OutOfTime,
+}

@@ -1,0 +1,74 @@
+//! What happens on a node, as events for progress displays, demos,
+//! experiments and logs: every role emits through one [`Events`] sender.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::net::PeerId;
+use crate::package::ContentId;
+
+/// Something that happened on a node.
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    Shared {
+        name: String,
+        version: String,
+        content_id: ContentId,
+    },
+    PullStarted {
+        target: String,
+    },
+    Found {
+        target: String,
+        providers: usize,
+        elapsed: Duration,
+    },
+    Downloaded {
+        name: String,
+        bytes: u64,
+        from: Vec<PeerId>,
+        elapsed: Duration,
+    },
+    Pulled {
+        name: String,
+        content_id: ContentId,
+        elapsed: Duration,
+    },
+    PeerBanned {
+        peer: PeerId,
+        content_id: ContentId,
+        reason: String,
+    },
+    Served {
+        peer: PeerId,
+        content_id: ContentId,
+        bytes: u64,
+    },
+    Invoked {
+        peer: PeerId,
+        service: String,
+    },
+}
+
+/// Events recent enough for a slow subscriber to still see.
+const BACKLOG: usize = 1024;
+
+/// The sender every role emits through. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Events(broadcast::Sender<NodeEvent>);
+
+impl Events {
+    pub(crate) fn new() -> Self {
+        Self(broadcast::channel(BACKLOG).0)
+    }
+
+    pub(crate) fn emit(&self, event: NodeEvent) {
+        // Nobody listening is fine.
+        let _ = self.0.send(event);
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.0.subscribe()
+    }
+}

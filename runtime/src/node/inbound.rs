@@ -1,0 +1,74 @@
+//! Peers' requests, each handed to the role that answers it (adverts to
+//! discovery, blocks to the upload server, calls to the invoker) in a task
+//! of its own, inside the span of the connection it came on. Every request
+//! gets an explicit answer.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+
+use super::discovery::Discovery;
+use super::invoke::Invoker;
+use super::upload::Uploads;
+use crate::net::{Client, InboundRequest};
+
+/// Peers' requests answered concurrently. Beyond it the network's bounded
+/// queue fills and the event loop answers `Busy` itself.
+const MAX_ANSWERING: usize = 256;
+
+/// The roles that answer peers.
+pub(crate) struct Answerers {
+    pub(crate) client: Client,
+    pub(crate) discovery: Arc<Discovery>,
+    pub(crate) uploads: Arc<Uploads>,
+    pub(crate) invoker: Arc<Invoker>,
+}
+
+/// Answers peers' requests until the network stops.
+pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<InboundRequest>) {
+    let answerers = Arc::new(answerers);
+    let running = Arc::new(Semaphore::new(MAX_ANSWERING));
+    while let Some(request) = inbound.recv().await {
+        let Ok(permit) = running.clone().acquire_owned().await else {
+            break;
+        };
+        let a = answerers.clone();
+        let span = request.span().clone();
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                match request {
+                    InboundRequest::Advert {
+                        peer,
+                        request,
+                        channel,
+                        ..
+                    } => {
+                        let response = a.discovery.answer(peer, request);
+                        a.client.respond_advert(channel, response).await;
+                    }
+                    InboundRequest::Transfer {
+                        peer,
+                        request,
+                        channel,
+                        ..
+                    } => {
+                        let response = a.uploads.answer(peer, request).await;
+                        a.client.respond_transfer(channel, response).await;
+                    }
+                    InboundRequest::Invoke {
+                        peer,
+                        request,
+                        channel,
+                        ..
+                    } => {
+                        let response = a.invoker.answer(peer, request).await;
+                        a.client.respond_invoke(channel, response).await;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! Invocation: calling a service this node runs, calling one on a remote
+//! provider without downloading it (with a cache of the providers that
+//! answered), and answering other peers' calls within the paper's limit L
+//! and the services' allow-lists.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use tracing::Instrument;
+
+use super::NodeError;
+use super::events::{Events, NodeEvent};
+use super::services::Services;
+use crate::net::protocol::{InvokeRequest, InvokeResponse, MAX_INVOKE_RESPONSE, clip};
+use crate::net::{Client, PeerId, RequestError, keys};
+use crate::package::{ContentId, is_service_name};
+use crate::sandbox::CallOutcome;
+
+/// How long remote providers found in the DHT are reused for calls.
+const PROVIDER_TTL: Duration = Duration::from_secs(30);
+/// Services whose providers are remembered.
+const MAX_CACHED_SERVICES: usize = 256;
+/// Room kept in a response for everything but the result text.
+const RESPONSE_FRAMING: u64 = 1024;
+
+/// The result of a remote invocation.
+#[derive(Clone, Debug)]
+pub struct RemoteOutcome {
+    pub peer: PeerId,
+    pub value: String,
+    pub fuel: u64,
+    pub remote_time: Duration,
+    pub round_trip: Duration,
+    pub content_id: ContentId,
+}
+
+pub(crate) struct Invoker {
+    client: Client,
+    services: Arc<Services>,
+    events: Events,
+    /// Services open only to these peers.
+    allow: HashMap<String, HashSet<PeerId>>,
+    /// Providers of services called remotely, the last to answer first.
+    providers: Mutex<HashMap<String, (Vec<PeerId>, Instant)>>,
+}
+
+impl Invoker {
+    pub(crate) fn new(
+        client: Client,
+        services: Arc<Services>,
+        events: Events,
+        allow: HashMap<String, HashSet<PeerId>>,
+    ) -> Self {
+        Self {
+            client,
+            services,
+            events,
+            allow,
+            providers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Calls a function of a service this node runs, waiting for one of its
+    /// invocation slots.
+    pub(crate) async fn local(&self, name: &str, call: &str) -> Result<CallOutcome, NodeError> {
+        let service = self
+            .services
+            .newest(name)
+            .ok_or_else(|| NodeError::NotRunning(name.to_owned()))?;
+        let _slot = service.slot().await;
+        let span = tracing::debug_span!("invoke", service = name, caller = "local");
+        Ok(service.activation.invoke(call).instrument(span).await?)
+    }
+
+    /// Calls a function of a service on a remote provider. Providers at
+    /// their limit (`Busy`), refusing this peer or unreachable are skipped;
+    /// a call that ran and failed is returned, never retried elsewhere.
+    pub(crate) async fn remote(&self, name: &str, call: &str) -> Result<RemoteOutcome, NodeError> {
+        let span = tracing::debug_span!("invoke", service = name, caller = "remote");
+        async {
+            // The provider that answered last time first, then the others;
+            // the DHT is asked again when the cache is cold or every cached
+            // provider declined.
+            let mut reasons = Vec::new();
+            let cached = self
+                .providers
+                .lock()
+                .expect("providers lock")
+                .get(name)
+                .filter(|(_, at)| at.elapsed() < PROVIDER_TTL)
+                .map(|(providers, _)| providers.clone());
+            if let Some(providers) = cached
+                && let Some(result) = self.try_each(name, call, &providers, &mut reasons).await
+            {
+                return self.remember(name, &providers, result);
+            }
+            // A quick lookup, then (if every provider it found declined)
+            // one that asks all the peers closest to the key.
+            let me = self.client.peer_id();
+            let mut tried: HashSet<PeerId> = HashSet::new();
+            for exhaustive in [false, true] {
+                let key = keys::service_key(name);
+                let found = if exhaustive {
+                    self.client.get_all_providers(key).await
+                } else {
+                    self.client.get_providers(key).await
+                };
+                let mut found: Vec<PeerId> = found
+                    .into_iter()
+                    .filter(|p| *p != me && !tried.contains(p))
+                    .collect();
+                found.shuffle(&mut rand::thread_rng());
+                tried.extend(found.iter().copied());
+                if let Some(result) = self.try_each(name, call, &found, &mut reasons).await {
+                    return self.remember(name, &found, result);
+                }
+            }
+            if reasons.is_empty() {
+                return Err(NodeError::NoProvider(name.to_owned()));
+            }
+            Err(NodeError::AllDeclined {
+                service: name.to_owned(),
+                reasons,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Caches the providers of `name` with the one that answered first.
+    fn remember(
+        &self,
+        name: &str,
+        providers: &[PeerId],
+        result: Result<RemoteOutcome, NodeError>,
+    ) -> Result<RemoteOutcome, NodeError> {
+        if let Ok(outcome) = &result {
+            let mut order = providers.to_vec();
+            order.retain(|p| *p != outcome.peer);
+            order.insert(0, outcome.peer);
+            let mut cache = self.providers.lock().expect("providers lock");
+            if cache.len() >= MAX_CACHED_SERVICES && !cache.contains_key(name) {
+                cache.retain(|_, (_, at)| at.elapsed() < PROVIDER_TTL);
+                if cache.len() >= MAX_CACHED_SERVICES {
+                    cache.clear();
+                }
+            }
+            cache.insert(name.to_owned(), (order, Instant::now()));
+        }
+        result
+    }
+
+    /// Tries `providers` in order; `None` if every one declined.
+    async fn try_each(
+        &self,
+        name: &str,
+        call: &str,
+        providers: &[PeerId],
+        reasons: &mut Vec<String>,
+    ) -> Option<Result<RemoteOutcome, NodeError>> {
+        for &peer in providers {
+            let request = InvokeRequest {
+                service: name.to_owned(),
+                content_id: None,
+                call: call.to_owned(),
+            };
+            let start = Instant::now();
+            let response = self.client.request_invoke(peer, request).await;
+            tracing::debug!(%peer, ok = response.is_ok(), "remote call answered");
+            match response {
+                Ok(InvokeResponse::Ok {
+                    value,
+                    fuel,
+                    micros,
+                    content_id,
+                }) => {
+                    return Some(Ok(RemoteOutcome {
+                        peer,
+                        value: clip(&value),
+                        fuel,
+                        remote_time: Duration::from_micros(micros),
+                        round_trip: start.elapsed(),
+                        content_id: ContentId(content_id),
+                    }));
+                }
+                Ok(InvokeResponse::Failed { kind, message }) => {
+                    return Some(Err(NodeError::Remote {
+                        service: name.to_owned(),
+                        peer: peer.to_string(),
+                        reason: format!("{} ({})", clip(&message), clip(&kind)),
+                    }));
+                }
+                Ok(InvokeResponse::Busy) => reasons.push(format!("{peer}: busy")),
+                Ok(InvokeResponse::Denied(why)) => {
+                    reasons.push(format!("{peer}: denied: {}", clip(&why)))
+                }
+                Ok(InvokeResponse::NotFound) => {
+                    reasons.push(format!("{peer}: does not provide it"))
+                }
+                // The request never reached the peer: safe to try another.
+                Err(e @ (RequestError::Dial | RequestError::Unsupported)) => {
+                    reasons.push(format!("{peer}: {e}"))
+                }
+                // It may have run there: do not run it again elsewhere.
+                Err(e) => {
+                    return Some(Err(NodeError::Remote {
+                        service: name.to_owned(),
+                        peer: peer.to_string(),
+                        reason: format!("no answer ({e}); the call may or may not have run"),
+                    }));
+                }
+            }
+        }
+        None
+    }
+
+    /// A peer calls a service this node runs.
+    pub(crate) async fn answer(&self, peer: PeerId, request: InvokeRequest) -> InvokeResponse {
+        if !is_service_name(&request.service) {
+            return InvokeResponse::NotFound;
+        }
+        let span = tracing::debug_span!("invoke", service = %request.service, caller = %peer);
+        self.run_for(peer, request).instrument(span).await
+    }
+
+    async fn run_for(&self, peer: PeerId, request: InvokeRequest) -> InvokeResponse {
+        let provided = match request.content_id {
+            Some(id) => self
+                .services
+                .by_id(&ContentId(id))
+                .filter(|p| p.package.manifest().name == request.service),
+            None => self.services.newest(&request.service),
+        };
+        let Some(provided) = provided else {
+            return InvokeResponse::NotFound;
+        };
+        if let Some(allowed) = self.allow.get(&request.service)
+            && !allowed.contains(&peer)
+        {
+            tracing::debug!("denied: not on the allow-list");
+            return InvokeResponse::Denied(format!(
+                "peer {peer} is not on the allow-list of service {}",
+                request.service
+            ));
+        }
+        let Some(_slot) = provided.try_slot() else {
+            tracing::debug!("busy: at the invocation limit");
+            return InvokeResponse::Busy;
+        };
+        self.events.emit(NodeEvent::Invoked {
+            peer,
+            service: request.service.clone(),
+        });
+        let limit = MAX_INVOKE_RESPONSE - RESPONSE_FRAMING;
+        let response = match provided.activation.invoke(&request.call).await {
+            // An answer the caller's codec would refuse is an explicit error.
+            Ok(outcome) if outcome.value.len() as u64 > limit => InvokeResponse::Failed {
+                kind: "host".into(),
+                message: format!(
+                    "the result is {} bytes of WAVE text; remote results are limited to {limit} bytes",
+                    outcome.value.len(),
+                ),
+            },
+            Ok(outcome) => InvokeResponse::Ok {
+                value: outcome.value,
+                fuel: outcome.fuel_used,
+                micros: outcome.elapsed.as_micros() as u64,
+                content_id: provided.package.content_id().0,
+            },
+            Err(e) => InvokeResponse::Failed {
+                kind: e.kind().to_owned(),
+                message: clip(&e.to_string()),
+            },
+        };
+        tracing::debug!(
+            ok = matches!(response, InvokeResponse::Ok { .. }),
+            "call answered"
+        );
+        response
+    }
+}

@@ -1,0 +1,440 @@
+//! The upload server: answers peers' block requests from the packages this
+//! node runs and from downloads in progress, within its limits (concurrent
+//! uploads, upload slots, the uplink rate), and passes on other peers
+//! fetching the same package (peer exchange). It owns everything the upload
+//! side keeps: slots, the uplink, per-block upload counts, recent askers,
+//! the downloads it serves from, and its counters.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::config::UploadConfig;
+use super::events::{Events, NodeEvent};
+use super::services::Services;
+use crate::blocks::{self, Bitmap, Download, MAX_BLOCKS_PER_REQUEST, block_count};
+use crate::net::protocol::{MAX_PEX_PEERS, PeerInfo, TransferRequest, TransferResponse};
+use crate::net::{Client, PeerId};
+use crate::package::ContentId;
+use crate::swarm::{Slots, Uplink, choose_for_want};
+
+/// A peer holds an upload slot until it has not asked for this long.
+const UPLOAD_SLOT_IDLE: Duration = Duration::from_secs(2);
+/// Packages whose uploads and askers are remembered.
+const MAX_TRACKED_PACKAGES: usize = 64;
+/// Recent askers remembered per package.
+const MAX_ASKERS: usize = 32;
+/// Peers named in an answer that carries data.
+const PEX_WITH_DATA: usize = 2;
+
+/// Counters of what a node served, since it started.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    pub transfer_requests: u64,
+    pub have_requests: u64,
+    pub blocks_served: u64,
+    pub bytes_uploaded: u64,
+    /// Requests answered `Busy` (upload slots or queue full).
+    pub busy: u64,
+}
+
+impl std::ops::AddAssign for Counters {
+    fn add_assign(&mut self, other: Self) {
+        self.transfer_requests += other.transfer_requests;
+        self.have_requests += other.have_requests;
+        self.blocks_served += other.blocks_served;
+        self.bytes_uploaded += other.bytes_uploaded;
+        self.busy += other.busy;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    transfer_requests: AtomicU64,
+    have_requests: AtomicU64,
+    blocks_served: AtomicU64,
+    bytes_uploaded: AtomicU64,
+    busy: AtomicU64,
+}
+
+/// A bounded map from package to something, forgotten wholesale when too
+/// many packages are tracked (a stranger cannot grow it without bound).
+#[derive(Debug)]
+struct PerPackage<T>(HashMap<ContentId, T>);
+
+impl<T: Default> PerPackage<T> {
+    fn entry(&mut self, id: ContentId) -> &mut T {
+        if self.0.len() >= MAX_TRACKED_PACKAGES && !self.0.contains_key(&id) {
+            self.0.clear();
+        }
+        self.0.entry(id).or_default()
+    }
+}
+
+/// Where served blocks come from.
+enum Source {
+    Complete(Arc<super::Provided>),
+    Partial(Arc<Mutex<Download>>),
+}
+
+pub(crate) struct Uploads {
+    config: UploadConfig,
+    client: Client,
+    services: Arc<Services>,
+    events: Events,
+    permits: Arc<Semaphore>,
+    slots: Option<Mutex<Slots<PeerId>>>,
+    uplink: Option<Mutex<Uplink>>,
+    /// Times each block of a package was uploaded (for `Want` answers).
+    uploads_per_block: Mutex<PerPackage<Vec<u32>>>,
+    /// Peers that recently asked for blocks of a package (peer exchange).
+    askers: Mutex<PerPackage<VecDeque<PeerId>>>,
+    /// Downloads in progress whose verified blocks are served.
+    partials: Mutex<HashMap<ContentId, Arc<Mutex<Download>>>>,
+    stats: Stats,
+}
+
+/// Serves a download in progress until dropped.
+pub(crate) struct PartialOffer {
+    uploads: Arc<Uploads>,
+    id: ContentId,
+    download: Arc<Mutex<Download>>,
+}
+
+impl Drop for PartialOffer {
+    fn drop(&mut self) {
+        let mut partials = self.uploads.partials.lock().expect("partials lock");
+        // Another pull of the same package may have replaced it.
+        if partials
+            .get(&self.id)
+            .is_some_and(|d| Arc::ptr_eq(d, &self.download))
+        {
+            partials.remove(&self.id);
+        }
+    }
+}
+
+impl Uploads {
+    pub(crate) fn new(
+        config: UploadConfig,
+        client: Client,
+        services: Arc<Services>,
+        events: Events,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            slots: config
+                .slots
+                .map(|n| Mutex::new(Slots::new(n, UPLOAD_SLOT_IDLE))),
+            uplink: config.rate.map(|rate| Mutex::new(Uplink::new(rate, now))),
+            config,
+            client,
+            services,
+            events,
+            uploads_per_block: Mutex::new(PerPackage(HashMap::new())),
+            askers: Mutex::new(PerPackage(HashMap::new())),
+            partials: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether downloads in progress are served.
+    pub(crate) fn shares_partial(&self) -> bool {
+        self.config.share_partial
+    }
+
+    /// Serves the verified blocks of `download` (of package `id`) until the
+    /// returned offer is dropped.
+    pub(crate) fn offer_partial(
+        self: &Arc<Self>,
+        id: ContentId,
+        download: Arc<Mutex<Download>>,
+    ) -> PartialOffer {
+        self.partials
+            .lock()
+            .expect("partials lock")
+            .insert(id, download.clone());
+        PartialOffer {
+            uploads: self.clone(),
+            id,
+            download,
+        }
+    }
+
+    fn partial(&self, id: &ContentId) -> Option<Arc<Mutex<Download>>> {
+        self.partials
+            .lock()
+            .expect("partials lock")
+            .get(id)
+            .cloned()
+    }
+
+    /// What this node has served since it started.
+    pub(crate) fn counters(&self) -> Counters {
+        let s = &self.stats;
+        Counters {
+            transfer_requests: s.transfer_requests.load(Ordering::Relaxed),
+            have_requests: s.have_requests.load(Ordering::Relaxed),
+            blocks_served: s.blocks_served.load(Ordering::Relaxed),
+            bytes_uploaded: s.bytes_uploaded.load(Ordering::Relaxed),
+            busy: s.busy.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Answers a peer's transfer request.
+    pub(crate) async fn answer(&self, peer: PeerId, request: TransferRequest) -> TransferResponse {
+        self.stats.transfer_requests.fetch_add(1, Ordering::Relaxed);
+        let id = match &request {
+            TransferRequest::Have { content_id }
+            | TransferRequest::Blocks { content_id, .. }
+            | TransferRequest::Want { content_id, .. } => ContentId(*content_id),
+        };
+        let span = tracing::debug_span!("upload", package = %id.short(), %peer);
+        async {
+            let response = match request {
+                TransferRequest::Have { .. } => {
+                    self.stats.have_requests.fetch_add(1, Ordering::Relaxed);
+                    let peers = self.exchange_peers(&id, peer, MAX_PEX_PEERS);
+                    self.answer_have(&id, peers)
+                }
+                TransferRequest::Blocks {
+                    first_block,
+                    blocks,
+                    ..
+                } => {
+                    self.send_blocks(peer, id, Selection::Range(first_block, blocks))
+                        .await
+                }
+                TransferRequest::Want { wanted, blocks, .. } => {
+                    self.send_blocks(peer, id, Selection::Any(wanted, blocks))
+                        .await
+                }
+            };
+            tracing::debug!(answer = response.kind(), "answered");
+            response
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn source(&self, id: &ContentId) -> Option<Source> {
+        match self.services.by_id(id) {
+            Some(provided) => Some(Source::Complete(provided)),
+            None => self.partial(id).map(Source::Partial),
+        }
+    }
+
+    fn answer_have(&self, id: &ContentId, peers: Vec<PeerInfo>) -> TransferResponse {
+        match self.source(id) {
+            Some(Source::Complete(provided)) => {
+                let size = provided.package.advert().component_len();
+                TransferResponse::Have {
+                    size,
+                    bitmap: Bitmap::full(block_count(size)).encode(),
+                    peers,
+                }
+            }
+            Some(Source::Partial(download)) => {
+                let download = download.lock().expect("download lock");
+                TransferResponse::Have {
+                    size: download.size(),
+                    bitmap: download.bitmap().encode(),
+                    peers,
+                }
+            }
+            None => TransferResponse::NotFound,
+        }
+    }
+
+    /// Peer exchange: remembers `asker` as fetching package `id`, and names
+    /// up to `max` other recent askers whose addresses this node knows.
+    fn exchange_peers(&self, id: &ContentId, asker: PeerId, max: usize) -> Vec<PeerInfo> {
+        // Only packages this node holds (whole or in part): a stranger must
+        // not be able to fill the table with made-up content ids.
+        if self.services.by_id(id).is_none() && self.partial(id).is_none() {
+            return Vec::new();
+        }
+        let mut candidates: Vec<PeerId> = {
+            let mut askers = self.askers.lock().expect("askers lock");
+            let askers = askers.entry(*id);
+            if !askers.contains(&asker) {
+                if askers.len() >= MAX_ASKERS {
+                    askers.pop_front();
+                }
+                askers.push_back(asker);
+            }
+            askers.iter().copied().filter(|p| *p != asker).collect()
+        };
+        rand::seq::SliceRandom::shuffle(&mut candidates[..], &mut rand::thread_rng());
+        candidates
+            .into_iter()
+            .filter_map(|peer| {
+                let addresses = self.client.known_addresses(&peer);
+                (!addresses.is_empty()).then(|| PeerInfo::new(&peer, &addresses))
+            })
+            .take(max)
+            .collect()
+    }
+
+    /// Whether a request may be served now; if not, the `Busy` answer
+    /// (naming other peers fetching the package).
+    fn admit(&self, peer: PeerId, id: &ContentId) -> Result<(), TransferResponse> {
+        let now = Instant::now();
+        let slot = self
+            .slots
+            .as_ref()
+            .is_none_or(|slots| slots.lock().expect("slots lock").admit(peer, now));
+        let queue_ok = self.uplink.as_ref().is_none_or(|uplink| {
+            uplink.lock().expect("uplink lock").backlog(now) <= self.config.max_backlog
+        });
+        if slot && queue_ok {
+            return Ok(());
+        }
+        self.stats.busy.fetch_add(1, Ordering::Relaxed);
+        Err(TransferResponse::Busy {
+            peers: self.exchange_peers(id, peer, MAX_PEX_PEERS),
+        })
+    }
+
+    /// Sends blocks of a complete or partial package: the requested range,
+    /// or (for `Want`) the run [`choose_for_want`] picks.
+    async fn send_blocks(
+        &self,
+        peer: PeerId,
+        id: ContentId,
+        selection: Selection,
+    ) -> TransferResponse {
+        if !(1..=MAX_BLOCKS_PER_REQUEST).contains(&selection.count()) {
+            return TransferResponse::NotFound;
+        }
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            self.stats.busy.fetch_add(1, Ordering::Relaxed);
+            return TransferResponse::Busy {
+                peers: self.exchange_peers(&id, peer, MAX_PEX_PEERS),
+            };
+        };
+        if let Err(busy) = self.admit(peer, &id) {
+            return busy;
+        }
+        let encoded = match self.source(&id) {
+            None => None,
+            Some(Source::Complete(provided)) => {
+                let size = provided.package.advert().component_len();
+                self.select(&id, block_count(size), |_| true, &selection)
+                    .and_then(|(first, count)| {
+                        // At most 1 MiB, hashed at GB/s: cheaper inline than a thread hop.
+                        blocks::encode(
+                            provided.package.component(),
+                            &provided.outboard,
+                            first,
+                            count,
+                        )
+                        .ok()
+                        .map(|encoded| (size, first, count, encoded, Vec::new()))
+                    })
+            }
+            // Blocks of a download in progress: verified when they arrived.
+            Some(Source::Partial(download)) => {
+                let download = download.lock().expect("download lock");
+                self.select(&id, download.blocks(), |b| download.has(b), &selection)
+                    .and_then(|(first, count)| {
+                        download.encode(first, count).map(|encoded| {
+                            let bitmap = download.bitmap().encode();
+                            (download.size(), first, count, encoded, bitmap)
+                        })
+                    })
+            }
+        };
+        let Some((size, first_block, blocks, encoded, bitmap)) = encoded else {
+            return TransferResponse::NotFound;
+        };
+        self.count_upload(&id, first_block, blocks);
+        if let Some(uplink) = &self.uplink {
+            let done = uplink
+                .lock()
+                .expect("uplink lock")
+                .reserve(encoded.len() as u64, Instant::now());
+            tokio::time::sleep_until(done.into()).await;
+        }
+        let s = &self.stats;
+        s.blocks_served
+            .fetch_add(u64::from(blocks), Ordering::Relaxed);
+        s.bytes_uploaded
+            .fetch_add(encoded.len() as u64, Ordering::Relaxed);
+        self.events.emit(NodeEvent::Served {
+            peer,
+            content_id: id,
+            bytes: encoded.len() as u64,
+        });
+        TransferResponse::Data {
+            size,
+            first_block,
+            blocks,
+            encoded,
+            bitmap,
+            peers: self.exchange_peers(&id, peer, PEX_WITH_DATA),
+        }
+    }
+
+    /// The blocks to send: a requested range must be held in full; for a
+    /// `Want`, the swarm core's choice.
+    fn select(
+        &self,
+        id: &ContentId,
+        blocks: u64,
+        holds: impl Fn(u64) -> bool,
+        selection: &Selection,
+    ) -> Option<(u64, u32)> {
+        match selection {
+            Selection::Range(first, count) => {
+                let end = first.checked_add(u64::from(*count))?;
+                (end <= blocks && (*first..end).all(&holds)).then_some((*first, *count))
+            }
+            Selection::Any(wanted, count) => {
+                let wanted = Bitmap::decode(wanted, blocks)?;
+                let mut uploads = self.uploads_per_block.lock().expect("uploads lock");
+                let counts = uploads.entry(*id);
+                choose_for_want(
+                    blocks,
+                    *count,
+                    &wanted,
+                    holds,
+                    |b| counts.get(b as usize).copied().unwrap_or(0),
+                    &mut rand::thread_rng(),
+                )
+            }
+        }
+    }
+
+    fn count_upload(&self, id: &ContentId, first: u64, count: u32) {
+        let mut uploads = self.uploads_per_block.lock().expect("uploads lock");
+        let counts = uploads.entry(*id);
+        let end = (first + u64::from(count)) as usize;
+        if counts.len() < end {
+            counts.resize(end, 0);
+        }
+        for c in &mut counts[first as usize..end] {
+            *c = c.saturating_add(1);
+        }
+    }
+}
+
+/// Which blocks a transfer request asks for.
+enum Selection {
+    Range(u64, u32),
+    /// A wanted-blocks bitmap (wire form) and the most blocks to send.
+    Any(Vec<u8>, u32),
+}
+
+impl Selection {
+    fn count(&self) -> u32 {
+        match self {
+            Selection::Range(_, count) | Selection::Any(_, count) => *count,
+        }
+    }
+}
