@@ -634,3 +634,78 @@ fn settle<Req, Resp>(
 pub fn dialable(address: &Multiaddr, peer: PeerId) -> Multiaddr {
     address.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback(inbound_queue: usize) -> NetConfig {
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            inbound_queue,
+            ..NetConfig::default()
+        }
+    }
+
+    async fn address(client: &Client) -> Multiaddr {
+        let info = client.info().await.unwrap();
+        dialable(&info.listen_addrs[0], client.peer_id())
+    }
+
+    #[tokio::test]
+    async fn a_full_node_queue_is_answered_busy_not_dropped() {
+        // The serving node's queue holds one request, and nobody reads it.
+        let (server, inbound) = start(crate::net::libp2p_identity(), loopback(1))
+            .await
+            .unwrap();
+        let (client, _) = start(crate::net::libp2p_identity(), loopback(8))
+            .await
+            .unwrap();
+        let peer = client.dial(address(&server).await).await.unwrap();
+        let ask = AdvertRequest::Name("hello".into());
+        let first = {
+            let client = client.clone();
+            let ask = ask.clone();
+            tokio::spawn(async move { client.request_advert(peer, ask).await })
+        };
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while inbound.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the first request reaches the node's queue");
+        // The queue is full: the next request is answered at once, explicitly.
+        let second = client.request_advert(peer, ask).await;
+        assert_eq!(second, Ok(AdvertResponse::Busy));
+        assert!(
+            !first.is_finished(),
+            "the queued request waits for the node"
+        );
+        first.abort();
+    }
+
+    #[tokio::test]
+    async fn dial_errors_are_typed() {
+        let (client, _) = start(crate::net::libp2p_identity(), loopback(8))
+            .await
+            .unwrap();
+        let no_peer: Multiaddr = "/ip4/127.0.0.1/tcp/9".parse().unwrap();
+        assert_eq!(
+            client.dial(no_peer.clone()).await,
+            Err(DialError::NoPeerId(no_peer))
+        );
+        // A listener that closed: nobody answers there.
+        let (gone, _) = start(crate::net::libp2p_identity(), loopback(8))
+            .await
+            .unwrap();
+        let address = address(&gone).await;
+        gone.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let err = client.dial(address).await.unwrap_err();
+        assert!(
+            matches!(err, DialError::Unreachable { peer, .. } if peer == gone.peer_id()),
+            "{err}"
+        );
+    }
+}

@@ -1,5 +1,5 @@
 //! Activation: every step a package goes through before it may serve a
-//! single call (verify, policy, compile, audit, self-test).
+//! single call (admission, verification, compile, audit, self-test).
 
 use crate::package::{Package, PackageError, VerifiedPackage};
 use crate::policy::{Admission, Policy, Refusals};

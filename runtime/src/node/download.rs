@@ -67,6 +67,7 @@ impl Fetch<'_> {
         params.rediscover = config.rediscover();
         params.deadline = config.total_timeout.saturating_sub(self.start.elapsed());
         let providers = self.usable(initial);
+        tracing::debug!(blocks, providers = providers.len(), "downloading");
         let mut core = SwarmCore::new(params, providers, Instant::now(), rand::random());
         let mut replies: FuturesUnordered<BoxFuture<'static, Option<Reply>>> =
             FuturesUnordered::new();
@@ -88,8 +89,14 @@ impl Fetch<'_> {
                         let span = tracing::debug_span!("request", %peer, ?ask);
                         let client = self.client.clone();
                         let (reply, handle) = abortable(
-                            async move { client.request_transfer_at(peer, contact, request).await }
-                                .instrument(span),
+                            async move {
+                                let reply =
+                                    client.request_transfer_at(peer, contact, request).await;
+                                let answer = reply.as_ref().map_or("failed", |r| r.kind());
+                                tracing::debug!(answer, "answered");
+                                reply
+                            }
+                            .instrument(span),
                         );
                         cancel.insert(id, handle);
                         replies.push(
@@ -113,7 +120,10 @@ impl Fetch<'_> {
                         );
                     }
                     Action::Ban { peer, reason } => self.ban(peer, reason),
-                    Action::Complete => return Ok(core.sources()),
+                    Action::Complete => {
+                        tracing::debug!(sources = core.sources().len(), "downloaded");
+                        return Ok(core.sources());
+                    }
                     Action::GiveUp => {
                         let mut attempts = core.outcomes().to_vec();
                         attempts.push(self.verified_summary());
