@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pure cores and the data path, each next to a
-//! baseline in the same run: `cargo bench -p sp2a-bench`.
+//! baseline in the same run: `./run bench micro` (the dev profile, like
+//! every other benchmark of the project).
 //!
 //! * `swarm_download`: every decision of a 2 MiB (128-block) swarming
 //!   download from 20 providers that answer at once, against `baseline_loop`,
@@ -98,12 +99,13 @@ fn verify_chunk(bencher: divan::Bencher) {
     let tree = outboard(&data);
     let encoded = encode(&data, &tree, 8, 4).expect("in range");
     let root = blake3::hash(&data);
-    bencher.bench(|| {
-        let mut download = Download::new(root, data.len() as u64);
-        download
-            .accept(8, 4, data.len() as u64, &encoded)
-            .expect("verifies")
-    });
+    bencher
+        .with_inputs(|| Download::new(root, data.len() as u64))
+        .bench_refs(|download| {
+            download
+                .accept(8, 4, data.len() as u64, &encoded)
+                .expect("verifies")
+        });
 }
 
 #[divan::bench]
