@@ -321,12 +321,21 @@ impl Refusal {
 
 impl serde::Serialize for Refusal {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut out = serializer.serialize_struct("Refusal", 2)?;
-        out.serialize_field("kind", self.kind())?;
-        out.serialize_field("reason", &self.to_string())?;
-        out.end()
+        serialize_reason(self.kind(), self, serializer)
     }
+}
+
+/// A reason as JSON and the like: `{"kind": ..., "reason": <the message>}`.
+pub(crate) fn serialize_reason<S: serde::Serializer>(
+    kind: &str,
+    reason: &dyn std::fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut out = serializer.serialize_struct("Reason", 2)?;
+    out.serialize_field("kind", kind)?;
+    out.serialize_field("reason", &reason.to_string())?;
+    out.end()
 }
 
 /// Every reason a package was refused (never empty).

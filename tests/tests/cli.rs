@@ -127,6 +127,18 @@ fn audit_without_policy_refuses_and_names_every_reason() {
     assert!(stdout.contains("verdict: REFUSED"), "{stdout}");
     assert!(stdout.contains("requests clocks"), "{stdout}");
     assert!(stdout.contains("grants no file-system access"), "{stdout}");
+    // The JSON report names each refusal by kind, for tools.
+    let out = run_sp2a(dir.path(), &["audit", "notes.rps", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = report["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["untrusted-publisher", "capability", "no-file-system"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
 }
 
 #[test]

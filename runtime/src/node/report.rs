@@ -25,7 +25,6 @@ pub enum Objection {
 
 impl serde::Serialize for Objection {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
         let kind = match self {
             Objection::Signature(_) => "signature",
             Objection::Integrity(_) => "integrity",
@@ -33,10 +32,7 @@ impl serde::Serialize for Objection {
             Objection::Imports(_) => "imports",
             Objection::Compile(_) => "compile",
         };
-        let mut out = serializer.serialize_struct("Objection", 2)?;
-        out.serialize_field("kind", kind)?;
-        out.serialize_field("reason", &self.to_string())?;
-        out.end()
+        crate::policy::serialize_reason(kind, self, serializer)
     }
 }
 
