@@ -291,7 +291,7 @@ impl Fetch<'_> {
     /// does not verify is banned. The download resumes from the first
     /// missing verified block with the next provider. When the vector is
     /// exhausted the node discovers again after `rediscover().delay(k)`, `k`
-    /// counting the rounds in a row that brought no data.
+    /// counting the rounds in a row that brought no data, less one.
     pub(crate) async fn sequential(&self, vector: Vec<PeerId>) -> Result<Vec<PeerId>, PullError> {
         let span =
             tracing::debug_span!("download", package = %self.id.short(), strategy = "sequential");
@@ -303,7 +303,7 @@ impl Fetch<'_> {
         let me = self.client.peer_id();
         let mut attempts_log = Vec::new();
         let mut sources = Vec::new();
-        let mut fruitless_rounds = 0;
+        let mut fruitless_rounds: u32 = 0;
         loop {
             let received_before = self.download.lock().expect("download lock").received();
             vector.retain(|p| *p != me && !self.bans.contains(&self.id, p));
@@ -342,12 +342,14 @@ impl Fetch<'_> {
             // round without data, so that a crowd of waiting downloaders
             // does not flood the few providers.
             let received = self.download.lock().expect("download lock").received();
-            fruitless_rounds = if received > received_before {
-                0
+            if received > received_before {
+                fruitless_rounds = 0;
             } else {
-                fruitless_rounds + 1
-            };
-            let delay = config.rediscover().delay(fruitless_rounds);
+                fruitless_rounds += 1;
+            }
+            let delay = config
+                .rediscover()
+                .delay(fruitless_rounds.saturating_sub(1));
             if self.start.elapsed() + delay >= config.total_timeout {
                 attempts_log.push(self.verified_summary());
                 return Err(self.gave_up(attempts_log));

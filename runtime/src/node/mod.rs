@@ -15,7 +15,7 @@
 //! * `pull`: pulls (admission before download, activation, bans).
 //! * `download`: the download strategies (driving [`crate::swarm`]; sequential).
 //! * `inbound`: hands each peer request to the role that answers it.
-//! * [`activate`]: verify, admit, compile, audit, self-test.
+//! * [`mod@activate`]: admit, verify, compile, audit, self-test.
 //! * [`report`]: the audit report of a package.
 //! * [`store`]: the crash-safe package store.
 //! * [`control`]: the operator's local control socket.

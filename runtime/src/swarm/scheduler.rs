@@ -24,7 +24,7 @@ impl<T: Copy + Ord + Hash + fmt::Debug + fmt::Display> Peer for T {}
 /// Settings of one download. [`Params::new`] gives the defaults: 4 blocks
 /// per request, 8 requests in flight, a budget of 4 failures, request
 /// deadlines from 5 s doubling to 320 s, lookups every 1 s to 8 s, `Busy`
-/// back-off from 100 ms to 800 ms, 24 providers tracked, `Want` refresh
+/// back-off from 100 ms to 400 ms, 24 providers tracked, `Want` refresh
 /// after 1 s, 3 `Want`s in flight, 2 end-game copies, 3 useless answers
 /// before a ban, and a 2-minute deadline.
 #[derive(Clone, Debug)]
@@ -70,7 +70,7 @@ impl Params {
             attempt_budget: 4,
             attempt_timeout: Backoff::new(Duration::from_secs(5), Duration::from_secs(320)),
             rediscover: Backoff::new(Duration::from_secs(1), Duration::from_secs(8)),
-            busy: Backoff::new(Duration::from_millis(100), Duration::from_millis(800)),
+            busy: Backoff::new(Duration::from_millis(100), Duration::from_millis(400)),
             max_providers: 24,
             have_refresh: Duration::from_secs(1),
             max_wants: 3,
