@@ -125,7 +125,7 @@ impl Fetch<'_> {
                         return Ok(core.sources());
                     }
                     Action::GiveUp => {
-                        let mut attempts = core.outcomes().to_vec();
+                        let mut attempts = core.outcomes();
                         attempts.push(self.verified_summary());
                         return Err(self.gave_up(attempts));
                     }

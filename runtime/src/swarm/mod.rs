@@ -45,6 +45,6 @@ mod tests;
 
 pub use pick::lowest;
 pub use scheduler::{
-    Action, Answer, Ask, Event, Holdings, Origin, Params, Peer, RequestId, SwarmCore,
+    Action, Answer, Ask, Event, Holdings, MAX_OUTCOMES, Origin, Params, Peer, RequestId, SwarmCore,
 };
 pub use upload::{Slots, Uplink, choose_for_want};

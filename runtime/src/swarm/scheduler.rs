@@ -13,6 +13,8 @@ use rand::seq::SliceRandom;
 use crate::backoff::Backoff;
 use crate::blocks::{Bitmap, MAX_BLOCKS_PER_REQUEST};
 
+/// Provider outcomes kept for the error of a download that gave up.
+pub const MAX_OUTCOMES: usize = 64;
 /// Dropped providers whose failures are remembered.
 const MAX_REMEMBERED_FAILURES: usize = 1024;
 
@@ -264,6 +266,8 @@ pub struct SwarmCore<P: Peer, A> {
     next_lookup: Instant,
     actions: VecDeque<Action<P, A>>,
     outcomes: Vec<String>,
+    /// Outcomes beyond [`MAX_OUTCOMES`], counted.
+    more_outcomes: usize,
     state: State,
     rng: StdRng,
 }
@@ -296,6 +300,7 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             fruitless_lookups: 0,
             actions: VecDeque::new(),
             outcomes: Vec::new(),
+            more_outcomes: 0,
             state: State::Running,
             rng: StdRng::seed_from_u64(seed),
         };
@@ -375,9 +380,22 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
         sources.into_iter().map(|(peer, _)| peer).collect()
     }
 
-    /// What went wrong with each provider so far, in order.
-    pub fn outcomes(&self) -> &[String] {
-        &self.outcomes
+    /// What went wrong with providers so far, in order: the first
+    /// [`MAX_OUTCOMES`], then how many more there were.
+    pub fn outcomes(&self) -> Vec<String> {
+        let mut outcomes = self.outcomes.clone();
+        if self.more_outcomes > 0 {
+            outcomes.push(format!("{} more", self.more_outcomes));
+        }
+        outcomes
+    }
+
+    fn note(&mut self, outcome: String) {
+        if self.outcomes.len() < MAX_OUTCOMES {
+            self.outcomes.push(outcome);
+        } else {
+            self.more_outcomes += 1;
+        }
     }
 
     /// Providers tracked now.
@@ -608,9 +626,9 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
         state.failures += 1;
         state.have = None;
         state.not_before = Some(now + timeout.delay(state.failures.min(4)) / 4);
-        self.outcomes.push(format!("{peer}: {why}"));
-        if state.failures >= budget && state.served == 0 {
-            let failures = state.failures;
+        let (failures, served) = (state.failures, state.served);
+        self.note(format!("{peer}: {why}"));
+        if failures >= budget && served == 0 {
             self.providers.remove(&peer);
             if self.dropped.len() >= MAX_REMEMBERED_FAILURES {
                 self.dropped.clear();
@@ -621,7 +639,7 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
 
     fn bad(&mut self, peer: P, reason: String) {
         self.banned.insert(peer);
-        self.outcomes.push(format!("{peer}: {reason} (banned)"));
+        self.note(format!("{peer}: {reason} (banned)"));
         self.actions.push_back(Action::Ban { peer, reason });
         if let Some(state) = self.providers.get_mut(&peer) {
             if state.served == 0 {

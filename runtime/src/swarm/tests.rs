@@ -323,6 +323,42 @@ fn lookups_back_off_while_they_find_nobody_new() {
 }
 
 #[test]
+fn what_went_wrong_is_kept_within_bounds() {
+    let t0 = Instant::now();
+    let mut params = params(4);
+    params.attempt_budget = u32::MAX;
+    params.attempt_timeout = Backoff::new(Duration::from_millis(1), Duration::from_millis(1));
+    params.deadline = Duration::from_secs(1);
+    let mut core = SwarmCore::new(params, [(1, ())], t0, 10);
+    let mut now = t0;
+    let mut failures = 0;
+    loop {
+        let actions = drain(&mut core, now);
+        if actions.contains(&Action::GiveUp) {
+            break;
+        }
+        for (id, _, _) in requests(&actions) {
+            failures += 1;
+            core.handle(
+                now,
+                Event::Answered {
+                    id,
+                    answer: Answer::Failed("refused".into()),
+                },
+            );
+        }
+        now = core.next_timeout().unwrap();
+    }
+    let outcomes = core.outcomes();
+    assert!(failures > MAX_OUTCOMES, "{failures} failures");
+    assert_eq!(outcomes.len(), MAX_OUTCOMES + 1);
+    assert_eq!(
+        outcomes[MAX_OUTCOMES],
+        format!("{} more", failures - MAX_OUTCOMES)
+    );
+}
+
+#[test]
 fn answers_outside_what_was_asked_are_refused() {
     let blocks = Ask::Blocks { first: 4, count: 2 };
     assert!(blocks.admits(4, 2));
