@@ -21,7 +21,8 @@
 //! * A provider whose holdings are unknown, or whose last bitmap offered
 //!   nothing still needed, gets a `Want`: "any of these blocks", the
 //!   provider choosing the chunk it has uploaded least ([`choose_for_want`]).
-//!   Concurrent `Want`s offer disjoint blocks; at most `max_wants` at once.
+//!   Concurrent `Want`s offer disjoint blocks; at most `max_wants` at once,
+//!   to the providers that failed least.
 //! * A provider with a known bitmap is asked for the rarest chunk (an
 //!   aligned run of `blocks_per_request` blocks) it can contribute, random
 //!   among equally rare ones. At most `parallel` requests are in flight, one
@@ -29,7 +30,8 @@
 //!   duplicate slow requests (end game, at most `end_game_copies` copies).
 //! * Every request has a deadline that doubles with the provider's failures;
 //!   a missed deadline is a failure. A failed provider is left alone for a
-//!   while and dropped after `attempt_budget` failures if it never delivered.
+//!   while and dropped after `attempt_budget` failures if it never delivered;
+//!   found again, it keeps its failures (and its long deadlines).
 //!   `Busy` is not a failure: the provider is backed off, longer each time.
 //! * A provider that sends data that does not verify, or data outside what
 //!   was asked, is banned at once; one that claims blocks and then does not

@@ -614,8 +614,10 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
         }
     }
 
-    /// A provider failed: back it off, forget its bitmap, drop it after too
-    /// many failures if it never delivered.
+    /// A provider failed: back it off, drop it after too many failures if it
+    /// never delivered. What it holds is kept: a failed request says
+    /// nothing about that, and forgetting it would leave the provider to
+    /// wait for a `Want` slot.
     fn failed(&mut self, peer: P, why: String) {
         let now = self.now;
         let budget = self.params.attempt_budget.max(1);
@@ -624,7 +626,6 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             return;
         };
         state.failures += 1;
-        state.have = None;
         state.not_before = Some(now + timeout.delay(state.failures.min(4)) / 4);
         let (failures, served) = (state.failures, state.served);
         self.note(format!("{peer}: {why}"));
@@ -843,7 +844,10 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             })
             .map(|(peer, _)| *peer)
             .collect();
+        // Random order, but providers that failed least first, so that a
+        // few stallers cannot keep the Want slots from fresh providers.
         candidates.shuffle(&mut self.rng);
+        candidates.sort_by_key(|peer| self.providers[peer].failures);
         let allowed = max_wants.saturating_sub(wants).min(*slots);
         for (peer, wants) in candidates.into_iter().take(allowed).zip(wants..) {
             if offerable.is_empty() {
