@@ -24,19 +24,33 @@ pub fn write_atomic(path: &Path, temp_dir: &Path, parts: &[&[u8]]) -> std::io::R
     Ok(())
 }
 
-/// Creates `path` (never overwriting an existing file) with permission
-/// `mode` on Unix, writes `bytes` and fsyncs it. Keys and other secrets use
+/// Creates `path` with `bytes` (never overwriting an existing file), with
+/// permission `mode` on Unix. The file appears whole or not at all: it is
+/// written and fsynced under a temporary name, then linked into place, so a
+/// concurrent reader never sees it half-written. Keys and other secrets use
 /// mode `0o600`, so no other user can read them even for an instant.
+/// An existing `path` is an error of kind `AlreadyExists`.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
     #[cfg(not(unix))]
     let _ = mode;
-    let mut file = options.open(path)?;
+    let mut file = builder.tempfile_in(dir)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    file.as_file().sync_all()?;
+    file.persist_noclobber(path).map_err(|e| e.error)?;
+    if let Ok(dir) = std::fs::File::open(dir) {
+        dir.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Creates `path` and its parents, and makes `path` accessible to its owner
@@ -54,6 +68,31 @@ pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_creators_agree_and_readers_never_see_half_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let writers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let ours = [i; 4096];
+                    match write_new(&path, &ours, 0o600) {
+                        Ok(()) => {}
+                        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists),
+                    }
+                    // Whoever won, the file is whole.
+                    let read = std::fs::read(&path).unwrap();
+                    assert_eq!(read.len(), 4096);
+                    assert!(read.iter().all(|b| *b == read[0]));
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+    }
 
     #[test]
     fn atomic_writes_replace_whole_files() {
@@ -82,6 +121,11 @@ mod tests {
         let again = write_new(&path, b"other", 0o600).unwrap_err();
         assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"k");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
         let private = dir.path().join("a/b");
         create_private_dir(&private).unwrap();
         let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
