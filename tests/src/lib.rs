@@ -341,6 +341,12 @@ pub mod net {
                                     blocks,
                                     ..
                                 } => (first_block, blocks),
+                                TransferRequest::Leave { .. } => {
+                                    serving
+                                        .respond_transfer(channel, TransferResponse::Left)
+                                        .await;
+                                    continue;
+                                }
                                 TransferRequest::Want { wanted, blocks, .. } => {
                                     let wanted = Bitmap::decode(&wanted, blocks_total)
                                         .unwrap_or_else(|| Bitmap::empty(blocks_total));

@@ -309,6 +309,46 @@ async fn a_provider_killed_mid_transfer_is_resumed_elsewhere() {
     .await;
 }
 
+#[tokio::test]
+async fn a_provider_with_one_slot_serves_the_others_in_line_not_busy() {
+    within(120, async {
+        let mut net = TestNet::new();
+        let package = service_package("stream", &net.key);
+        // The paper's server: one download at a time, at 8 MiB/s.
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.upload.slots = Some(1);
+        config.upload.rate = Some(8 << 20);
+        config.upload.share_partial = false;
+        let policy = net.policy();
+        let provider = net.start(config, policy, &[]).await;
+        provider.share(package.clone().into_inner()).await.unwrap();
+        let hub = address(&provider).await;
+        let mut consumers = Vec::new();
+        for _ in 0..3 {
+            let dir = net.dir();
+            let mut config = net.config(dir);
+            config.pull.strategy = Strategy::Sequential;
+            config.pull.base_timeout = Duration::from_secs(10);
+            config.reshare = false;
+            let policy = net.policy();
+            consumers.push(net.start(config, policy, std::slice::from_ref(&hub)).await);
+        }
+        let pulls = consumers.iter().map(|c| c.pull("stream"));
+        for (consumer, result) in consumers.iter().zip(futures::future::join_all(pulls).await) {
+            let pulled = result.unwrap_or_else(|e| panic!("{}: {e}", consumer.peer_id()));
+            assert_eq!(pulled.sources, vec![provider.peer_id()]);
+        }
+        // Each waited in line for the slot instead of being turned away,
+        // and each got exactly one copy.
+        let counters = provider.counters();
+        assert_eq!(counters.busy, 0, "{counters:?}");
+        let blocks = sp2a::blocks::block_count(package.component().len() as u64);
+        assert_eq!(counters.blocks_served, 3 * blocks, "{counters:?}");
+    })
+    .await;
+}
+
 async fn stalled_pull(strategy: Strategy) -> (FakeProvider, String) {
     let mut net = TestNet::new();
     let package = service_package("hello", &net.key);

@@ -15,6 +15,7 @@ fn experiment(nodes: usize, mode: Mode, dir: &std::path::Path) -> Experiment {
         upload_rate: Some(4 << 20),
         blocks_per_request: 4,
         timeout: Duration::from_secs(90),
+        attempt_timeout: Duration::from_secs(5),
         data_dir: dir.to_path_buf(),
         transport: Transport::Tcp,
         dht_server_every: 4,

@@ -7,8 +7,9 @@
 //! * [`Mode::Swarm`]: ours: blocks from many providers at once, rarest first,
 //!   verified blocks served before the download completes.
 //! * [`Mode::Paper`]: the paper's approach: the whole file from one provider
-//!   at a time, with its retry and rediscovery policy; a node re-shares only
-//!   after it completed.
+//!   at a time, with its retry and rediscovery policy; every provider serves
+//!   one download at a time and queues the other requesters, serving the
+//!   next the moment it is free; a node re-shares only after it completed.
 //! * [`Mode::Origin`]: no re-sharing at all: everyone downloads from the
 //!   seed, which takes about N·F/U by construction.
 //!
@@ -61,6 +62,9 @@ pub struct Experiment {
     pub blocks_per_request: u32,
     /// Give up on a node after this long.
     pub timeout: Duration,
+    /// Timeout of a first request to a provider; each retry doubles it
+    /// (with the paper's approach this bounds waiting in a provider's line).
+    pub attempt_timeout: Duration,
     /// Where the nodes' data directories go (tmpfs keeps fsyncs cheap).
     pub data_dir: PathBuf,
     /// QUIC (one UDP socket per node) or TCP (a socket per connection).
@@ -176,6 +180,7 @@ fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeC
     config.pull.blocks_per_request = experiment.blocks_per_request;
     config.net.dht_server = index.is_multiple_of(experiment.dht_server_every.max(1));
     config.pull.total_timeout = experiment.timeout;
+    config.pull.base_timeout = experiment.attempt_timeout;
     config.upload.max_concurrent = 64;
     match experiment.mode {
         Mode::Swarm => {
@@ -185,8 +190,12 @@ fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeC
         Mode::Paper => {
             config.pull.strategy = Strategy::Sequential;
             config.upload.share_partial = false;
-            // The paper's provider accepted one download at a time.
+            // The paper's provider serves one download at a time; the other
+            // requesters wait in line and the next is served the moment the
+            // slot frees (they leave when done or when they give up).
             config.upload.slots = Some(1);
+            // No idle wait between rounds longer than an attempt's timeout.
+            config.pull.max_rediscover_delay = config.pull.base_timeout;
         }
         Mode::Origin => {
             config.pull.strategy = Strategy::Sequential;
@@ -276,8 +285,10 @@ pub async fn run(
             let bootstrap = bootstrap.clone();
             async move {
                 let node = Node::start(config, policy, sandbox).await?;
+                // A node that cannot reach the seed would not be part of
+                // the experiment: stop rather than measure without it.
                 for address in bootstrap {
-                    let _ = node.dial(address).await;
+                    node.dial(address).await?;
                 }
                 Ok::<_, NodeError>(node)
             }

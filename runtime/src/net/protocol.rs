@@ -9,7 +9,9 @@
 //! * `/sp2a/transfer/1`: ask which 16 KiB blocks of a component a peer holds
 //!   (a bitmap; peers serve blocks while still downloading), or fetch a range
 //!   of blocks as a BLAKE3 verified-streaming (bao) encoding against the
-//!   component hash of the advert. Bitmaps (`bitmap`, `wanted`) are in the
+//!   component hash of the advert. A provider with upload slots serves one
+//!   download per slot and queues the other requests; `Leave` gives a slot
+//!   (or a place in the queue) back. Bitmaps (`bitmap`, `wanted`) are in the
 //!   wire format of [`Bitmap`](crate::blocks::Bitmap): `ceil(blocks / 8)` bytes, block `i` at bit
 //!   `i % 8` of byte `i / 8`, zero padding; anything else is refused. Answers may name a few other peers
 //!   fetching the same package (peer exchange), which the receiver treats as
@@ -81,6 +83,13 @@ pub enum TransferRequest {
         #[serde(with = "serde_bytes")]
         content_id: [u8; 32],
     },
+    /// The sender is done with this package here (it has what it came
+    /// for, or gives up waiting): its upload slot, or its place in the
+    /// queue for one, goes to the next peer at once. Answered `Left`.
+    Leave {
+        #[serde(with = "serde_bytes")]
+        content_id: [u8; 32],
+    },
     /// Any run of up to `blocks` of the blocks marked in `wanted` (a
     /// [`Bitmap`](crate::blocks::Bitmap) like `Have`'s) that the peer holds, of its choosing: one
     /// round trip where `Have` then `Blocks` would take two.
@@ -124,12 +133,14 @@ pub enum TransferResponse {
     },
     /// The peer does not have (all of) those blocks.
     NotFound,
-    /// The peer is at its transfer limit; try another, such as `peers`
-    /// (others fetching this package).
+    /// The peer is at its transfer limit, or its queue for an upload slot
+    /// is full; try another, such as `peers` (others fetching this package).
     Busy {
         #[serde(default)]
         peers: Vec<PeerInfo>,
     },
+    /// The answer to `Leave`.
+    Left,
 }
 
 impl TransferResponse {
@@ -140,6 +151,7 @@ impl TransferResponse {
             TransferResponse::Have { .. } => "have",
             TransferResponse::NotFound => "not-found",
             TransferResponse::Busy { .. } => "busy",
+            TransferResponse::Left => "left",
         }
     }
 }

@@ -233,7 +233,9 @@ impl Fetch<'_> {
                 hints: self.hints(from, &peers),
             },
             Ok(TransferResponse::NotFound) => Answer::NotFound,
-            Ok(TransferResponse::Have { .. }) => Answer::Unexpected("answered with Have".into()),
+            Ok(TransferResponse::Have { .. } | TransferResponse::Left) => {
+                Answer::Unexpected("answered with Have or Left".into())
+            }
             Err(RequestError::Timeout) => Answer::Failed("stalled: no answer in time".into()),
             Err(e) => Answer::Failed(e.to_string()),
         }
@@ -315,6 +317,9 @@ impl Fetch<'_> {
                     .fetch_from(peer, attempts)
                     .instrument(tracing::debug_span!("provider", %peer))
                     .await;
+                // Done with this provider, one way or another: its upload
+                // slot, or our place in its queue, goes to the next peer.
+                self.leave(peer);
                 match outcome {
                     Attempt::Complete { verified } => {
                         if verified > 0 {
@@ -365,7 +370,22 @@ impl Fetch<'_> {
         }
     }
 
-    /// Fetches the missing blocks from `peer`, in order.
+    /// Tells `peer` this node is done with the package there (best effort:
+    /// an unanswered `Leave` only means the slot idles out).
+    fn leave(&self, peer: PeerId) {
+        let client = self.client.clone();
+        let request = TransferRequest::Leave {
+            content_id: self.id.0,
+        };
+        let timeout = self.config.base_timeout;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(timeout, client.request_transfer(peer, request)).await;
+        });
+    }
+
+    /// Fetches the missing blocks from `peer`, in order. A request may wait
+    /// in the provider's queue for an upload slot; the attempt's timeout
+    /// bounds that wait too, and a retry keeps the place in line.
     async fn fetch_from(&self, peer: PeerId, attempts: u32) -> Attempt {
         let config = self.config;
         let per_request = config.blocks_per_request.clamp(1, MAX_BLOCKS_PER_REQUEST);
@@ -417,7 +437,11 @@ impl Fetch<'_> {
                         reason: "busy".into(),
                     };
                 }
-                Ok(Ok(TransferResponse::NotFound | TransferResponse::Have { .. })) => {
+                Ok(Ok(
+                    TransferResponse::NotFound
+                    | TransferResponse::Have { .. }
+                    | TransferResponse::Left,
+                )) => {
                     return Attempt::Moved {
                         verified,
                         reason: "does not have the blocks".into(),

@@ -69,6 +69,8 @@ pub enum NodeError {
     #[error(transparent)]
     Net(#[from] net::NetError),
     #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Activate(#[from] ActivateError),

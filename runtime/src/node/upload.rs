@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
 use super::config::UploadConfig;
@@ -20,10 +20,15 @@ use crate::blocks::{self, Bitmap, Download, MAX_BLOCKS_PER_REQUEST, block_count}
 use crate::net::protocol::{MAX_PEX_PEERS, PeerInfo, TransferRequest, TransferResponse};
 use crate::net::{Client, PeerId};
 use crate::package::ContentId;
-use crate::swarm::{Slots, Uplink, choose_for_want};
+use crate::swarm::{SlotGrant, Slots, Uplink, choose_for_want};
 
-/// A peer holds an upload slot until it has not asked for this long.
+/// A peer holds an upload slot until it leaves, or has not asked for this long.
 const UPLOAD_SLOT_IDLE: Duration = Duration::from_secs(2);
+/// Requests that may wait for an upload slot: fewer than the requests
+/// answered at once, so waiters never keep other requests from an answer.
+const MAX_QUEUED: usize = 128;
+/// How often waiters look for holders that went idle.
+const SLOT_POLL: Duration = Duration::from_millis(250);
 /// Packages whose uploads and askers are remembered.
 const MAX_TRACKED_PACKAGES: usize = 64;
 /// Recent askers remembered per package.
@@ -87,7 +92,7 @@ pub(crate) struct Uploads {
     services: Arc<Services>,
     events: Events,
     permits: Arc<Semaphore>,
-    slots: Option<Mutex<Slots<PeerId>>>,
+    slots: Option<SlotQueue>,
     uplink: Option<Mutex<Uplink>>,
     /// Times each block of a package was uploaded (for `Want` answers).
     uploads_per_block: Mutex<PerPackage<Vec<u32>>>,
@@ -128,9 +133,7 @@ impl Uploads {
         let now = Instant::now();
         Self {
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
-            slots: config
-                .slots
-                .map(|n| Mutex::new(Slots::new(n, UPLOAD_SLOT_IDLE))),
+            slots: config.slots.map(SlotQueue::new),
             uplink: config.rate.map(|rate| Mutex::new(Uplink::new(rate, now))),
             config,
             client,
@@ -192,7 +195,8 @@ impl Uploads {
         let id = match &request {
             TransferRequest::Have { content_id }
             | TransferRequest::Blocks { content_id, .. }
-            | TransferRequest::Want { content_id, .. } => ContentId(*content_id),
+            | TransferRequest::Want { content_id, .. }
+            | TransferRequest::Leave { content_id } => ContentId(*content_id),
         };
         let span = tracing::debug_span!("upload", package = %id.short(), %peer);
         async {
@@ -213,6 +217,12 @@ impl Uploads {
                 TransferRequest::Want { wanted, blocks, .. } => {
                     self.send_blocks(peer, id, Selection::Any(wanted, blocks))
                         .await
+                }
+                TransferRequest::Leave { .. } => {
+                    if let Some(slots) = &self.slots {
+                        slots.leave(peer);
+                    }
+                    TransferResponse::Left
                 }
             };
             tracing::debug!(answer = response.kind(), "answered");
@@ -281,24 +291,12 @@ impl Uploads {
             .collect()
     }
 
-    /// Whether a request may be served now; if not, the `Busy` answer
-    /// (naming other peers fetching the package).
-    fn admit(&self, peer: PeerId, id: &ContentId) -> Result<(), TransferResponse> {
-        let now = Instant::now();
-        let slot = self
-            .slots
-            .as_ref()
-            .is_none_or(|slots| slots.lock().expect("slots lock").admit(peer, now));
-        let queue_ok = self.uplink.as_ref().is_none_or(|uplink| {
-            uplink.lock().expect("uplink lock").backlog(now) <= self.config.max_backlog
-        });
-        if slot && queue_ok {
-            return Ok(());
-        }
+    /// The `Busy` answer, naming other peers fetching the package.
+    fn busy(&self, peer: PeerId, id: &ContentId) -> TransferResponse {
         self.stats.busy.fetch_add(1, Ordering::Relaxed);
-        Err(TransferResponse::Busy {
+        TransferResponse::Busy {
             peers: self.exchange_peers(id, peer, MAX_PEX_PEERS),
-        })
+        }
     }
 
     /// Sends blocks of a complete or partial package: the requested range,
@@ -312,14 +310,23 @@ impl Uploads {
         if !(1..=MAX_BLOCKS_PER_REQUEST).contains(&selection.count()) {
             return TransferResponse::NotFound;
         }
+        // With upload slots, wait for this peer's turn (the paper's server:
+        // one download at a time, the others in line).
+        if let Some(slots) = &self.slots
+            && !slots.take(peer).await
+        {
+            return self.busy(peer, &id);
+        }
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            self.stats.busy.fetch_add(1, Ordering::Relaxed);
-            return TransferResponse::Busy {
-                peers: self.exchange_peers(&id, peer, MAX_PEX_PEERS),
-            };
+            return self.busy(peer, &id);
         };
-        if let Err(busy) = self.admit(peer, &id) {
-            return busy;
+        // With an uplink rate: a queue that would make the answer slow.
+        let backlog = self
+            .uplink
+            .as_ref()
+            .map(|uplink| uplink.lock().expect("uplink lock").backlog(Instant::now()));
+        if backlog.is_some_and(|b| b > self.config.max_backlog) {
+            return self.busy(peer, &id);
         }
         let encoded = match self.source(&id) {
             None => None,
@@ -420,6 +427,79 @@ impl Uploads {
         }
         for c in &mut counts[first as usize..end] {
             *c = c.saturating_add(1);
+        }
+    }
+}
+
+/// Upload slots with the requests waiting for them: the pure [`Slots`]
+/// decides who is served; this wakes the waiting requests when it does.
+struct SlotQueue {
+    slots: Mutex<Slots<PeerId>>,
+    /// The request of each queued peer, to wake when its turn comes.
+    waiters: Mutex<HashMap<PeerId, oneshot::Sender<()>>>,
+}
+
+impl SlotQueue {
+    fn new(limit: usize) -> Self {
+        Self {
+            slots: Mutex::new(Slots::new(limit, UPLOAD_SLOT_IDLE, MAX_QUEUED)),
+            waiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for `peer`'s turn; `false` if the queue is full, or the peer
+    /// left it or asked again (a newer request replaces a waiting one,
+    /// whose asker has given up on it).
+    async fn take(&self, peer: PeerId) -> bool {
+        let mut turn = {
+            let mut slots = self.slots.lock().expect("slots lock");
+            match slots.request(peer, Instant::now()) {
+                SlotGrant::Granted => return true,
+                SlotGrant::Full => return false,
+                SlotGrant::Queued => {
+                    let (tx, rx) = oneshot::channel();
+                    self.waiters.lock().expect("waiters lock").insert(peer, tx);
+                    rx
+                }
+            }
+        };
+        loop {
+            let now = Instant::now();
+            let poll = now + SLOT_POLL;
+            let wake = self
+                .slots
+                .lock()
+                .expect("slots lock")
+                .next_expiry()
+                .map_or(poll, |t| t.clamp(now, poll));
+            tokio::select! {
+                granted = &mut turn => return granted.is_ok(),
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let granted = self.slots.lock().expect("slots lock").expire(Instant::now());
+                    self.wake(granted);
+                }
+            }
+        }
+    }
+
+    /// `peer` is done: its slot, or its place in line, goes to the next.
+    fn leave(&self, peer: PeerId) {
+        let granted = self
+            .slots
+            .lock()
+            .expect("slots lock")
+            .release(peer, Instant::now());
+        // A request still waiting for the peer's turn ends.
+        self.waiters.lock().expect("waiters lock").remove(&peer);
+        self.wake(granted);
+    }
+
+    fn wake(&self, granted: Vec<PeerId>) {
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        for peer in granted {
+            if let Some(waiter) = waiters.remove(&peer) {
+                let _ = waiter.send(());
+            }
         }
     }
 }

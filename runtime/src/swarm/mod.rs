@@ -49,4 +49,4 @@ pub use pick::lowest;
 pub use scheduler::{
     Action, Answer, Ask, Event, Holdings, MAX_OUTCOMES, Origin, Params, Peer, RequestId, SwarmCore,
 };
-pub use upload::{Slots, Uplink, choose_for_want};
+pub use upload::{SlotGrant, Slots, Uplink, choose_for_want};

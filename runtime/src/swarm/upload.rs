@@ -1,8 +1,8 @@
 //! The uploader's decisions, as pure functions of its state and the time:
-//! which chunk to send for a `Want`, whether a peer gets an upload slot, and
-//! when an uplink of a given rate is free again.
+//! which chunk to send for a `Want`, who gets an upload slot and who waits
+//! for one, and when an uplink of a given rate is free again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -42,39 +42,107 @@ pub fn choose_for_want(
     Some((first, count))
 }
 
-/// Upload slots: at most `limit` peers are served at a time; a peer keeps
-/// its slot while it asked within the last `idle`.
+/// Upload slots, the paper's server: at most `limit` peers are served at a
+/// time, each for its whole download; the others wait in a first-come,
+/// first-served queue of at most `max_queue` peers, and the first of them is
+/// served the moment a slot frees. A holder frees its slot when it has what
+/// it came for ([`Slots::release`]), when it gives up, or after `idle`
+/// without a request ([`Slots::expire`]).
 #[derive(Debug)]
 pub struct Slots<P> {
     limit: usize,
     idle: Duration,
-    last: HashMap<P, Instant>,
+    max_queue: usize,
+    /// Holders, with when they last asked.
+    holders: HashMap<P, Instant>,
+    queue: VecDeque<P>,
+}
+
+/// What a request for a slot gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotGrant {
+    /// Served now.
+    Granted,
+    /// Waiting in the queue; [`Slots::release`] or [`Slots::expire`] will
+    /// name it when its turn comes.
+    Queued,
+    /// The queue is full: try later or elsewhere.
+    Full,
 }
 
 impl<P: Copy + Eq + Hash> Slots<P> {
-    pub fn new(limit: usize, idle: Duration) -> Self {
+    pub fn new(limit: usize, idle: Duration, max_queue: usize) -> Self {
         Self {
             limit: limit.max(1),
             idle,
-            last: HashMap::new(),
+            max_queue,
+            holders: HashMap::new(),
+            queue: VecDeque::new(),
         }
     }
 
-    /// Whether `peer` may be served now (and, if so, it holds a slot).
-    pub fn admit(&mut self, peer: P, now: Instant) -> bool {
+    /// `peer` asks to be served at `now`.
+    pub fn request(&mut self, peer: P, now: Instant) -> SlotGrant {
+        if let Some(last) = self.holders.get_mut(&peer) {
+            *last = now;
+            return SlotGrant::Granted;
+        }
+        if self.queue.contains(&peer) {
+            return SlotGrant::Queued;
+        }
+        if self.holders.len() < self.limit && self.queue.is_empty() {
+            self.holders.insert(peer, now);
+            return SlotGrant::Granted;
+        }
+        if self.queue.len() >= self.max_queue {
+            return SlotGrant::Full;
+        }
+        self.queue.push_back(peer);
+        SlotGrant::Queued
+    }
+
+    /// Whether `peer` holds a slot.
+    pub fn holds(&self, peer: &P) -> bool {
+        self.holders.contains_key(peer)
+    }
+
+    /// `peer` is done (or gone): its slot, or its place in the queue, is
+    /// given up. Returns the peers granted a slot now.
+    pub fn release(&mut self, peer: P, now: Instant) -> Vec<P> {
+        self.holders.remove(&peer);
+        self.queue.retain(|p| *p != peer);
+        self.fill(now)
+    }
+
+    /// Frees the slots of holders idle for `idle`; returns the peers
+    /// granted a slot now.
+    pub fn expire(&mut self, now: Instant) -> Vec<P> {
         let idle = self.idle;
-        self.last
+        self.holders
             .retain(|_, last| now.saturating_duration_since(*last) < idle);
-        if !self.last.contains_key(&peer) && self.last.len() >= self.limit {
-            return false;
-        }
-        self.last.insert(peer, now);
-        true
+        self.fill(now)
     }
 
-    /// Peers holding a slot.
-    pub fn holders(&self) -> usize {
-        self.last.len()
+    /// When the next holder would idle out.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.holders.values().map(|last| *last + self.idle).min()
+    }
+
+    /// Peers holding a slot, and peers waiting.
+    pub fn load(&self) -> (usize, usize) {
+        (self.holders.len(), self.queue.len())
+    }
+
+    fn fill(&mut self, now: Instant) -> Vec<P> {
+        let mut granted = Vec::new();
+        while self.holders.len() < self.limit {
+            let Some(next) = self.queue.pop_front() else {
+                break;
+            };
+            self.holders.insert(next, now);
+            granted.push(next);
+        }
+        granted
     }
 }
 
@@ -170,21 +238,42 @@ mod tests {
     }
 
     #[test]
-    fn slots_admit_a_limited_set_until_it_idles() {
+    fn slots_serve_one_download_at_a_time_and_the_next_in_line_at_once() {
         let t0 = Instant::now();
-        let mut slots = Slots::new(1, Duration::from_secs(2));
-        assert!(slots.admit('a', t0));
-        assert!(!slots.admit('b', t0 + Duration::from_millis(500)));
-        assert!(
-            slots.admit('a', t0 + Duration::from_secs(1)),
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut slots = Slots::new(1, Duration::from_secs(2), 2);
+        assert_eq!(slots.request('a', t0), SlotGrant::Granted);
+        assert_eq!(slots.request('b', ms(1)), SlotGrant::Queued);
+        assert_eq!(slots.request('c', ms(2)), SlotGrant::Queued);
+        assert_eq!(slots.request('d', ms(3)), SlotGrant::Full);
+        assert_eq!(
+            slots.request('a', ms(500)),
+            SlotGrant::Granted,
             "the holder keeps it"
         );
-        assert!(!slots.admit('b', t0 + Duration::from_millis(2500)));
-        assert!(
-            slots.admit('b', t0 + Duration::from_secs(4)),
-            "freed after idling"
-        );
-        assert_eq!(slots.holders(), 1);
+        // The holder finishes: the first in line is served at once, in order.
+        assert_eq!(slots.release('a', ms(600)), ['b']);
+        assert!(slots.holds(&'b') && !slots.holds(&'c'));
+        // A waiter that gives up leaves the line.
+        assert!(slots.release('c', ms(700)).is_empty());
+        assert_eq!(slots.load(), (1, 0));
+        // A holder that vanishes is freed after `idle`.
+        assert_eq!(slots.request('d', ms(800)), SlotGrant::Queued);
+        assert_eq!(slots.next_expiry(), Some(ms(2600)));
+        assert!(slots.expire(ms(2599)).is_empty());
+        assert_eq!(slots.expire(ms(2600)), ['d']);
+    }
+
+    #[test]
+    fn a_newcomer_never_jumps_the_queue() {
+        let t0 = Instant::now();
+        let mut slots = Slots::new(2, Duration::from_secs(2), 8);
+        assert_eq!(slots.request(1, t0), SlotGrant::Granted);
+        assert_eq!(slots.request(2, t0), SlotGrant::Granted);
+        assert_eq!(slots.request(3, t0), SlotGrant::Queued);
+        assert_eq!(slots.release(1, t0), [3]);
+        assert_eq!(slots.request(4, t0), SlotGrant::Queued);
+        assert_eq!(slots.release(2, t0), [4]);
     }
 
     #[test]
