@@ -1,23 +1,34 @@
-//! `sp2a bench local`: compile time, cache-hit activation, instantiation
-//! and per-call overhead of the sandbox, against plain wasmtime with no
-//! limits (default engine configuration, on-demand allocation, no fuel, no
-//! epochs), measured in the same run.
+//! `sp2a bench local`: what the sandbox costs, one effect at a time.
+//!
+//! The same harness (plain wasmtime API: compile, `InstancePre`, a fresh
+//! store per call, a typed call) runs the same component on four engine
+//! configurations, with the same number of samples each:
+//! * sp2a's configuration (`sandbox::engine::wasmtime_config`: fuel, epoch
+//!   interruption, pooling allocator, bounded stack);
+//! * the same without fuel and epochs: what the instrumentation costs;
+//! * the same with on-demand allocation: what the pooling allocator buys;
+//! * wasmtime's defaults.
+//!
+//! Then sp2a's own call path on its configuration (limits set per call,
+//! WASI context from the grants, WAVE text in and out), and activation from
+//! the disk cache against compiling.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sp2a::package::SecretKey;
 use sp2a::policy::Policy;
-use sp2a::sandbox::{Sandbox, SandboxConfig};
+use sp2a::sandbox::engine::wasmtime_config;
+use sp2a::sandbox::{ExportedFunc, Sandbox, SandboxConfig};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, Val};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::{median, micros};
 
-/// The sp2a host interfaces, bound from the WIT itself: the baseline links
+/// The sp2a host interfaces, bound from the WIT itself: the harness links
 /// them as no-ops, so services that import them run on plain wasmtime.
 mod host {
     wasmtime::component::bindgen!({
@@ -25,6 +36,9 @@ mod host {
         world: "sp2a:rps/service",
     });
 }
+
+/// Compiles timed per configuration (each with a fresh engine).
+const COMPILES: usize = 5;
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -56,6 +70,109 @@ impl WasiView for Plain {
     }
 }
 
+impl host::sp2a::rps::log::Host for Plain {
+    fn log(&mut self, _: host::sp2a::rps::log::Level, _: String, _: Vec<(String, String)>) {}
+}
+
+impl host::sp2a::rps::host::Host for Plain {
+    fn service(&mut self) -> host::sp2a::rps::host::ServiceInfo {
+        host::sp2a::rps::host::ServiceInfo {
+            name: "baseline".into(),
+            version: "0.0.0".into(),
+            content_id: String::new(),
+        }
+    }
+}
+
+/// Medians of one engine configuration.
+struct Row {
+    label: &'static str,
+    compile: Duration,
+    instantiate: Duration,
+    call: Duration,
+    total: Duration,
+}
+
+fn err(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
+/// Times `bytes` on an engine with `config`: compile (fresh engine each
+/// time), then per call a fresh store, instantiation and the typed call.
+/// Fuel and epoch deadlines are set only where the engine consumes them.
+async fn measure(
+    label: &'static str,
+    config: Config,
+    metered: bool,
+    bytes: &[u8],
+    func: &ExportedFunc,
+    params: &[Val],
+    iterations: u32,
+) -> anyhow::Result<Row> {
+    let mut compile = Vec::with_capacity(COMPILES);
+    let mut engine_component = None;
+    for _ in 0..COMPILES {
+        let engine = Engine::new(&config).map_err(err)?;
+        let bytes = bytes.to_vec();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let component = Component::new(&engine, &bytes);
+            (start.elapsed(), engine, component)
+        })
+        .await?;
+        compile.push(compiled.0);
+        engine_component = Some((compiled.1, compiled.2.map_err(err)?));
+    }
+    let (engine, component) = engine_component.context("compiled")?;
+    let mut linker = Linker::<Plain>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+    host::Service::add_to_linker::<Plain, HasSelf<Plain>>(&mut linker, |state| state)
+        .map_err(err)?;
+    let pre = linker.instantiate_pre(&component).map_err(err)?;
+    let index = match &func.interface {
+        Some(i) => component
+            .get_export_index(None, i)
+            .and_then(|i| component.get_export_index(Some(&i), &func.name)),
+        None => component.get_export_index(None, &func.name),
+    }
+    .context("export not found")?;
+    let mut instantiate = Vec::with_capacity(iterations as usize);
+    let mut call = Vec::with_capacity(iterations as usize);
+    let mut total = Vec::with_capacity(iterations as usize);
+    let mut results = vec![Val::Bool(false); func.results.len()];
+    for _ in 0..iterations {
+        let started = Instant::now();
+        let mut store = Store::new(
+            &engine,
+            Plain {
+                ctx: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+            },
+        );
+        if metered {
+            store.set_fuel(u64::MAX).map_err(err)?;
+            store.set_epoch_deadline(u64::MAX);
+        }
+        let start = Instant::now();
+        let instance = pre.instantiate_async(&mut store).await.map_err(err)?;
+        instantiate.push(start.elapsed());
+        let f = instance.get_func(&mut store, index).context("no func")?;
+        let start = Instant::now();
+        f.call_async(&mut store, params, &mut results)
+            .await
+            .map_err(err)?;
+        call.push(start.elapsed());
+        total.push(started.elapsed());
+    }
+    Ok(Row {
+        label,
+        compile: median(&mut compile),
+        instantiate: median(&mut instantiate),
+        call: median(&mut call),
+        total: median(&mut total),
+    })
+}
+
 pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let key = SecretKey::generate();
@@ -72,41 +189,29 @@ pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
         .admit(package.advert())
         .map_err(|refusals| anyhow::anyhow!("refused: {refusals}"))?
         .grants;
-    let component_bytes = package.component().len();
     println!(
-        "service {} ({} bytes of component), call {}",
-        args.service, component_bytes, args.call
+        "service {} ({} bytes of component), call {}; {COMPILES} compiles and {} calls per row",
+        args.service,
+        package.component().len(),
+        args.call,
+        args.iterations
     );
 
-    // Compile (cold): a fresh sandbox each time, no caches.
-    let mut compile = Vec::new();
-    for _ in 0..5 {
-        let sandbox = Sandbox::new(SandboxConfig {
-            max_instances: 16,
-            ..SandboxConfig::default()
-        })?;
-        let package = package.clone();
-        let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&package)).await??;
-        compile.push(compiled.elapsed);
-    }
-    let compile = median(&mut compile);
-
-    // Activation with a warm disk cache: a fresh sandbox (as after a
-    // restart) that finds the artifact this node compiled before.
-    let cache = dir.path().join("cache");
-    let config = SandboxConfig {
+    // sp2a's own path: activation from a warm disk cache (a fresh sandbox,
+    // as after a restart), then calls through the activation.
+    let settings = SandboxConfig {
         max_instances: 16,
-        cache_dir: Some(cache.clone()),
+        cache_dir: Some(dir.path().join("cache")),
         ..SandboxConfig::default()
     };
-    Sandbox::new(config.clone())?
+    Sandbox::new(settings.clone())?
         .activate(&package, grants.clone())
         .await?;
     let mut cached = Vec::new();
     let mut load_only = Vec::new();
     let mut activation = None;
     for _ in 0..10 {
-        let sandbox = Sandbox::new(config.clone())?;
+        let sandbox = Sandbox::new(settings.clone())?;
         let start = Instant::now();
         let active = sandbox.activate(&package, grants.clone()).await?;
         cached.push(start.elapsed());
@@ -121,8 +226,6 @@ pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
     let cached = median(&mut cached);
     let load_only = median(&mut load_only);
     let activation = activation.context("no activation")?;
-
-    // Full invoke: WAVE parse, fresh store + instance, limits, call, WAVE print.
     let func = activation.resolve(&call_name(&args.call)?)?.clone();
     let params = {
         let parsed = wasmtime::component::wasm_wave::untyped::UntypedFuncCall::parse(&args.call)
@@ -147,134 +250,96 @@ pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
     let invoke = median(&mut invoke);
     let typed = median(&mut typed);
 
-    // Baseline: plain wasmtime, default configuration, no limits.
-    let mut config = Config::new();
-    config.wasm_component_model(true);
-    let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let start = Instant::now();
-    let bytes = package.component().to_vec();
-    let engine2 = engine.clone();
-    let component = tokio::task::spawn_blocking(move || Component::new(&engine2, &bytes))
-        .await?
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let plain_compile = start.elapsed();
-    let mut linker = Linker::<Plain>::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-    sp2a_host_stubs(&mut linker)?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let interface = func.interface.clone();
-    let index = match &interface {
-        Some(i) => component
-            .get_export_index(None, i)
-            .and_then(|i| component.get_export_index(Some(&i), &func.name)),
-        None => component.get_export_index(None, &func.name),
-    }
-    .context("export not found in the baseline")?;
-    let new_store = || {
-        Store::new(
-            &engine,
-            Plain {
-                ctx: WasiCtx::builder().build(),
-                table: ResourceTable::new(),
-            },
+    // The engine configurations, one effect at a time.
+    let sp2a_config = wasmtime_config(&SandboxConfig {
+        max_instances: 16,
+        ..SandboxConfig::default()
+    });
+    let mut uninstrumented = sp2a_config.clone();
+    uninstrumented.consume_fuel(false).epoch_interruption(false);
+    let mut on_demand = sp2a_config.clone();
+    on_demand.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    let mut defaults = Config::new();
+    defaults.wasm_component_model(true);
+    let bytes = package.component();
+    let n = args.iterations;
+    let rows = [
+        measure(
+            "sp2a (fuel, epochs, pooling)",
+            sp2a_config,
+            true,
+            bytes,
+            &func,
+            &params,
+            n,
         )
-    };
-    let mut plain_instantiate = Vec::new();
-    let mut plain_call = Vec::new();
-    let mut plain_total = Vec::new();
-    let mut results = vec![Val::Bool(false); func.results.len()];
-    for _ in 0..args.iterations {
-        let total = Instant::now();
-        let mut store = new_store();
-        let start = Instant::now();
-        let instance = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        plain_instantiate.push(start.elapsed());
-        let f = instance.get_func(&mut store, index).context("no func")?;
-        let start = Instant::now();
-        f.call_async(&mut store, &params, &mut results)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        plain_call.push(start.elapsed());
-        plain_total.push(total.elapsed());
-    }
-    let plain_instantiate = median(&mut plain_instantiate);
-    let plain_call = median(&mut plain_call);
-    let plain_total = median(&mut plain_total);
-    // The same split for sp2a: instantiate in a limited store, then call.
-    let mut sp2a_instantiate = Vec::with_capacity(args.iterations as usize);
-    let mut sp2a_call = Vec::with_capacity(args.iterations as usize);
-    for _ in 0..args.iterations {
-        let mut instance = activation.instance()?;
-        let start = Instant::now();
-        instance.instantiate().await?;
-        sp2a_instantiate.push(start.elapsed());
-        let start = Instant::now();
-        instance.call(&func, &params).await?;
-        sp2a_call.push(start.elapsed());
-    }
-    let sp2a_instantiate = median(&mut sp2a_instantiate);
-    let sp2a_call = median(&mut sp2a_call);
+        .await?,
+        measure(
+            "  without fuel and epochs",
+            uninstrumented,
+            false,
+            bytes,
+            &func,
+            &params,
+            n,
+        )
+        .await?,
+        measure(
+            "  with on-demand allocation",
+            on_demand,
+            true,
+            bytes,
+            &func,
+            &params,
+            n,
+        )
+        .await?,
+        measure(
+            "wasmtime defaults",
+            defaults,
+            false,
+            bytes,
+            &func,
+            &params,
+            n,
+        )
+        .await?,
+    ];
 
     println!();
     println!(
-        "{:<44} {:>14} {:>18}",
-        "measurement (median)", "sp2a", "plain wasmtime"
+        "{:<32} {:>12} {:>12} {:>12} {:>18}",
+        "engine (medians)", "compile", "instantiate", "call", "store+inst+call"
     );
-    println!(
-        "{:<44} {:>14} {:>18}",
-        "compile (cold, no cache)",
-        format!("{:.1} ms", compile.as_secs_f64() * 1e3),
-        format!("{:.1} ms", plain_compile.as_secs_f64() * 1e3)
-    );
-    println!(
-        "{:<44} {:>14} {:>18}",
-        "activation, disk-cache hit (load+audit+link)",
-        micros(cached),
-        "-"
-    );
-    println!(
-        "{:<44} {:>14} {:>18}",
-        "  of which artifact load (MAC + deserialize)",
-        micros(load_only),
-        "-"
-    );
-    println!(
-        "{:<44} {:>14} {:>18}",
-        "instantiate (fresh store per call)",
-        micros(sp2a_instantiate),
-        micros(plain_instantiate)
-    );
-    println!(
-        "{:<44} {:>14} {:>18}",
-        "call only (typed values)",
-        micros(sp2a_call),
-        micros(plain_call)
-    );
-    println!(
-        "{:<44} {:>14} {:>18}",
-        "new store + instantiate + call (typed)",
-        micros(typed),
-        micros(plain_total)
-    );
-    println!(
-        "{:<44} {:>14} {:>18}",
-        "invoke with WAVE text in/out",
-        micros(invoke),
-        "-"
-    );
+    for row in &rows {
+        println!(
+            "{:<32} {:>12} {:>12} {:>12} {:>18}",
+            row.label,
+            format!("{:.1} ms", row.compile.as_secs_f64() * 1e3),
+            micros(row.instantiate),
+            micros(row.call),
+            micros(row.total)
+        );
+    }
     println!();
+    println!("sp2a's call path on its engine (limits set per call, WASI from the grants):");
     println!(
-        "per-call overhead of sp2a over plain wasmtime (WAVE invoke vs plain store+instantiate+call): {:+.1} us",
-        (invoke.as_secs_f64() - plain_total.as_secs_f64()) * 1e6
+        "  typed call through the activation          {:>12}",
+        micros(typed)
     );
     println!(
-        "cache-hit activation is {:.0}x faster than compiling",
-        compile.as_secs_f64() / cached.as_secs_f64()
+        "  invoke with WAVE text in and out           {:>12}",
+        micros(invoke)
+    );
+    println!(
+        "  activation from the disk cache             {:>12}  (of which artifact load {}; {:.0}x faster than compiling)",
+        micros(cached),
+        micros(load_only),
+        rows[0].compile.as_secs_f64() / cached.as_secs_f64()
+    );
+    println!(
+        "per-call cost of sp2a's path over the same engine in the plain harness: {:+.1} us",
+        (typed.as_secs_f64() - rows[0].total.as_secs_f64()) * 1e6
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -283,25 +348,4 @@ fn call_name(call: &str) -> anyhow::Result<String> {
     let parsed = wasmtime::component::wasm_wave::untyped::UntypedFuncCall::parse(call)
         .map_err(|e| anyhow::anyhow!("cannot parse {call:?}: {e}"))?;
     Ok(parsed.name().to_owned())
-}
-
-impl host::sp2a::rps::log::Host for Plain {
-    fn log(&mut self, _: host::sp2a::rps::log::Level, _: String, _: Vec<(String, String)>) {}
-}
-
-impl host::sp2a::rps::host::Host for Plain {
-    fn service(&mut self) -> host::sp2a::rps::host::ServiceInfo {
-        host::sp2a::rps::host::ServiceInfo {
-            name: "baseline".into(),
-            version: "0.0.0".into(),
-            content_id: String::new(),
-        }
-    }
-}
-
-/// The baseline links the sp2a host interfaces as no-ops so that services
-/// that import them can be instantiated by plain wasmtime.
-fn sp2a_host_stubs(linker: &mut Linker<Plain>) -> anyhow::Result<()> {
-    host::Service::add_to_linker::<Plain, HasSelf<Plain>>(linker, |state| state)
-        .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -88,7 +88,7 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
-        let engine = Engine::new(&engine_config(&config))
+        let engine = Engine::new(&wasmtime_config(&config))
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -144,7 +144,10 @@ impl Sandbox {
     }
 }
 
-fn engine_config(settings: &SandboxConfig) -> Config {
+/// The wasmtime configuration of a sandbox with these settings: component
+/// model, async, fuel, epoch interruption, a bounded wasm stack and the
+/// pooling allocator sized by `max_instances`.
+pub fn wasmtime_config(settings: &SandboxConfig) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.concurrency_support(false);
