@@ -72,7 +72,15 @@ async fn second_activation_skips_compilation_and_tampered_artifacts_are_discarde
         .await
         .unwrap();
     assert_eq!(third.activation.compiled().source, CompileSource::Compiled);
-    assert!(third.activation.invoke("sha256-text(\"\")").await.is_ok());
+    assert_eq!(
+        third
+            .activation
+            .invoke("sha256-text(\"\")")
+            .await
+            .unwrap()
+            .value,
+        "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\""
+    );
 }
 
 /// A component as another toolchain might emit it: hand-written, importing a

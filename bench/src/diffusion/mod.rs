@@ -94,6 +94,8 @@ pub struct NodeRecord {
     pub uploaded: u64,
     /// How many distinct nodes it sent blocks to.
     pub served_peers: usize,
+    /// The providers it received verified blocks from, most first.
+    pub sources: Vec<PeerId>,
     pub content_id: Option<ContentId>,
     pub error: Option<String>,
 }
@@ -366,6 +368,7 @@ pub async fn run(
             completed: None,
             uploaded: uploads.bytes,
             served_peers: uploads.peers.len(),
+            sources: Vec::new(),
             content_id: None,
             error: None,
         };
@@ -376,6 +379,7 @@ pub async fn run(
                 record.deploy = pulled.deploy;
                 record.completed = Some(at);
                 record.content_id = Some(pulled.content_id);
+                record.sources = pulled.sources;
             }
             Err(e) => record.error = Some(e),
         }

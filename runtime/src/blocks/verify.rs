@@ -343,11 +343,10 @@ mod tests {
         // Valid data for blocks 2..4, presented as the answer for 0..2.
         let elsewhere = encode(&data, &ob, 2, 2).unwrap();
         let mut download = Download::new(root, data.len() as u64);
-        assert!(
-            download
-                .accept(0, 2, data.len() as u64, &elsewhere)
-                .is_err()
-        );
+        let err = download
+            .accept(0, 2, data.len() as u64, &elsewhere)
+            .unwrap_err();
+        assert_eq!(err.reason, BadData::Corrupt { block: 0 });
         assert_eq!(download.received(), 0);
     }
 

@@ -182,13 +182,20 @@ mod tests {
         let key = SecretKey::generate().public();
         let text = key.to_string();
         assert_eq!(text.parse::<PublisherKey>().unwrap(), key);
-        assert!("ed25519:zz".parse::<PublisherKey>().is_err());
-        assert!(hex::encode(key.to_bytes()).parse::<PublisherKey>().is_err());
+        let bad = |text: &str| match text.parse::<PublisherKey>() {
+            Err(KeyError::BadText { reason, .. }) => reason,
+            other => panic!("{text:?}: {other:?}"),
+        };
+        assert!(!bad("ed25519:zz").is_empty());
+        assert!(bad(&hex::encode(key.to_bytes())).contains("prefix"));
         // The identity point is a small-order (weak) key.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        let weak = format!("ed25519:{}", hex::encode(identity));
-        assert!(weak.parse::<PublisherKey>().is_err());
+        assert!(bad(&format!("ed25519:{}", hex::encode(identity))).contains("weak"));
+        assert!(matches!(
+            PublisherKey::from_bytes(&identity),
+            Err(KeyError::Weak)
+        ));
     }
 
     #[test]
@@ -204,9 +211,15 @@ mod tests {
             secret.public()
         );
         // Never overwrite an existing key.
-        assert!(secret.write_pem_files(&path).is_err());
+        assert!(matches!(
+            secret.write_pem_files(&path),
+            Err(KeyError::Write { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists
+        ));
         // A public key is not a private key.
-        assert!(SecretKey::read_pem_file(&public_path).is_err());
+        assert!(matches!(
+            SecretKey::read_pem_file(&public_path),
+            Err(KeyError::NotPrivateKey { .. })
+        ));
         let signature = secret.sign(b"message");
         assert!(secret.public().verify(b"message", &signature));
         assert!(!secret.public().verify(b"messagE", &signature));

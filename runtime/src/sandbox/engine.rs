@@ -142,6 +142,12 @@ impl Sandbox {
     pub fn config(&self) -> &SandboxConfig {
         &self.inner.config
     }
+
+    /// Components compiled (or loaded from the disk cache) in this process
+    /// and kept in memory.
+    pub fn components_in_memory(&self) -> usize {
+        self.inner.compiled.lock().expect("cache lock").len()
+    }
 }
 
 /// The wasmtime configuration of a sandbox with these settings: component
