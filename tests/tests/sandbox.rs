@@ -83,6 +83,148 @@ async fn second_activation_skips_compilation_and_tampered_artifacts_are_discarde
     );
 }
 
+/// The compiled artifact in a cache directory.
+fn artifact_in(cache: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(cache)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap())
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("an artifact was written")
+}
+
+#[tokio::test]
+async fn an_artifact_made_under_another_nodes_key_is_not_loaded() {
+    let key = SecretKey::generate();
+    let data = tempfile::tempdir().unwrap();
+    let policy = policy(&key, data.path(), "");
+    let package = service_package("checksum", &key);
+    // Node A compiles into its cache; node B's cache has a key of its own.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    activate(
+        &cached_sandbox(a.path()),
+        &policy,
+        package.clone().into_inner(),
+    )
+    .await
+    .unwrap();
+    let b_sandbox = cached_sandbox(b.path());
+    let theirs = artifact_in(a.path());
+    let ours = b
+        .path()
+        .join(theirs.parent().unwrap().file_name().unwrap())
+        .join(theirs.file_name().unwrap());
+    std::fs::create_dir_all(ours.parent().unwrap()).unwrap();
+    std::fs::copy(&theirs, &ours).unwrap();
+    // B finds an artifact at the right place, under the wrong key: it
+    // compiles the component itself and replaces the file.
+    let service = activate(&b_sandbox, &policy, package.clone().into_inner())
+        .await
+        .unwrap();
+    assert_eq!(
+        service.activation.compiled().source,
+        CompileSource::Compiled
+    );
+    assert_ne!(
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(&theirs).unwrap()
+    );
+    // And its own artifact loads next time.
+    let again = activate(&cached_sandbox(b.path()), &policy, package.into_inner())
+        .await
+        .unwrap();
+    assert_eq!(again.activation.compiled().source, CompileSource::DiskCache);
+}
+
+#[tokio::test]
+async fn every_call_gets_a_fresh_instance() {
+    let key = SecretKey::generate();
+    let data = tempfile::tempdir().unwrap();
+    let package = pack(
+        sp2a_tests::component("hostile"),
+        &manifest("hostile", "<capabilities><clocks/></capabilities>"),
+        &key,
+    )
+    .unwrap();
+    let service = activate(
+        &sp2a_tests::sandbox(),
+        &policy(&key, data.path(), ""),
+        package.into_inner(),
+    )
+    .await
+    .unwrap();
+    // A counter in the guest's memory starts from zero in every call.
+    for _ in 0..3 {
+        assert_eq!(
+            service.activation.invoke("bump()").await.unwrap().value,
+            "1"
+        );
+    }
+    // Within one instance it does count (so the check above can fail).
+    let func = service.activation.resolve("bump").unwrap().clone();
+    let mut instance = service.activation.instance().unwrap();
+    instance.call(&func, &[]).await.unwrap();
+    let second = instance.call(&func, &[]).await.unwrap();
+    assert_eq!(second, [wasmtime::component::Val::U32(2)]);
+}
+
+#[tokio::test]
+async fn instances_come_from_a_bounded_pool() {
+    let key = SecretKey::generate();
+    let data = tempfile::tempdir().unwrap();
+    let package = pack(
+        sp2a_tests::component("hostile"),
+        &manifest(
+            "hostile",
+            "<requirements><time-per-call>10s</time-per-call></requirements><capabilities><clocks/></capabilities>",
+        ),
+        &key,
+    )
+    .unwrap();
+    // A pool of one instance: while a call sleeps in it, a second call
+    // finds no instance (an on-demand allocator has no such limit).
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_instances: 1,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let service = std::sync::Arc::new(
+        activate(
+            &sandbox,
+            &policy(&key, data.path(), ""),
+            package.into_inner(),
+        )
+        .await
+        .unwrap(),
+    );
+    let sleeper = {
+        let service = service.clone();
+        tokio::spawn(async move { service.activation.invoke("nap(5000)").await })
+    };
+    // Calls succeed until the sleeper holds the one instance.
+    let err = loop {
+        match service.activation.invoke("echo(1)").await {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(
+                    !sleeper.is_finished(),
+                    "no call was refused while the pool was taken"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert!(err.to_string().contains("concurrent"), "{err}");
+    assert_eq!(sleeper.await.unwrap().unwrap().value, "5000");
+    assert_eq!(
+        service.activation.invoke("echo(1)").await.unwrap().value,
+        "1"
+    );
+}
+
 /// A component as another toolchain might emit it: hand-written, importing a
 /// newer WASI 0.2 patch release than this runtime implements.
 const NEWER_WASI: &str = r#"

@@ -98,11 +98,8 @@ impl Sandbox {
 
         let (cache_dir, cache_key) = match &config.cache_dir {
             Some(dir) => {
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                engine.precompile_compatibility_hash().hash(&mut hasher);
-                let dir = dir.join(format!("{:016x}", hasher.finish()));
-                let key = super::executor::cache_key(dir.parent().expect("joined above"))?;
-                (Some(dir), Some(key))
+                let key = super::executor::cache_key(dir)?;
+                (Some(artifact_dir(dir, &engine)), Some(key))
             }
             None => (None, None),
         };
@@ -150,6 +147,15 @@ impl Sandbox {
     }
 }
 
+/// Where an engine's compiled artifacts live under a cache directory: a
+/// subdirectory per engine configuration (its precompile compatibility
+/// hash), since an artifact only loads into an engine configured the same.
+pub fn artifact_dir(cache: &std::path::Path, engine: &Engine) -> PathBuf {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    cache.join(format!("{:016x}", hasher.finish()))
+}
+
 /// The wasmtime configuration of a sandbox with these settings: component
 /// model, async, fuel, epoch interruption, a bounded wasm stack and the
 /// pooling allocator sized by `max_instances`.
@@ -181,4 +187,22 @@ pub fn wasmtime_config(settings: &SandboxConfig) -> Config {
     pool.max_core_instance_size(4 << 20);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_are_kept_apart_per_engine_configuration() {
+        let cache = std::path::Path::new("/cache");
+        let settings = SandboxConfig::default();
+        let ours = Engine::new(&wasmtime_config(&settings)).unwrap();
+        let again = Engine::new(&wasmtime_config(&settings)).unwrap();
+        let mut unmetered = wasmtime_config(&settings);
+        unmetered.consume_fuel(false);
+        let unmetered = Engine::new(&unmetered).unwrap();
+        assert_eq!(artifact_dir(cache, &ours), artifact_dir(cache, &again));
+        assert_ne!(artifact_dir(cache, &ours), artifact_dir(cache, &unmetered));
+    }
 }

@@ -118,6 +118,11 @@ impl exports::sp2a_test::hostile::attacks::Guest for Hostile {
         count
     }
 
+    fn bump() -> u32 {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
     fn echo(n: u32) -> u32 {
         n
     }
