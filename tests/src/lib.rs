@@ -239,7 +239,7 @@ pub mod net {
     }
 
     /// How a [`FakeProvider`] misbehaves.
-    #[derive(Clone, Copy, Debug)]
+    #[derive(Clone, Debug)]
     pub enum Misbehaviour {
         /// Answers honestly.
         Honest,
@@ -255,6 +255,9 @@ pub mod net {
         Busy,
         /// Claims to hold every block, and sends none.
         Pretend,
+        /// Answers every block request `Busy`, naming this peer (peer
+        /// exchange) as another one fetching the package.
+        BusyNaming(PeerId, Vec<Multiaddr>),
     }
 
     /// A provider built directly on the network API that announces a real
@@ -324,7 +327,7 @@ pub mod net {
                                         continue;
                                     }
                                     let bitmap = Bitmap::full(blocks_total).encode();
-                                    let size = match behaviour {
+                                    let size = match &behaviour {
                                         Misbehaviour::LieAboutSize => size * 1000,
                                         _ => size,
                                     };
@@ -389,15 +392,15 @@ pub mod net {
                                 bitmap: Vec::new(),
                                 peers: Vec::new(),
                             };
-                            let response = match behaviour {
+                            let response = match &behaviour {
                                 Misbehaviour::Honest => data(size, encoded),
-                                Misbehaviour::CorruptAfter(k) if n >= k => {
+                                Misbehaviour::CorruptAfter(k) if n >= *k => {
                                     let last = encoded.len() - 1;
                                     encoded[last] ^= 0x55;
                                     data(size, encoded)
                                 }
                                 Misbehaviour::CorruptAfter(_) => data(size, encoded),
-                                Misbehaviour::DieAfter(k) if n >= k => {
+                                Misbehaviour::DieAfter(k) if n >= *k => {
                                     serving.shutdown().await;
                                     return;
                                 }
@@ -409,6 +412,11 @@ pub mod net {
                                 Misbehaviour::LieAboutSize => data(size * 1000, encoded),
                                 Misbehaviour::Busy => TransferResponse::Busy { peers: Vec::new() },
                                 Misbehaviour::Pretend => TransferResponse::NotFound,
+                                Misbehaviour::BusyNaming(peer, addresses) => {
+                                    TransferResponse::Busy {
+                                        peers: vec![PeerInfo::new(peer, addresses)],
+                                    }
+                                }
                             };
                             serving.respond_transfer(channel, response).await;
                         }

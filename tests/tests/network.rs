@@ -754,3 +754,36 @@ async fn a_restarted_node_re_announces_what_it_stored() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn nodes_on_the_same_network_find_each_other_with_mdns() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let local = |net: &mut TestNet| {
+            let dir = net.dir();
+            let mut config = net.config(dir);
+            config.net.mdns = true;
+            config.net.listen = vec!["/ip4/0.0.0.0/tcp/0".parse().unwrap()];
+            config
+        };
+        let config = local(&mut net);
+        let policy = net.policy();
+        let a = net.start(config, policy, &[]).await;
+        a.share(service_package("hello", &net.key).into_inner())
+            .await
+            .unwrap();
+        let config = local(&mut net);
+        let policy = net.policy();
+        // No bootstrap address: b can only learn of a through mDNS.
+        let b = net.start(config, policy, &[]).await;
+        let found = loop {
+            let found = b.find("hello").await;
+            if !found.is_empty() {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(found[0].peer, a.peer_id());
+    })
+    .await;
+}
