@@ -56,7 +56,7 @@ async fn peer_exchange_leads_to_a_provider_no_lookup_names() {
             Misbehaviour::BusyNaming(b.peer_id(), b.addresses().await),
         )
         .await;
-        let c = net.node(&[hinter.address.clone()]).await;
+        let c = net.node(std::slice::from_ref(&hinter.address)).await;
         let found: Vec<PeerId> = c.find_all("stream").await.iter().map(|f| f.peer).collect();
         assert_eq!(found, [hinter.client.peer_id()], "no lookup names b");
         let pulled = c.pull("stream").await.unwrap();
@@ -265,7 +265,7 @@ async fn a_node_at_its_connection_limit_refuses_more() {
         let policy = net.policy();
         let a = net.start(config, policy, &[]).await;
         let a_address = address(&a).await;
-        let b = net.node(&[a_address.clone()]).await;
+        let b = net.node(std::slice::from_ref(&a_address)).await;
         let c = net.node(&[]).await;
         // c's handshake may complete before a closes the connection; either
         // way c cannot talk to a.
