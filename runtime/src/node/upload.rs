@@ -312,10 +312,13 @@ impl Uploads {
         }
         // With upload slots, wait for this peer's turn (the paper's server:
         // one download at a time, the others in line).
-        if let Some(slots) = &self.slots
-            && !slots.take(peer).await
-        {
-            return self.busy(peer, &id);
+        if let Some(slots) = &self.slots {
+            match slots.take(peer).await {
+                Turn::Served => {}
+                Turn::QueueFull => return self.busy(peer, &id),
+                // The asker has left, or asked again: nobody waits for this answer.
+                Turn::Withdrawn => return TransferResponse::Busy { peers: Vec::new() },
+            }
         }
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
             return self.busy(peer, &id);
@@ -431,6 +434,15 @@ impl Uploads {
     }
 }
 
+/// How a wait for an upload slot ended.
+enum Turn {
+    Served,
+    QueueFull,
+    /// The peer left the line, or asked again (a newer request replaces a
+    /// waiting one, whose asker has given up on it).
+    Withdrawn,
+}
+
 /// Upload slots with the requests waiting for them: the pure [`Slots`]
 /// decides who is served; this wakes the waiting requests when it does.
 struct SlotQueue {
@@ -447,15 +459,13 @@ impl SlotQueue {
         }
     }
 
-    /// Waits for `peer`'s turn; `false` if the queue is full, or the peer
-    /// left it or asked again (a newer request replaces a waiting one,
-    /// whose asker has given up on it).
-    async fn take(&self, peer: PeerId) -> bool {
+    /// Waits for `peer`'s turn.
+    async fn take(&self, peer: PeerId) -> Turn {
         let mut turn = {
             let mut slots = self.slots.lock().expect("slots lock");
             match slots.request(peer, Instant::now()) {
-                SlotGrant::Granted => return true,
-                SlotGrant::Full => return false,
+                SlotGrant::Granted => return Turn::Served,
+                SlotGrant::Full => return Turn::QueueFull,
                 SlotGrant::Queued => {
                     let (tx, rx) = oneshot::channel();
                     self.waiters.lock().expect("waiters lock").insert(peer, tx);
@@ -473,7 +483,9 @@ impl SlotQueue {
                 .next_expiry()
                 .map_or(poll, |t| t.clamp(now, poll));
             tokio::select! {
-                granted = &mut turn => return granted.is_ok(),
+                granted = &mut turn => {
+                    return if granted.is_ok() { Turn::Served } else { Turn::Withdrawn };
+                }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let granted = self.slots.lock().expect("slots lock").expire(Instant::now());
                     self.wake(granted);
