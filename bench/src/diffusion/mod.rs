@@ -208,6 +208,9 @@ fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeC
     config
 }
 
+/// Attempts to reach the seed while the nodes start.
+const SETUP_DIALS: u32 = 5;
+
 /// Connections a downloader may hold (the process's file descriptors are
 /// shared by all nodes).
 const PEER_CONNECTIONS: u32 = 40;
@@ -288,9 +291,18 @@ pub async fn run(
             async move {
                 let node = Node::start(config, policy, sandbox).await?;
                 // A node that cannot reach the seed would not be part of
-                // the experiment: stop rather than measure without it.
+                // the experiment: retry (handshakes time out while hundreds
+                // of nodes start), then stop rather than measure without it.
                 for address in bootstrap {
-                    node.dial(address).await?;
+                    let mut tries = 0;
+                    while let Err(e) = node.dial(address.clone()).await {
+                        tries += 1;
+                        if tries == SETUP_DIALS {
+                            return Err(e.into());
+                        }
+                        tracing::warn!(error = %e, tries, "cannot reach the seed yet; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
                 Ok::<_, NodeError>(node)
             }
