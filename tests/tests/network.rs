@@ -613,6 +613,7 @@ async fn malformed_and_oversize_messages_are_refused_and_the_node_carries_on() {
                         content_id: id,
                         first_block,
                         blocks,
+                        queue_ms: 0,
                     },
                 )
                 .await
@@ -627,6 +628,7 @@ async fn malformed_and_oversize_messages_are_refused_and_the_node_carries_on() {
                     content_id: [0; 32],
                     first_block: 0,
                     blocks: 1,
+                    queue_ms: 0,
                 },
             )
             .await

@@ -182,6 +182,7 @@ async fn a_long_upload_queue_is_answered_busy() {
                     content_id: id,
                     first_block: i * 4,
                     blocks: 4,
+                    queue_ms: 0,
                 },
             )
         });
@@ -346,6 +347,97 @@ async fn the_receiver_bounds_a_message_whatever_the_sender_allows() {
         let b = net.node(&[address(&a).await]).await;
         let outcome = b.invoke_remote("hello", "greet(\"ok\")").await.unwrap();
         assert_eq!(outcome.value, "\"Hello, ok!\"");
+    })
+    .await;
+}
+
+/// A `Blocks` request for the first 64 KiB of `id`, waiting up to `queue_ms`
+/// in line.
+fn first_blocks(id: [u8; 32], queue_ms: u32) -> TransferRequest {
+    TransferRequest::Blocks {
+        content_id: id,
+        first_block: 0,
+        blocks: 4,
+        queue_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_freed_upload_slot_goes_at_once_to_the_first_peer_still_waiting_in_line() {
+    within(90, async {
+        let mut net = TestNet::new();
+        let package = service_package("stream", &net.key);
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.upload.slots = Some(1);
+        let policy = net.policy();
+        let a = net.start(config, policy, &[]).await;
+        a.share(package.clone().into_inner()).await.unwrap();
+        let at = address(&a).await;
+        let (holder, gone, waiting) = (
+            raw_client(&at).await,
+            raw_client(&at).await,
+            raw_client(&at).await,
+        );
+        let id = package.content_id().0;
+        let provider = a.peer_id();
+        let ask = |client: &Client, queue_ms| {
+            let client = client.clone();
+            async move {
+                client
+                    .request_transfer(provider, first_blocks(id, queue_ms))
+                    .await
+                    .unwrap()
+            }
+        };
+        let is_data = |r: &TransferResponse| matches!(r, TransferResponse::Data { .. });
+        assert!(is_data(&ask(&holder, 0).await), "the free slot is taken");
+        // Not held: told its place at once, and when to ask again.
+        assert_eq!(
+            ask(&gone, 0).await,
+            TransferResponse::Queued {
+                ahead: 0,
+                retry_ms: 1000
+            }
+        );
+        // Held for its 200 ms, then told to ask again at once.
+        assert_eq!(
+            ask(&gone, 200).await,
+            TransferResponse::Queued {
+                ahead: 0,
+                retry_ms: 0
+            }
+        );
+        // `gone` stops asking; `waiting` stands behind it, its request held.
+        let waiting_answer = tokio::spawn(ask(&waiting, 10_000));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting_answer.is_finished(),
+            "held while the slot is taken"
+        );
+        // The holder leaves: the slot goes to `waiting` (asking), not to
+        // `gone` (ahead of it, but not asking), and its request is answered
+        // with data at once: not at the end of its hold, nor after a slot
+        // given to `gone` would have idled out (2 s).
+        let left = holder
+            .request_transfer(provider, TransferRequest::Leave { content_id: id })
+            .await
+            .unwrap();
+        assert_eq!(left, TransferResponse::Left);
+        let answer = tokio::time::timeout(Duration::from_millis(1500), waiting_answer)
+            .await
+            .expect("answered before a slot given to the absent peer idles out")
+            .unwrap();
+        assert!(is_data(&answer), "{answer:?}");
+        // `gone` kept its place: first in line behind the new holder.
+        assert_eq!(
+            ask(&gone, 0).await,
+            TransferResponse::Queued {
+                ahead: 0,
+                retry_ms: 1000
+            }
+        );
+        assert_eq!(a.counters().queued, 3);
     })
     .await;
 }

@@ -146,10 +146,17 @@ impl Download {
 
     /// The first run of missing blocks, at most `max` long.
     pub fn next_missing(&self, max: u32) -> Option<(u64, u32)> {
-        let first = (0..self.blocks()).find(|b| !self.has(*b))?;
+        self.next_missing_except(max, |_| false)
+    }
+
+    /// The first run of missing blocks that are not `skip`ped (asked for
+    /// already, say), at most `max` long.
+    pub fn next_missing_except(&self, max: u32, skip: impl Fn(u64) -> bool) -> Option<(u64, u32)> {
+        let wanted = |b: &u64| !self.has(*b) && !skip(*b);
+        let first = (0..self.blocks()).find(wanted)?;
         let run = (first..self.blocks())
             .take(max as usize)
-            .take_while(|b| !self.has(*b))
+            .take_while(wanted)
             .count();
         Some((first, run as u32))
     }

@@ -42,6 +42,9 @@ pub const MAX_TRANSFER_RESPONSE: u64 =
     (MAX_BLOCKS_PER_REQUEST as u64) * (BLOCK_SIZE + 64 * 48) + 4096;
 pub const MAX_INVOKE_REQUEST: u64 = 256 * 1024;
 pub const MAX_INVOKE_RESPONSE: u64 = 1024 * 1024;
+/// Longest a provider holds a request that waits in line for an upload
+/// slot (a request may ask for less).
+pub const MAX_QUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest service name or error text accepted in a message.
 pub const MAX_TEXT: usize = 4096;
 
@@ -77,6 +80,12 @@ pub enum TransferRequest {
         content_id: [u8; 32],
         first_block: u64,
         blocks: u32,
+        /// How long the provider may hold this request while the sender
+        /// waits in line for an upload slot, in milliseconds (0: answer
+        /// `Queued` at once). The provider holds it for at most
+        /// [`MAX_QUEUE_HOLD`].
+        #[serde(default)]
+        queue_ms: u32,
     },
     /// Which blocks the peer holds (it may still be downloading).
     Have {
@@ -139,6 +148,11 @@ pub enum TransferResponse {
         #[serde(default)]
         peers: Vec<PeerInfo>,
     },
+    /// The sender is in line for an upload slot behind `ahead` peers, and
+    /// keeps its place if it asks again within `retry_ms` plus the
+    /// provider's idle time. Its turn goes to the first peer in line that is
+    /// asking when a slot frees.
+    Queued { ahead: u32, retry_ms: u32 },
     /// The answer to `Leave`.
     Left,
 }
@@ -151,6 +165,7 @@ impl TransferResponse {
             TransferResponse::Have { .. } => "have",
             TransferResponse::NotFound => "not-found",
             TransferResponse::Busy { .. } => "busy",
+            TransferResponse::Queued { .. } => "queued",
             TransferResponse::Left => "left",
         }
     }

@@ -31,7 +31,7 @@
 //! max-concurrent = 32
 //! rate = "512 KiB"                    # per second; default unlimited
 //! max-backlog = "1s"                  # with a rate: Busy beyond this queue
-//! slots = 1                           # peers served at once; default unlimited
+//! slots = 1                           # peers served at once, the rest in line; default unlimited
 //! share-partial = true                # serve verified blocks while downloading
 //!
 //! [pull]
@@ -173,9 +173,11 @@ pub struct UploadConfig {
     pub rate: Option<u64>,
     /// With a rate, answer `Busy` when the queue is longer than this.
     pub max_backlog: Duration,
-    /// Peers served blocks at the same time (a peer counts while it asked
-    /// in the last two seconds); others are answered `Busy`. `None`:
-    /// unlimited. The paper's server served one download at a time.
+    /// Peers served blocks at the same time (a peer holds its slot until it
+    /// sends `Leave` or has not asked for two seconds); the others wait in a
+    /// first-come, first-served line of at most 128 and are served the moment
+    /// a slot frees; beyond that they are answered `Busy`. `None`: unlimited.
+    /// The paper's server served one download at a time.
     pub slots: Option<usize>,
     /// Serve (and announce) the verified blocks of a download in progress.
     pub share_partial: bool,

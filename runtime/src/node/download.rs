@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{AbortHandle, BoxFuture, abortable};
@@ -174,6 +174,8 @@ impl Fetch<'_> {
                 content_id: self.id.0,
                 first_block: *first,
                 blocks: *count,
+                // A swarm does not wait in anyone's line: it asks others.
+                queue_ms: 0,
             },
             Ask::Want { wanted, max } => TransferRequest::Want {
                 content_id: self.id.0,
@@ -232,6 +234,7 @@ impl Fetch<'_> {
             Ok(TransferResponse::Busy { peers }) => Answer::Busy {
                 hints: self.hints(from, &peers),
             },
+            Ok(TransferResponse::Queued { .. }) => Answer::Busy { hints: Vec::new() },
             Ok(TransferResponse::NotFound) => Answer::NotFound,
             Ok(TransferResponse::Have { .. } | TransferResponse::Left) => {
                 Answer::Unexpected("answered with Have or Left".into())
@@ -383,36 +386,81 @@ impl Fetch<'_> {
         });
     }
 
-    /// Fetches the missing blocks from `peer`, in order. A request may wait
-    /// in the provider's queue for an upload slot; the attempt's timeout
-    /// bounds that wait too, and a retry keeps the place in line.
+    /// Fetches the missing blocks from `peer`, in order, as one transfer:
+    /// once the provider sends data, two requests are in flight to it (the
+    /// next is waiting at the provider while one answer travels, so the
+    /// round-trip time does not bound the rate); while it does not, one.
+    /// More would only queue behind the provider's uplink and time out.
+    ///
+    /// A provider with upload slots may put this node in line: the request
+    /// then waits there for up to half its timeout and comes back `Queued`,
+    /// and is sent again at once (or when the provider says). Waiting in
+    /// line is not a failed attempt, but it is bounded like the attempts: a
+    /// line that does not reach this node within the time its attempts
+    /// would take (the sum of their timeouts) is left for other providers.
     async fn fetch_from(&self, peer: PeerId, attempts: u32) -> Attempt {
         let config = self.config;
         let per_request = config.blocks_per_request.clamp(1, MAX_BLOCKS_PER_REQUEST);
         let timeouts = config.attempt_timeout();
+        let patience: Duration = (0..attempts).map(|k| timeouts.delay(k)).sum();
+        // When this node started waiting in the provider's line.
+        let mut in_line: Option<Instant> = None;
         let mut attempt = 0;
         let mut verified = 0u64;
+        let mut window = 1;
+        let mut retry_at: Option<Instant> = None;
+        let mut in_flight = FuturesUnordered::new();
         loop {
-            let next = self
-                .download
-                .lock()
-                .expect("download lock")
-                .next_missing(per_request);
-            let Some((first, blocks)) = next else {
-                return Attempt::Complete { verified };
-            };
             let remaining = config.total_timeout.saturating_sub(self.start.elapsed());
             if remaining.is_zero() {
                 return Attempt::OutOfTime;
             }
-            let timeout = timeouts.delay(attempt).min(remaining);
-            let request = TransferRequest::Blocks {
-                content_id: self.id.0,
-                first_block: first,
-                blocks,
+            if retry_at.is_some_and(|t| Instant::now() >= t) {
+                retry_at = None;
+            }
+            while in_flight.len() < window && retry_at.is_none() {
+                let asked: Vec<(u64, u32)> = in_flight.iter().map(Pending::range).collect();
+                let next = self
+                    .download
+                    .lock()
+                    .expect("download lock")
+                    .next_missing_except(per_request, |b| {
+                        asked
+                            .iter()
+                            .any(|(first, n)| (*first..first + u64::from(*n)).contains(&b))
+                    });
+                let Some((first, blocks)) = next else { break };
+                let timeout = timeouts.delay(attempt).min(remaining);
+                let request = TransferRequest::Blocks {
+                    content_id: self.id.0,
+                    first_block: first,
+                    blocks,
+                    queue_ms: u32::try_from((timeout / 2).as_millis()).unwrap_or(u32::MAX),
+                };
+                let client = self.client.clone();
+                let response = async move {
+                    tokio::time::timeout(timeout, client.request_transfer(peer, request)).await
+                }
+                .boxed();
+                in_flight.push(Pending {
+                    first,
+                    blocks,
+                    timeout,
+                    response,
+                });
+            }
+            if in_flight.is_empty() {
+                match retry_at {
+                    Some(t) => {
+                        tokio::time::sleep_until(t.into()).await;
+                        continue;
+                    }
+                    None => return Attempt::Complete { verified },
+                }
+            }
+            let Some((first, blocks, timeout, response)) = in_flight.next().await else {
+                continue;
             };
-            let response =
-                tokio::time::timeout(timeout, self.client.request_transfer(peer, request)).await;
             let failure = match response {
                 Ok(Ok(TransferResponse::Data { size, encoded, .. })) => {
                     let mut download = self.download.lock().expect("download lock");
@@ -421,6 +469,8 @@ impl Fetch<'_> {
                             verified += accepted.new_bytes;
                             let received = download.received();
                             self.progress.send_modify(|p| p.bytes = received);
+                            window = SEQUENTIAL_WINDOW;
+                            in_line = None;
                             continue;
                         }
                         Err(rejected) => {
@@ -437,6 +487,22 @@ impl Fetch<'_> {
                         reason: "busy".into(),
                     };
                 }
+                Ok(Ok(TransferResponse::Queued { ahead, retry_ms })) => {
+                    let since = *in_line.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= patience {
+                        return Attempt::Moved {
+                            verified,
+                            reason: format!(
+                                "still {ahead} peers ahead in line after {patience:.1?}"
+                            ),
+                        };
+                    }
+                    // In line (again): one request at a time until served.
+                    window = 1;
+                    let retry = Duration::from_millis(retry_ms.into()).min(MAX_QUEUED_RETRY);
+                    retry_at = Some(Instant::now() + retry);
+                    continue;
+                }
                 Ok(Ok(
                     TransferResponse::NotFound
                     | TransferResponse::Have { .. }
@@ -450,6 +516,7 @@ impl Fetch<'_> {
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => format!("stalled for {timeout:.1?}"),
             };
+            window = 1;
             attempt += 1;
             if attempt >= attempts {
                 return Attempt::Moved {
@@ -460,6 +527,50 @@ impl Fetch<'_> {
         }
     }
 }
+
+/// A request of a sequential download in flight.
+struct Pending {
+    first: u64,
+    blocks: u32,
+    timeout: Duration,
+    response: BoxFuture<
+        'static,
+        Result<Result<TransferResponse, RequestError>, tokio::time::error::Elapsed>,
+    >,
+}
+
+impl Pending {
+    fn range(&self) -> (u64, u32) {
+        (self.first, self.blocks)
+    }
+}
+
+impl std::future::Future for Pending {
+    type Output = (
+        u64,
+        u32,
+        Duration,
+        Result<Result<TransferResponse, RequestError>, tokio::time::error::Elapsed>,
+    );
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let (first, blocks, timeout) = (self.first, self.blocks, self.timeout);
+        self.response
+            .as_mut()
+            .poll(cx)
+            .map(|response| (first, blocks, timeout, response))
+    }
+}
+
+/// Requests in flight to the one provider of a sequential download.
+const SEQUENTIAL_WINDOW: usize = 2;
+
+/// Longest a sequential download waits before asking a provider it is in
+/// line at again (whatever the provider says).
+const MAX_QUEUED_RETRY: Duration = Duration::from_secs(1);
 
 /// How one provider's turn in a sequential download ended.
 enum Attempt {

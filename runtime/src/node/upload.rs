@@ -17,16 +17,23 @@ use super::config::UploadConfig;
 use super::events::{Events, NodeEvent};
 use super::services::Services;
 use crate::blocks::{self, Bitmap, Download, MAX_BLOCKS_PER_REQUEST, block_count};
-use crate::net::protocol::{MAX_PEX_PEERS, PeerInfo, TransferRequest, TransferResponse};
+use crate::net::protocol::{
+    MAX_PEX_PEERS, MAX_QUEUE_HOLD, PeerInfo, TransferRequest, TransferResponse,
+};
 use crate::net::{Client, PeerId};
 use crate::package::ContentId;
 use crate::swarm::{SlotGrant, Slots, Uplink, choose_for_want};
 
 /// A peer holds an upload slot until it leaves, or has not asked for this long.
 const UPLOAD_SLOT_IDLE: Duration = Duration::from_secs(2);
-/// Requests that may wait for an upload slot: fewer than the requests
-/// answered at once, so waiters never keep other requests from an answer.
-const MAX_QUEUED: usize = 128;
+/// Peers in line for an upload slot.
+const MAX_QUEUED: usize = 1024;
+/// Requests held while their senders wait in line: fewer than the requests
+/// answered at once, so waiting never keeps other requests from an answer.
+const MAX_HELD: usize = 128;
+/// When a peer in line whose request was not held should ask again (well
+/// within [`UPLOAD_SLOT_IDLE`], so that it keeps its place).
+const UNHELD_RETRY: Duration = Duration::from_secs(1);
 /// How often waiters look for holders that went idle.
 const SLOT_POLL: Duration = Duration::from_millis(250);
 /// Packages whose uploads and askers are remembered.
@@ -45,6 +52,9 @@ pub struct Counters {
     pub bytes_uploaded: u64,
     /// Requests answered `Busy` (upload slots or queue full).
     pub busy: u64,
+    /// Requests answered `Queued` (waiting in line for an upload slot).
+    #[serde(default)]
+    pub queued: u64,
 }
 
 impl std::ops::AddAssign for Counters {
@@ -54,6 +64,7 @@ impl std::ops::AddAssign for Counters {
         self.blocks_served += other.blocks_served;
         self.bytes_uploaded += other.bytes_uploaded;
         self.busy += other.busy;
+        self.queued += other.queued;
     }
 }
 
@@ -64,6 +75,7 @@ struct Stats {
     blocks_served: AtomicU64,
     bytes_uploaded: AtomicU64,
     busy: AtomicU64,
+    queued: AtomicU64,
 }
 
 /// A bounded map from package to something, forgotten wholesale when too
@@ -186,6 +198,7 @@ impl Uploads {
             blocks_served: s.blocks_served.load(Ordering::Relaxed),
             bytes_uploaded: s.bytes_uploaded.load(Ordering::Relaxed),
             busy: s.busy.load(Ordering::Relaxed),
+            queued: s.queued.load(Ordering::Relaxed),
         }
     }
 
@@ -209,13 +222,15 @@ impl Uploads {
                 TransferRequest::Blocks {
                     first_block,
                     blocks,
+                    queue_ms,
                     ..
                 } => {
-                    self.send_blocks(peer, id, Selection::Range(first_block, blocks))
+                    let hold = Duration::from_millis(queue_ms.into()).min(MAX_QUEUE_HOLD);
+                    self.send_blocks(peer, id, Selection::Range(first_block, blocks), hold)
                         .await
                 }
                 TransferRequest::Want { wanted, blocks, .. } => {
-                    self.send_blocks(peer, id, Selection::Any(wanted, blocks))
+                    self.send_blocks(peer, id, Selection::Any(wanted, blocks), Duration::ZERO)
                         .await
                 }
                 TransferRequest::Leave { .. } => {
@@ -300,12 +315,14 @@ impl Uploads {
     }
 
     /// Sends blocks of a complete or partial package: the requested range,
-    /// or (for `Want`) the run [`choose_for_want`] picks.
+    /// or (for `Want`) the run [`choose_for_want`] picks. With upload slots,
+    /// a peer without one waits in line, its request held for up to `hold`.
     async fn send_blocks(
         &self,
         peer: PeerId,
         id: ContentId,
         selection: Selection,
+        hold: Duration,
     ) -> TransferResponse {
         if !(1..=MAX_BLOCKS_PER_REQUEST).contains(&selection.count()) {
             return TransferResponse::NotFound;
@@ -313,9 +330,16 @@ impl Uploads {
         // With upload slots, wait for this peer's turn (the paper's server:
         // one download at a time, the others in line).
         if let Some(slots) = &self.slots {
-            match slots.take(peer).await {
+            match slots.take(peer, hold).await {
                 Turn::Served => {}
                 Turn::QueueFull => return self.busy(peer, &id),
+                Turn::InLine { ahead, retry } => {
+                    self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    return TransferResponse::Queued {
+                        ahead: u32::try_from(ahead).unwrap_or(u32::MAX),
+                        retry_ms: retry.as_millis() as u32,
+                    };
+                }
                 // The asker has left, or asked again: nobody waits for this answer.
                 Turn::Withdrawn => return TransferResponse::Busy { peers: Vec::new() },
             }
@@ -438,16 +462,23 @@ impl Uploads {
 enum Turn {
     Served,
     QueueFull,
+    /// Still in line (behind `ahead` peers) when the hold ended, or not held
+    /// at all: the peer asks again within `retry` to stay in line.
+    InLine {
+        ahead: usize,
+        retry: Duration,
+    },
     /// The peer left the line, or asked again (a newer request replaces a
     /// waiting one, whose asker has given up on it).
     Withdrawn,
 }
 
 /// Upload slots with the requests waiting for them: the pure [`Slots`]
-/// decides who is served; this wakes the waiting requests when it does.
+/// decides who is served; this holds the waiting requests and wakes them
+/// when it does. Lock order: `slots`, then `waiters`.
 struct SlotQueue {
     slots: Mutex<Slots<PeerId>>,
-    /// The request of each queued peer, to wake when its turn comes.
+    /// The held request of each peer in line, to wake when its turn comes.
     waiters: Mutex<HashMap<PeerId, oneshot::Sender<()>>>,
 }
 
@@ -459,23 +490,34 @@ impl SlotQueue {
         }
     }
 
-    /// Waits for `peer`'s turn.
-    async fn take(&self, peer: PeerId) -> Turn {
+    /// Waits up to `hold` for `peer`'s turn.
+    async fn take(&self, peer: PeerId, hold: Duration) -> Turn {
+        let deadline = Instant::now() + hold;
         let mut turn = {
             let mut slots = self.slots.lock().expect("slots lock");
             match slots.request(peer, Instant::now()) {
                 SlotGrant::Granted => return Turn::Served,
                 SlotGrant::Full => return Turn::QueueFull,
-                SlotGrant::Queued => {
+                SlotGrant::Queued { ahead } => {
+                    let mut waiters = self.waiters.lock().expect("waiters lock");
+                    let room = waiters.len() < MAX_HELD || waiters.contains_key(&peer);
+                    if hold.is_zero() || !room {
+                        slots.absent(peer, Instant::now());
+                        return Turn::InLine {
+                            ahead,
+                            retry: UNHELD_RETRY,
+                        };
+                    }
                     let (tx, rx) = oneshot::channel();
-                    self.waiters.lock().expect("waiters lock").insert(peer, tx);
+                    // Replaces (and so withdraws) an older request's wait.
+                    waiters.insert(peer, tx);
                     rx
                 }
             }
         };
         loop {
             let now = Instant::now();
-            let poll = now + SLOT_POLL;
+            let poll = (now + SLOT_POLL).min(deadline);
             let wake = self
                 .slots
                 .lock()
@@ -487,10 +529,38 @@ impl SlotQueue {
                     return if granted.is_ok() { Turn::Served } else { Turn::Withdrawn };
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
+                    if Instant::now() >= deadline {
+                        return self.stop_waiting(peer, &mut turn);
+                    }
                     let granted = self.slots.lock().expect("slots lock").expire(Instant::now());
                     self.wake(granted);
                 }
             }
+        }
+    }
+
+    /// The hold of `peer`'s request ended: it stays in line, absent until it
+    /// asks again, unless its turn came meanwhile.
+    fn stop_waiting(&self, peer: PeerId, turn: &mut oneshot::Receiver<()>) -> Turn {
+        let mut slots = self.slots.lock().expect("slots lock");
+        match turn.try_recv() {
+            Ok(()) => return Turn::Served,
+            Err(oneshot::error::TryRecvError::Closed) => return Turn::Withdrawn,
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        // Granted, with the wake-up still on its way.
+        if slots.holds(&peer) {
+            return Turn::Served;
+        }
+        self.waiters.lock().expect("waiters lock").remove(&peer);
+        slots.absent(peer, Instant::now());
+        match slots.position(&peer) {
+            Some(ahead) => Turn::InLine {
+                ahead,
+                retry: Duration::ZERO,
+            },
+            // Not in line any more (it left meanwhile).
+            None => Turn::Withdrawn,
         }
     }
 

@@ -44,8 +44,13 @@ pub fn choose_for_want(
 
 /// Upload slots, the paper's server: at most `limit` peers are served at a
 /// time, each for its whole download; the others wait in a first-come,
-/// first-served queue of at most `max_queue` peers, and the first of them is
-/// served the moment a slot frees. A holder frees its slot when it has what
+/// first-served line of at most `max_queue` peers.
+///
+/// A peer in line is *present* while one of its requests is held for it
+/// ([`Slots::request`]) and *absent* between requests ([`Slots::absent`]).
+/// A freed slot goes at once to the first present peer in line, so a slot
+/// never waits for someone who is not asking; an absent peer keeps its place
+/// for `idle` after it last asked. A holder frees its slot when it has what
 /// it came for ([`Slots::release`]), when it gives up, or after `idle`
 /// without a request ([`Slots::expire`]).
 #[derive(Debug)]
@@ -55,7 +60,16 @@ pub struct Slots<P> {
     max_queue: usize,
     /// Holders, with when they last asked.
     holders: HashMap<P, Instant>,
-    queue: VecDeque<P>,
+    queue: VecDeque<InLine<P>>,
+}
+
+#[derive(Debug)]
+struct InLine<P> {
+    peer: P,
+    /// A request of this peer is waiting for its turn.
+    present: bool,
+    /// When it last asked, or stopped waiting.
+    since: Instant,
 }
 
 /// What a request for a slot gets.
@@ -63,10 +77,10 @@ pub struct Slots<P> {
 pub enum SlotGrant {
     /// Served now.
     Granted,
-    /// Waiting in the queue; [`Slots::release`] or [`Slots::expire`] will
-    /// name it when its turn comes.
-    Queued,
-    /// The queue is full: try later or elsewhere.
+    /// In line behind `ahead` peers; [`Slots::release`] or [`Slots::expire`]
+    /// will name it when its turn comes, while it is present.
+    Queued { ahead: usize },
+    /// The line is full: try later or elsewhere.
     Full,
 }
 
@@ -81,24 +95,42 @@ impl<P: Copy + Eq + Hash> Slots<P> {
         }
     }
 
-    /// `peer` asks to be served at `now`.
+    /// `peer` asks to be served at `now`, and is present until
+    /// [`Slots::absent`].
     pub fn request(&mut self, peer: P, now: Instant) -> SlotGrant {
         if let Some(last) = self.holders.get_mut(&peer) {
             *last = now;
             return SlotGrant::Granted;
         }
-        if self.queue.contains(&peer) {
-            return SlotGrant::Queued;
+        let full = self.queue.len() >= self.max_queue;
+        match self.queue.iter_mut().find(|w| w.peer == peer) {
+            Some(waiting) => {
+                waiting.present = true;
+                waiting.since = now;
+            }
+            None if full => return SlotGrant::Full,
+            None => self.queue.push_back(InLine {
+                peer,
+                present: true,
+                since: now,
+            }),
         }
-        if self.holders.len() < self.limit && self.queue.is_empty() {
-            self.holders.insert(peer, now);
-            return SlotGrant::Granted;
+        // A slot may be free while only absent peers are ahead.
+        let granted = self.fill(now);
+        debug_assert!(granted.iter().all(|p| *p == peer), "others were absent");
+        match self.position(&peer) {
+            None => SlotGrant::Granted,
+            Some(ahead) => SlotGrant::Queued { ahead },
         }
-        if self.queue.len() >= self.max_queue {
-            return SlotGrant::Full;
+    }
+
+    /// `peer`'s request stopped waiting at `now` without its turn: it keeps
+    /// its place for `idle`, but a freed slot does not wait for it.
+    pub fn absent(&mut self, peer: P, now: Instant) {
+        if let Some(waiting) = self.queue.iter_mut().find(|w| w.peer == peer) {
+            waiting.present = false;
+            waiting.since = now;
         }
-        self.queue.push_back(peer);
-        SlotGrant::Queued
     }
 
     /// Whether `peer` holds a slot.
@@ -106,29 +138,41 @@ impl<P: Copy + Eq + Hash> Slots<P> {
         self.holders.contains_key(peer)
     }
 
-    /// `peer` is done (or gone): its slot, or its place in the queue, is
-    /// given up. Returns the peers granted a slot now.
+    /// Peers ahead of `peer` in line (`None`: not in line).
+    pub fn position(&self, peer: &P) -> Option<usize> {
+        self.queue.iter().position(|w| w.peer == *peer)
+    }
+
+    /// `peer` is done (or gone): its slot, or its place in line, is given
+    /// up. Returns the peers granted a slot now.
     pub fn release(&mut self, peer: P, now: Instant) -> Vec<P> {
         self.holders.remove(&peer);
-        self.queue.retain(|p| *p != peer);
+        self.queue.retain(|w| w.peer != peer);
         self.fill(now)
     }
 
-    /// Frees the slots of holders idle for `idle`; returns the peers
-    /// granted a slot now.
+    /// Frees the slots of holders idle for `idle`, and the places of peers
+    /// absent for as long; returns the peers granted a slot now.
     pub fn expire(&mut self, now: Instant) -> Vec<P> {
         let idle = self.idle;
-        self.holders
-            .retain(|_, last| now.saturating_duration_since(*last) < idle);
+        let fresh = |t: Instant| now.saturating_duration_since(t) < idle;
+        self.holders.retain(|_, last| fresh(*last));
+        self.queue.retain(|w| w.present || fresh(w.since));
         self.fill(now)
     }
 
-    /// When the next holder would idle out.
+    /// When the next holder or absent peer would idle out.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.holders.values().map(|last| *last + self.idle).min()
+        let absent = self.queue.iter().filter(|w| !w.present).map(|w| w.since);
+        self.holders
+            .values()
+            .copied()
+            .chain(absent)
+            .min()
+            .map(|t| t + self.idle)
     }
 
-    /// Peers holding a slot, and peers waiting.
+    /// Peers holding a slot, and peers in line.
     pub fn load(&self) -> (usize, usize) {
         (self.holders.len(), self.queue.len())
     }
@@ -136,9 +180,10 @@ impl<P: Copy + Eq + Hash> Slots<P> {
     fn fill(&mut self, now: Instant) -> Vec<P> {
         let mut granted = Vec::new();
         while self.holders.len() < self.limit {
-            let Some(next) = self.queue.pop_front() else {
+            let Some(i) = self.queue.iter().position(|w| w.present) else {
                 break;
             };
+            let next = self.queue.remove(i).expect("index in range").peer;
             self.holders.insert(next, now);
             granted.push(next);
         }
@@ -243,8 +288,8 @@ mod tests {
         let ms = |n| t0 + Duration::from_millis(n);
         let mut slots = Slots::new(1, Duration::from_secs(2), 2);
         assert_eq!(slots.request('a', t0), SlotGrant::Granted);
-        assert_eq!(slots.request('b', ms(1)), SlotGrant::Queued);
-        assert_eq!(slots.request('c', ms(2)), SlotGrant::Queued);
+        assert_eq!(slots.request('b', ms(1)), SlotGrant::Queued { ahead: 0 });
+        assert_eq!(slots.request('c', ms(2)), SlotGrant::Queued { ahead: 1 });
         assert_eq!(slots.request('d', ms(3)), SlotGrant::Full);
         assert_eq!(
             slots.request('a', ms(500)),
@@ -258,7 +303,7 @@ mod tests {
         assert!(slots.release('c', ms(700)).is_empty());
         assert_eq!(slots.load(), (1, 0));
         // A holder that vanishes is freed after `idle`.
-        assert_eq!(slots.request('d', ms(800)), SlotGrant::Queued);
+        assert_eq!(slots.request('d', ms(800)), SlotGrant::Queued { ahead: 0 });
         assert_eq!(slots.next_expiry(), Some(ms(2600)));
         assert!(slots.expire(ms(2599)).is_empty());
         assert_eq!(slots.expire(ms(2600)), ['d']);
@@ -270,10 +315,41 @@ mod tests {
         let mut slots = Slots::new(2, Duration::from_secs(2), 8);
         assert_eq!(slots.request(1, t0), SlotGrant::Granted);
         assert_eq!(slots.request(2, t0), SlotGrant::Granted);
-        assert_eq!(slots.request(3, t0), SlotGrant::Queued);
+        assert_eq!(slots.request(3, t0), SlotGrant::Queued { ahead: 0 });
         assert_eq!(slots.release(1, t0), [3]);
-        assert_eq!(slots.request(4, t0), SlotGrant::Queued);
+        assert_eq!(slots.request(4, t0), SlotGrant::Queued { ahead: 0 });
         assert_eq!(slots.release(2, t0), [4]);
+    }
+
+    #[test]
+    fn a_freed_slot_goes_to_the_first_peer_still_asking() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut slots = Slots::new(1, Duration::from_secs(2), 8);
+        assert_eq!(slots.request('a', t0), SlotGrant::Granted);
+        assert_eq!(slots.request('b', t0), SlotGrant::Queued { ahead: 0 });
+        assert_eq!(slots.request('c', t0), SlotGrant::Queued { ahead: 1 });
+        // b's request stops waiting (its hold ended); it keeps its place...
+        slots.absent('b', ms(100));
+        assert_eq!(slots.position(&'b'), Some(0));
+        // ...but the freed slot goes to c, who is asking, at once.
+        assert_eq!(slots.release('a', ms(200)), ['c']);
+        // b asks again: first in line, and the next slot is its.
+        assert_eq!(slots.request('b', ms(300)), SlotGrant::Queued { ahead: 0 });
+        assert_eq!(slots.release('c', ms(400)), ['b']);
+        // A peer in line that stops asking loses its place after `idle`,
+        // and a slot free with only absent peers in line goes to a newcomer.
+        assert_eq!(slots.request('d', ms(500)), SlotGrant::Queued { ahead: 0 });
+        slots.absent('d', ms(600));
+        assert_eq!(slots.next_expiry(), Some(ms(2400)), "b idles out first");
+        assert_eq!(slots.release('b', ms(700)), Vec::<char>::new());
+        assert_eq!(slots.request('e', ms(800)), SlotGrant::Granted);
+        assert_eq!(slots.load(), (1, 1));
+        assert_eq!(slots.expire(ms(2599)), Vec::<char>::new());
+        assert_eq!(slots.position(&'d'), Some(0));
+        slots.expire(ms(2600));
+        assert_eq!(slots.position(&'d'), None);
+        assert_eq!(slots.load(), (1, 0));
     }
 
     #[test]
