@@ -13,8 +13,8 @@ use libp2p::{StreamProtocol, noise, tcp, yamux};
 use sp2a::blocks::{Bitmap, Download, block_count};
 use sp2a::net::protocol::*;
 use sp2a::net::{Client, NetConfig, PeerId};
-use sp2a::node::{Node, PullError};
-use sp2a::package::pack;
+use sp2a::node::{Node, PullError, Strategy};
+use sp2a::package::{VerifiedPackage, pack};
 use sp2a::policy::Refusal;
 use sp2a_tests::net::{FakeProvider, Misbehaviour, TestNet, address, within};
 use sp2a_tests::{component, manifest, service_package};
@@ -362,18 +362,25 @@ fn first_blocks(id: [u8; 32], queue_ms: u32) -> TransferRequest {
     }
 }
 
+/// A node that shares `stream` and serves one peer at a time: the node, the
+/// package and the node's address.
+async fn one_slot_provider(net: &mut TestNet) -> (Node, VerifiedPackage, sp2a::net::Multiaddr) {
+    let package = service_package("stream", &net.key);
+    let dir = net.dir();
+    let mut config = net.config(dir);
+    config.upload.slots = Some(1);
+    let policy = net.policy();
+    let a = net.start(config, policy, &[]).await;
+    a.share(package.clone().into_inner()).await.unwrap();
+    let at = address(&a).await;
+    (a, package, at)
+}
+
 #[tokio::test]
 async fn a_freed_upload_slot_goes_at_once_to_the_first_peer_still_waiting_in_line() {
     within(90, async {
         let mut net = TestNet::new();
-        let package = service_package("stream", &net.key);
-        let dir = net.dir();
-        let mut config = net.config(dir);
-        config.upload.slots = Some(1);
-        let policy = net.policy();
-        let a = net.start(config, policy, &[]).await;
-        a.share(package.clone().into_inner()).await.unwrap();
-        let at = address(&a).await;
+        let (a, package, at) = one_slot_provider(&mut net).await;
         let (holder, gone, waiting) = (
             raw_client(&at).await,
             raw_client(&at).await,
@@ -438,6 +445,59 @@ async fn a_freed_upload_slot_goes_at_once_to_the_first_peer_still_waiting_in_lin
             }
         );
         assert_eq!(a.counters().queued, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_sequential_pull_leaves_a_line_that_does_not_reach_it_in_its_attempts_time() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let (a, package, at) = one_slot_provider(&mut net).await;
+        // A peer takes the only slot and keeps it, asking twice a second.
+        let holder = raw_client(&at).await;
+        let id = package.content_id().0;
+        let provider = a.peer_id();
+        let holding = tokio::spawn({
+            let holder = holder.clone();
+            async move {
+                loop {
+                    let answer = holder.request_transfer(provider, first_blocks(id, 0)).await;
+                    assert!(
+                        matches!(answer, Ok(TransferResponse::Data { .. })),
+                        "{answer:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        });
+        // Attempts of 0.2, 0.4, 0.8 and 1.6 s: 3 s in line at most, then
+        // the pull looks for other providers (there are none) and comes back.
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.pull.strategy = Strategy::Sequential;
+        config.pull.base_timeout = Duration::from_millis(200);
+        config.pull.total_timeout = Duration::from_secs(8);
+        config.reshare = false;
+        let policy = net.policy();
+        let b = net.start(config, policy, std::slice::from_ref(&at)).await;
+        let err = b.pull("stream").await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(*err, PullError::GaveUp { .. }), "{text}");
+        assert!(
+            text.contains("still 0 peers ahead in line after 3.0s"),
+            "{text}"
+        );
+        assert!(a.counters().queued >= 2, "{:?}", a.counters());
+        // The holder leaves: the next pull is served, from the line.
+        holding.abort();
+        let left = holder
+            .request_transfer(provider, TransferRequest::Leave { content_id: id })
+            .await
+            .unwrap();
+        assert_eq!(left, TransferResponse::Left);
+        let pulled = b.pull("stream").await.unwrap();
+        assert_eq!(pulled.sources, vec![provider]);
     })
     .await;
 }
