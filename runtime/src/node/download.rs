@@ -409,6 +409,8 @@ impl Fetch<'_> {
         let mut verified = 0u64;
         let mut window = 1;
         let mut retry_at: Option<Instant> = None;
+        // The ranges asked for and not answered yet, and their answers.
+        let mut asked: Vec<(u64, u32)> = Vec::new();
         let mut in_flight = FuturesUnordered::new();
         loop {
             let remaining = config.total_timeout.saturating_sub(self.start.elapsed());
@@ -418,8 +420,7 @@ impl Fetch<'_> {
             if retry_at.is_some_and(|t| Instant::now() >= t) {
                 retry_at = None;
             }
-            while in_flight.len() < window && retry_at.is_none() {
-                let asked: Vec<(u64, u32)> = in_flight.iter().map(Pending::range).collect();
+            while asked.len() < window && retry_at.is_none() {
                 let next = self
                     .download
                     .lock()
@@ -437,19 +438,15 @@ impl Fetch<'_> {
                     blocks,
                     queue_ms: u32::try_from((timeout / 2).as_millis()).unwrap_or(u32::MAX),
                 };
+                asked.push((first, blocks));
                 let client = self.client.clone();
-                let response = async move {
-                    tokio::time::timeout(timeout, client.request_transfer(peer, request)).await
-                }
-                .boxed();
-                in_flight.push(Pending {
-                    first,
-                    blocks,
-                    timeout,
-                    response,
+                in_flight.push(async move {
+                    let response =
+                        tokio::time::timeout(timeout, client.request_transfer(peer, request)).await;
+                    (first, blocks, timeout, response)
                 });
             }
-            if in_flight.is_empty() {
+            if asked.is_empty() {
                 match retry_at {
                     Some(t) => {
                         tokio::time::sleep_until(t.into()).await;
@@ -461,6 +458,7 @@ impl Fetch<'_> {
             let Some((first, blocks, timeout, response)) = in_flight.next().await else {
                 continue;
             };
+            asked.retain(|(f, _)| *f != first);
             let failure = match response {
                 Ok(Ok(TransferResponse::Data { size, encoded, .. })) => {
                     let mut download = self.download.lock().expect("download lock");
@@ -525,43 +523,6 @@ impl Fetch<'_> {
                 };
             }
         }
-    }
-}
-
-/// A request of a sequential download in flight.
-struct Pending {
-    first: u64,
-    blocks: u32,
-    timeout: Duration,
-    response: BoxFuture<
-        'static,
-        Result<Result<TransferResponse, RequestError>, tokio::time::error::Elapsed>,
-    >,
-}
-
-impl Pending {
-    fn range(&self) -> (u64, u32) {
-        (self.first, self.blocks)
-    }
-}
-
-impl std::future::Future for Pending {
-    type Output = (
-        u64,
-        u32,
-        Duration,
-        Result<Result<TransferResponse, RequestError>, tokio::time::error::Elapsed>,
-    );
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let (first, blocks, timeout) = (self.first, self.blocks, self.timeout);
-        self.response
-            .as_mut()
-            .poll(cx)
-            .map(|response| (first, blocks, timeout, response))
     }
 }
 
