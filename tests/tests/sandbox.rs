@@ -356,3 +356,48 @@ fn nodes_sharing_a_compile_cache_compile_once() {
         3
     );
 }
+
+/// The cached artifact of `package` under `cache` (one engine configuration).
+fn artifact_of(
+    cache: &std::path::Path,
+    package: &sp2a::package::VerifiedPackage,
+) -> std::path::PathBuf {
+    let name = format!("{}.cwasm", package.advert().component_hash().to_hex());
+    std::fs::read_dir(cache)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join(&name))
+        .find(|p| p.exists())
+        .expect("an artifact was written")
+}
+
+#[tokio::test]
+async fn an_artifact_renamed_to_another_components_name_is_recompiled_not_loaded() {
+    let key = SecretKey::generate();
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let policy = policy(&key, data.path(), "");
+    let checksum = service_package("checksum", &key);
+    let hello = service_package("hello", &key);
+    for package in [&checksum, &hello] {
+        let sandbox = cached_sandbox(cache.path());
+        activate(&sandbox, &policy, package.clone().into_inner())
+            .await
+            .unwrap();
+    }
+    // Someone who can write to the shared cache puts checksum's machine code
+    // (with its valid MAC) under hello's name.
+    std::fs::copy(
+        artifact_of(cache.path(), &checksum),
+        artifact_of(cache.path(), &hello),
+    )
+    .unwrap();
+    let again = activate(&cached_sandbox(cache.path()), &policy, hello.into_inner())
+        .await
+        .unwrap();
+    assert_eq!(again.activation.compiled().source, CompileSource::Compiled);
+    assert_eq!(
+        again.activation.invoke("greet(\"x\")").await.unwrap().value,
+        "\"Hello, x!\""
+    );
+}

@@ -3,9 +3,11 @@
 //! * Compile cache: components are compiled once per process (kept in memory
 //!   by component hash) and, when a cache directory is configured, stored as
 //!   `<dir>/<engine hash>/<component blake3>.cwasm`. Each artifact carries a
-//!   keyed BLAKE3 MAC under a key kept in `<dir>/key` (mode 0600); an artifact
-//!   whose MAC does not verify is deleted and recompiled, so only artifacts
-//!   compiled by holders of that key are ever deserialized. Several nodes on
+//!   keyed BLAKE3 MAC under a key kept in `<dir>/key` (mode 0600) over the
+//!   engine hash, the component hash and the machine code; an artifact whose
+//!   MAC does not verify (tampered, renamed or moved) is deleted and
+//!   recompiled, so only artifacts compiled by holders of that key, for that
+//!   component and engine, are ever deserialized. Several nodes on
 //!   one host may share the directory (opt-in): a per-artifact file lock makes
 //!   the first one compile while the others wait and load its artifact; each
 //!   node still verifies every package itself before asking for a compile.
@@ -175,7 +177,7 @@ impl Sandbox {
         let data = std::fs::read(&path).ok()?;
         let valid = data.len() > 32 && {
             let (mac, artifact) = data.split_at(32);
-            blake3::keyed_hash(&key, artifact).as_bytes() == mac
+            self.artifact_mac(&key, hash, artifact).as_bytes() == mac
         };
         if !valid {
             tracing::warn!(path = %path.display(), "discarding a compiled artifact whose MAC does not verify");
@@ -183,10 +185,11 @@ impl Sandbox {
             return None;
         }
         // SAFETY: the artifact's keyed MAC verified, so it was produced by
-        // `store_cached` of a holder of this cache's key for this engine
-        // configuration (the directory is keyed by the engine's compatibility
-        // hash); the bytes were read into memory before checking, so they
-        // cannot change between the check and the load.
+        // `store_cached` of a holder of this cache's key, for this engine
+        // configuration and this component (both are under the MAC, so a
+        // renamed or moved artifact fails); the bytes were read into memory
+        // before checking, so they cannot change between the check and the
+        // load.
         match unsafe { Component::deserialize(&self.inner.engine, &data[32..]) } {
             Ok(component) => Some(component),
             Err(e) => {
@@ -195,6 +198,26 @@ impl Sandbox {
                 None
             }
         }
+    }
+
+    /// The MAC of a compiled artifact: it binds the machine code to the
+    /// engine configuration (the name of its cache subdirectory) and to the
+    /// component it was compiled from.
+    fn artifact_mac(&self, key: &[u8; 32], hash: &[u8; 32], artifact: &[u8]) -> blake3::Hash {
+        let engine = self
+            .inner
+            .cache_dir
+            .as_ref()
+            .and_then(|dir| dir.file_name())
+            .map(|name| name.as_encoded_bytes())
+            .unwrap_or_default();
+        let mut mac = blake3::Hasher::new_keyed(key);
+        mac.update(b"sp2a compiled artifact 1\0");
+        mac.update(&(engine.len() as u64).to_le_bytes());
+        mac.update(engine);
+        mac.update(hash);
+        mac.update(artifact);
+        mac.finalize()
     }
 
     fn store_cached(&self, hash: &[u8; 32], component: &Component) {
@@ -207,7 +230,7 @@ impl Sandbox {
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let dir = path.parent().expect("artifact path has a parent");
             std::fs::create_dir_all(dir)?;
-            let mac = blake3::keyed_hash(&key, &artifact);
+            let mac = self.artifact_mac(&key, hash, &artifact);
             crate::files::write_atomic(&path, dir, &[mac.as_bytes(), &artifact])
         })();
         if let Err(e) = result {
