@@ -59,6 +59,9 @@ const MAX_ELEMENTS: usize = 1024;
 /// Events of any kind (elements, text, comments, references).
 const MAX_EVENTS: usize = 8192;
 const MAX_LIST: usize = 64;
+/// Attributes on one element (the widest in the format has three): checked
+/// while reading them, so a flood costs nothing before it is refused.
+const MAX_ATTRIBUTES: usize = 8;
 const MAX_SELF_TESTS: usize = 32;
 const MAX_DESCRIPTION: usize = 1024;
 /// The manifest format this runtime reads and writes.
@@ -527,11 +530,31 @@ fn check_structure(text: &str) -> Result<Vec<String>, ManifestError> {
                     });
                 }
                 let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
-                for attribute in start.attributes() {
+                // quick-xml's own duplicate check compares each attribute with
+                // every earlier one: off, and done here on a bounded list.
+                let mut keys: Vec<&[u8]> = Vec::new();
+                for attribute in start.attributes().with_checks(false) {
                     let attribute = attribute.map_err(|e| ManifestError::Syntax {
                         line,
                         message: format!("<{name}>: {e}"),
                     })?;
+                    let key = attribute.key.into_inner();
+                    if keys.contains(&key) {
+                        return Err(ManifestError::Syntax {
+                            line,
+                            message: format!(
+                                "<{name}>: attribute {} appears twice",
+                                String::from_utf8_lossy(key)
+                            ),
+                        });
+                    }
+                    if keys.len() == MAX_ATTRIBUTES {
+                        return Err(ManifestError::Syntax {
+                            line,
+                            message: format!("<{name}> has more than {MAX_ATTRIBUTES} attributes"),
+                        });
+                    }
+                    keys.push(key);
                     // Refuses unknown entities inside attribute values too.
                     attribute
                         .unescape_value()
@@ -1119,6 +1142,27 @@ mod tests {
             "</x>".repeat(20)
         );
         assert!(error(&deep).contains("deeper than 8"), "{}", error(&deep));
+    }
+
+    #[test]
+    fn an_attribute_flood_is_refused_before_it_costs_anything() {
+        // 7,000 attributes fit in 64 KiB: quadratic duplicate checks made
+        // such a manifest take 0.4 s to parse.
+        let attributes: String = (0..7000).map(|i| format!(" a{i}=\"\"")).collect();
+        let flood = format!("<rps>\n<name{attributes}>a</name><version>1.0.0</version></rps>");
+        assert!(flood.len() <= MAX_MANIFEST_SIZE);
+        let start = std::time::Instant::now();
+        assert_eq!(
+            error(&flood),
+            "manifest line 2: <name> has more than 8 attributes"
+        );
+        // Generous for a loaded machine; the quadratic parse took 400 ms.
+        assert!(start.elapsed() < std::time::Duration::from_millis(100));
+        let twice = "<rps><name>a</name><version>1.0.0</version><capabilities>\n<dir name=\"a\" path=\"/a\" name=\"b\"/></capabilities></rps>";
+        assert_eq!(
+            error(twice),
+            "manifest line 2: <dir>: attribute name appears twice"
+        );
     }
 
     #[test]
