@@ -233,6 +233,8 @@ async fn network(
     let start_node = |label: String, bootstrap: Vec<sp2a::net::Multiaddr>| {
         let mut config = NodeConfig::new(out.join("nodes").join(&label));
         config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid address")];
+        // Every node is on this host: loopback addresses from peer exchange are fine.
+        config.net.local_addresses = true;
         config.net.bootstrap = bootstrap;
         config.upload.rate = Some(UPLINK);
         let policy = policy.clone();

@@ -49,6 +49,7 @@ pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
         counter += 1;
         let mut config = NodeConfig::new(dir.path().join(format!("node-{counter}")));
         config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid")];
+        config.net.local_addresses = true;
         config.net.bootstrap = bootstrap;
         config.max_invocations_per_service = 256;
         let policy = policy.clone();

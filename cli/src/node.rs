@@ -28,7 +28,8 @@ pub struct NodeArgs {
     /// Peer to join through (repeatable), ending in /p2p/<peer id>.
     #[arg(long)]
     pub bootstrap: Vec<Multiaddr>,
-    /// Discover peers on the local network with mDNS.
+    /// Local mode, for nodes on one host or LAN: discover peers with mDNS,
+    /// and dial private and loopback addresses other peers pass on.
     #[arg(long)]
     pub local: bool,
 }

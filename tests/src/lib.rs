@@ -127,6 +127,7 @@ pub mod net {
     pub const TEST_SETTINGS: &str = r#"
         [net]
         listen = ["/ip4/127.0.0.1/tcp/0"]
+        local-addresses = true
         request-timeout = "10s"
         [pull]
         attempt-timeout = "800ms"

@@ -501,3 +501,55 @@ async fn a_sequential_pull_leaves_a_line_that_does_not_reach_it_in_its_attempts_
     })
     .await;
 }
+
+/// Pulls `hello` with `local_addresses` set as given, from a provider that
+/// is always busy and names an invented peer at a loopback address; returns
+/// how many connections reached that address.
+async fn connections_to_a_hinted_loopback_address(local_addresses: bool) -> usize {
+    let mut net = TestNet::new();
+    let package = service_package("hello", &net.key);
+    let hub = net.node(&[]).await;
+    let hub_address = address(&hub).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while listener.accept().await.is_ok() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let home = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    let hinter = FakeProvider::start(
+        &package,
+        &hub_address,
+        Misbehaviour::BusyNaming(PeerId::random(), vec![home]),
+    )
+    .await;
+    let dir = net.dir();
+    let mut config = net.config(dir);
+    config.net.local_addresses = local_addresses;
+    config.pull.total_timeout = Duration::from_secs(3);
+    let policy = net.policy();
+    let b = net.start(config, policy, &[hub_address]).await;
+    let err = b.pull("hello").await.unwrap_err();
+    assert!(matches!(*err, PullError::GaveUp { .. }), "{err}");
+    assert!(
+        hinter.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the hint was given"
+    );
+    counting.abort();
+    accepted.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn a_loopback_address_from_peer_exchange_is_not_dialled_outside_local_mode() {
+    within(60, async {
+        assert_eq!(connections_to_a_hinted_loopback_address(false).await, 0);
+        // The same hint in local mode is dialled: the hint does arrive.
+        assert!(connections_to_a_hinted_loopback_address(true).await >= 1);
+    })
+    .await;
+}

@@ -166,6 +166,8 @@ fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeC
         Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
     };
     config.net.listen = vec![listen.parse().expect("valid address")];
+    // All nodes are on loopback: peer exchange must hand out loopback addresses.
+    config.net.local_addresses = true;
     match experiment.transport {
         // Every TCP connection of every node costs this process two file
         // descriptors: cap them, and close the ones the network formed with

@@ -248,10 +248,11 @@ pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
         );
         let c = &outcome.counters;
         println!(
-            "  requests served: {} ({} Have, {} answered Busy), {} blocks, {:.1} MiB uploaded in all",
+            "  requests served: {} ({} Have, {} answered Busy, {} Queued), {} blocks, {:.1} MiB uploaded in all",
             c.transfer_requests,
             c.have_requests,
             c.busy,
+            c.queued,
             c.blocks_served,
             c.bytes_uploaded as f64 / (1 << 20) as f64
         );

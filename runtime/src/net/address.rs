@@ -1,7 +1,8 @@
 //! How far a peer's address reaches: loopback, a private network, or the
-//! internet. Addresses another peer passes on are only used when they reach
-//! no closer than that peer's own, so a remote peer cannot point us at our
-//! local network.
+//! internet. Addresses another peer passes on are only dialled when they are
+//! global (unless the node is in local mode), so a remote peer cannot point
+//! us at our own host or network; and a peer's claimed addresses are only
+//! kept (and passed on) on the host it was seen connecting from.
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -19,33 +20,63 @@ pub enum Scope {
 pub fn scope(address: &Multiaddr) -> Scope {
     for part in address.iter() {
         match part {
-            Protocol::Ip4(ip) if ip.is_loopback() => return Scope::Loopback,
-            Protocol::Ip4(ip) if ip.is_private() || ip.is_link_local() || ip.is_unspecified() => {
-                return Scope::Private;
-            }
-            Protocol::Ip6(ip) if ip.is_loopback() => return Scope::Loopback,
-            Protocol::Ip6(ip) if ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00 => {
-                return Scope::Private;
-            }
-            Protocol::Ip6(ip) if (ip.segments()[0] & 0xffc0) == 0xfe80 => return Scope::Private,
+            Protocol::Ip4(ip) => return ip4_scope(ip),
+            Protocol::Ip6(ip) => return ip6_scope(ip),
             _ => {}
         }
     }
     Scope::Global
 }
 
-/// The addresses in `hinted` that reach no closer than one of `from`'s
-/// (the hinting peer's own addresses): global ones always, private ones
-/// from a private peer, loopback ones from a loopback peer.
-pub fn as_far_as(hinted: Vec<Multiaddr>, from: &[Multiaddr]) -> Vec<Multiaddr> {
-    let scopes: Vec<Scope> = from.iter().map(scope).collect();
-    hinted
-        .into_iter()
-        .filter(|a| {
-            let s = scope(a);
-            s == Scope::Global || scopes.contains(&s)
+fn ip4_scope(ip: std::net::Ipv4Addr) -> Scope {
+    let [a, b, ..] = ip.octets();
+    if ip.is_loopback() {
+        Scope::Loopback
+    } else if ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        // Carrier-grade NAT (100.64.0.0/10) and benchmarking (198.18.0.0/15).
+        || (a == 100 && (b & 0xc0) == 64)
+        || (a == 198 && (b & 0xfe) == 18)
+    {
+        Scope::Private
+    } else {
+        Scope::Global
+    }
+}
+
+fn ip6_scope(ip: std::net::Ipv6Addr) -> Scope {
+    // An IPv4 address written as IPv6 is what it maps to.
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return ip4_scope(v4);
+    }
+    let first = ip.segments()[0];
+    if ip.is_loopback() {
+        Scope::Loopback
+    } else if ip.is_unspecified()
+        // Unique local (fc00::/7), link-local (fe80::/10), site-local (fec0::/10).
+        || (first & 0xfe00) == 0xfc00
+        || (first & 0xffc0) == 0xfe80
+        || (first & 0xffc0) == 0xfec0
+    {
+        Scope::Private
+    } else {
+        Scope::Global
+    }
+}
+
+/// Whether `a` and `b` start with the same IP address (the same host). An
+/// address without one (a DNS name) is on no host we have seen.
+pub fn same_host(a: &Multiaddr, b: &Multiaddr) -> bool {
+    fn ip(address: &Multiaddr) -> Option<std::net::IpAddr> {
+        address.iter().find_map(|part| match part {
+            Protocol::Ip4(ip) => Some(ip.into()),
+            Protocol::Ip6(ip) => Some(ip.into()),
+            _ => None,
         })
-        .collect()
+    }
+    ip(a).is_some_and(|ip_a| Some(ip_a) == ip(b))
 }
 
 #[cfg(test)]
@@ -64,20 +95,25 @@ mod tests {
         assert_eq!(scope(&a("/ip6/fe80::1/tcp/1")), Scope::Private);
         assert_eq!(scope(&a("/ip4/8.8.8.8/tcp/1")), Scope::Global);
         assert_eq!(scope(&a("/dns4/example.org/tcp/1")), Scope::Global);
+        assert_eq!(scope(&a("/ip4/100.64.0.1/tcp/1")), Scope::Private);
+        assert_eq!(scope(&a("/ip4/100.127.255.254/tcp/1")), Scope::Private);
+        assert_eq!(scope(&a("/ip4/100.128.0.1/tcp/1")), Scope::Global);
+        assert_eq!(scope(&a("/ip4/198.18.0.1/tcp/1")), Scope::Private);
+        assert_eq!(scope(&a("/ip4/198.19.255.1/tcp/1")), Scope::Private);
+        assert_eq!(scope(&a("/ip4/198.20.0.1/tcp/1")), Scope::Global);
+        assert_eq!(scope(&a("/ip6/fec0::1/tcp/1")), Scope::Private);
+        assert_eq!(scope(&a("/ip6/fd00::1/tcp/1")), Scope::Private);
+        assert_eq!(scope(&a("/ip6/::ffff:127.0.0.1/tcp/1")), Scope::Loopback);
+        assert_eq!(scope(&a("/ip6/::ffff:10.0.0.1/tcp/1")), Scope::Private);
+        assert_eq!(scope(&a("/ip6/2001:db8::1/tcp/1")), Scope::Global);
     }
 
     #[test]
-    fn a_remote_peer_cannot_point_us_home() {
-        let hinted = vec![
-            a("/ip4/127.0.0.1/tcp/1"),
-            a("/ip4/10.0.0.1/tcp/1"),
-            a("/ip4/8.8.4.4/tcp/1"),
-        ];
-        assert_eq!(
-            as_far_as(hinted.clone(), &[a("/ip4/8.8.8.8/tcp/9")]),
-            [a("/ip4/8.8.4.4/tcp/1")]
-        );
-        assert_eq!(as_far_as(hinted.clone(), &[]), [a("/ip4/8.8.4.4/tcp/1")]);
-        assert_eq!(as_far_as(hinted, &[a("/ip4/127.0.0.1/tcp/9")]).len(), 2);
+    fn claimed_addresses_are_kept_on_the_host_seen() {
+        let seen = a("/ip4/203.0.113.7/tcp/51234");
+        assert!(same_host(&a("/ip4/203.0.113.7/udp/4001/quic-v1"), &seen));
+        assert!(!same_host(&a("/ip4/127.0.0.1/tcp/4001"), &seen));
+        assert!(!same_host(&a("/ip4/10.0.0.1/tcp/4001"), &seen));
+        assert!(!same_host(&a("/dns4/example.org/tcp/4001"), &seen));
     }
 }

@@ -167,6 +167,7 @@ pub struct Client {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) peer_id: PeerId,
     pub(crate) addresses: std::sync::Arc<std::sync::Mutex<AddressBook>>,
+    pub(crate) local_addresses: bool,
 }
 
 impl Client {
@@ -283,6 +284,18 @@ impl Client {
     }
 
     /// The listen addresses `peer` reported to this node, if any.
+    /// Of addresses another peer passed on, those this node may dial: global
+    /// ones, and loopback or private ones only in local mode
+    /// ([`NetConfig::local_addresses`](super::NetConfig::local_addresses)).
+    pub fn dialable_hints(&self, hinted: Vec<Multiaddr>) -> Vec<Multiaddr> {
+        hinted
+            .into_iter()
+            .filter(|a| {
+                self.local_addresses || super::address::scope(a) == super::address::Scope::Global
+            })
+            .collect()
+    }
+
     pub fn known_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
         self.addresses
             .lock()

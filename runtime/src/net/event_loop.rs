@@ -76,6 +76,7 @@ pub async fn start(
     }
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let local_addresses = config.local_addresses;
     let addresses = std::sync::Arc::new(std::sync::Mutex::new(AddressBook::default()));
     let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
     let mut event_loop = EventLoop {
@@ -128,6 +129,7 @@ pub async fn start(
             commands: commands_tx,
             peer_id,
             addresses,
+            local_addresses,
         },
         inbound_rx,
     ))
@@ -151,8 +153,8 @@ struct EventLoop {
     inbound: mpsc::Sender<InboundRequest>,
     config: NetConfig,
     pending_dials: HashMap<PeerId, Vec<Reply<Result<PeerId, DialError>>>>,
-    /// The tracing span of each open connection.
-    connections: HashMap<ConnectionId, tracing::Span>,
+    /// Each open connection: its tracing span and the peer's address on it.
+    connections: HashMap<ConnectionId, (tracing::Span, Multiaddr)>,
     pending_providers: HashMap<QueryId, PendingProviders>,
     pending_adverts: HashMap<OutboundRequestId, Reply<Result<AdvertResponse, RequestError>>>,
     pending_transfers: HashMap<OutboundRequestId, Reply<Result<TransferResponse, RequestError>>>,
@@ -355,12 +357,19 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.handle_kad(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
+                connection_id,
                 info,
-                ..
             })) => {
+                // Of the addresses the peer claims, only those on the host it
+                // connected from: a peer cannot make us (or, through us,
+                // others) dial a host it is not on.
+                let Some((_, remote)) = self.connections.get(&connection_id) else {
+                    return;
+                };
                 let listen: Vec<Multiaddr> = info
                     .listen_addrs
                     .into_iter()
+                    .filter(|a| super::address::same_host(a, remote))
                     .take(super::protocol::MAX_PEX_ADDRESSES)
                     .collect();
                 if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) {
@@ -406,7 +415,8 @@ impl EventLoop {
                     remote = %endpoint.get_remote_address(),
                 );
                 tracing::debug!(parent: &span, dialer = endpoint.is_dialer(), "connected");
-                self.connections.insert(connection_id, span);
+                let remote = endpoint.get_remote_address().clone();
+                self.connections.insert(connection_id, (span, remote));
                 for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -416,7 +426,7 @@ impl EventLoop {
                 cause,
                 ..
             } => {
-                if let Some(span) = self.connections.remove(&connection_id) {
+                if let Some((span, _)) = self.connections.remove(&connection_id) {
                     let cause = cause.map(|c| c.to_string());
                     tracing::debug!(parent: &span, ?cause, "closed");
                 }
@@ -510,7 +520,7 @@ impl EventLoop {
     /// The span of a peer's request on `connection`.
     fn request_span(&self, connection: ConnectionId, protocol: &'static str) -> tracing::Span {
         match self.connections.get(&connection) {
-            Some(parent) => tracing::debug_span!(parent: parent, "request", protocol),
+            Some((parent, _)) => tracing::debug_span!(parent: parent, "request", protocol),
             None => tracing::debug_span!("request", protocol, %connection),
         }
     }

@@ -39,7 +39,7 @@ pub enum NetError {
 
 /// Network settings. Defaults: listen on TCP and QUIC on every interface
 /// (ports chosen by the system), no bootstrap peers, mDNS
-/// off, 512 connections (2 per peer), 30 s request timeout, 256 queued
+/// off, only global addresses from peer exchange, 512 connections (2 per peer), 30 s request timeout, 256 queued
 /// inbound requests, 1024 provider records accepted per peer per hour,
 /// 10 s Kademlia query timeout, 64 concurrent streams per protocol per
 /// connection, idle connections closed after 60 s, Kademlia k = 20 and
@@ -49,6 +49,10 @@ pub struct NetConfig {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub mdns: bool,
+    /// Dial loopback and private addresses that other peers pass on (peer
+    /// exchange). Off by default: a remote peer could otherwise make this
+    /// node dial its own host or network. For nodes on one host or LAN.
+    pub local_addresses: bool,
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
     pub request_timeout: Duration,
@@ -78,6 +82,7 @@ impl Default for NetConfig {
             ],
             bootstrap: Vec::new(),
             mdns: false,
+            local_addresses: false,
             max_connections: 512,
             max_connections_per_peer: 2,
             request_timeout: Duration::from_secs(30),

@@ -16,6 +16,7 @@
 //! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 //! bootstrap = ["/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW..."]
 //! mdns = false
+//! local-addresses = false             # dial private/loopback addresses from peer exchange
 //! max-connections = 512
 //! max-connections-per-peer = 2
 //! request-timeout = "30s"
@@ -306,6 +307,7 @@ impl NodeConfig {
         }
         self.net.bootstrap.extend(overrides.bootstrap);
         self.net.mdns |= overrides.local;
+        self.net.local_addresses |= overrides.local;
         self.share.extend(overrides.share);
     }
 
@@ -334,7 +336,8 @@ pub struct Overrides {
     pub listen: Vec<Multiaddr>,
     /// Added to the bootstrap peers.
     pub bootstrap: Vec<Multiaddr>,
-    /// Turns mDNS discovery on.
+    /// Local mode: mDNS discovery, and private and loopback addresses
+    /// from peer exchange.
     pub local: bool,
     /// Added to the packages shared at start.
     pub share: Vec<PathBuf>,
@@ -387,6 +390,7 @@ struct NetFile {
     #[serde(default)]
     bootstrap: Vec<String>,
     mdns: Option<bool>,
+    local_addresses: Option<bool>,
     max_connections: Option<u32>,
     max_connections_per_peer: Option<u32>,
     request_timeout: Option<String>,
@@ -406,6 +410,7 @@ impl NetFile {
         }
         net.bootstrap = addresses("net.bootstrap", self.bootstrap)?;
         set(&mut net.mdns, self.mdns);
+        set(&mut net.local_addresses, self.local_addresses);
         set(&mut net.max_connections, self.max_connections);
         set(
             &mut net.max_connections_per_peer,
@@ -590,7 +595,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.net.listen.len(), 1);
         assert_eq!(config.share.len(), 2);
-        assert!(config.net.mdns);
+        assert!(config.net.mdns && config.net.local_addresses);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::events::{Events, NodeEvent};
 use super::pull::{Bans, PullError, PullProgress};
 use crate::blocks::{BadData, Bitmap, Download, MAX_BLOCKS_PER_REQUEST};
 use crate::net::protocol::{MAX_PEX_PEERS, PeerInfo, TransferRequest, TransferResponse};
-use crate::net::{Client, Multiaddr, PeerId, RequestError, address, keys};
+use crate::net::{Client, Multiaddr, PeerId, RequestError, keys};
 use crate::package::ContentId;
 use crate::swarm::{Action, Answer, Ask, Event, Holdings, Params, RequestId, SwarmCore};
 
@@ -245,17 +245,16 @@ impl Fetch<'_> {
     }
 
     /// Peers named in `from`'s answer (peer exchange), with the addresses
-    /// that reach no closer than `from`'s own.
+    /// this node may dial (global ones, unless in local mode).
     fn hints(&self, from: PeerId, peers: &[PeerInfo]) -> Vec<(PeerId, Contact)> {
         let me = self.client.peer_id();
-        let from = self.client.known_addresses(&from);
         peers
             .iter()
             .take(MAX_PEX_PEERS)
             .filter_map(PeerInfo::decode)
-            .filter(|(peer, _)| *peer != me && !self.bans.contains(&self.id, peer))
+            .filter(|(peer, _)| *peer != me && *peer != from && !self.bans.contains(&self.id, peer))
             .filter_map(|(peer, addresses)| {
-                let addresses = address::as_far_as(addresses, &from);
+                let addresses = self.client.dialable_hints(addresses);
                 (!addresses.is_empty()).then_some((peer, addresses))
             })
             .collect()
