@@ -91,6 +91,12 @@ pub enum ManifestError {
         element: String,
         parent: String,
     },
+    #[error("manifest line {line}: unknown attribute {attribute} on <{element}>")]
+    UnknownAttribute {
+        line: usize,
+        element: String,
+        attribute: String,
+    },
     #[error(
         "manifest line {line}: extension <{element}> is marked required=\"true\" and this node does not understand it"
     )]
@@ -445,6 +451,19 @@ fn schema(parent: &str) -> Option<&'static [(&'static str, bool)]> {
     })
 }
 
+/// The attributes each element of the format may carry (elements under
+/// `<extensions>` are not checked: they have their own place).
+fn attributes(element: &str) -> &'static [&'static str] {
+    match element {
+        "rps" => &["format"],
+        "dir" => &["name", "path", "access"],
+        "net" => &["host", "port", "protocol"],
+        "env" => &["name"],
+        "call" => &["expect"],
+        _ => &[],
+    }
+}
+
 fn line_of(text: &str, position: u64) -> usize {
     let end = usize::try_from(position)
         .unwrap_or(usize::MAX)
@@ -603,6 +622,17 @@ fn check_structure(text: &str) -> Result<Vec<String>, ManifestError> {
                         }
                         if repeats && *count > MAX_LIST {
                             return Err(invalid(&name, format!("more than {MAX_LIST} entries")));
+                        }
+                        let known = attributes(&name);
+                        if let Some(key) = keys
+                            .iter()
+                            .find(|key| !known.iter().any(|k| k.as_bytes() == **key))
+                        {
+                            return Err(ManifestError::UnknownAttribute {
+                                line,
+                                attribute: String::from_utf8_lossy(key).into_owned(),
+                                element: name,
+                            });
                         }
                     }
                 }
@@ -1177,6 +1207,19 @@ mod tests {
             error(duplicate),
             "manifest line 1: <name> may appear only once in <rps>"
         );
+        let attribute = "<rps><name>a</name><version>1.0.0</version><capabilities>\n<dir name=\"a\" path=\"/a\" mode=\"0777\"/></capabilities></rps>";
+        assert_eq!(
+            error(attribute),
+            "manifest line 2: unknown attribute mode on <dir>"
+        );
+        let on_text = "<rps><name lang=\"en\">a</name><version>1.0.0</version></rps>";
+        assert_eq!(
+            error(on_text),
+            "manifest line 1: unknown attribute lang on <name>"
+        );
+        // Extensions keep their own attributes.
+        let extension = "<rps><name>a</name><version>1.0.0</version><extensions><x-rule level=\"2\"><x-sub k=\"v\"/></x-rule></extensions></rps>";
+        assert!(Manifest::parse(extension.as_bytes()).is_ok());
         let required_ext = "<rps><name>a</name><version>1.0.0</version>\n<extensions>\n<x-rule required=\"true\"/></extensions></rps>";
         assert!(error(required_ext).starts_with("manifest line 3: extension <x-rule>"));
         let wrong_root = "<service><name>a</name></service>";
