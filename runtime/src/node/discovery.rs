@@ -118,7 +118,7 @@ impl Discovery {
                 }
             };
             for bytes in adverts.into_iter().take(MAX_ADVERTS) {
-                match Advert::parse(&bytes).and_then(|a| a.check_signature().map(|()| a)) {
+                match Advert::parse_signed(&bytes) {
                     Ok(advert) if wanted(&advert) => found.push(Found { peer, advert }),
                     Ok(_) => tracing::debug!(%peer, "advert for something else"),
                     Err(e) => tracing::debug!(%peer, error = %e, "invalid advert"),

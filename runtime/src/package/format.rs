@@ -163,6 +163,17 @@ impl Advert {
     /// Parses advert bytes (structure, manifest, key), without checking the
     /// signature.
     pub fn parse(bytes: &[u8]) -> Result<Self, PackageError> {
+        Self::parse_inner(bytes, false)
+    }
+
+    /// Parses advert bytes from someone else (the network): the signature,
+    /// over fields at fixed offsets, is checked before the manifest is
+    /// parsed, so unsigned bytes cost one signature check and nothing more.
+    pub fn parse_signed(bytes: &[u8]) -> Result<Self, PackageError> {
+        Self::parse_inner(bytes, true)
+    }
+
+    fn parse_inner(bytes: &[u8], signed: bool) -> Result<Self, PackageError> {
         if bytes.len() > MAX_ADVERT_SIZE {
             return Err(PackageError::AdvertTooLarge(bytes.len()));
         }
@@ -185,6 +196,12 @@ impl Advert {
         let signature = take_array(&mut input, "signature")?;
         if !input.is_empty() {
             return Err(PackageError::TrailingBytes(input.len() as u64));
+        }
+        if signed {
+            let message = signed_message(manifest_bytes, &component_hash, component_len);
+            if !publisher.verify(&message, &signature) {
+                return Err(PackageError::BadSignature);
+            }
         }
         let manifest = Manifest::parse(manifest_bytes)?;
         match manifest.owner {
@@ -529,6 +546,25 @@ mod tests {
         assert!(matches!(
             Package::parse(&bytes),
             Err(PackageError::OwnerMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_network_advert_is_checked_for_its_signature_before_its_manifest_is_parsed() {
+        let package = sample(&SecretKey::generate());
+        let good = package.advert().bytes();
+        assert!(Advert::parse_signed(good).is_ok());
+        // Break the manifest's XML (12 bytes in: magic and length first).
+        let mut bad = good.to_vec();
+        assert_eq!(bad[12], b'<');
+        bad[12] = b'!';
+        assert!(matches!(
+            Advert::parse(&bad),
+            Err(PackageError::Manifest(_))
+        ));
+        assert!(matches!(
+            Advert::parse_signed(&bad),
+            Err(PackageError::BadSignature)
         ));
     }
 
