@@ -5,12 +5,21 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sp2a::net::PeerId;
-use sp2a::node::{NodeError, NodeEvent, PullError, Strategy};
-use sp2a::package::{SecretKey, pack};
+use sp2a::net::{Multiaddr, PeerId};
+use sp2a::node::{Node, NodeError, NodeEvent, PullError, Strategy};
+use sp2a::package::{SecretKey, VerifiedPackage, pack};
 use sp2a::policy::Refusal;
 use sp2a_tests::net::{FakeProvider, Misbehaviour, TestNet, address, providers_including, within};
 use sp2a_tests::{component, manifest, service_package};
+
+/// The `notes` package and a node for others to meet at (kept alive by the
+/// caller), with its address.
+async fn notes_and_hub(net: &mut TestNet) -> (VerifiedPackage, Node, Multiaddr) {
+    let package = service_package("notes", &net.key);
+    let hub = net.node(&[]).await;
+    let hub_address = address(&hub).await;
+    (package, hub, hub_address)
+}
 
 #[tokio::test]
 async fn two_nodes_share_find_pull_call() {
@@ -233,9 +242,7 @@ async fn allow_lists_refuse_explicitly() {
 async fn corrupt_blocks_are_caught_and_the_good_ones_kept() {
     within(90, async {
         let mut net = TestNet::new();
-        let package = service_package("notes", &net.key);
-        let hub = net.node(&[]).await;
-        let hub_address = address(&hub).await;
+        let (package, _hub, hub_address) = notes_and_hub(&mut net).await;
         // At first the only provider is a liar: honest for one request, then
         // it flips a byte.
         let liar = FakeProvider::start(&package, &hub_address, Misbehaviour::CorruptAfter(1)).await;
@@ -286,9 +293,7 @@ async fn banned(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, peer: 
 async fn a_banned_provider_is_not_asked_again_by_a_later_pull() {
     within(90, async {
         let mut net = TestNet::new();
-        let package = service_package("notes", &net.key);
-        let hub = net.node(&[]).await;
-        let hub_address = address(&hub).await;
+        let (package, _hub, hub_address) = notes_and_hub(&mut net).await;
         let liar = FakeProvider::start(&package, &hub_address, Misbehaviour::CorruptAfter(0)).await;
         let dir = net.dir();
         let mut config = net.config(dir);
@@ -327,9 +332,7 @@ async fn a_banned_provider_is_not_asked_again_by_a_later_pull() {
 async fn a_provider_killed_mid_transfer_is_resumed_elsewhere() {
     within(90, async {
         let mut net = TestNet::new();
-        let package = service_package("notes", &net.key);
-        let hub = net.node(&[]).await;
-        let hub_address = address(&hub).await;
+        let (package, _hub, hub_address) = notes_and_hub(&mut net).await;
         // At first: one provider that serves one chunk and dies at the next
         // request, one that never answers and one that is always busy.
         let dying = FakeProvider::start(&package, &hub_address, Misbehaviour::DieAfter(1)).await;
@@ -459,9 +462,7 @@ async fn sequential_pull_retries_one_provider_with_growing_timeouts() {
 async fn sequential_pull_bans_a_corrupting_provider_and_completes_elsewhere() {
     within(90, async {
         let mut net = TestNet::new();
-        let package = service_package("notes", &net.key);
-        let hub = net.node(&[]).await;
-        let hub_address = address(&hub).await;
+        let (package, _hub, hub_address) = notes_and_hub(&mut net).await;
         // At first the only provider corrupts its first answer.
         let liar = FakeProvider::start(&package, &hub_address, Misbehaviour::CorruptAfter(0)).await;
         let dir = net.dir();

@@ -55,15 +55,7 @@ async fn second_activation_skips_compilation_and_tampered_artifacts_are_discarde
     );
 
     // Someone rewrites the artifact: its MAC fails, it is deleted and recompiled.
-    let artifact = std::fs::read_dir(cache.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .flat_map(|d| std::fs::read_dir(d.path()).unwrap())
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
-        .expect("an artifact was written");
+    let artifact = artifact_in(cache.path());
     let mut bytes = std::fs::read(&artifact).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
