@@ -71,15 +71,9 @@ async fn peer_exchange_leads_to_a_provider_no_lookup_names() {
 async fn verified_blocks_are_served_before_the_download_completes() {
     within(90, async {
         let mut net = TestNet::new();
-        let package = service_package("stream", &net.key);
         // A seed at 64 KiB/s: the 2 MiB download takes about half a minute.
-        let dir = net.dir();
-        let mut config = net.config(dir);
-        config.upload.rate = Some(64 << 10);
-        let policy = net.policy();
-        let a = net.start(config, policy, &[]).await;
-        a.share(package.clone().into_inner()).await.unwrap();
-        let b = net.node(&[address(&a).await]).await;
+        let (_a, package, at) = stream_provider(&mut net, |u| u.rate = Some(64 << 10)).await;
+        let b = net.node(&[at]).await;
         let pulling = {
             let b = b.clone();
             tokio::spawn(async move { b.pull("stream").await })
@@ -138,15 +132,9 @@ async fn verified_blocks_are_served_before_the_download_completes() {
 async fn the_upload_rate_limits_how_fast_a_node_serves() {
     within(90, async {
         let mut net = TestNet::new();
-        let package = service_package("stream", &net.key);
         let rate = 1u64 << 20;
-        let dir = net.dir();
-        let mut config = net.config(dir);
-        config.upload.rate = Some(rate);
-        let policy = net.policy();
-        let a = net.start(config, policy, &[]).await;
-        a.share(package.clone().into_inner()).await.unwrap();
-        let b = net.node(&[address(&a).await]).await;
+        let (_a, package, at) = stream_provider(&mut net, |u| u.rate = Some(rate)).await;
+        let b = net.node(&[at]).await;
         let pulled = b.pull("stream").await.unwrap();
         // A lower bound: the bytes cannot have left faster than the rate
         // (unlimited, they take a few milliseconds here).
@@ -164,16 +152,13 @@ async fn the_upload_rate_limits_how_fast_a_node_serves() {
 async fn a_long_upload_queue_is_answered_busy() {
     within(90, async {
         let mut net = TestNet::new();
-        let package = service_package("stream", &net.key);
         // 64 KiB/s with at most 1 s of queued uploads: two 64 KiB answers.
-        let dir = net.dir();
-        let mut config = net.config(dir);
-        config.upload.rate = Some(64 << 10);
-        config.upload.max_backlog = Duration::from_secs(1);
-        let policy = net.policy();
-        let a = net.start(config, policy, &[]).await;
-        a.share(package.clone().into_inner()).await.unwrap();
-        let client = raw_client(&address(&a).await).await;
+        let (a, package, at) = stream_provider(&mut net, |u| {
+            u.rate = Some(64 << 10);
+            u.max_backlog = Duration::from_secs(1);
+        })
+        .await;
+        let client = raw_client(&at).await;
         let id = package.content_id().0;
         let asks = (0..6u64).map(|i| {
             client.request_transfer(
@@ -362,18 +347,26 @@ fn first_blocks(id: [u8; 32], queue_ms: u32) -> TransferRequest {
     }
 }
 
-/// A node that shares `stream` and serves one peer at a time: the node, the
-/// package and the node's address.
-async fn one_slot_provider(net: &mut TestNet) -> (Node, VerifiedPackage, sp2a::net::Multiaddr) {
+/// A node that shares `stream`, its upload settings changed by `upload`:
+/// the node, the package and the node's address.
+async fn stream_provider(
+    net: &mut TestNet,
+    upload: impl FnOnce(&mut sp2a::node::UploadConfig),
+) -> (Node, VerifiedPackage, sp2a::net::Multiaddr) {
     let package = service_package("stream", &net.key);
     let dir = net.dir();
     let mut config = net.config(dir);
-    config.upload.slots = Some(1);
+    upload(&mut config.upload);
     let policy = net.policy();
     let a = net.start(config, policy, &[]).await;
     a.share(package.clone().into_inner()).await.unwrap();
     let at = address(&a).await;
     (a, package, at)
+}
+
+/// A node that shares `stream` and serves one peer at a time.
+async fn one_slot_provider(net: &mut TestNet) -> (Node, VerifiedPackage, sp2a::net::Multiaddr) {
+    stream_provider(net, |upload| upload.slots = Some(1)).await
 }
 
 #[tokio::test]
