@@ -263,48 +263,18 @@ pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
     defaults.wasm_component_model(true);
     let bytes = package.component();
     let n = args.iterations;
-    let rows = [
-        measure(
-            "sp2a (fuel, epochs, pooling)",
-            sp2a_config,
-            true,
-            bytes,
-            &func,
-            &params,
-            n,
-        )
-        .await?,
-        measure(
-            "  without fuel and epochs",
-            uninstrumented,
-            false,
-            bytes,
-            &func,
-            &params,
-            n,
-        )
-        .await?,
-        measure(
-            "  with on-demand allocation",
-            on_demand,
-            true,
-            bytes,
-            &func,
-            &params,
-            n,
-        )
-        .await?,
-        measure(
-            "wasmtime defaults",
-            defaults,
-            false,
-            bytes,
-            &func,
-            &params,
-            n,
-        )
-        .await?,
+    // Each row differs from the one above it in one setting; the flag says
+    // whether the engine is instrumented (fuel and epochs set per call).
+    let engines = [
+        ("sp2a (fuel, epochs, pooling)", sp2a_config, true),
+        ("  without fuel and epochs", uninstrumented, false),
+        ("  with on-demand allocation", on_demand, true),
+        ("wasmtime defaults", defaults, false),
     ];
+    let mut rows = Vec::with_capacity(engines.len());
+    for (label, config, instrumented) in engines {
+        rows.push(measure(label, config, instrumented, bytes, &func, &params, n).await?);
+    }
 
     println!();
     println!(
