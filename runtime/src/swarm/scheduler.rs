@@ -214,15 +214,32 @@ struct Provider<A> {
     served: u64,
     /// `Busy` answers in a row.
     busy_streak: u32,
-    /// `NotFound` answers for blocks it claimed, in a row.
+    /// Answers in a row that added nothing (`NotFound`, or only blocks we
+    /// already had): each backs the provider off longer.
     useless_streak: u32,
+    /// Of those, the ones that contradicted its earlier claims (`NotFound`
+    /// for blocks it said it holds): [`Params::max_useless`] of them ban it.
+    contradictions: u32,
     /// Sent bad data: never asked again (kept to credit its good blocks).
     banned: bool,
 }
 
+/// `Busy` answers in a row after which a provider no longer counts as
+/// one that will serve soon (so lookups for others continue).
+const BUSY_STREAK_UNPROMISING: u32 = 3;
+
 impl<A> Provider<A> {
     fn ready(&self, now: Instant) -> bool {
         !self.banned && self.in_flight.is_none() && self.not_before.is_none_or(|t| now >= t)
+    }
+
+    /// Whether it can be expected to serve: not banned, not failing, not
+    /// answering uselessly and not persistently busy.
+    fn promising(&self) -> bool {
+        !self.banned
+            && self.failures == 0
+            && self.useless_streak == 0
+            && self.busy_streak < BUSY_STREAK_UNPROMISING
     }
 }
 
@@ -434,7 +451,7 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
                     p.in_flight.is_none()
                         && p.served == 0
                         && (origin == Origin::Dht || p.origin == Origin::Exchange)
-                        && (p.failures > 0 || p.banned || !p.ready(now))
+                        && (!p.promising() || !p.ready(now))
                 })
                 .map(|(peer, _)| *peer);
             match evict {
@@ -458,6 +475,7 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
                 served: 0,
                 busy_streak: 0,
                 useless_streak: 0,
+                contradictions: 0,
                 banned: false,
             },
         );
@@ -504,15 +522,21 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
                 }
                 if let Some(state) = self.providers.get_mut(&peer) {
                     state.served += new_bytes;
-                    if verified > 0 {
+                    // Only new data earns trust back: valid blocks we
+                    // already had are no better than no answer.
+                    if new_bytes > 0 {
                         state.failures = 0;
                         state.busy_streak = 0;
                         state.useless_streak = 0;
+                        state.contradictions = 0;
                     }
                 }
                 if let Some(reason) = bad {
                     self.bad(peer, reason);
                     return;
+                }
+                if new_bytes == 0 {
+                    self.useless(peer, false);
                 }
                 self.record_holdings(peer, holdings);
                 self.learn_hints(hints);
@@ -528,8 +552,6 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             }
             Answer::NotFound => {
                 let now = self.now;
-                let refresh = self.params.have_refresh;
-                let max_useless = self.params.max_useless.max(1);
                 let Some(state) = self.providers.get_mut(&peer) else {
                     return;
                 };
@@ -546,29 +568,42 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
                                 (*first..first + u64::from(*count)).any(|b| claimed.contains(b))
                             }
                         });
-                if contradicts {
-                    state.useless_streak += 1;
-                    if state.useless_streak >= max_useless {
-                        let reason = format!(
-                            "claimed blocks it did not send ({} times in a row)",
-                            state.useless_streak
-                        );
-                        self.bad(peer, reason);
-                        return;
-                    }
-                }
                 match request.ask {
                     // Nothing we need yet: ask again later.
-                    Ask::Want { .. } => {
-                        state.have_at = Some(now);
-                        state.not_before = Some(now + refresh);
-                    }
+                    Ask::Want { .. } => state.have_at = Some(now),
                     // Its bitmap was stale: let it choose next time.
                     Ask::Blocks { .. } => state.have_at = None,
                 }
+                self.useless(peer, contradicts);
             }
             Answer::Failed(why) => self.failed(peer, why),
             Answer::Unexpected(what) => self.failed(peer, what),
+        }
+    }
+
+    /// An answer from `peer` added nothing. It is left alone for
+    /// `have_refresh` doubling with each such answer in a row (at most 4x),
+    /// no longer counts as a provider that will serve (lookups go on), and
+    /// is banned after [`Params::max_useless`] answers in a row that
+    /// contradicted what it claimed to hold.
+    fn useless(&mut self, peer: P, contradicts: bool) {
+        let now = self.now;
+        let refresh = self.params.have_refresh;
+        let max_useless = self.params.max_useless.max(1);
+        let Some(state) = self.providers.get_mut(&peer) else {
+            return;
+        };
+        state.useless_streak = state.useless_streak.saturating_add(1);
+        state.not_before = Some(now + refresh * (1 << (state.useless_streak - 1).min(2)));
+        if contradicts {
+            state.contradictions += 1;
+            if state.contradictions >= max_useless {
+                let reason = format!(
+                    "claimed blocks it did not send ({} times since its last new data)",
+                    state.contradictions
+                );
+                self.bad(peer, reason);
+            }
         }
     }
 
@@ -653,12 +688,8 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
     }
 
     fn needs_providers(&self) -> bool {
-        let useful = self
-            .providers
-            .values()
-            .filter(|p| !p.banned && p.failures == 0)
-            .count();
-        useful < self.params.max_providers / 2
+        let promising = self.providers.values().filter(|p| p.promising()).count();
+        promising < self.params.max_providers / 2
     }
 
     fn decide(&mut self) {

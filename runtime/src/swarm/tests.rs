@@ -209,6 +209,100 @@ fn a_peer_that_claims_blocks_and_never_sends_them_is_banned() {
 }
 
 #[test]
+fn a_liar_that_sends_old_blocks_between_denials_is_still_banned() {
+    let t0 = Instant::now();
+    let mut params = params(8);
+    params.rediscover = Backoff::new(Duration::from_secs(60), Duration::from_secs(60));
+    let mut core = SwarmCore::new(params, [(1, ())], t0, 10);
+    let mut now = t0;
+    let (id, _, _) = requests(&drain(&mut core, now))[0].clone();
+    // One real block, and a claim to hold everything.
+    core.handle(
+        now,
+        Event::Answered {
+            id,
+            answer: blocks_answer(0, 1, Holdings::All),
+        },
+    );
+    let mut answers = 0;
+    let banned = loop {
+        let actions = drain(&mut core, now);
+        if let Some(Action::Ban { reason, .. }) =
+            actions.iter().find(|a| matches!(a, Action::Ban { .. }))
+        {
+            break reason.clone();
+        }
+        for (id, _, _) in requests(&actions) {
+            // Block 0 again (valid, nothing new), then a denial, and so on.
+            let answer = if answers % 2 == 0 {
+                Answer::Blocks {
+                    first: 0,
+                    verified: 1,
+                    new_bytes: 0,
+                    bad: None,
+                    holdings: Holdings::All,
+                    hints: Vec::new(),
+                }
+            } else {
+                Answer::NotFound
+            };
+            answers += 1;
+            core.handle(now, Event::Answered { id, answer });
+        }
+        now = core.next_timeout().unwrap();
+        assert!(answers < 20, "never banned");
+    };
+    assert!(banned.contains("claimed blocks"), "{banned}");
+    assert_eq!(
+        answers, 6,
+        "three denials, the old blocks between them earn nothing back"
+    );
+}
+
+#[test]
+fn useless_answers_back_off_and_do_not_stop_lookups_for_others() {
+    let t0 = Instant::now();
+    let mut params = params(48);
+    params.max_wants = 12;
+    params.parallel = 12;
+    params.rediscover = Backoff::new(Duration::from_millis(500), Duration::from_millis(500));
+    // Twelve providers (half of the 24 places) that never have anything.
+    let mut core = SwarmCore::new(params, (1..=12).map(|p| (p, ())), t0, 11);
+    let mut now = t0;
+    let mut asked_at: BTreeMap<u32, Vec<Instant>> = BTreeMap::new();
+    let mut lookups = 0;
+    while now < t0 + Duration::from_secs(10) {
+        for action in drain(&mut core, now) {
+            match action {
+                Action::Request { id, peer, .. } => {
+                    asked_at.entry(peer).or_default().push(now);
+                    core.handle(
+                        now,
+                        Event::Answered {
+                            id,
+                            answer: Answer::NotFound,
+                        },
+                    );
+                }
+                Action::Discover { .. } => {
+                    lookups += 1;
+                    core.handle(now, Event::Discovered(Vec::new()));
+                }
+                _ => {}
+            }
+        }
+        now = core.next_timeout().unwrap();
+    }
+    assert!(lookups >= 10, "lookups went on: {lookups}");
+    // Each is asked again after 1 s, 2 s, 4 s, 4 s: not every second.
+    let gaps: Vec<u64> = asked_at[&1]
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis() as u64)
+        .collect();
+    assert_eq!(gaps, [1000, 2000, 4000], "{gaps:?}");
+}
+
+#[test]
 fn a_stalling_provider_gets_doubling_deadlines_and_the_pull_gives_up() {
     let t0 = Instant::now();
     let mut params = params(4);
