@@ -24,6 +24,10 @@
 //!   [`MAX_INVOKE_RESPONSE`] bytes. `Busy` when the provider is at its
 //!   concurrency limit, `Denied` when the caller is not on the service's
 //!   allow-list: explicit answers, never silent drops.
+//!
+//! Lists are bounded while they are decoded ([`at_most`]), not after: a
+//! response of a million empty byte strings is refused at the first one too
+//! many, before it becomes a million vectors.
 
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +68,7 @@ pub enum AdvertRequest {
 /// Adverts a peer provides.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdvertResponse {
-    Adverts(Vec<serde_bytes::ByteBuf>),
+    Adverts(#[serde(deserialize_with = "at_most::<_, _, MAX_ADVERTS>")] Vec<serde_bytes::ByteBuf>),
     NotFound,
     /// The peer is overloaded; try later or elsewhere.
     Busy,
@@ -128,7 +132,7 @@ pub enum TransferResponse {
         #[serde(default, with = "serde_bytes")]
         bitmap: Vec<u8>,
         /// Other peers fetching this package (peer exchange).
-        #[serde(default)]
+        #[serde(default, deserialize_with = "at_most::<_, _, MAX_PEX_PEERS>")]
         peers: Vec<PeerInfo>,
     },
     /// The blocks held, as a [`Bitmap`](crate::blocks::Bitmap).
@@ -137,7 +141,7 @@ pub enum TransferResponse {
         #[serde(with = "serde_bytes")]
         bitmap: Vec<u8>,
         /// Other peers fetching this package (peer exchange).
-        #[serde(default)]
+        #[serde(default, deserialize_with = "at_most::<_, _, MAX_PEX_PEERS>")]
         peers: Vec<PeerInfo>,
     },
     /// The peer does not have (all of) those blocks.
@@ -145,7 +149,7 @@ pub enum TransferResponse {
     /// The peer is at its transfer limit, or its queue for an upload slot
     /// is full; try another, such as `peers` (others fetching this package).
     Busy {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "at_most::<_, _, MAX_PEX_PEERS>")]
         peers: Vec<PeerInfo>,
     },
     /// The sender is in line for an upload slot behind `ahead` peers, and
@@ -179,6 +183,7 @@ impl TransferResponse {
 pub struct PeerInfo {
     #[serde(with = "serde_bytes")]
     pub id: Vec<u8>,
+    #[serde(deserialize_with = "at_most::<_, _, MAX_PEX_ADDRESSES>")]
     pub addresses: Vec<serde_bytes::ByteBuf>,
 }
 
@@ -243,6 +248,37 @@ pub enum InvokeResponse {
     NotFound,
 }
 
+/// Deserializes a list of at most `N` items, failing at item `N + 1`
+/// (whatever length the encoding announced, nothing is reserved for more).
+pub fn at_most<'de, D, T, const N: usize>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T, const N: usize>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>, const N: usize> serde::de::Visitor<'de> for Bounded<T, N> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {N} items")
+        }
+
+        fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Vec<T>, S::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N));
+            while let Some(item) = seq.next_element()? {
+                if items.len() == N {
+                    return Err(serde::de::Error::invalid_length(N + 1, &self));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    deserializer.deserialize_seq(Bounded::<T, N>(std::marker::PhantomData))
+}
+
 /// Clips peer-supplied text for logs and errors.
 pub fn clip(text: &str) -> String {
     let mut end = text.len().min(MAX_TEXT);
@@ -250,4 +286,58 @@ pub fn clip(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T, String> {
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), value).unwrap();
+        cbor4ii::serde::from_slice(&bytes).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn lists_are_bounded_while_decoding() {
+        // A response within the size limit, made of empty byte strings.
+        let flood = AdvertResponse::Adverts(vec![ByteBuf::new(); 400_000]);
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), &flood).unwrap();
+        assert!((bytes.len() as u64) < MAX_ADVERT_RESPONSE);
+        let refused = round_trip(&flood).unwrap_err();
+        assert!(refused.contains("at most 16"), "{refused}");
+        let fine = AdvertResponse::Adverts(vec![ByteBuf::from(vec![1]); MAX_ADVERTS]);
+        assert_eq!(round_trip(&fine).unwrap(), fine);
+
+        let peer = PeerInfo {
+            id: vec![0],
+            addresses: vec![ByteBuf::new(); MAX_PEX_ADDRESSES],
+        };
+        let busy = TransferResponse::Busy {
+            peers: vec![peer.clone(); MAX_PEX_PEERS],
+        };
+        assert_eq!(round_trip(&busy).unwrap(), busy);
+        let too_many = TransferResponse::Busy {
+            peers: vec![peer.clone(); MAX_PEX_PEERS + 1],
+        };
+        assert!(round_trip(&too_many).is_err());
+        let mut crowded = peer;
+        crowded.addresses.push(ByteBuf::new());
+        let have = TransferResponse::Have {
+            size: 1,
+            bitmap: vec![1],
+            peers: vec![crowded],
+        };
+        assert!(round_trip(&have).is_err());
+        // Empty lists decode as before.
+        let data = TransferResponse::Data {
+            size: 1,
+            first_block: 0,
+            blocks: 1,
+            encoded: vec![0; 8],
+            bitmap: Vec::new(),
+            peers: Vec::new(),
+        };
+        assert_eq!(round_trip(&data).unwrap(), data);
+    }
 }
