@@ -269,10 +269,13 @@ impl Invoker {
                 micros: outcome.elapsed.as_micros() as u64,
                 content_id: provided.package.content_id().0,
             },
-            Err(e) => InvokeResponse::Failed {
-                kind: e.kind().to_owned(),
-                message: clip(&e.to_string()),
-            },
+            Err(e) => {
+                tracing::warn!(error = %e, "a remote call failed");
+                InvokeResponse::Failed {
+                    kind: e.kind().to_owned(),
+                    message: clip(&e.public_message()),
+                }
+            }
         };
         tracing::debug!(
             ok = matches!(response, InvokeResponse::Ok { .. }),

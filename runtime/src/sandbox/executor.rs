@@ -436,6 +436,22 @@ impl InvokeError {
             InvokeError::Host(_) => "host",
         }
     }
+
+    /// What a remote caller is told: the kind's plain meaning, and for a
+    /// bad call or a trap the reason, but nothing about this host (grant
+    /// paths, limits, pool sizes) and none of the guest's output, which may
+    /// echo what it read here. The operator's log keeps the full error.
+    pub fn public_message(&self) -> String {
+        match self {
+            InvokeError::BadCall(message) => message.clone(),
+            InvokeError::OutOfFuel { .. } => "the call ran out of fuel".into(),
+            InvokeError::Deadline { .. } => "the call ran longer than its time limit".into(),
+            InvokeError::Memory { .. } => "the call exceeded its memory limit".into(),
+            InvokeError::StackOverflow => "the call overflowed its stack".into(),
+            InvokeError::Trap { reason, .. } => format!("guest trapped: {reason}"),
+            InvokeError::Host(_) => "the provider could not run the call".into(),
+        }
+    }
 }
 
 /// A self-test vector that did not produce its expected result.
