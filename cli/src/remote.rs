@@ -199,6 +199,32 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         status.peers.len(),
         status.routing_table
     );
+    let announced = status
+        .announcements
+        .iter()
+        .filter(|a| a.state == "announced")
+        .count();
+    println!(
+        "dht       {announced}/{} key(s) announced, {} record(s) from others held",
+        status.announcements.len(),
+        status.provider_records
+    );
+    for a in status
+        .announcements
+        .iter()
+        .filter(|a| a.state != "announced")
+    {
+        match &a.error {
+            Some(error) => println!(
+                "  {} {} ({} failure(s): {error}; retry in {} s)",
+                a.key,
+                a.state,
+                a.failures,
+                a.retry_in_secs.unwrap_or(0)
+            ),
+            None => println!("  {} {}", a.key, a.state),
+        }
+    }
     println!("services  {}", status.services.len());
     for s in &status.services {
         println!(

@@ -790,3 +790,153 @@ async fn nodes_on_the_same_network_find_each_other_with_mdns() {
     })
     .await;
 }
+
+/// A peer built on the network API that announces `keys` provider records
+/// to whoever is closest (here: the node it bootstraps from).
+async fn flood_provider_records(bootstrap: &Multiaddr, keys: usize) -> sp2a::net::Client {
+    let config = sp2a::net::NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![bootstrap.clone()],
+        local_addresses: true,
+        ..Default::default()
+    };
+    let (client, _inbound) = sp2a::net::event_loop::start(sp2a::net::libp2p_identity(), config)
+        .await
+        .unwrap();
+    client.dial(bootstrap.clone()).await.unwrap();
+    for n in 0..keys {
+        let key = format!("flood {} {n}", client.peer_id());
+        client
+            .start_providing(sp2a::net::RecordKey::new(&key))
+            .await;
+    }
+    client
+}
+
+#[tokio::test]
+async fn a_flood_of_provider_records_cannot_silence_our_announcements() {
+    within(180, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        let a_address = address(&a).await;
+        // Five ids, 1,200 records each: more than any one id's quota (512)
+        // and, in all, more keys than the store could once hold (4,096).
+        let mut flooders = Vec::new();
+        for _ in 0..5 {
+            flooders.push(flood_provider_records(&a_address, 1200).await);
+        }
+        let quota = sp2a::net::records::ProviderLimits::default().per_peer;
+        let mut held = 0;
+        for _ in 0..300 {
+            held = a.status().await.provider_records;
+            if held >= 5 * quota {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(held, 5 * quota, "each flooding id holds its quota, no more");
+
+        a.share(service_package("hello", &net.key).into_inner())
+            .await
+            .unwrap();
+        let c = net.node(&[a_address]).await;
+        let found = providers_including(&c, "hello", &HashSet::from([a.peer_id()])).await;
+        assert!(
+            found.contains(&a.peer_id()),
+            "a third node finds the flooded node's service"
+        );
+        let status = a.status().await;
+        assert_eq!(
+            status.announcements.len(),
+            2,
+            "the service and the package keys"
+        );
+        drop(flooders);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_announcement_is_shown_and_retried() {
+    within(60, async {
+        let mut net = TestNet::new();
+        // Alone, a node's announcement reaches nobody.
+        let a = net.node(&[]).await;
+        a.share(service_package("hello", &net.key).into_inner())
+            .await
+            .unwrap();
+        let failed = loop {
+            let status = a.status().await;
+            if status.announcements.iter().all(|s| s.state == "failed") {
+                break status.announcements;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(failed.len(), 2);
+        assert_eq!(failed[0].error.as_deref(), Some("no DHT peer reached"));
+        assert!(failed[0].retry_in_secs.is_some());
+        // Retried on its own (after 5 s), still alone.
+        loop {
+            let status = a.status().await;
+            if status.announcements.iter().all(|s| s.failures >= 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A peer arrives: the announcement is made again and succeeds.
+        let _b = net.node(&[address(&a).await]).await;
+        loop {
+            let status = a.status().await;
+            if status.announcements.iter().all(|s| s.state == "announced") {
+                assert!(status.announcements.iter().all(|s| s.peers > 0));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn remote_callers_get_the_error_kind_but_no_host_details() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let root = net.dir();
+        let policy = sp2a_tests::policy(&net.key, &root, "");
+        let dir = net.dir();
+        let config = net.config(dir);
+        let a = net.start(config, policy, &[]).await;
+        let capabilities = "<capabilities><clocks/>\
+            <dir name=\"sandbox\" path=\"/sandbox\" access=\"read-write\"/></capabilities>";
+        let package = pack(
+            component("hostile"),
+            &manifest("hostile", &format!("<requirements/>{capabilities}")),
+            &net.key,
+        )
+        .unwrap();
+        a.share(package.into_inner()).await.unwrap();
+        let b = net.node(&[address(&a).await]).await;
+        let root = root.display().to_string();
+        for (call, kind, said) in [
+            ("crash(\"the secret the guest read\")", "trap", "secret"),
+            ("allocate(4096)", "memory", "bytes"),
+            ("spin()", "out-of-fuel", "all of its"),
+        ] {
+            let err = b
+                .invoke_remote("hostile", call)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("({kind})")), "{call}: {err}");
+            assert!(!err.contains(said), "{call}: {err}");
+            assert!(!err.contains(&root), "{call}: {err}");
+        }
+        // The provider's own log and local callers keep the detail.
+        let local = a
+            .invoke_local("hostile", "crash(\"the secret\")")
+            .await
+            .unwrap_err();
+        assert!(local.to_string().contains("the secret"), "{local}");
+    })
+    .await;
+}

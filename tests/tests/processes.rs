@@ -282,3 +282,157 @@ fn a_node_killed_mid_download_restarts_clean() {
     assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
     drop(provider);
 }
+
+/// The resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// libp2p's CBOR codec, except that responses are never read: the
+/// request's stream stays open with the provider's answer unread.
+#[derive(Clone, Default)]
+struct NeverReads(
+    libp2p::request_response::cbor::codec::Codec<
+        sp2a::net::protocol::TransferRequest,
+        sp2a::net::protocol::TransferResponse,
+    >,
+);
+
+impl libp2p::request_response::Codec for NeverReads {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = sp2a::net::protocol::TransferRequest;
+    type Response = sp2a::net::protocol::TransferResponse;
+
+    async fn read_request<T>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Self::Request>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        self.0.read_request(p, io).await
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+    ) -> std::io::Result<Self::Response>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        futures::future::pending().await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+        request: Self::Request,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        self.0.write_request(p, io, request).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+        response: Self::Response,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        self.0.write_response(p, io, response).await
+    }
+}
+
+#[test]
+fn a_peer_that_never_reads_its_answers_pins_bounded_memory() {
+    use futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use sp2a::net::protocol::{MAX_BLOCKS_PER_REQUEST, TRANSFER_PROTOCOL, TransferRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    let provider = NodeProcess::start(
+        dir,
+        "provider",
+        &["--policy", "policy.toml", "--share", "stream.rps"],
+    );
+    let pid = provider.child.id();
+    let package = sp2a::package::Package::read_file(&dir.join("stream.rps")).unwrap();
+    let content_id = package.content_id().0;
+    let (peer, address) =
+        sp2a::net::split_peer_address(&provider.address.parse().unwrap()).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    NeverReads::default(),
+                    [(
+                        libp2p::StreamProtocol::new(TRANSFER_PROTOCOL),
+                        ProtocolSupport::Outbound,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(120))
+                        .with_max_concurrent_streams(1024),
+                )
+            })
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .build();
+        swarm.add_peer_address(peer, address);
+        swarm.dial(peer).unwrap();
+        // Settle: the provider's memory before the attack.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, swarm.next()).await {}
+        let before = rss(pid);
+        // 64 requests of 64 blocks (1 MiB each), the most one connection
+        // may have open, answers never read.
+        for _ in 0..64 {
+            swarm.behaviour_mut().send_request(
+                &peer,
+                TransferRequest::Blocks {
+                    content_id,
+                    first_block: 0,
+                    blocks: MAX_BLOCKS_PER_REQUEST,
+                    queue_ms: 0,
+                },
+            );
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, swarm.next()).await {}
+        let grown = rss(pid).saturating_sub(before);
+        // At most 4 answers per peer wait to be written: about 4 MiB, plus
+        // the encoding's copies and allocator slack.
+        assert!(grown < 24 << 20, "the provider grew by {} MiB", grown >> 20);
+        eprintln!(
+            "provider RSS grew by {:.1} MiB",
+            grown as f64 / (1 << 20) as f64
+        );
+    });
+}

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::request_response::{self, ProtocolSupport, cbor};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -11,6 +10,7 @@ use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping};
 
 use super::NetConfig;
 use super::protocol::*;
+use super::records::NodeStore;
 
 /// The Kademlia protocol of sp2a networks.
 pub const KAD_PROTOCOL: &str = "/sp2a/kad/1.0.0";
@@ -20,7 +20,7 @@ pub const IDENTIFY_PROTOCOL: &str = "/sp2a/1.0.0";
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
-    pub kad: kad::Behaviour<MemoryStore>,
+    pub kad: kad::Behaviour<NodeStore>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
@@ -63,15 +63,7 @@ impl Behaviour {
             .with_max_established_per_peer(Some(config.max_connections_per_peer))
             .with_max_pending_incoming(Some(config.max_connections / 2 + 1));
 
-        let store = MemoryStore::with_config(
-            peer_id,
-            MemoryStoreConfig {
-                max_records: 1024,
-                max_value_bytes: 16 * 1024,
-                max_providers_per_key: 64,
-                max_provided_keys: 4096,
-            },
-        );
+        let store = NodeStore::new(peer_id, config.provider_records);
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config
             .set_query_timeout(config.query_timeout)
@@ -80,7 +72,7 @@ impl Behaviour {
             )
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .set_provider_publication_interval(Some(Duration::from_secs(3600)))
-            .set_provider_record_ttl(Some(Duration::from_secs(3 * 3600)));
+            .set_provider_record_ttl(Some(config.provider_records.ttl));
         let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
         kad.set_mode(Some(if config.dht_server {
             kad::Mode::Server

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use libp2p::kad::RecordKey;
+pub use libp2p::request_response::InboundRequestId;
 use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
@@ -50,6 +51,8 @@ pub enum InboundRequest {
     },
     Transfer {
         peer: PeerId,
+        /// Names the request in [`Client::respond_transfer_holding`].
+        id: InboundRequestId,
         request: TransferRequest,
         channel: ResponseChannel<TransferResponse>,
         span: tracing::Span,
@@ -80,9 +83,39 @@ pub struct NetInfo {
     pub listen_addrs: Vec<Multiaddr>,
     pub connected: Vec<PeerId>,
     pub routing_table: usize,
+    /// Provider records from other peers held in this node's store.
+    pub provider_records: usize,
+    /// This node's own announcements, by key (CID text).
+    pub announcements: Vec<Announcement>,
+}
+
+/// One key this node provides and how announcing it went.
+#[derive(Clone, Debug)]
+pub struct Announcement {
+    pub key: String,
+    pub state: AnnouncementState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnnouncementState {
+    /// Stored locally; the announcement to the closest peers is under way.
+    /// `failures` attempts failed before.
+    Pending { failures: u32 },
+    /// The last announcement reached `peers` DHT peers.
+    Announced { peers: u32, at: std::time::Instant },
+    /// The last announcement failed; it is retried at `retry_at`.
+    Failed {
+        failures: u32,
+        error: String,
+        retry_at: std::time::Instant,
+    },
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<T>;
+
+/// Something a response holds on to until its bytes are written to the
+/// peer, such as an upload permit: dropped then, or when sending fails.
+pub type Hold = Box<dyn std::any::Any + Send>;
 
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -127,6 +160,8 @@ pub(crate) enum Command {
     RespondTransfer {
         channel: ResponseChannel<TransferResponse>,
         response: TransferResponse,
+        /// Kept until the response is written (or fails), then dropped.
+        hold: Option<(InboundRequestId, Hold)>,
     },
     RespondInvoke {
         channel: ResponseChannel<InvokeResponse>,
@@ -334,8 +369,31 @@ impl Client {
         channel: ResponseChannel<TransferResponse>,
         response: TransferResponse,
     ) {
-        self.tell(Command::RespondTransfer { channel, response })
-            .await;
+        self.tell(Command::RespondTransfer {
+            channel,
+            response,
+            hold: None,
+        })
+        .await;
+    }
+
+    /// Like [`Client::respond_transfer`], keeping `hold` until the response
+    /// to request `id` is written to the peer or fails: a peer that does
+    /// not read its answers keeps what they hold (an upload permit) taken,
+    /// not just memory.
+    pub async fn respond_transfer_holding(
+        &self,
+        id: InboundRequestId,
+        channel: ResponseChannel<TransferResponse>,
+        response: TransferResponse,
+        hold: Hold,
+    ) {
+        self.tell(Command::RespondTransfer {
+            channel,
+            response,
+            hold: Some((id, hold)),
+        })
+        .await;
     }
 
     pub async fn respond_invoke(

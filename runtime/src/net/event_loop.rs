@@ -1,7 +1,8 @@
 //! The one task that owns the libp2p `Swarm`: it executes [`Client`]
 //! commands, tracks their pending replies, keeps Kademlia's routing table
-//! fed from identify and mDNS, filters inbound provider records (at most
-//! `provider_records_per_peer` per peer per hour) and hands peers' requests
+//! fed from identify and mDNS, stores inbound provider records within their
+//! quotas (see [`records`](super::records)), keeps this node's own
+//! announcements alive (retrying failed ones) and hands peers' requests
 //! to the node through a bounded channel. When that channel is full a peer's
 //! request is answered `Busy` at once rather than queued without bound.
 //!
@@ -13,22 +14,28 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, tcp, yamux};
+use rand::seq::SliceRandom;
 use tokio::sync::mpsc;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::client::{
-    AddressBook, Client, Command, DialError, InboundRequest, NetInfo, Reply, RequestError,
+    AddressBook, Announcement, AnnouncementState, Client, Command, DialError, Hold, InboundRequest,
+    InboundRequestId, NetInfo, Reply, RequestError,
 };
 use super::protocol::*;
 use super::{NetConfig, NetError, split_peer_address};
 
 const COMMAND_QUEUE: usize = 1024;
-const PROVIDER_WINDOW: Duration = Duration::from_secs(3600);
+/// Housekeeping: due announcement retries, and the sweep of expired records.
+const MAINTENANCE_TICK: Duration = Duration::from_secs(1);
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// A failed announcement is retried after this, doubling up to the maximum.
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(5);
+const MAX_ANNOUNCE_RETRY: Duration = Duration::from_secs(300);
 /// A provider lookup returns this long after its first provider arrived,
 /// rather than waiting for the whole query to visit the closest peers.
 const LOOKUP_GRACE: Duration = Duration::from_millis(50);
@@ -91,10 +98,10 @@ pub async fn start(
         pending_adverts: HashMap::new(),
         pending_transfers: HashMap::new(),
         pending_invokes: HashMap::new(),
-        provider_counts: HashMap::new(),
-        provider_window: Instant::now(),
-        provided: HashSet::new(),
+        announcements: HashMap::new(),
         published_at_peers: 0,
+        next_sweep: Instant::now() + SWEEP_EVERY,
+        unwritten: HashMap::new(),
     };
     // Wait (briefly) until every listener reports an address, so callers can
     // hand those addresses to others right away.
@@ -153,18 +160,28 @@ struct EventLoop {
     inbound: mpsc::Sender<InboundRequest>,
     config: NetConfig,
     pending_dials: HashMap<PeerId, Vec<Reply<Result<PeerId, DialError>>>>,
-    /// Each open connection: its tracing span and the peer's address on it.
-    connections: HashMap<ConnectionId, (tracing::Span, Multiaddr)>,
+    /// Each open connection.
+    connections: HashMap<ConnectionId, Connection>,
     pending_providers: HashMap<QueryId, PendingProviders>,
     pending_adverts: HashMap<OutboundRequestId, Reply<Result<AdvertResponse, RequestError>>>,
     pending_transfers: HashMap<OutboundRequestId, Reply<Result<TransferResponse, RequestError>>>,
     pending_invokes: HashMap<OutboundRequestId, Reply<Result<InvokeResponse, RequestError>>>,
-    provider_counts: HashMap<PeerId, usize>,
-    provider_window: Instant,
-    /// Keys this node provides, to re-announce as the network grows.
-    provided: HashSet<kad::RecordKey>,
+    /// The state of each key this node provides (announced, or failed and
+    /// when it is retried).
+    announcements: HashMap<kad::RecordKey, AnnouncementState>,
     /// Routing-table size when the provided keys were last announced.
     published_at_peers: usize,
+    next_sweep: Instant,
+    /// What transfer responses on their way to peers hold (upload permits),
+    /// released when the response is written or fails.
+    unwritten: HashMap<InboundRequestId, Hold>,
+}
+
+/// An open connection: its tracing span, the peer and its address on it.
+struct Connection {
+    span: tracing::Span,
+    peer: PeerId,
+    remote: Multiaddr,
 }
 
 fn request_error(error: &OutboundFailure) -> RequestError {
@@ -183,6 +200,8 @@ impl EventLoop {
         // a peer is added (the bootstrap peers, at start), and every 5 minutes.
         let mut lookups = tokio::time::interval(LOOKUP_TICK);
         lookups.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut maintenance = tokio::time::interval(MAINTENANCE_TICK);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
@@ -195,6 +214,7 @@ impl EventLoop {
                     None => break,
                 },
                 _ = lookups.tick(), if !self.pending_providers.is_empty() => self.finish_lookups(),
+                _ = maintenance.tick() => self.maintain(Instant::now()),
             }
         }
         tracing::debug!(peer = %self.swarm.local_peer_id(), "network stopped");
@@ -204,15 +224,12 @@ impl EventLoop {
         let behaviour = self.swarm.behaviour_mut();
         match command {
             Command::StartProviding { key, reply } => {
-                if let Err(e) = behaviour.kad.start_providing(key.clone()) {
-                    tracing::warn!(error = %e, "cannot store a provider record");
-                }
-                self.provided.insert(key);
+                self.announce(key, 0);
                 let _ = reply.send(());
             }
             Command::StopProviding { key } => {
                 behaviour.kad.stop_providing(&key);
-                self.provided.remove(&key);
+                self.announcements.remove(&key);
             }
             Command::GetProviders {
                 key,
@@ -292,19 +309,40 @@ impl EventLoop {
             Command::RespondAdvert { channel, response } => {
                 let _ = behaviour.adverts.send_response(channel, response);
             }
-            Command::RespondTransfer { channel, response } => {
-                let _ = behaviour.transfer.send_response(channel, response);
+            Command::RespondTransfer {
+                channel,
+                response,
+                hold,
+            } => {
+                // Sending fails only when the peer is gone: the hold goes too.
+                if behaviour.transfer.send_response(channel, response).is_ok()
+                    && let Some((id, hold)) = hold
+                {
+                    self.unwritten.insert(id, hold);
+                }
             }
             Command::RespondInvoke { channel, response } => {
                 let _ = behaviour.invoke.send_response(channel, response);
             }
             Command::Info { reply } => {
                 let routing_table = behaviour.kad.kbuckets().map(|b| b.num_entries()).sum();
+                let provider_records = behaviour.kad.store_mut().held(None);
+                let mut announcements: Vec<Announcement> = self
+                    .announcements
+                    .iter()
+                    .map(|(key, state)| Announcement {
+                        key: super::keys::key_text(key),
+                        state: state.clone(),
+                    })
+                    .collect();
+                announcements.sort_by(|a, b| a.key.cmp(&b.key));
                 let _ = reply.send(NetInfo {
                     peer_id: *self.swarm.local_peer_id(),
                     listen_addrs: self.swarm.listeners().cloned().collect(),
                     connected: self.swarm.connected_peers().copied().collect(),
                     routing_table,
+                    provider_records,
+                    announcements,
                 });
             }
             Command::Shutdown { reply } => {
@@ -319,15 +357,89 @@ impl EventLoop {
     /// it holds a full bucket's worth of peers (Kademlia's k).
     fn republish_if_grown(&mut self) {
         let k = self.config.kad_bucket_size;
-        if self.provided.is_empty() || self.published_at_peers >= k {
+        if self.announcements.is_empty() || self.published_at_peers >= k {
             return;
         }
         let kad = &mut self.swarm.behaviour_mut().kad;
         let peers: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
         if peers >= (self.published_at_peers * 2).max(1) {
             self.published_at_peers = peers;
-            for key in self.provided.iter().cloned().collect::<Vec<_>>() {
-                let _ = kad.start_providing(key);
+            for key in self.announcements.keys().cloned().collect::<Vec<_>>() {
+                self.announce(key, 0);
+            }
+        }
+    }
+
+    /// Stores this node's provider record for `key` (never refused) and
+    /// announces it to the peers closest to the key. `failures` counts the
+    /// failed attempts before this one.
+    fn announce(&mut self, key: kad::RecordKey, failures: u32) {
+        let state = match self.swarm.behaviour_mut().kad.start_providing(key.clone()) {
+            Ok(_) => AnnouncementState::Pending { failures },
+            // The store takes every own record; kept for completeness.
+            Err(e) => self.failed(failures + 1, e.to_string()),
+        };
+        self.announcements.insert(key, state);
+    }
+
+    fn failed(&self, failures: u32, error: String) -> AnnouncementState {
+        let backoff = ANNOUNCE_RETRY
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(MAX_ANNOUNCE_RETRY);
+        AnnouncementState::Failed {
+            failures,
+            error,
+            retry_at: Instant::now() + backoff,
+        }
+    }
+
+    /// The outcome of an announcement (first or periodic).
+    fn announced(&mut self, key: kad::RecordKey, peers_reached: Option<u32>) {
+        let Some(state) = self.announcements.get(&key) else {
+            return; // withdrawn meanwhile
+        };
+        let failures = match state {
+            AnnouncementState::Pending { failures }
+            | AnnouncementState::Failed { failures, .. } => *failures,
+            AnnouncementState::Announced { .. } => 0,
+        };
+        let state = match peers_reached {
+            Some(peers) if peers > 0 => AnnouncementState::Announced {
+                peers,
+                at: Instant::now(),
+            },
+            Some(_) => self.failed(failures + 1, "no DHT peer reached".into()),
+            None => self.failed(failures + 1, "the DHT query timed out".into()),
+        };
+        if let AnnouncementState::Failed {
+            failures, error, ..
+        } = &state
+        {
+            tracing::warn!(key = %super::keys::key_text(&key), failures, %error, "announcement failed; will retry");
+        }
+        self.announcements.insert(key, state);
+    }
+
+    /// Retries due announcements and sweeps expired records.
+    fn maintain(&mut self, now: Instant) {
+        let due: Vec<(kad::RecordKey, u32)> = self
+            .announcements
+            .iter()
+            .filter_map(|(key, state)| match state {
+                AnnouncementState::Failed {
+                    failures, retry_at, ..
+                } if *retry_at <= now => Some((key.clone(), *failures)),
+                _ => None,
+            })
+            .collect();
+        for (key, failures) in due {
+            self.announce(key, failures);
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_EVERY;
+            let swept = self.swarm.behaviour_mut().kad.store_mut().sweep(now);
+            if swept > 0 {
+                tracing::debug!(swept, "expired provider records dropped");
             }
         }
     }
@@ -363,7 +475,7 @@ impl EventLoop {
                 // Of the addresses the peer claims, only those on the host it
                 // connected from: a peer cannot make us (or, through us,
                 // others) dial a host it is not on.
-                let Some((_, remote)) = self.connections.get(&connection_id) else {
+                let Some(Connection { remote, .. }) = self.connections.get(&connection_id) else {
                     return;
                 };
                 let listen: Vec<Multiaddr> = info
@@ -416,7 +528,14 @@ impl EventLoop {
                 );
                 tracing::debug!(parent: &span, dialer = endpoint.is_dialer(), "connected");
                 let remote = endpoint.get_remote_address().clone();
-                self.connections.insert(connection_id, (span, remote));
+                self.connections.insert(
+                    connection_id,
+                    Connection {
+                        span,
+                        peer: peer_id,
+                        remote,
+                    },
+                );
                 for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -426,9 +545,9 @@ impl EventLoop {
                 cause,
                 ..
             } => {
-                if let Some((span, _)) = self.connections.remove(&connection_id) {
+                if let Some(connection) = self.connections.remove(&connection_id) {
                     let cause = cause.map(|c| c.to_string());
-                    tracing::debug!(parent: &span, ?cause, "closed");
+                    tracing::debug!(parent: &connection.span, ?cause, "closed");
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -463,9 +582,18 @@ impl EventLoop {
                 let mut enough = false;
                 if let Some(pending) = self.pending_providers.get_mut(&id) {
                     if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
-                        pending
-                            .found
-                            .extend(providers.into_iter().filter(|p| *p != local));
+                        // Each such step is one peer's answer (or this
+                        // node's store): take a random sample of at most k
+                        // from it, so that one peer's invented ids cannot
+                        // crowd out the providers others name.
+                        let mut named: Vec<PeerId> =
+                            providers.into_iter().filter(|p| *p != local).collect();
+                        let k = self.config.kad_bucket_size.max(1);
+                        if named.len() > k {
+                            let mut rng = rand::thread_rng();
+                            named = named.choose_multiple(&mut rng, k).copied().collect();
+                        }
+                        pending.found.extend(named);
                         if !pending.exhaustive
                             && !pending.found.is_empty()
                             && pending.deadline.is_none()
@@ -487,31 +615,45 @@ impl EventLoop {
             kad::Event::RoutingUpdated {
                 is_new_peer: true, ..
             } => self.republish_if_grown(),
+            kad::Event::OutboundQueryProgressed {
+                result: QueryResult::StartProviding(result) | QueryResult::RepublishProvider(result),
+                stats,
+                ..
+            } => match result {
+                Ok(kad::AddProviderOk { key }) => self.announced(key, Some(stats.num_successes())),
+                Err(kad::AddProviderError::Timeout { key }) => self.announced(key, None),
+            },
             kad::Event::InboundRequest {
                 request:
                     kad::InboundRequest::AddProvider {
-                        record: Some(record),
+                        record: Some(mut record),
                     },
             } => {
-                if self.provider_window.elapsed() > PROVIDER_WINDOW {
-                    self.provider_counts.clear();
-                    self.provider_window = Instant::now();
-                }
-                let count = self.provider_counts.entry(record.provider).or_default();
-                if *count >= self.config.provider_records_per_peer {
-                    tracing::debug!(peer = %record.provider, "ignoring provider record: per-peer limit reached");
-                    return;
-                }
-                *count += 1;
-                if let Err(e) = self
+                // The provider is the peer that sent the record (Kademlia
+                // checks); of the addresses it claims, pass on only those on
+                // the host it is connected from.
+                let remotes: Vec<&Multiaddr> = self
+                    .connections
+                    .values()
+                    .filter(|c| c.peer == record.provider)
+                    .map(|c| &c.remote)
+                    .collect();
+                record.addresses.retain(|a| {
+                    remotes
+                        .iter()
+                        .any(|remote| super::address::same_host(a, remote))
+                });
+                record
+                    .addresses
+                    .truncate(super::protocol::MAX_PEX_ADDRESSES);
+                let provider = record.provider;
+                let stored = self
                     .swarm
                     .behaviour_mut()
                     .kad
                     .store_mut()
-                    .add_provider(record)
-                {
-                    tracing::debug!(error = %e, "provider record not stored");
-                }
+                    .add_at(record, Instant::now());
+                tracing::trace!(%provider, ?stored, "provider record");
             }
             _ => {}
         }
@@ -520,13 +662,15 @@ impl EventLoop {
     /// The span of a peer's request on `connection`.
     fn request_span(&self, connection: ConnectionId, protocol: &'static str) -> tracing::Span {
         match self.connections.get(&connection) {
-            Some((parent, _)) => tracing::debug_span!(parent: parent, "request", protocol),
+            Some(connection) => {
+                tracing::debug_span!(parent: &connection.span, "request", protocol)
+            }
             None => tracing::debug_span!("request", protocol, %connection),
         }
     }
 
     fn handle_adverts(&mut self, event: request_response::Event<AdvertRequest, AdvertResponse>) {
-        if let Some((peer, connection, request, channel)) =
+        if let Some((peer, connection, _, request, channel)) =
             settle(event, &mut self.pending_adverts, "advert")
         {
             let span = self.request_span(connection, ADVERT_PROTOCOL);
@@ -543,12 +687,18 @@ impl EventLoop {
         &mut self,
         event: request_response::Event<TransferRequest, TransferResponse>,
     ) {
-        if let Some((peer, connection, request, channel)) =
+        if let request_response::Event::ResponseSent { request_id, .. }
+        | request_response::Event::InboundFailure { request_id, .. } = &event
+        {
+            self.unwritten.remove(request_id);
+        }
+        if let Some((peer, connection, id, request, channel)) =
             settle(event, &mut self.pending_transfers, "transfer")
         {
             let span = self.request_span(connection, TRANSFER_PROTOCOL);
             self.hand_over(InboundRequest::Transfer {
                 peer,
+                id,
                 request,
                 channel,
                 span,
@@ -557,7 +707,7 @@ impl EventLoop {
     }
 
     fn handle_invoke(&mut self, event: request_response::Event<InvokeRequest, InvokeResponse>) {
-        if let Some((peer, connection, request, channel)) =
+        if let Some((peer, connection, _, request, channel)) =
             settle(event, &mut self.pending_invokes, "invoke")
         {
             let span = self.request_span(connection, INVOKE_PROTOCOL);
@@ -606,7 +756,13 @@ fn settle<Req, Resp>(
     event: request_response::Event<Req, Resp>,
     pending: &mut HashMap<OutboundRequestId, Reply<Result<Resp, RequestError>>>,
     protocol: &'static str,
-) -> Option<(PeerId, ConnectionId, Req, ResponseChannel<Resp>)> {
+) -> Option<(
+    PeerId,
+    ConnectionId,
+    InboundRequestId,
+    Req,
+    ResponseChannel<Resp>,
+)> {
     match event {
         request_response::Event::Message {
             peer,
@@ -614,8 +770,10 @@ fn settle<Req, Resp>(
             message,
         } => match message {
             request_response::Message::Request {
-                request, channel, ..
-            } => return Some((peer, connection_id, request, channel)),
+                request_id,
+                request,
+                channel,
+            } => return Some((peer, connection_id, request_id, request, channel)),
             request_response::Message::Response {
                 request_id,
                 response,

@@ -1,5 +1,6 @@
-//! Kademlia keys for services and packages, as CIDv1 bytes.
+//! Kademlia keys for services and packages.
 //!
+//! Every item is named by a CIDv1 (raw codec, BLAKE3 multihash):
 //! * a service name: `CIDv1(raw, blake3-256("sp2a:rps:" + name))`, so
 //!   consumers find providers of every version of a service;
 //! * a package: `CIDv1(raw, blake3-256 multihash whose digest is the content
@@ -8,6 +9,12 @@
 //! A CIDv1 is `varint(1) varint(codec) multihash`; with the raw codec
 //! (0x55) and the BLAKE3 multihash (code 0x1e, 32-byte digest) every field
 //! fits one varint byte: `01 55 1e 20 <32 bytes>`.
+//!
+//! Provider records are keyed, like in go-libp2p, js-libp2p and IPFS, by
+//! the CID's **multihash bytes** (`1e 20 <32 bytes>`), not the whole CID:
+//! a standard Kademlia client that asks for the providers of the CID (on
+//! the `/sp2a/kad/1.0.0` protocol) finds sp2a nodes. People see the CID
+//! ([`key_text`]).
 
 use libp2p::kad::RecordKey;
 
@@ -25,17 +32,39 @@ pub fn cid_bytes(digest: &[u8; 32]) -> [u8; 36] {
     out
 }
 
+/// The multihash bytes of a BLAKE3 digest: the CID without its version
+/// and codec.
+pub fn multihash_bytes(digest: &[u8; 32]) -> [u8; 34] {
+    let mut out = [0u8; 34];
+    out[..2].copy_from_slice(&[BLAKE3_MULTIHASH, DIGEST_LEN]);
+    out[2..].copy_from_slice(digest);
+    out
+}
+
 /// The provider-record key of a service name.
 pub fn service_key(name: &str) -> RecordKey {
     let mut hasher = blake3::Hasher::new();
     hasher.update(NAME_DOMAIN);
     hasher.update(name.as_bytes());
-    RecordKey::new(&cid_bytes(hasher.finalize().as_bytes()))
+    RecordKey::new(&multihash_bytes(hasher.finalize().as_bytes()))
 }
 
 /// The provider-record key of a package content id.
 pub fn package_key(content_id: &[u8; 32]) -> RecordKey {
-    RecordKey::new(&cid_bytes(content_id))
+    RecordKey::new(&multihash_bytes(content_id))
+}
+
+/// A provider-record key as people see it: the CID text for sp2a keys
+/// (BLAKE3 multihashes), hexadecimal for any other key.
+pub fn key_text(key: &RecordKey) -> String {
+    let bytes = key.as_ref();
+    match <&[u8; 34]>::try_from(bytes) {
+        Ok(multihash) if multihash[..2] == [BLAKE3_MULTIHASH, DIGEST_LEN] => {
+            let digest: &[u8; 32] = multihash[2..].try_into().expect("34 - 2 bytes");
+            cid_text(&cid_bytes(digest))
+        }
+        _ => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    }
 }
 
 /// The CID as text (multibase base32, lowercase, `b` prefix), for display.
@@ -62,18 +91,27 @@ pub fn cid_text(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// The key bytes are exactly the multihash that the multiformats
+    /// implementation libp2p uses computes for the digest, which is how
+    /// other Kademlia implementations key the providers of a CID.
     #[test]
-    fn keys_are_cidv1_raw_blake3() {
-        let key = service_key("hello");
-        let bytes = key.as_ref();
-        assert_eq!(&bytes[..4], &[0x01, 0x55, 0x1e, 0x20]);
-        assert_eq!(bytes.len(), 36);
-        let mut expected = blake3::Hasher::new();
-        expected.update(b"sp2a:rps:hello");
-        assert_eq!(&bytes[4..], expected.finalize().as_bytes());
+    fn keys_are_the_multihash_of_the_cid() {
+        let digest = *blake3::hash(b"sp2a:rps:hello").as_bytes();
+        let independent = libp2p::multihash::Multihash::<64>::wrap(0x1e, &digest)
+            .unwrap()
+            .to_bytes();
+        assert_eq!(service_key("hello").as_ref(), independent.as_slice());
+        assert_eq!(service_key("hello").as_ref().len(), 34);
         assert_ne!(service_key("hello"), service_key("hellO"));
         let id = [7u8; 32];
-        assert_eq!(&package_key(&id).as_ref()[4..], &id);
+        let independent = libp2p::multihash::Multihash::<64>::wrap(0x1e, &id)
+            .unwrap()
+            .to_bytes();
+        assert_eq!(package_key(&id).as_ref(), independent.as_slice());
+        // The CID people see wraps the same multihash.
+        assert_eq!(&cid_bytes(&id)[2..], package_key(&id).as_ref());
+        assert!(key_text(&package_key(&id)).starts_with("bafkr4i"));
+        assert_eq!(key_text(&RecordKey::new(&[0xab, 0x01])), "ab01");
     }
 
     #[test]

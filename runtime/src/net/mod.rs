@@ -7,9 +7,10 @@
 //! Kademlia (provider records), ping, optional mDNS, connection limits and
 //! the sp2a request-response protocols of [`protocol`].
 //!
-//! Service discovery uses standard Kademlia provider records under keys that
-//! are CIDv1 bytes (see [`keys`]), so any libp2p Kademlia implementation
-//! speaking the `/sp2a/kad/1.0.0` protocol can look them up.
+//! Service discovery uses standard Kademlia provider records keyed by the
+//! multihash of a CID (see [`keys`]), so any libp2p Kademlia implementation
+//! speaking the `/sp2a/kad/1.0.0` protocol can look them up. The record
+//! store ([`records`]) bounds what other peers can store here.
 
 pub mod address;
 pub mod behaviour;
@@ -17,11 +18,15 @@ pub mod client;
 pub mod event_loop;
 pub mod keys;
 pub mod protocol;
+pub mod records;
 
 use std::path::Path;
 use std::time::Duration;
 
-pub use client::{Client, DialError, InboundRequest, NetInfo, RequestError};
+pub use client::{
+    Announcement, AnnouncementState, Client, DialError, InboundRequest, NetInfo, RequestError,
+};
+pub use libp2p::kad::RecordKey;
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
 
 /// Errors starting the network.
@@ -40,7 +45,8 @@ pub enum NetError {
 /// Network settings. Defaults: listen on TCP and QUIC on every interface
 /// (ports chosen by the system), no bootstrap peers, mDNS
 /// off, only global addresses from peer exchange, 512 connections (2 per peer), 30 s request timeout, 256 queued
-/// inbound requests, 1024 provider records accepted per peer per hour,
+/// inbound requests, provider records from others held within
+/// [`records::ProviderLimits`]' defaults,
 /// 10 s Kademlia query timeout, 64 concurrent streams per protocol per
 /// connection, idle connections closed after 60 s, Kademlia k = 20 and
 /// DHT server mode.
@@ -57,7 +63,8 @@ pub struct NetConfig {
     pub max_connections_per_peer: u32,
     pub request_timeout: Duration,
     pub inbound_queue: usize,
-    pub provider_records_per_peer: usize,
+    /// Quotas and local TTL of the provider records other peers store here.
+    pub provider_records: records::ProviderLimits,
     pub query_timeout: Duration,
     /// Concurrent inbound streams per connection per protocol.
     pub max_concurrent_streams: usize,
@@ -87,7 +94,7 @@ impl Default for NetConfig {
             max_connections_per_peer: 2,
             request_timeout: Duration::from_secs(30),
             inbound_queue: 256,
-            provider_records_per_peer: 1024,
+            provider_records: records::ProviderLimits::default(),
             query_timeout: Duration::from_secs(10),
             max_concurrent_streams: 64,
             idle_timeout: Duration::from_secs(60),

@@ -24,7 +24,10 @@
 //! query-timeout = "10s"
 //! inbound-queue = 256
 //! max-concurrent-streams = 64
-//! provider-records-per-peer = 1024
+//! provider-records-per-peer = 512     # records from others held, per peer ...
+//! provider-records-per-key = 64       # ... per key
+//! provider-records = 16384            # ... in all
+//! provider-record-ttl = "2h"          # ... each at most this long
 //! kad-bucket-size = 20
 //! dht-server = true
 //!
@@ -399,6 +402,9 @@ struct NetFile {
     inbound_queue: Option<usize>,
     max_concurrent_streams: Option<usize>,
     provider_records_per_peer: Option<usize>,
+    provider_records_per_key: Option<usize>,
+    provider_records: Option<usize>,
+    provider_record_ttl: Option<String>,
     kad_bucket_size: Option<usize>,
     dht_server: Option<bool>,
 }
@@ -433,9 +439,19 @@ impl NetFile {
             &mut net.max_concurrent_streams,
             self.max_concurrent_streams.map(|n| n.max(1)),
         );
+        let records = &mut net.provider_records;
         set(
-            &mut net.provider_records_per_peer,
-            self.provider_records_per_peer,
+            &mut records.per_peer,
+            self.provider_records_per_peer.map(|n| n.max(1)),
+        );
+        set(
+            &mut records.per_key,
+            self.provider_records_per_key.map(|n| n.max(1)),
+        );
+        set(&mut records.total, self.provider_records.map(|n| n.max(1)));
+        set(
+            &mut records.ttl,
+            duration("net.provider-record-ttl", self.provider_record_ttl)?,
         );
         set(
             &mut net.kad_bucket_size,

@@ -50,13 +50,19 @@ pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<Inbo
                     }
                     InboundRequest::Transfer {
                         peer,
+                        id,
                         request,
                         channel,
                         ..
-                    } => {
-                        let response = a.uploads.answer(peer, request).await;
-                        a.client.respond_transfer(channel, response).await;
-                    }
+                    } => match a.uploads.answer(peer, request).await {
+                        (response, Some(unwritten)) => {
+                            let hold = Box::new(unwritten);
+                            a.client
+                                .respond_transfer_holding(id, channel, response, hold)
+                                .await;
+                        }
+                        (response, None) => a.client.respond_transfer(channel, response).await,
+                    },
                     InboundRequest::Invoke {
                         peer,
                         request,

@@ -49,7 +49,7 @@ pub use invoke::RemoteOutcome;
 pub use pull::{PullError, PullFuture, PullProgress, PullStage, Pulled, RefusedVersion};
 pub use report::{Objection, PackageReport, audit_package};
 pub use services::Provided;
-pub use status::{Counters, ServiceStatus, Status, TransferStatus};
+pub use status::{AnnouncementStatus, Counters, ServiceStatus, Status, TransferStatus};
 
 use crate::net::{self, Client, DialError, PeerId};
 use crate::package::{ContentId, Package};
@@ -333,7 +333,17 @@ impl Node {
                 .as_ref()
                 .map(|i| i.connected.iter().map(|p| p.to_string()).collect())
                 .unwrap_or_default(),
-            routing_table: info.map(|i| i.routing_table).unwrap_or(0),
+            routing_table: info.as_ref().map(|i| i.routing_table).unwrap_or(0),
+            provider_records: info.as_ref().map(|i| i.provider_records).unwrap_or(0),
+            announcements: info
+                .as_ref()
+                .map(|i| {
+                    i.announcements
+                        .iter()
+                        .map(AnnouncementStatus::from_net)
+                        .collect()
+                })
+                .unwrap_or_default(),
             services,
             transfers,
             counters: self.counters(),

@@ -12,9 +12,69 @@ pub struct Status {
     pub listen: Vec<String>,
     pub peers: Vec<String>,
     pub routing_table: usize,
+    /// Provider records from other peers held here.
+    #[serde(default)]
+    pub provider_records: usize,
+    /// This node's announcements in the DHT (what it shares, pulls or holds).
+    #[serde(default)]
+    pub announcements: Vec<AnnouncementStatus>,
     pub services: Vec<ServiceStatus>,
     pub transfers: Vec<TransferStatus>,
     pub counters: Counters,
+}
+
+/// One key this node provides (CID text) and how announcing it went.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AnnouncementStatus {
+    pub key: String,
+    /// `announced`, `pending` or `failed`.
+    pub state: String,
+    /// DHT peers the last announcement reached.
+    pub peers: u32,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    pub error: Option<String>,
+    /// When a failed announcement is tried again.
+    pub retry_in_secs: Option<u64>,
+}
+
+impl AnnouncementStatus {
+    pub fn from_net(announcement: &crate::net::Announcement) -> Self {
+        use crate::net::AnnouncementState;
+        let mut status = Self {
+            key: announcement.key.clone(),
+            state: String::new(),
+            peers: 0,
+            failures: 0,
+            error: None,
+            retry_in_secs: None,
+        };
+        match &announcement.state {
+            AnnouncementState::Pending { failures } => {
+                status.state = "pending".into();
+                status.failures = *failures;
+            }
+            AnnouncementState::Announced { peers, .. } => {
+                status.state = "announced".into();
+                status.peers = *peers;
+            }
+            AnnouncementState::Failed {
+                failures,
+                error,
+                retry_at,
+            } => {
+                status.state = "failed".into();
+                status.failures = *failures;
+                status.error = Some(error.clone());
+                status.retry_in_secs = Some(
+                    retry_at
+                        .saturating_duration_since(std::time::Instant::now())
+                        .as_secs(),
+                );
+            }
+        }
+        status
+    }
 }
 
 /// A service the node runs.

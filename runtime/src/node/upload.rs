@@ -4,13 +4,19 @@
 //! fetching the same package (peer exchange). It owns everything the upload
 //! side keeps: slots, the uplink, per-block upload counts, recent askers,
 //! the downloads it serves from, and its counters.
+//!
+//! Memory is bounded by the upload limits: an answer with data keeps its
+//! upload permit until the network has written it to the peer, and one peer
+//! may have at most [`MAX_UNWRITTEN_PER_PEER`] such answers unwritten. So at
+//! most `max-concurrent` answers of at most `MAX_TRANSFER_RESPONSE`
+//! (1.2 MiB) are held in all, and 4 per peer, however slowly peers read.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::Instrument;
 
 use super::config::UploadConfig;
@@ -42,6 +48,28 @@ const MAX_TRACKED_PACKAGES: usize = 64;
 const MAX_ASKERS: usize = 32;
 /// Peers named in an answer that carries data.
 const PEX_WITH_DATA: usize = 2;
+/// Answers with data on their way to one peer at once (not yet written).
+pub const MAX_UNWRITTEN_PER_PEER: usize = 4;
+
+/// What an answer with data holds until it is written to the peer: an
+/// upload permit and one of the peer's unwritten places.
+pub(crate) struct Unwritten {
+    _permit: OwnedSemaphorePermit,
+    peer: PeerId,
+    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        let mut per_peer = self.per_peer.lock().expect("unwritten lock");
+        if let Some(count) = per_peer.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// Counters of what a node served, since it started.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -104,6 +132,8 @@ pub(crate) struct Uploads {
     services: Arc<Services>,
     events: Events,
     permits: Arc<Semaphore>,
+    /// Answers with data not yet written, per peer.
+    unwritten: Arc<Mutex<HashMap<PeerId, usize>>>,
     slots: Option<SlotQueue>,
     uplink: Option<Mutex<Uplink>>,
     /// Times each block of a package was uploaded (for `Want` answers).
@@ -145,6 +175,7 @@ impl Uploads {
         let now = Instant::now();
         Self {
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            unwritten: Arc::new(Mutex::new(HashMap::new())),
             slots: config.slots.map(SlotQueue::new),
             uplink: config.rate.map(|rate| Mutex::new(Uplink::new(rate, now))),
             config,
@@ -202,8 +233,13 @@ impl Uploads {
         }
     }
 
-    /// Answers a peer's transfer request.
-    pub(crate) async fn answer(&self, peer: PeerId, request: TransferRequest) -> TransferResponse {
+    /// Answers a peer's transfer request. An answer with data comes with
+    /// what it holds until it is written ([`Unwritten`]).
+    pub(crate) async fn answer(
+        &self,
+        peer: PeerId,
+        request: TransferRequest,
+    ) -> (TransferResponse, Option<Unwritten>) {
         self.stats.transfer_requests.fetch_add(1, Ordering::Relaxed);
         let id = match &request {
             TransferRequest::Have { content_id }
@@ -213,11 +249,11 @@ impl Uploads {
         };
         let span = tracing::debug_span!("upload", package = %id.short(), %peer);
         async {
-            let response = match request {
+            let (response, unwritten) = match request {
                 TransferRequest::Have { .. } => {
                     self.stats.have_requests.fetch_add(1, Ordering::Relaxed);
                     let peers = self.exchange_peers(&id, peer, MAX_PEX_PEERS);
-                    self.answer_have(&id, peers)
+                    (self.answer_have(&id, peers), None)
                 }
                 TransferRequest::Blocks {
                     first_block,
@@ -237,11 +273,11 @@ impl Uploads {
                     if let Some(slots) = &self.slots {
                         slots.leave(peer);
                     }
-                    TransferResponse::Left
+                    (TransferResponse::Left, None)
                 }
             };
             tracing::debug!(answer = response.kind(), "answered");
-            response
+            (response, unwritten)
         }
         .instrument(span)
         .await
@@ -323,29 +359,30 @@ impl Uploads {
         id: ContentId,
         selection: Selection,
         hold: Duration,
-    ) -> TransferResponse {
+    ) -> (TransferResponse, Option<Unwritten>) {
         if !(1..=MAX_BLOCKS_PER_REQUEST).contains(&selection.count()) {
-            return TransferResponse::NotFound;
+            return (TransferResponse::NotFound, None);
         }
         // With upload slots, wait for this peer's turn (the paper's server:
         // one download at a time, the others in line).
         if let Some(slots) = &self.slots {
             match slots.take(peer, hold).await {
                 Turn::Served => {}
-                Turn::QueueFull => return self.busy(peer, &id),
+                Turn::QueueFull => return (self.busy(peer, &id), None),
                 Turn::InLine { ahead, retry } => {
                     self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                    return TransferResponse::Queued {
+                    let queued = TransferResponse::Queued {
                         ahead: u32::try_from(ahead).unwrap_or(u32::MAX),
                         retry_ms: retry.as_millis() as u32,
                     };
+                    return (queued, None);
                 }
                 // The asker has left, or asked again: nobody waits for this answer.
-                Turn::Withdrawn => return TransferResponse::Busy { peers: Vec::new() },
+                Turn::Withdrawn => return (TransferResponse::Busy { peers: Vec::new() }, None),
             }
         }
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            return self.busy(peer, &id);
+        let Some(unwritten) = self.reserve(peer) else {
+            return (self.busy(peer, &id), None);
         };
         // With an uplink rate: a queue that would make the answer slow.
         let backlog = self
@@ -353,7 +390,7 @@ impl Uploads {
             .as_ref()
             .map(|uplink| uplink.lock().expect("uplink lock").backlog(Instant::now()));
         if backlog.is_some_and(|b| b > self.config.max_backlog) {
-            return self.busy(peer, &id);
+            return (self.busy(peer, &id), None);
         }
         let encoded = match self.source(&id) {
             None => None,
@@ -385,7 +422,7 @@ impl Uploads {
             }
         };
         let Some((size, first_block, blocks, encoded, bitmap)) = encoded else {
-            return TransferResponse::NotFound;
+            return (TransferResponse::NotFound, None);
         };
         self.count_upload(&id, first_block, blocks);
         if let Some(uplink) = &self.uplink {
@@ -405,14 +442,31 @@ impl Uploads {
             content_id: id,
             bytes: encoded.len() as u64,
         });
-        TransferResponse::Data {
+        let data = TransferResponse::Data {
             size,
             first_block,
             blocks,
             encoded,
             bitmap,
             peers: self.exchange_peers(&id, peer, PEX_WITH_DATA),
+        };
+        (data, Some(unwritten))
+    }
+
+    /// An upload permit and one of `peer`'s unwritten places, if both are free.
+    fn reserve(&self, peer: PeerId) -> Option<Unwritten> {
+        let mut per_peer = self.unwritten.lock().expect("unwritten lock");
+        let count = per_peer.entry(peer).or_default();
+        if *count >= MAX_UNWRITTEN_PER_PEER {
+            return None;
         }
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        *count += 1;
+        Some(Unwritten {
+            _permit: permit,
+            peer,
+            per_peer: self.unwritten.clone(),
+        })
     }
 
     /// The blocks to send: a requested range must be held in full; for a
