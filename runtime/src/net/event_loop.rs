@@ -36,6 +36,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// A failed announcement is retried after this, doubling up to the maximum.
 const ANNOUNCE_RETRY: Duration = Duration::from_secs(5);
 const MAX_ANNOUNCE_RETRY: Duration = Duration::from_secs(300);
+/// Failed announcements in a row before the log warns.
+const WARN_AFTER_FAILURES: u32 = 3;
 /// A provider lookup returns this long after its first provider arrived,
 /// rather than waiting for the whole query to visit the closest peers.
 const LOOKUP_GRACE: Duration = Duration::from_millis(50);
@@ -415,7 +417,14 @@ impl EventLoop {
             failures, error, ..
         } = &state
         {
-            tracing::warn!(key = %super::keys::key_text(&key), failures, %error, "announcement failed; will retry");
+            // A node that starts alone (a seed) fails its first attempts as
+            // a matter of course: warn only when it goes on.
+            let key = super::keys::key_text(&key);
+            if *failures >= WARN_AFTER_FAILURES {
+                tracing::warn!(%key, failures, %error, "announcement failed; will retry");
+            } else {
+                tracing::debug!(%key, failures, %error, "announcement failed; will retry");
+            }
         }
         self.announcements.insert(key, state);
     }
