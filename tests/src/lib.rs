@@ -99,6 +99,8 @@ pub fn text(output: &Output) -> (String, String) {
     )
 }
 
+pub mod fuzz;
+
 pub mod net {
     //! Several nodes in one process on loopback TCP, and misbehaving peers
     //! built from the public network API.

@@ -1,0 +1,283 @@
+//! Fuzz targets for every parser that takes bytes from outside (see
+//! `sp2a_tests::fuzz`). `./run test` runs each for 2 s as a smoke test; the
+//! long runs are `SP2A_FUZZ_SECS=600 ./run test -p sp2a-tests --test fuzz
+//! -- --nocapture --test-threads=1`. Every crash found becomes a regression
+//! test below, and a crash fails the target.
+
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+use sp2a::net::protocol::*;
+use sp2a::node::control::ControlRequest;
+use sp2a::node::{LocalService, activate};
+use sp2a::package::{Advert, Manifest, Package, SecretKey, pack};
+use sp2a_tests::fuzz::{self, Report, class};
+use sp2a_tests::{component, manifest, policy, sandbox, service_package};
+
+fn check(report: Report) {
+    eprintln!("{report}");
+    assert!(report.crashes.is_empty(), "{report}: {:?}", report.crashes);
+    assert!(
+        report.slowest < fuzz::SLOW * 5,
+        "{report}: an input took {:?}",
+        report.slowest
+    );
+}
+
+fn example_manifests() -> Vec<Vec<u8>> {
+    let services = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../services");
+    let mut seeds: Vec<Vec<u8>> = ["hello", "checksum", "notes", "stream"]
+        .iter()
+        .map(|name| std::fs::read(services.join(name).join("rps.xml")).unwrap())
+        .collect();
+    // As packed: with the publisher's <owner> and every section filled in.
+    let package = service_package("notes", &SecretKey::generate());
+    seeds.push(package.advert().manifest_xml().as_bytes().to_vec());
+    seeds
+}
+
+#[test]
+fn fuzz_manifest_parser() {
+    check(fuzz::run("manifest", example_manifests(), |bytes| {
+        class(&Manifest::parse(bytes))
+    }));
+}
+
+#[test]
+fn fuzz_package_parser() {
+    let key = SecretKey::generate();
+    let seeds = vec![service_package("hello", &key).to_bytes()];
+    check(fuzz::run("package", seeds, |bytes| {
+        match Package::parse(bytes) {
+            Ok(package) => class(&package.verify()),
+            Err(e) => class::<(), _>(&Err(e)),
+        }
+    }));
+}
+
+#[test]
+fn fuzz_advert_parser() {
+    let key = SecretKey::generate();
+    let package = service_package("checksum", &key);
+    let seeds = vec![package.advert().bytes().to_vec()];
+    check(fuzz::run("advert", seeds, |bytes| {
+        class(&Advert::parse_signed(bytes))
+    }));
+}
+
+fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
+    cbor4ii::serde::to_vec(Vec::new(), value).unwrap()
+}
+
+/// Every message of the three request-response protocols, decoded the way
+/// libp2p's CBOR codec decodes them, then checked the way the node checks
+/// them (bitmaps, peer-exchange entries).
+#[test]
+fn fuzz_wire_messages() {
+    let peer = PeerInfo::new(
+        &sp2a::net::PeerId::random(),
+        &["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
+    );
+    let bitmap = sp2a::blocks::Bitmap::full(20).encode();
+    let seeds = vec![
+        cbor(&AdvertRequest::Name("hello".into())),
+        cbor(&AdvertRequest::ContentId([7; 32])),
+        cbor(&AdvertResponse::Adverts(vec![ByteBuf::from(vec![1, 2, 3])])),
+        cbor(&TransferRequest::Blocks {
+            content_id: [1; 32],
+            first_block: 3,
+            blocks: 4,
+            queue_ms: 500,
+        }),
+        cbor(&TransferRequest::Want {
+            content_id: [1; 32],
+            wanted: bitmap.clone(),
+            blocks: 4,
+        }),
+        cbor(&TransferRequest::Have {
+            content_id: [1; 32],
+        }),
+        cbor(&TransferRequest::Leave {
+            content_id: [1; 32],
+        }),
+        cbor(&TransferResponse::Data {
+            size: 300_000,
+            first_block: 0,
+            blocks: 1,
+            encoded: vec![9; 64],
+            bitmap: bitmap.clone(),
+            peers: vec![peer.clone()],
+        }),
+        cbor(&TransferResponse::Have {
+            size: 300_000,
+            bitmap,
+            peers: vec![peer.clone()],
+        }),
+        cbor(&TransferResponse::Busy { peers: vec![peer] }),
+        cbor(&TransferResponse::Queued {
+            ahead: 3,
+            retry_ms: 1000,
+        }),
+        cbor(&InvokeRequest {
+            service: "hello".into(),
+            content_id: Some([2; 32]),
+            call: "greet(\"x\")".into(),
+        }),
+        cbor(&InvokeResponse::Ok {
+            value: "\"x\"".into(),
+            fuel: 10,
+            micros: 5,
+            content_id: [3; 32],
+        }),
+        cbor(&InvokeResponse::Failed {
+            kind: "trap".into(),
+            message: "m".into(),
+        }),
+    ];
+    check(fuzz::run("wire", seeds, |bytes| {
+        let mut outcome = String::new();
+        let mut note = |name: &str, ok: bool| {
+            if ok {
+                outcome.push_str(name);
+                outcome.push(' ');
+            }
+        };
+        note(
+            "advert-request",
+            cbor4ii::serde::from_slice::<AdvertRequest>(bytes).is_ok(),
+        );
+        note(
+            "advert-response",
+            cbor4ii::serde::from_slice::<AdvertResponse>(bytes).is_ok(),
+        );
+        note(
+            "invoke-request",
+            cbor4ii::serde::from_slice::<InvokeRequest>(bytes).is_ok(),
+        );
+        note(
+            "invoke-response",
+            cbor4ii::serde::from_slice::<InvokeResponse>(bytes).is_ok(),
+        );
+        note(
+            "transfer-request",
+            cbor4ii::serde::from_slice::<TransferRequest>(bytes).is_ok(),
+        );
+        if let Ok(TransferRequest::Want { wanted, .. }) = cbor4ii::serde::from_slice(bytes) {
+            note(
+                "want-bitmap",
+                sp2a::blocks::Bitmap::decode(&wanted, 20).is_some(),
+            );
+        }
+        match cbor4ii::serde::from_slice::<TransferResponse>(bytes) {
+            Ok(
+                TransferResponse::Data { bitmap, peers, .. }
+                | TransferResponse::Have { bitmap, peers, .. },
+            ) => {
+                note("data-or-have", true);
+                note(
+                    "bitmap",
+                    sp2a::blocks::Bitmap::decode(&bitmap, 20).is_some(),
+                );
+                note("peers", peers.iter().all(|p| p.decode().is_some()));
+            }
+            Ok(TransferResponse::Busy { peers }) => {
+                note("busy", peers.iter().all(|p| p.decode().is_some()))
+            }
+            Ok(_) => note("transfer-response", true),
+            Err(_) => {}
+        }
+        outcome
+    }));
+}
+
+fn hostile_service() -> (LocalService, tempfile::TempDir) {
+    let key = SecretKey::generate();
+    let data = tempfile::tempdir().unwrap();
+    let m = manifest(
+        "hostile",
+        "<requirements/><capabilities><clocks/>\
+         <dir name=\"sandbox\" path=\"/sandbox\" access=\"read-write\"/></capabilities>",
+    );
+    let package = pack(component("hostile"), &m, &key).unwrap();
+    let policy = policy(&key, data.path(), "");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let service = runtime
+        .block_on(activate(&sandbox(), &policy, package.into_inner()))
+        .unwrap();
+    (service, data)
+}
+
+/// WAVE call text against a real component's exports: parsed, resolved to
+/// an export and typed against its parameters (the guest is not run).
+#[test]
+fn fuzz_wave_calls() {
+    use wasmtime::component::Val;
+    use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
+    let (service, _data) = hostile_service();
+    let activation = &service.activation;
+    let seeds = [
+        "echo(7)",
+        "read-file(\"notes/a.txt\")",
+        "write-file(\"a\", \"text with \\\"quotes\\\" and \\u{1f600}\")",
+        "list-dir(\".\")",
+        "env-var(\"HOME\")",
+        "connect(\"192.0.2.1:80\")",
+        "nap(4294967295)",
+    ]
+    .map(|s| s.as_bytes().to_vec())
+    .to_vec();
+    check(fuzz::run("wave", seeds, |bytes| {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return "not utf-8".into();
+        };
+        let call = match UntypedFuncCall::parse(text) {
+            Ok(call) => call,
+            Err(_) => return "unparsed".into(),
+        };
+        let func = match activation.resolve(call.name()) {
+            Ok(func) => func,
+            Err(_) => return "unresolved".into(),
+        };
+        let typed = call.to_wasm_params::<Val>(func.params.iter().map(|(_, ty)| ty));
+        format!("{} {}", func.name, class(&typed))
+    }));
+}
+
+/// Control-socket requests (one JSON line), decoded as the node decodes them.
+#[test]
+fn fuzz_control_requests() {
+    let seeds = [
+        ControlRequest::Find {
+            name: "hello".into(),
+        },
+        ControlRequest::Pull {
+            target: "bafkr4i".into(),
+        },
+        ControlRequest::Call {
+            service: "hello".into(),
+            call: "greet(\"x\")".into(),
+            remote: true,
+        },
+        ControlRequest::Share {
+            path: "hello.rps".into(),
+        },
+        ControlRequest::Status,
+    ]
+    .iter()
+    .map(|r| serde_json::to_vec(r).unwrap())
+    .collect();
+    check(fuzz::run("control", seeds, |bytes| {
+        let Ok(line) = std::str::from_utf8(bytes) else {
+            return "not utf-8".into();
+        };
+        match serde_json::from_str::<ControlRequest>(line) {
+            Ok(ControlRequest::Find { name }) => {
+                format!("find {}", sp2a::package::is_service_name(&name))
+            }
+            Ok(other) => format!("{other:?}")
+                .chars()
+                .take_while(|c| c.is_alphabetic())
+                .collect(),
+            Err(e) => format!("err {:?}", e.classify()),
+        }
+    }));
+}
