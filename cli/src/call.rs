@@ -10,6 +10,9 @@ use anyhow::Context;
 pub struct Args {
     /// A package file (run here, in a sandbox of this process), or the name
     /// of a service (run by the local node, or a remote provider with --remote).
+    /// Where services of several publishers share a name, say which one:
+    /// NAME@ed25519:KEY (or the key's first 8+ hex digits), or pin it in the
+    /// node's policy.
     package: PathBuf,
     /// The call in WAVE syntax, e.g. 'greet("world")' or 'digest.blake3-text("abc")'.
     call: String,

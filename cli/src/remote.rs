@@ -77,20 +77,22 @@ pub async fn find(args: FindArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{} provider(s) of {}:", found.len(), args.name);
         for f in &found {
-            println!(
-                "  {} {} {} ({} bytes, publisher {}{}) from {}",
-                f.name,
-                f.version,
-                &f.content_id[..12],
-                f.size,
-                &f.publisher[..24],
-                if f.trusted {
-                    ", trusted"
-                } else {
-                    ", NOT trusted"
-                },
-                f.peer
-            );
+            if f.trusted {
+                println!(
+                    "  {} {} {} ({} bytes, publisher {}, trusted) from {}",
+                    f.name,
+                    f.version,
+                    f.content_id.get(..12).unwrap_or(&f.content_id),
+                    f.size,
+                    f.publisher.get(..24).unwrap_or(&f.publisher),
+                    f.peer
+                );
+            } else {
+                println!(
+                    "  {} by publisher {}, NOT trusted (advert not read) from {}",
+                    f.name, f.publisher, f.peer
+                );
+            }
         }
     }
     Ok(if found.is_empty() {

@@ -14,7 +14,7 @@
 //! stderr = false
 //! env = { LANG = "C.UTF-8" }           # variables a service may ask for, with values
 //! net = ["api.example.org:443", "10.0.0.7:*"]   # destinations that may be granted
-//! fs-root = "/var/lib/sp2a/data"       # granted dirs: <fs-root>/<service>/<dir name>
+//! fs-root = "/var/lib/sp2a/data"       # granted dirs: <fs-root>/ed25519-<publisher hex>/<service>/<dir name>
 //! fs-access = "read-write"             # the most a file-system grant may allow
 //!
 //! [limits]                             # caps; smaller manifest requests are kept
@@ -27,7 +27,14 @@
 //! [resources]                          # defaults are read from this machine
 //! cpus = 2
 //! free-memory = "8 GiB"
+//!
+//! [pin]                                # which publisher's service a name means
+//! notes = "ed25519:…"                  # when several trusted publishers provide it
 //! ```
+//!
+//! Services are namespaced by publisher: each publisher's service keeps its
+//! data in a directory of its own, and a name that two publishers' services
+//! share here is ambiguous until pinned (here, or as `name@publisher`).
 //!
 //! Deny by default: an empty policy trusts nobody and grants nothing.
 //!
@@ -74,6 +81,8 @@ pub enum PolicyError {
     FsAccess(String),
     #[error("{0}")]
     Key(#[from] KeyError),
+    #[error("pin.{name}: {reason}")]
+    Pin { name: String, reason: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +96,9 @@ struct RawPolicy {
     limits: RawLimits,
     #[serde(default)]
     resources: RawResources,
+    /// Service name -> the publisher (key text) that name means.
+    #[serde(default)]
+    pin: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +252,14 @@ pub struct Policy {
     pub fs_access: Access,
     pub limits: PolicyLimits,
     pub resources: Resources,
+    /// Which publisher's service a name means, where several provide it.
+    pub pins: BTreeMap<String, PublisherKey>,
+}
+
+/// The directory under `fs-root` that holds the data of one publisher's
+/// services: `ed25519-<key hex>`.
+pub fn publisher_dir(publisher: &PublisherKey) -> String {
+    format!("ed25519-{}", hex::encode(publisher.to_bytes()))
 }
 
 impl Default for Policy {
@@ -257,6 +277,7 @@ impl Default for Policy {
             fs_access: Access::ReadOnly,
             limits: PolicyLimits::default(),
             resources: Resources::detect(),
+            pins: BTreeMap::new(),
         }
     }
 }
@@ -396,6 +417,19 @@ impl Policy {
             policy
                 .trusted
                 .push(PublisherKey::read_pem_file(&base.join(file))?);
+        }
+        for (name, key) in &raw.pin {
+            if !crate::package::is_service_name(name) {
+                return Err(PolicyError::Pin {
+                    name: name.clone(),
+                    reason: "not a service name".into(),
+                });
+            }
+            let key: PublisherKey = key.parse().map_err(|e: KeyError| PolicyError::Pin {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+            policy.pins.insert(name.clone(), key);
         }
         let g = raw.grants;
         policy.clocks = g.clocks;
@@ -568,7 +602,9 @@ impl Policy {
                 }
                 Some(root) => grants.dirs.push(DirGrant {
                     root: root.clone(),
-                    relative: PathBuf::from(&manifest.name).join(&dir.name),
+                    relative: PathBuf::from(publisher_dir(&publisher))
+                        .join(&manifest.name)
+                        .join(&dir.name),
                     guest_path: dir.path.clone(),
                     access: dir.access,
                 }),
@@ -719,7 +755,14 @@ mod tests {
         assert!(admission.notes[0].contains("memory limit lowered"));
         assert_eq!(admission.grants.env, [("LANG".to_owned(), "C".to_owned())]);
         assert_eq!(admission.grants.dirs[0].root, PathBuf::from("/srv/data"));
-        assert_eq!(admission.grants.dirs[0].relative, PathBuf::from("svc/d"));
+        // Per publisher: another publisher's `svc` gets another directory.
+        assert_eq!(
+            admission.grants.dirs[0].relative,
+            PathBuf::from(format!(
+                "ed25519-{}/svc/d",
+                hex::encode(key.public().to_bytes())
+            ))
+        );
 
         let rw = advert(
             r#"<capabilities><dir name="d" path="/d" access="read-write"/><net host="example.org" port="80"/></capabilities>"#,
@@ -798,6 +841,14 @@ mod tests {
         assert!(matches!(
             Policy::parse("[trust]\npublishers = [\"ed25519:00\"]", Path::new(".")),
             Err(PolicyError::Key(_))
+        ));
+        assert!(matches!(
+            Policy::parse("[pin]\nnotes = \"ed25519:00\"", Path::new(".")),
+            Err(PolicyError::Pin { .. })
+        ));
+        assert!(matches!(
+            Policy::parse("[pin]\n\"../x\" = \"ed25519:00\"", Path::new(".")),
+            Err(PolicyError::Pin { .. })
         ));
     }
 }

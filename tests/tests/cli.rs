@@ -108,8 +108,20 @@ fn round_trip_every_example_service() {
         ],
     );
     assert!(out.status.success(), "{:?}", text(&out));
+    // Under its publisher's directory.
+    let publisher = sp2a::package::Package::read_file(&dir.path().join("notes.rps"))
+        .unwrap()
+        .advert()
+        .publisher();
+    let publisher_dir = sp2a::policy::publisher_dir(&publisher);
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("data/notes/notes/a")).unwrap(),
+        std::fs::read_to_string(
+            dir.path()
+                .join("data")
+                .join(publisher_dir)
+                .join("notes/notes/a")
+        )
+        .unwrap(),
         "b"
     );
 }

@@ -14,6 +14,8 @@ use sp2a_tests::{component, manifest, policy, sandbox};
 struct Hostile {
     service: LocalService,
     data: tempfile::TempDir,
+    /// `<fs-root>/<publisher dir>`: where this publisher's services keep data.
+    publisher_root: std::path::PathBuf,
 }
 
 const CAPS: &str = "<capabilities><clocks/><dir name=\"sandbox\" path=\"/sandbox\" access=\"read-write\"/></capabilities>";
@@ -30,7 +32,12 @@ async fn hostile_with(requirements: &str, capabilities: &str, grants: &str) -> H
     let service = activate(&sandbox(), &policy, package.into_inner())
         .await
         .unwrap();
-    Hostile { service, data }
+    let publisher_root = data.path().join(sp2a::policy::publisher_dir(&key.public()));
+    Hostile {
+        service,
+        data,
+        publisher_root,
+    }
 }
 
 async fn hostile(requirements: &str) -> Hostile {
@@ -141,7 +148,7 @@ async fn deep_recursion_overflows_the_stack_cleanly() {
 #[tokio::test]
 async fn file_system_escapes_are_refused() {
     let h = hostile("").await;
-    let granted = h.data.path().join("hostile/sandbox");
+    let granted = h.publisher_root.join("hostile/sandbox");
     assert!(granted.is_dir(), "the grant was created");
     assert_eq!(
         h.call("write-file(\"/sandbox/ok\", \"fine\")")
@@ -183,7 +190,7 @@ async fn file_system_escapes_are_refused() {
 async fn read_only_grant_refuses_writes() {
     let caps = "<capabilities><clocks/><dir name=\"ro\" path=\"/ro\" access=\"read-only\"/></capabilities>";
     let h = hostile_with("", caps, "").await;
-    std::fs::write(h.data.path().join("hostile/ro/readme"), "hi").unwrap();
+    std::fs::write(h.publisher_root.join("hostile/ro/readme"), "hi").unwrap();
     assert_eq!(
         h.call("read-file(\"/ro/readme\")").await.unwrap(),
         "ok(\"hi\")"
@@ -194,7 +201,7 @@ async fn read_only_grant_refuses_writes() {
         .unwrap();
     assert!(value.starts_with("err("), "{value}");
     assert_eq!(
-        std::fs::read_to_string(h.data.path().join("hostile/ro/readme")).unwrap(),
+        std::fs::read_to_string(h.publisher_root.join("hostile/ro/readme")).unwrap(),
         "hi"
     );
 }

@@ -582,6 +582,10 @@ async fn an_untrusted_publisher_is_refused_before_download() {
             "{err}"
         );
         assert!(b.service("hello").is_none());
+        // Its advert is not read: found only as an untrusted publisher's.
+        let lookup = b.lookup_all("hello").await;
+        assert!(lookup.found.is_empty());
+        assert_eq!(lookup.untrusted[0].publisher, stranger.public());
         assert_eq!(a2.counters().transfer_requests, 0, "nothing was downloaded");
     })
     .await;
@@ -937,6 +941,145 @@ async fn remote_callers_get_the_error_kind_but_no_host_details() {
             .await
             .unwrap_err();
         assert!(local.to_string().contains("the secret"), "{local}");
+    })
+    .await;
+}
+
+/// A policy trusting `keys`, with a data root and `extra` TOML appended.
+fn policy_trusting(
+    keys: &[&SecretKey],
+    root: &std::path::Path,
+    extra: &str,
+) -> sp2a::policy::Policy {
+    let publishers: Vec<String> = keys.iter().map(|k| format!("\"{}\"", k.public())).collect();
+    let text = format!(
+        "[trust]\npublishers = [{}]\n[grants]\nclocks = true\nfs-root = \"{}\"\nfs-access = \"read-write\"\n{extra}",
+        publishers.join(", "),
+        root.display()
+    );
+    sp2a::policy::Policy::parse(&text, std::path::Path::new(".")).unwrap()
+}
+
+#[tokio::test]
+async fn services_and_their_data_are_namespaced_by_publisher() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let (alice, bob) = (SecretKey::generate(), SecretKey::generate());
+        let notes_by = |key: &SecretKey, version: &str| {
+            let mut m = sp2a_tests::service_manifest("notes");
+            m.version = version.parse().unwrap();
+            pack(component("notes"), &m, key).unwrap().into_inner()
+        };
+        let root = net.dir();
+        let policy = policy_trusting(&[&alice, &bob], &root, "");
+        let dir = net.dir();
+        let config = net.config(dir);
+        let a = net.start(config, policy, &[]).await;
+        a.share(notes_by(&alice, "0.1.0")).await.unwrap();
+        // Another trusted publisher's higher version of the same name.
+        a.share(notes_by(&bob, "99.0.0")).await.unwrap();
+
+        let err = a.invoke_local("notes", "names()").await.unwrap_err();
+        assert!(matches!(err, NodeError::Ambiguous { .. }), "{err}");
+        assert!(err.to_string().contains("[pin] notes"), "{err}");
+        assert!(a.service("notes").is_none(), "ambiguous");
+
+        let alice_notes = format!("notes@{}", alice.public());
+        let bob_hex = bob.public().to_string()["ed25519:".len()..][..12].to_owned();
+        let bob_notes = format!("notes@{bob_hex}");
+        let put = a
+            .invoke_local(&alice_notes, "put(\"n\", \"by alice\")")
+            .await
+            .unwrap();
+        assert_eq!(put.value, "ok");
+        let got = a.invoke_local(&alice_notes, "get(\"n\")").await.unwrap();
+        assert_eq!(got.value, "ok(\"by alice\")");
+        // Bob's service has a directory of its own: it cannot read Alice's note.
+        let got = a.invoke_local(&bob_notes, "get(\"n\")").await.unwrap();
+        assert!(got.value.starts_with("err("), "{}", got.value);
+        let alice_dir = root.join(sp2a::policy::publisher_dir(&alice.public()));
+        assert!(alice_dir.join("notes").join("notes").join("n").exists());
+        assert!(a.invoke_local("notes@0000000000", "names()").await.is_err());
+
+        // A pin in the policy settles the name.
+        let dir = net.dir();
+        let config = net.config(dir);
+        let pinned = policy_trusting(
+            &[&alice, &bob],
+            &root,
+            &format!("[pin]\nnotes = \"{}\"", bob.public()),
+        );
+        let b = net.start(config, pinned, &[]).await;
+        b.share(notes_by(&alice, "0.1.0")).await.unwrap();
+        b.share(notes_by(&bob, "99.0.0")).await.unwrap();
+        let service = b.service("notes").unwrap();
+        assert_eq!(service.package.advert().publisher(), bob.public());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn data_from_before_publisher_namespaces_is_refused_clearly() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let root = net.dir();
+        std::fs::create_dir_all(root.join("notes").join("notes")).unwrap();
+        let policy = sp2a_tests::policy(&net.key, &root, "");
+        let dir = net.dir();
+        let config = net.config(dir);
+        let a = net.start(config, policy, &[]).await;
+        let err = a
+            .share(service_package("notes", &net.key).into_inner())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("before directories were kept per publisher"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&sp2a::policy::publisher_dir(&net.key.public())),
+            "{err}"
+        );
+    })
+    .await;
+}
+
+/// Whether a node connects to a peer it can only learn of from a lookup
+/// answer that names the peer's loopback address.
+async fn dials_a_loopback_address_from_a_lookup(local: bool) -> bool {
+    let mut net = TestNet::new();
+    let start = async |net: &mut TestNet, local: bool, bootstrap: &[Multiaddr]| {
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.net.local_addresses = local;
+        let policy = net.policy();
+        net.start(config, policy, bootstrap).await
+    };
+    // x knows y at its loopback address. y itself dials only what it may
+    // (so a connection between y and v is v's doing).
+    let x = net.node(&[]).await;
+    let x_address = address(&x).await;
+    let y = start(&mut net, false, std::slice::from_ref(&x_address)).await;
+    // v reaches x by its operator's bootstrap address, and asks it.
+    let v = start(&mut net, local, &[x_address]).await;
+    let v_id = v.peer_id().to_string();
+    for _ in 0..3 {
+        v.find_all("anything").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if y.status().await.peers.contains(&v_id) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_loopback_address_from_a_lookup_answer_is_not_dialled_outside_local_mode() {
+    within(60, async {
+        assert!(!dials_a_loopback_address_from_a_lookup(false).await);
+        // In local mode the same answer is followed: the address does arrive.
+        assert!(dials_a_loopback_address_from_a_lookup(true).await);
     })
     .await;
 }

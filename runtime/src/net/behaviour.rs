@@ -1,12 +1,18 @@
 //! The composed libp2p behaviour of an sp2a node.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport, cbor};
-use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, identify, kad, mdns, ping};
 
 use super::NetConfig;
 use super::protocol::*;
@@ -20,7 +26,7 @@ pub const IDENTIFY_PROTOCOL: &str = "/sp2a/1.0.0";
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
-    pub kad: kad::Behaviour<NodeStore>,
+    pub kad: ScopedKad,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
@@ -52,6 +58,133 @@ where
     )
 }
 
+/// Kademlia, except that it dials only addresses this node may dial: the
+/// ones it was given or saw a peer use ([`ScopedKad::add_address`]: the
+/// bootstrap list, explicit dials, identify and mDNS, all filtered before),
+/// and global ones. A private, loopback or link-local address that another
+/// peer named in a lookup answer is not dialled outside local mode
+/// ([`NetConfig::local_addresses`]): a peer cannot make this node probe its
+/// own host or network.
+pub struct ScopedKad {
+    inner: kad::Behaviour<NodeStore>,
+    local_addresses: bool,
+    /// Addresses added by this node itself (bounded).
+    vouched: HashSet<Multiaddr>,
+}
+
+/// Addresses remembered as added by this node.
+const MAX_VOUCHED: usize = 8192;
+
+impl ScopedKad {
+    /// Adds a peer's address to the routing table, as one this node may dial.
+    pub fn add_address(&mut self, peer: &PeerId, address: Multiaddr) -> kad::RoutingUpdate {
+        if self.vouched.len() >= MAX_VOUCHED {
+            self.vouched.clear();
+        }
+        self.vouched.insert(address.clone());
+        self.inner.add_address(peer, address)
+    }
+
+    /// Whether this node may dial `address` on Kademlia's behalf.
+    fn may_dial(&self, address: &Multiaddr) -> bool {
+        self.local_addresses
+            || super::address::scope(address) == super::address::Scope::Global
+            || self.vouched.contains(address)
+    }
+}
+
+impl std::ops::Deref for ScopedKad {
+    type Target = kad::Behaviour<NodeStore>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for ScopedKad {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl NetworkBehaviour for ScopedKad {
+    type ConnectionHandler = <kad::Behaviour<NodeStore> as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = kad::Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(id, local, remote)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner
+            .handle_established_inbound_connection(id, peer, local, remote)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        let mut offered = self
+            .inner
+            .handle_pending_outbound_connection(id, peer, addresses, role)?;
+        offered.retain(|a| {
+            let ok = self.may_dial(a);
+            if !ok {
+                tracing::debug!(address = %a, "not dialling an address another peer named");
+            }
+            ok
+        });
+        Ok(offered)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        address: &Multiaddr,
+        role: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner
+            .handle_established_outbound_connection(id, peer, address, role, port_use)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.inner.on_swarm_event(event)
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner.on_connection_handler_event(peer, id, event)
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        self.inner.poll(cx)
+    }
+}
+
 impl Behaviour {
     pub fn new(
         key: &Keypair,
@@ -73,7 +206,11 @@ impl Behaviour {
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .set_provider_publication_interval(Some(Duration::from_secs(3600)))
             .set_provider_record_ttl(Some(config.provider_records.ttl));
-        let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
+        let mut kad = ScopedKad {
+            inner: kad::Behaviour::with_config(peer_id, store, kad_config),
+            local_addresses: config.local_addresses,
+            vouched: HashSet::new(),
+        };
         kad.set_mode(Some(if config.dht_server {
             kad::Mode::Server
         } else {

@@ -174,21 +174,27 @@ pub async fn execute(
 ) -> ControlReply {
     match request {
         ControlRequest::Find { name } => {
-            let found = node.find_all(&name).await;
-            ControlReply::Found(
-                found
-                    .iter()
-                    .map(|f| FoundInfo {
-                        peer: f.peer.to_string(),
-                        name: f.advert.manifest().name.clone(),
-                        version: f.advert.manifest().version.to_string(),
-                        content_id: f.advert.content_id().to_string(),
-                        publisher: f.advert.publisher().to_string(),
-                        trusted: node.policy().trusts(&f.advert.publisher()),
-                        size: f.advert.component_len(),
-                    })
-                    .collect(),
-            )
+            let lookup = node.lookup_all(&name).await;
+            let trusted = lookup.found.iter().map(|f| FoundInfo {
+                peer: f.peer.to_string(),
+                name: f.advert.manifest().name.clone(),
+                version: f.advert.manifest().version.to_string(),
+                content_id: f.advert.content_id().to_string(),
+                publisher: f.advert.publisher().to_string(),
+                trusted: true,
+                size: f.advert.component_len(),
+            });
+            // Not read beyond the publisher key: no version, id or size.
+            let untrusted = lookup.untrusted.iter().map(|u| FoundInfo {
+                peer: u.peer.to_string(),
+                name: name.clone(),
+                version: "?".into(),
+                content_id: String::new(),
+                publisher: u.publisher.to_string(),
+                trusted: false,
+                size: 0,
+            });
+            ControlReply::Found(trusted.chain(untrusted).collect())
         }
         ControlRequest::Pull { target } => {
             let (future, mut watch) = node.pull_with_progress(&target);

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::services::Services;
 use crate::net::protocol::{AdvertRequest, AdvertResponse, MAX_ADVERTS};
 use crate::net::{Client, PeerId, keys};
-use crate::package::{Advert, ContentId, is_service_name};
+use crate::package::{Advert, ContentId, PackageError, PublisherKey, is_service_name};
 
 /// Providers asked for adverts by one lookup: anyone can put provider
 /// records in the DHT, so the work one lookup causes is bounded.
@@ -26,6 +26,22 @@ const ADVERT_CONCURRENCY: usize = 8;
 pub struct Found {
     pub peer: PeerId,
     pub advert: Advert,
+}
+
+/// An advert whose publisher this node does not trust: read no further
+/// than its fixed fields (no signature check, no manifest parse).
+#[derive(Clone, Debug)]
+pub struct Untrusted {
+    pub peer: PeerId,
+    pub publisher: PublisherKey,
+}
+
+/// What a lookup found: verified adverts of trusted publishers, and the
+/// providers whose adverts were by publishers this node does not trust.
+#[derive(Clone, Debug, Default)]
+pub struct Lookup {
+    pub found: Vec<Found>,
+    pub untrusted: Vec<Untrusted>,
 }
 
 pub(crate) struct Discovery {
@@ -47,8 +63,9 @@ impl Discovery {
     /// version first. `exhaustive` runs the DHT query to the end (every
     /// provider the network can name) instead of ending it shortly after
     /// the first hit. Adverts that do not parse, do not verify or name
-    /// another service are dropped.
-    pub(crate) async fn find(&self, name: &str, exhaustive: bool) -> Vec<Found> {
+    /// another service are dropped; those of untrusted publishers are
+    /// listed apart, unread.
+    pub(crate) async fn find(&self, name: &str, exhaustive: bool) -> Lookup {
         let span = tracing::debug_span!("find", service = name, exhaustive);
         async {
             let start = Instant::now();
@@ -63,7 +80,7 @@ impl Discovery {
             let found = self
                 .adverts(providers, request, |a| a.manifest().name == name)
                 .await;
-            tracing::debug!(?lookup, adverts = ?start.elapsed() - lookup, found = found.len(), "found");
+            tracing::debug!(?lookup, adverts = ?start.elapsed() - lookup, found = found.found.len(), "found");
             found
         }
         .instrument(span)
@@ -71,7 +88,7 @@ impl Discovery {
     }
 
     /// The providers of one package, with its advert.
-    pub(crate) async fn find_package(&self, id: ContentId) -> Vec<Found> {
+    pub(crate) async fn find_package(&self, id: ContentId) -> Lookup {
         let providers = self.client.get_providers(keys::package_key(&id.0)).await;
         let request = AdvertRequest::ContentId(id.0);
         self.adverts(providers, request, |a| a.content_id() == id)
@@ -84,7 +101,8 @@ impl Discovery {
         providers: HashSet<PeerId>,
         request: AdvertRequest,
         wanted: impl Fn(&Advert) -> bool,
-    ) -> Vec<Found> {
+    ) -> Lookup {
+        let policy = self.services.policy();
         let me = self.client.peer_id();
         let mut providers: Vec<PeerId> = providers.into_iter().filter(|p| *p != me).collect();
         providers.shuffle(&mut rand::thread_rng());
@@ -100,7 +118,7 @@ impl Discovery {
             }
         }))
         .buffer_unordered(ADVERT_CONCURRENCY);
-        let mut found = Vec::new();
+        let mut lookup = Lookup::default();
         while let Some((peer, response)) = requests.next().await {
             let adverts = match response {
                 Ok(Ok(AdvertResponse::Adverts(adverts))) => adverts,
@@ -118,20 +136,28 @@ impl Discovery {
                 }
             };
             for bytes in adverts.into_iter().take(MAX_ADVERTS) {
-                match Advert::parse_signed(&bytes) {
-                    Ok(advert) if wanted(&advert) => found.push(Found { peer, advert }),
+                // The publisher first, then the signature, then the manifest.
+                match Advert::parse_signed_by(&bytes, |key| policy.trusts(key)) {
+                    Ok(advert) if wanted(&advert) => lookup.found.push(Found { peer, advert }),
                     Ok(_) => tracing::debug!(%peer, "advert for something else"),
+                    Err(PackageError::UntrustedPublisher(publisher)) => {
+                        tracing::debug!(%peer, %publisher, "advert of an untrusted publisher");
+                        lookup.untrusted.push(Untrusted {
+                            peer,
+                            publisher: *publisher,
+                        });
+                    }
                     Err(e) => tracing::debug!(%peer, error = %e, "invalid advert"),
                 }
             }
         }
-        found.sort_by(|a, b| {
+        lookup.found.sort_by(|a, b| {
             b.advert
                 .manifest()
                 .version
                 .cmp(&a.advert.manifest().version)
         });
-        found
+        lookup
     }
 
     /// A peer asks for the adverts this node provides.

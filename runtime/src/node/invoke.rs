@@ -65,10 +65,7 @@ impl Invoker {
     /// Calls a function of a service this node runs, waiting for one of its
     /// invocation slots.
     pub(crate) async fn local(&self, name: &str, call: &str) -> Result<CallOutcome, NodeError> {
-        let service = self
-            .services
-            .newest(name)
-            .ok_or_else(|| NodeError::NotRunning(name.to_owned()))?;
+        let service = self.services.resolve(name)?;
         let _slot = service.slot().await;
         let span = tracing::debug_span!("invoke", service = name, caller = "local");
         Ok(service.activation.invoke(call).instrument(span).await?)
@@ -231,7 +228,20 @@ impl Invoker {
                 .services
                 .by_id(&ContentId(id))
                 .filter(|p| p.package.manifest().name == request.service),
-            None => self.services.newest(&request.service),
+            None => match self.services.resolve(&request.service) {
+                Ok(provided) => Some(provided),
+                Err(NodeError::Ambiguous { publishers, .. }) => {
+                    return InvokeResponse::Failed {
+                        kind: "ambiguous".into(),
+                        message: format!(
+                            "{} publishers' services are called {} here; ask for one package by its content id",
+                            publishers.len(),
+                            request.service
+                        ),
+                    };
+                }
+                Err(_) => None,
+            },
         };
         let Some(provided) = provided else {
             return InvokeResponse::NotFound;

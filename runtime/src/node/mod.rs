@@ -43,7 +43,7 @@ use tokio::sync::{broadcast, watch};
 
 pub use activate::{ActivateError, LocalService, activate};
 pub use config::{ConfigError, NodeConfig, Overrides, PullConfig, Strategy, UploadConfig};
-pub use discovery::Found;
+pub use discovery::{Found, Lookup, Untrusted};
 pub use events::NodeEvent;
 pub use invoke::RemoteOutcome;
 pub use pull::{PullError, PullFuture, PullProgress, PullStage, Pulled, RefusedVersion};
@@ -96,6 +96,15 @@ pub enum NodeError {
     },
     #[error("this node does not run service {0:?}")]
     NotRunning(String),
+    #[error(
+        "{name} is provided here by {} publishers ({}): pin one in the policy ([pin] {name} = \"ed25519:…\") or call it as {name}@<publisher>",
+        .publishers.len(),
+        .publishers.join(", ")
+    )]
+    Ambiguous {
+        name: String,
+        publishers: Vec<String>,
+    },
     #[error(transparent)]
     Invoke(#[from] InvokeError),
     #[error("internal error: {0}")]
@@ -253,20 +262,28 @@ impl Node {
         self.inner.services.all()
     }
 
-    /// The newest version of `name` this node runs.
+    /// The service `name` (or `name@publisher`) means here: its newest
+    /// version, unless the name is ambiguous (see [`NodeError::Ambiguous`]).
     pub fn service(&self, name: &str) -> Option<Arc<Provided>> {
-        self.inner.services.newest(name)
+        self.inner.services.resolve(name).ok()
     }
 
     /// findRPS: the providers of a service and their verified adverts (the
-    /// paper's result vector), newest version first.
+    /// paper's result vector), newest version first. Adverts of publishers
+    /// this node does not trust are not read (see [`Node::lookup_all`]).
     pub async fn find(&self, name: &str) -> Vec<Found> {
-        self.inner.discovery.find(name, false).await
+        self.inner.discovery.find(name, false).await.found
     }
 
     /// Like [`Node::find`], with a DHT query that runs to the end: every
     /// provider the network can name, at the cost of more time.
     pub async fn find_all(&self, name: &str) -> Vec<Found> {
+        self.inner.discovery.find(name, true).await.found
+    }
+
+    /// Like [`Node::find_all`], also listing the providers whose adverts
+    /// are by publishers this node does not trust.
+    pub async fn lookup_all(&self, name: &str) -> Lookup {
         self.inner.discovery.find(name, true).await
     }
 

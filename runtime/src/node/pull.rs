@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::NodeError;
 use super::config::{PullConfig, Strategy};
-use super::discovery::{Discovery, Found};
+use super::discovery::{Discovery, Lookup};
 use super::download::Fetch;
 use super::events::{Events, NodeEvent};
 use super::services::Services;
@@ -24,7 +24,7 @@ use super::upload::Uploads;
 use crate::blocks::Download;
 use crate::net::{Client, PeerId, keys};
 use crate::package::{Advert, ContentId, Package};
-use crate::policy::Refusals;
+use crate::policy::{Refusal, Refusals};
 
 /// Packages for which banned peers are remembered.
 const MAX_BANNED_PACKAGES: usize = 256;
@@ -245,17 +245,18 @@ impl Pulls {
         {
             return Ok(already(have.package.manifest().name.clone(), id, start));
         }
-        let found = self.discover(target, by_id, start).await;
+        let lookup = self.discover(target, by_id, start).await;
         let discovery = start.elapsed();
         self.events.emit(NodeEvent::Found {
             target: target.to_owned(),
-            providers: found.len(),
+            providers: lookup.found.len() + lookup.untrusted.len(),
             elapsed: discovery,
         });
-        if found.is_empty() {
+        if lookup.found.is_empty() && lookup.untrusted.is_empty() {
             return Err(PullError::NotFound(target.to_owned()));
         }
-        let advert = self.choose(target, &found)?;
+        let advert = self.choose(target, &lookup)?;
+        let found = lookup.found;
         let id = advert.content_id();
         let name = advert.manifest().name.clone();
         if self.services.by_id(&id).is_some() {
@@ -354,7 +355,7 @@ impl Pulls {
 
     /// The paper's rule: an empty result vector means discovering again
     /// (waiting longer each time), until the pull's time is up.
-    async fn discover(&self, target: &str, by_id: Option<ContentId>, start: Instant) -> Vec<Found> {
+    async fn discover(&self, target: &str, by_id: Option<ContentId>, start: Instant) -> Lookup {
         let rediscover = self.config.rediscover();
         let mut round = 0;
         loop {
@@ -363,7 +364,8 @@ impl Pulls {
                 None => self.discovery.find(target, false).await,
             };
             let delay = rediscover.delay(round);
-            if !found.is_empty() || start.elapsed() + delay >= self.config.total_timeout {
+            let any = !found.found.is_empty() || !found.untrusted.is_empty();
+            if any || start.elapsed() + delay >= self.config.total_timeout {
                 return found;
             }
             tracing::debug!(?delay, "no provider found yet; discovering again");
@@ -382,10 +384,10 @@ impl Pulls {
 
     /// The paper's check before download: the newest version this node
     /// admits ([`crate::policy::Policy::admit`]); every refusal otherwise.
-    fn choose(&self, target: &str, found: &[Found]) -> Result<Advert, PullError> {
+    fn choose(&self, target: &str, lookup: &Lookup) -> Result<Advert, PullError> {
         let mut refused = Vec::new();
         let mut seen = HashSet::new();
-        for candidate in found {
+        for candidate in &lookup.found {
             let advert = &candidate.advert;
             if !seen.insert(advert.content_id()) {
                 continue;
@@ -397,6 +399,18 @@ impl Pulls {
                     version: advert.manifest().version.to_string(),
                     refusals,
                 }),
+            }
+        }
+        // Adverts of untrusted publishers were not read: one refusal per
+        // publisher, without a version.
+        let mut publishers = HashSet::new();
+        for untrusted in &lookup.untrusted {
+            if publishers.insert(untrusted.publisher) {
+                refused.push(RefusedVersion {
+                    name: target.to_owned(),
+                    version: "(advert not read)".into(),
+                    refusals: Refusals(vec![Refusal::UntrustedPublisher(untrusted.publisher)]),
+                });
             }
         }
         Err(PullError::Refused {

@@ -71,6 +71,15 @@ pub(crate) struct Services {
     running: RwLock<BTreeMap<ContentId, Arc<Provided>>>,
 }
 
+/// Whether `spec` names `key`: its key text, or at least 8 leading hex
+/// digits of it (with or without the `ed25519:` prefix).
+fn publisher_matches(key: &crate::package::PublisherKey, spec: &str) -> bool {
+    let text = key.to_string();
+    let hex = text.trim_start_matches("ed25519:");
+    let spec = spec.trim_start_matches("ed25519:").to_ascii_lowercase();
+    spec.len() >= 8 && hex.starts_with(&spec)
+}
+
 impl Services {
     pub(crate) fn new(
         sandbox: Sandbox,
@@ -172,13 +181,43 @@ impl Services {
             .collect()
     }
 
-    /// The newest version of `name` running here.
-    pub(crate) fn newest(&self, name: &str) -> Option<Arc<Provided>> {
-        self.running
-            .read()
-            .expect("services lock")
+    /// The service `target` means here: `name` or `name@publisher` (the
+    /// publisher's key text, or at least 8 leading hex digits of its key),
+    /// the newest version of it. A name that services of several publishers
+    /// share is ambiguous unless the target or the policy (`[pin]`) says
+    /// which publisher it means.
+    pub(crate) fn resolve(&self, target: &str) -> Result<Arc<Provided>, NodeError> {
+        let (name, publisher) = match target.split_once('@') {
+            Some((name, publisher)) => (name, Some(publisher)),
+            None => (target, None),
+        };
+        let pinned = self.policy.pins.get(name);
+        let running = self.running.read().expect("services lock");
+        let candidates: Vec<&Arc<Provided>> = running
             .values()
             .filter(|p| p.package.manifest().name == name)
+            .filter(|p| {
+                let key = p.package.advert().publisher();
+                match publisher {
+                    Some(spec) => publisher_matches(&key, spec),
+                    None => pinned.is_none_or(|pin| *pin == key),
+                }
+            })
+            .collect();
+        let mut publishers: Vec<String> = candidates
+            .iter()
+            .map(|p| p.package.advert().publisher().to_string())
+            .collect();
+        publishers.sort();
+        publishers.dedup();
+        if publishers.len() > 1 {
+            return Err(NodeError::Ambiguous {
+                name: name.to_owned(),
+                publishers,
+            });
+        }
+        candidates
+            .into_iter()
             .max_by(|a, b| {
                 a.package
                     .manifest()
@@ -186,6 +225,7 @@ impl Services {
                     .cmp(&b.package.manifest().version)
             })
             .cloned()
+            .ok_or_else(|| NodeError::NotRunning(target.to_owned()))
     }
 
     /// The versions of `name` running here.

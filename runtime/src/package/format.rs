@@ -64,6 +64,8 @@ pub enum PackageError {
     NoOwner,
     #[error("signature does not verify: the advert was modified or signed by another key")]
     BadSignature,
+    #[error("the advert's publisher {0} is not trusted here (the advert was not read further)")]
+    UntrustedPublisher(Box<PublisherKey>),
     #[error("component hash mismatch: the advert says {expected}, the bytes hash to {actual}")]
     HashMismatch { expected: String, actual: String },
     #[error("component size mismatch: the advert says {expected} bytes, found {actual}")]
@@ -171,6 +173,47 @@ impl Advert {
     /// parsed, so unsigned bytes cost one signature check and nothing more.
     pub fn parse_signed(bytes: &[u8]) -> Result<Self, PackageError> {
         Self::parse_inner(bytes, true)
+    }
+
+    /// Like [`Advert::parse_signed`], checking first that `trusted` accepts
+    /// the publisher key (read at its fixed offset): an advert of a
+    /// publisher this node would never run costs neither a signature check
+    /// nor a manifest parse.
+    pub fn parse_signed_by(
+        bytes: &[u8],
+        trusted: impl Fn(&PublisherKey) -> bool,
+    ) -> Result<Self, PackageError> {
+        let publisher = Self::publisher_of(bytes)?;
+        if !trusted(&publisher) {
+            return Err(PackageError::UntrustedPublisher(Box::new(publisher)));
+        }
+        Self::parse_inner(bytes, true)
+    }
+
+    /// The publisher key of advert bytes, from the fixed-size fields alone
+    /// (their layout is checked; the manifest is not read).
+    pub fn publisher_of(bytes: &[u8]) -> Result<PublisherKey, PackageError> {
+        if bytes.len() > MAX_ADVERT_SIZE {
+            return Err(PackageError::AdvertTooLarge(bytes.len()));
+        }
+        if bytes.len() < ADVERT_FIXED {
+            return Err(PackageError::Truncated("advert"));
+        }
+        if &bytes[..8] != ADVERT_MAGIC {
+            return Err(PackageError::BadMagic);
+        }
+        let manifest_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+        let expected = ADVERT_FIXED + manifest_len;
+        if bytes.len() < expected {
+            return Err(PackageError::Truncated("advert"));
+        }
+        if bytes.len() > expected {
+            return Err(PackageError::TrailingBytes((bytes.len() - expected) as u64));
+        }
+        // magic, length, manifest, component hash and size, then the key.
+        let at = 12 + manifest_len + 32 + 8;
+        PublisherKey::from_bytes(bytes[at..at + 32].try_into().expect("32 bytes"))
+            .map_err(PackageError::BadPublisher)
     }
 
     fn parse_inner(bytes: &[u8], signed: bool) -> Result<Self, PackageError> {
@@ -565,6 +608,47 @@ mod tests {
         assert!(matches!(
             Advert::parse_signed(&bad),
             Err(PackageError::BadSignature)
+        ));
+    }
+
+    #[test]
+    fn an_untrusted_publishers_attribute_bomb_costs_microseconds() {
+        let stranger = SecretKey::generate();
+        let package = sample(&stranger);
+        let good = package.advert().bytes();
+        assert_eq!(Advert::publisher_of(good).unwrap(), stranger.public());
+        assert!(Advert::parse_signed_by(good, |k| *k == stranger.public()).is_ok());
+        // A signed advert whose manifest is 60 KiB of attributes.
+        let attributes: String = (0..6000).map(|i| format!(" a{i}=\"\"")).collect();
+        let xml = format!("<rps{attributes}><name>x</name></rps>");
+        let mut bomb = good[..8].to_vec();
+        bomb.extend_from_slice(&(xml.len() as u32).to_le_bytes());
+        bomb.extend_from_slice(xml.as_bytes());
+        bomb.extend_from_slice(&good[good.len() - (32 + 8 + 32 + 64)..]);
+        let start = std::time::Instant::now();
+        for _ in 0..1000 {
+            let refused = Advert::parse_signed_by(&bomb, |_| false);
+            assert!(matches!(refused, Err(PackageError::UntrustedPublisher(_))));
+        }
+        let each = start.elapsed() / 1000;
+        assert!(
+            each < std::time::Duration::from_millis(1),
+            "{each:?} per advert"
+        );
+        // Every layout error is caught from the fixed fields.
+        assert!(matches!(
+            Advert::publisher_of(&bomb[..bomb.len() - 1]),
+            Err(PackageError::Truncated(_))
+        ));
+        let mut longer = bomb.clone();
+        longer.push(0);
+        assert!(matches!(
+            Advert::publisher_of(&longer),
+            Err(PackageError::TrailingBytes(1))
+        ));
+        assert!(matches!(
+            Advert::publisher_of(b"short"),
+            Err(PackageError::Truncated(_))
         ));
     }
 

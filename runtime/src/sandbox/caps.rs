@@ -217,6 +217,19 @@ impl CallContext {
                     path: dir.root.display().to_string(),
                     source,
                 })?;
+            // `<publisher>/<service>/<dir>`; data of `<service>/` from before
+            // directories were kept per publisher belongs to whichever
+            // publisher wrote it, which only the operator can say.
+            let mut parts = dir.relative.components();
+            if let (Some(publisher), Some(service)) = (parts.next(), parts.next()) {
+                let ours = std::path::Path::new(publisher.as_os_str()).join(service);
+                if root.is_dir(service) && !root.exists(&ours) {
+                    return Err(SandboxError::LegacyData {
+                        legacy: dir.root.join(service).display().to_string(),
+                        moved: dir.root.join(&ours).display().to_string(),
+                    });
+                }
+            }
             root.create_dir_all(&dir.relative)
                 .map_err(|source| SandboxError::Dir {
                     path: dir.root.join(&dir.relative).display().to_string(),

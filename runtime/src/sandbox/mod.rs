@@ -96,6 +96,11 @@ pub enum SandboxError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{legacy} holds data from before directories were kept per publisher; \
+         move it to {moved} if it belongs to this publisher's service, or remove it"
+    )]
+    LegacyData { legacy: String, moved: String },
     #[error("cannot resolve granted host {host}: {reason}")]
     Resolve { host: String, reason: String },
     #[error("compile cache {path}: {source}")]
