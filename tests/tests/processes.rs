@@ -168,12 +168,17 @@ fn nodes_in_separate_processes_find_pull_and_call_through_the_cli() {
     let status = sp2a_ok(dir, &["status", "--data-dir", &data, "--json"]);
     assert!(status.contains("\"name\": \"hello\""), "{status}");
 
-    // A short-lived node of the CLI's own finds both providers now.
+    // A short-lived node of the CLI's own finds both providers now. It
+    // learns of the consumer's loopback address from the provider, so it
+    // must be in local mode to dial it (without mDNS here).
+    std::fs::write(dir.join("local.toml"), "[net]\nlocal-addresses = true\n").unwrap();
     let found = sp2a_ok(
         dir,
         &[
             "find",
             "hello",
+            "--config",
+            "local.toml",
             "--bootstrap",
             &provider.address,
             "--policy",
@@ -360,28 +365,18 @@ impl libp2p::request_response::Codec for NeverReads {
     }
 }
 
-#[test]
-fn a_peer_that_never_reads_its_answers_pins_bounded_memory() {
-    use futures::StreamExt;
-    use libp2p::request_response::{self, ProtocolSupport};
-    use sp2a::net::protocol::{MAX_BLOCKS_PER_REQUEST, TRANSFER_PROTOCOL, TransferRequest};
+/// A peer that sends transfer requests to the provider at `address` and
+/// never reads the answers ([`NeverReads`]).
+struct Stubborn {
+    swarm: libp2p::Swarm<libp2p::request_response::Behaviour<NeverReads>>,
+    provider: sp2a::net::PeerId,
+    content_id: [u8; 32],
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
-    setup(dir);
-    let provider = NodeProcess::start(
-        dir,
-        "provider",
-        &["--policy", "policy.toml", "--share", "stream.rps"],
-    );
-    let pid = provider.child.id();
-    let package = sp2a::package::Package::read_file(&dir.join("stream.rps")).unwrap();
-    let content_id = package.content_id().0;
-    let (peer, address) =
-        sp2a::net::split_peer_address(&provider.address.parse().unwrap()).unwrap();
-
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+impl Stubborn {
+    async fn connect(address: &str, content_id: [u8; 32]) -> Self {
+        use libp2p::request_response::{self, ProtocolSupport};
+        let (provider, address) = sp2a::net::split_peer_address(&address.parse().unwrap()).unwrap();
         let mut swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(
@@ -394,7 +389,7 @@ fn a_peer_that_never_reads_its_answers_pins_bounded_memory() {
                 request_response::Behaviour::with_codec(
                     NeverReads::default(),
                     [(
-                        libp2p::StreamProtocol::new(TRANSFER_PROTOCOL),
+                        libp2p::StreamProtocol::new(sp2a::net::protocol::TRANSFER_PROTOCOL),
                         ProtocolSupport::Outbound,
                     )],
                     request_response::Config::default()
@@ -405,27 +400,66 @@ fn a_peer_that_never_reads_its_answers_pins_bounded_memory() {
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
             .build();
-        swarm.add_peer_address(peer, address);
-        swarm.dial(peer).unwrap();
-        // Settle: the provider's memory before the attack.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, swarm.next()).await {}
+        swarm.add_peer_address(provider, address);
+        swarm.dial(provider).unwrap();
+        let mut stubborn = Self {
+            swarm,
+            provider,
+            content_id,
+        };
+        stubborn.run_for(Duration::from_secs(2)).await;
+        stubborn
+    }
+
+    /// Asks for 64 blocks (1 MiB) `count` times.
+    fn ask(&mut self, count: usize) {
+        for _ in 0..count {
+            let request = sp2a::net::protocol::TransferRequest::Blocks {
+                content_id: self.content_id,
+                first_block: 0,
+                blocks: sp2a::net::protocol::MAX_BLOCKS_PER_REQUEST,
+                queue_ms: 0,
+            };
+            self.swarm
+                .behaviour_mut()
+                .send_request(&self.provider, request);
+        }
+    }
+
+    /// Drives the connection (and reads nothing) for `time`.
+    async fn run_for(&mut self, time: Duration) {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + time;
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, self.swarm.next()).await {}
+    }
+}
+
+fn stream_content_id(dir: &Path) -> [u8; 32] {
+    sp2a::package::Package::read_file(&dir.join("stream.rps"))
+        .unwrap()
+        .content_id()
+        .0
+}
+
+#[test]
+fn a_peer_that_never_reads_its_answers_pins_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    let provider = NodeProcess::start(
+        dir,
+        "provider",
+        &["--policy", "policy.toml", "--share", "stream.rps"],
+    );
+    let pid = provider.child.id();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut peer = Stubborn::connect(&provider.address, stream_content_id(dir)).await;
         let before = rss(pid);
         // 64 requests of 64 blocks (1 MiB each), the most one connection
         // may have open, answers never read.
-        for _ in 0..64 {
-            swarm.behaviour_mut().send_request(
-                &peer,
-                TransferRequest::Blocks {
-                    content_id,
-                    first_block: 0,
-                    blocks: MAX_BLOCKS_PER_REQUEST,
-                    queue_ms: 0,
-                },
-            );
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, swarm.next()).await {}
+        peer.ask(64);
+        peer.run_for(Duration::from_secs(5)).await;
         let grown = rss(pid).saturating_sub(before);
         // At most 4 answers per peer wait to be written: about 4 MiB, plus
         // the encoding's copies and allocator slack.
@@ -435,4 +469,118 @@ fn a_peer_that_never_reads_its_answers_pins_bounded_memory() {
             grown as f64 / (1 << 20) as f64
         );
     });
+}
+
+#[test]
+fn answers_a_peer_does_not_read_are_dropped_at_the_request_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    std::fs::write(dir.join("node.toml"), "[net]\nrequest-timeout = \"2s\"\n").unwrap();
+    let provider = NodeProcess::start(
+        dir,
+        "provider",
+        &[
+            "--config",
+            "node.toml",
+            "--policy",
+            "policy.toml",
+            "--share",
+            "stream.rps",
+        ],
+    );
+    let data = provider.data_dir().to_owned();
+    let busy = || {
+        let status = sp2a_ok(dir, &["status", "--json", "--data-dir", &data]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["counters"]["busy"].as_u64().unwrap()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut peer = Stubborn::connect(&provider.address, stream_content_id(dir)).await;
+        // Four answers wait to be written; the other four are Busy.
+        peer.ask(8);
+        peer.run_for(Duration::from_secs(1)).await;
+        assert_eq!(busy(), 4);
+        // Past the deadline the unread answers are dropped, and what they
+        // held with them: the peer is served again.
+        peer.run_for(Duration::from_secs(3)).await;
+        peer.ask(4);
+        peer.run_for(Duration::from_secs(1)).await;
+        assert_eq!(busy(), 4, "the dropped answers released their places");
+    });
+}
+
+#[test]
+fn a_thousand_peer_ids_connecting_keep_the_node_within_its_memory_bound() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    let provider = NodeProcess::start(
+        dir,
+        "provider",
+        &["--policy", "policy.toml", "--share", "hello.rps"],
+    );
+    let pid = provider.child.id();
+    let data = provider.data_dir().to_owned();
+    let (peer, address) =
+        sp2a::net::split_peer_address(&provider.address.parse().unwrap()).unwrap();
+    let peers_of_provider = || {
+        let status = sp2a_ok(dir, &["status", "--json", "--data-dir", &data]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["peers"].as_array().unwrap().len()
+    };
+    let before = rss(pid);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A thousand peer ids, one connection each, held open for 8 s.
+    let swarms: Vec<_> = (0..1000)
+        .map(|_| {
+            let address = address.clone();
+            runtime.spawn(async move {
+                let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+                    .with_tokio()
+                    .with_tcp(
+                        libp2p::tcp::Config::default(),
+                        libp2p::noise::Config::new,
+                        libp2p::yamux::Config::default,
+                    )
+                    .unwrap()
+                    .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+                    .unwrap()
+                    .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+                    .build();
+                let _ = swarm.dial(
+                    libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                        .addresses(vec![address])
+                        .build(),
+                );
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+                while let Ok(Some(_)) = tokio::time::timeout_at(deadline, swarm.next()).await {}
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let connected = peers_of_provider();
+    let grown = rss(pid).saturating_sub(before);
+    for swarm in swarms {
+        runtime.block_on(swarm).unwrap();
+    }
+    eprintln!(
+        "{connected} of 1000 peer ids connected; provider RSS grew by {:.1} MiB",
+        grown as f64 / (1 << 20) as f64
+    );
+    // The connection limit (512) holds, and the connections cost little.
+    assert!(connected <= 512, "{connected} connections accepted");
+    assert!(
+        connected >= 100,
+        "only {connected} connected: the test did not load the node"
+    );
+    assert!(
+        grown < 128 << 20,
+        "the provider grew by {} MiB",
+        grown >> 20
+    );
+    // The node still answers.
+    assert!(peers_of_provider() <= 512);
 }
