@@ -584,3 +584,51 @@ fn a_thousand_peer_ids_connecting_keep_the_node_within_its_memory_bound() {
     // The node still answers.
     assert!(peers_of_provider() <= 512);
 }
+
+/// Another libp2p implementation's Kademlia client (js-libp2p, speaking
+/// the sp2a protocol id) asks a node process for the providers of the
+/// service's and the package's CIDs, as `sp2a status` prints them.
+/// Needs Node.js and the npm packages of `tests/interop`: `./run interop`.
+#[test]
+#[ignore = "needs Node.js and tests/interop's npm packages: ./run interop"]
+fn a_js_libp2p_kademlia_client_finds_our_provider_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    let provider = NodeProcess::start(
+        dir,
+        "provider",
+        &["--policy", "policy.toml", "--share", "hello.rps"],
+    );
+    let status = sp2a_ok(
+        dir,
+        &["status", "--json", "--data-dir", provider.data_dir()],
+    );
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let peer_id = status["peer_id"].as_str().unwrap().to_owned();
+    let keys: Vec<String> = status["announcements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 2, "the service and the package");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/find.mjs");
+    let find = |cid: &str| -> Vec<String> {
+        let out = Command::new("node")
+            .arg(&script)
+            .arg(&provider.address)
+            .arg(cid)
+            .output()
+            .expect("node (Node.js) runs");
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
+    };
+    for key in &keys {
+        assert_eq!(find(key), vec![peer_id.clone()], "providers of {key}");
+    }
+    // A CID nobody provides: nobody.
+    let nobody = sp2a::net::keys::key_text(&sp2a::net::keys::service_key("nobody-provides-this"));
+    assert!(find(&nobody).is_empty());
+}
