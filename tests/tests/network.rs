@@ -1083,3 +1083,95 @@ async fn a_loopback_address_from_a_lookup_answer_is_not_dialled_outside_local_mo
     })
     .await;
 }
+
+/// Latencies of `count` remote `nap(20)` calls from `node`, sorted, in ms.
+async fn nap_latencies(node: &sp2a::node::Node, count: usize) -> Vec<f64> {
+    let mut latencies = Vec::new();
+    for _ in 0..count {
+        let start = std::time::Instant::now();
+        node.invoke_remote("hostile", "nap(20)").await.unwrap();
+        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+#[tokio::test]
+async fn a_peer_flooding_a_service_with_calls_leaves_others_their_share() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.max_invocations_per_service = 4;
+        let policy = net.policy();
+        let a = net.start(config, policy, &[]).await;
+        let capabilities = "<capabilities><clocks/>\
+            <dir name=\"sandbox\" path=\"/sandbox\" access=\"read-write\"/></capabilities>";
+        let package = pack(
+            component("hostile"),
+            &manifest("hostile", &format!("<requirements/>{capabilities}")),
+            &net.key,
+        )
+        .unwrap();
+        a.share(package.into_inner()).await.unwrap();
+        let a_address = address(&a).await;
+        let caller = net.node(std::slice::from_ref(&a_address)).await;
+        // The flooding peer sends its calls straight to a, as fast as
+        // answers come back.
+        let config = sp2a::net::NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            local_addresses: true,
+            ..Default::default()
+        };
+        let (flooder, _inbound) =
+            sp2a::net::event_loop::start(sp2a::net::libp2p_identity(), config)
+                .await
+                .unwrap();
+        flooder.dial(a_address).await.unwrap();
+        let a_peer = a.peer_id();
+
+        let unloaded = nap_latencies(&caller, 20).await;
+        // Sixteen callers on one peer, each call holding a slot for 200 ms.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood: Vec<_> = (0..16)
+            .map(|_| {
+                let (flooder, stop) = (flooder.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut declined = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let call = sp2a::net::protocol::InvokeRequest {
+                            service: "hostile".into(),
+                            content_id: None,
+                            call: "nap(200)".into(),
+                        };
+                        let answer = flooder.request_invoke(a_peer, call).await;
+                        if matches!(answer, Ok(sp2a::net::protocol::InvokeResponse::Busy)) {
+                            declined += 1;
+                        }
+                    }
+                    declined
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let loaded = nap_latencies(&caller, 20).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut declined = 0;
+        for task in flood {
+            declined += task.await.unwrap();
+        }
+        let p95 = |l: &[f64]| l[(l.len() * 95).div_ceil(100) - 1];
+        eprintln!(
+            "p95 of a nap(20) call: {:.1} ms unloaded, {:.1} ms while another peer floods",
+            p95(&unloaded),
+            p95(&loaded)
+        );
+        assert!(
+            p95(&loaded) <= 2.0 * p95(&unloaded),
+            "{loaded:?} vs {unloaded:?}"
+        );
+        // The flood did ask for more than its share, and was declined.
+        assert!(declined > 0, "the flood never exceeded its share");
+    })
+    .await;
+}

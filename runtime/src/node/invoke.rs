@@ -255,8 +255,8 @@ impl Invoker {
                 request.service
             ));
         }
-        let Some(_slot) = provided.try_slot() else {
-            tracing::debug!("busy: at the invocation limit");
+        let Some(_slot) = provided.try_slot_for(peer) else {
+            tracing::debug!("busy: at the invocation limit, or this peer's share of it");
             return InvokeResponse::Busy;
         };
         self.events.emit(NodeEvent::Invoked {

@@ -2,8 +2,8 @@
 //! crash-safe store, and announced in the DHT under its service name and
 //! its content id; looked up by name or by package.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bao_tree::io::outboard::PreOrderMemOutboard;
@@ -13,7 +13,7 @@ use super::events::{Events, NodeEvent};
 use super::store::Store;
 use super::{NodeError, activate};
 use crate::blocks;
-use crate::net::{Client, keys};
+use crate::net::{Client, PeerId, keys};
 use crate::package::{ContentId, Package, VerifiedPackage};
 use crate::policy::Policy;
 use crate::sandbox::{Activation, Sandbox};
@@ -26,7 +26,31 @@ pub struct Provided {
     pub outboard: PreOrderMemOutboard,
     /// The paper's limit L: concurrent invocations served.
     invocations: Arc<Semaphore>,
+    /// L itself.
+    limit: usize,
+    /// Invocations each remote peer has running (fair share).
+    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
     pub shared_at: Instant,
+}
+
+/// One of a service's invocation slots held for a remote peer; gives both
+/// back when dropped.
+pub(crate) struct PeerSlot {
+    _permit: OwnedSemaphorePermit,
+    peer: PeerId,
+    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut per_peer = self.per_peer.lock().expect("per-peer lock");
+        if let Some(count) = per_peer.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Provided {
@@ -55,9 +79,33 @@ impl Provided {
             .expect("the semaphore is never closed")
     }
 
-    /// One of the service's invocation slots, if one is free now.
-    pub(crate) fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.invocations.clone().try_acquire_owned().ok()
+    /// One of the service's invocation slots for remote `peer`, if one is
+    /// free now and the peer holds fewer than its share: half of L (at least
+    /// one). A peer that floods a service with calls therefore leaves the
+    /// other half of L to everyone else.
+    pub(crate) fn try_slot_for(&self, peer: PeerId) -> Option<PeerSlot> {
+        let share = (self.limit / 2).max(1);
+        let mut per_peer = self.per_peer.lock().expect("per-peer lock");
+        let held = per_peer.entry(peer).or_default();
+        if *held >= share {
+            if *held == 0 {
+                per_peer.remove(&peer);
+            }
+            return None;
+        }
+        let permit = self.invocations.clone().try_acquire_owned().ok();
+        let Some(permit) = permit else {
+            if *held == 0 {
+                per_peer.remove(&peer);
+            }
+            return None;
+        };
+        *held += 1;
+        Some(PeerSlot {
+            _permit: permit,
+            peer,
+            per_peer: self.per_peer.clone(),
+        })
     }
 }
 
@@ -150,6 +198,8 @@ impl Services {
             activation: service.activation,
             outboard,
             invocations: Arc::new(Semaphore::new(self.max_invocations)),
+            limit: self.max_invocations,
+            per_peer: Arc::new(Mutex::new(HashMap::new())),
             shared_at: Instant::now(),
         });
         self.running
