@@ -632,3 +632,86 @@ fn a_js_libp2p_kademlia_client_finds_our_provider_records() {
     let nobody = sp2a::net::keys::key_text(&sp2a::net::keys::service_key("nobody-provides-this"));
     assert!(find(&nobody).is_empty());
 }
+
+#[test]
+fn a_node_killed_mid_download_resumes_from_its_verified_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    // 2 MiB at 256 KiB/s: about 8 s.
+    std::fs::write(
+        dir.join("slow.toml"),
+        "policy = \"policy.toml\"\nshare = [\"stream.rps\"]\n[upload]\nrate = \"256 KiB\"\n",
+    )
+    .unwrap();
+    let provider = NodeProcess::start(dir, "provider", &["--config", "slow.toml"]);
+    let size = sp2a::package::Package::read_file(&dir.join("stream.rps"))
+        .unwrap()
+        .advert()
+        .component_len();
+    let status_of = |data: &str| -> serde_json::Value {
+        let status = sp2a_ok(dir, &["status", "--data-dir", data, "--json"]);
+        serde_json::from_str(&status).unwrap()
+    };
+    let consumer_args = ["--policy", "policy.toml", "--bootstrap", &provider.address];
+    let mut consumer = NodeProcess::start(dir, "consumer", &consumer_args);
+    let data = consumer.data_dir().to_owned();
+    let pull = Command::new(sp2a_bin())
+        .current_dir(dir)
+        .args(["pull", "stream", "--data-dir", &data])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once half the component is in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = status_of(&data);
+        let bytes = status["transfers"][0]["bytes"].as_u64().unwrap_or(0);
+        if bytes >= size / 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the download stalled: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    consumer.child.kill().unwrap();
+    consumer.child.wait().unwrap();
+    let _ = { pull }.wait();
+    drop(consumer);
+    let before = status_of(provider.data_dir())["counters"]["bytes_uploaded"]
+        .as_u64()
+        .unwrap();
+
+    // Restarted, it fetches only what it did not have.
+    let consumer = NodeProcess::start(dir, "consumer", &consumer_args);
+    sp2a_ok(dir, &["pull", "stream", "--data-dir", consumer.data_dir()]);
+    let after = status_of(provider.data_dir())["counters"]["bytes_uploaded"]
+        .as_u64()
+        .unwrap();
+    let second = after - before;
+    eprintln!(
+        "uploaded {before} bytes before the kill and {second} after, for a {size}-byte component"
+    );
+    assert!(
+        second < size * 6 / 10,
+        "the restarted pull fetched {second} of {size} bytes again"
+    );
+    assert!(
+        before + second >= size,
+        "every byte came from the provider once"
+    );
+    let called = sp2a_ok(
+        dir,
+        &["status", "--data-dir", consumer.data_dir(), "--json"],
+    );
+    assert!(called.contains("\"name\": \"stream\""), "{called}");
+    assert!(
+        !consumer
+            .data_dir
+            .join("partial")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "the saved blocks are gone once the package is stored"
+    );
+}

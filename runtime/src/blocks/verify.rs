@@ -255,6 +255,67 @@ impl Download {
     pub fn bytes(&self) -> Option<&[u8]> {
         self.is_complete().then_some(&self.data[..])
     }
+
+    /// What a saved download consists of: the data buffer (held blocks in
+    /// place, zeros elsewhere) and the hash-tree nodes verified so far.
+    pub fn parts(&self) -> (&[u8], &[u8]) {
+        (&self.data, &self.outboard.data)
+    }
+
+    /// A download resumed from saved parts, keeping only the blocks in
+    /// `held` that verify again against `root`: each run of them is encoded
+    /// from the saved data and tree and checked as if a peer had sent it.
+    /// Parts of the wrong size resume nothing.
+    pub fn restore(
+        root: blake3::Hash,
+        size: u64,
+        data: Vec<u8>,
+        tree_nodes: Vec<u8>,
+        held: &Bitmap,
+    ) -> Self {
+        let mut fresh = Self::new(root, size);
+        if data.len() as u64 != size
+            || tree_nodes.len() != fresh.outboard.data.len()
+            || held.len() != fresh.blocks()
+        {
+            return fresh;
+        }
+        let saved = Self {
+            size,
+            data,
+            have: held.clone(),
+            received: 0,
+            outboard: PreOrderMemOutboard {
+                root,
+                tree: fresh.outboard.tree,
+                data: tree_nodes,
+            },
+        };
+        let mut block = 0;
+        while block < saved.blocks() {
+            if !saved.has(block) {
+                block += 1;
+                continue;
+            }
+            let run = (block..saved.blocks())
+                .take(super::MAX_BLOCKS_PER_REQUEST as usize)
+                .take_while(|b| saved.has(*b))
+                .count() as u32;
+            // A run that does not verify as a whole is retried block by block.
+            let whole = saved
+                .encode(block, run)
+                .and_then(|encoded| fresh.accept(block, run, size, &encoded).ok());
+            if whole.is_none() {
+                for one in block..block + u64::from(run) {
+                    if let Some(encoded) = saved.encode(one, 1) {
+                        let _ = fresh.accept(one, 1, size, &encoded);
+                    }
+                }
+            }
+            block += u64::from(run);
+        }
+        fresh
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +343,52 @@ mod tests {
         }
         assert!(download.is_complete());
         assert_eq!(download.bytes(), Some(&data[..]));
+    }
+
+    #[test]
+    fn a_saved_download_resumes_with_exactly_the_blocks_that_verify_again() {
+        let data = component(300_000);
+        let root = blake3::hash(&data);
+        let ob = outboard(&data);
+        let size = data.len() as u64;
+        let mut download = Download::new(root, size);
+        // Blocks 0..4, 6..9 and 15 arrive.
+        for (first, count) in [(0, 4), (6, 3), (15, 1)] {
+            let encoded = encode(&data, &ob, first, count).unwrap();
+            download.accept(first, count, size, &encoded).unwrap();
+        }
+        let (saved, tree) = download.parts();
+        let (saved, tree) = (saved.to_vec(), tree.to_vec());
+        let held = download.bitmap().clone();
+
+        let resumed = Download::restore(root, size, saved.clone(), tree.clone(), &held);
+        assert_eq!(resumed.bitmap(), &held);
+        assert_eq!(resumed.received(), download.received());
+
+        // A byte changed on disk: that block, and only it, is fetched again.
+        let mut damaged = saved.clone();
+        damaged[7 * BLOCK_SIZE as usize + 5] ^= 1;
+        let resumed = Download::restore(root, size, damaged, tree.clone(), &held);
+        let mut expected = held.clone();
+        expected.remove(7);
+        assert_eq!(resumed.bitmap(), &expected);
+
+        // A claim to hold a block that was never received is not believed.
+        let mut claimed = held.clone();
+        claimed.insert(10);
+        let resumed = Download::restore(root, size, saved.clone(), tree.clone(), &claimed);
+        assert_eq!(resumed.bitmap(), &held);
+
+        // Parts of another size, or of another component, resume nothing.
+        let other = blake3::hash(b"another component");
+        assert_eq!(
+            Download::restore(other, size, saved.clone(), tree.clone(), &held).received(),
+            0
+        );
+        assert_eq!(
+            Download::restore(root, size, saved[1..].to_vec(), tree, &held).received(),
+            0
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::config::PullConfig;
 use super::events::{Events, NodeEvent};
+use super::partial::Partials;
 use super::pull::{Bans, PullError, PullProgress};
 use crate::blocks::{BadData, Bitmap, Download, MAX_BLOCKS_PER_REQUEST};
 use crate::net::protocol::{MAX_PEX_PEERS, PeerInfo, TransferRequest, TransferResponse};
@@ -39,6 +40,8 @@ pub(crate) struct Fetch<'a> {
     pub(crate) target: &'a str,
     pub(crate) id: ContentId,
     pub(crate) download: &'a Arc<Mutex<Download>>,
+    /// Where the verified blocks are saved as they arrive.
+    pub(crate) partials: &'a Partials,
     pub(crate) client: &'a Client,
     pub(crate) config: &'a PullConfig,
     pub(crate) bans: &'a Bans,
@@ -69,6 +72,7 @@ impl Fetch<'_> {
         let providers = self.usable(initial);
         tracing::debug!(blocks, providers = providers.len(), "downloading");
         let mut core = SwarmCore::new(params, providers, Instant::now(), rand::random());
+        core.already_have(self.download.lock().expect("download lock").bitmap());
         let mut replies: FuturesUnordered<BoxFuture<'static, Option<Reply>>> =
             FuturesUnordered::new();
         let mut cancel: HashMap<RequestId, AbortHandle> = HashMap::new();
@@ -211,6 +215,14 @@ impl Fetch<'_> {
                         kept: Default::default(),
                     })
                 };
+                let kept = match &accepted {
+                    Ok(accepted) => accepted,
+                    Err(rejected) => &rejected.kept,
+                };
+                if kept.new_bytes > 0 {
+                    self.partials
+                        .save(&self.id, &download, first_block, kept.verified);
+                }
                 let holdings = if bitmap.is_empty() {
                     Holdings::All
                 } else {
@@ -461,7 +473,16 @@ impl Fetch<'_> {
             let failure = match response {
                 Ok(Ok(TransferResponse::Data { size, encoded, .. })) => {
                     let mut download = self.download.lock().expect("download lock");
-                    match download.accept(first, blocks, size, &encoded) {
+                    let accepted = download.accept(first, blocks, size, &encoded);
+                    let kept = match &accepted {
+                        Ok(accepted) => accepted,
+                        Err(rejected) => &rejected.kept,
+                    };
+                    if kept.new_bytes > 0 {
+                        self.partials
+                            .save(&self.id, &download, first, kept.verified);
+                    }
+                    match accepted {
                         Ok(accepted) => {
                             verified += accepted.new_bytes;
                             let received = download.received();

@@ -29,6 +29,7 @@ mod download;
 mod events;
 mod inbound;
 mod invoke;
+mod partial;
 mod pull;
 pub mod report;
 mod services;
@@ -189,6 +190,7 @@ impl Node {
             discovery.clone(),
             uploads.clone(),
             events.clone(),
+            partial::Partials::new(config.data_dir.join("partial")),
         ));
         let answerers = inbound::Answerers {
             client: client.clone(),

@@ -19,9 +19,9 @@ use super::config::{PullConfig, Strategy};
 use super::discovery::{Discovery, Lookup};
 use super::download::Fetch;
 use super::events::{Events, NodeEvent};
+use super::partial::Partials;
 use super::services::Services;
 use super::upload::Uploads;
-use crate::blocks::Download;
 use crate::net::{Client, PeerId, keys};
 use crate::package::{Advert, ContentId, Package};
 use crate::policy::{Refusal, Refusals};
@@ -147,9 +147,13 @@ pub(crate) struct Pulls {
     events: Events,
     running: Mutex<HashMap<String, (PullFuture, watch::Receiver<PullProgress>)>>,
     bans: Bans,
+    /// Downloads in progress, saved to resume after a restart.
+    partials: Partials,
 }
 
 impl Pulls {
+    // The roles a pull works with, each passed in by the node that owns them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: PullConfig,
         reshare: bool,
@@ -158,6 +162,7 @@ impl Pulls {
         discovery: Arc<Discovery>,
         uploads: Arc<Uploads>,
         events: Events,
+        partials: Partials,
     ) -> Self {
         Self {
             config,
@@ -169,6 +174,7 @@ impl Pulls {
             events,
             running: Mutex::new(HashMap::new()),
             bans: Bans::default(),
+            partials,
         }
     }
 
@@ -272,10 +278,13 @@ impl Pulls {
             p.total = advert.component_len();
         });
         let download_start = Instant::now();
-        let download = Arc::new(Mutex::new(Download::new(
+        // Resumed from the blocks a previous run saved, if any.
+        let download = Arc::new(Mutex::new(self.partials.resume(
+            &id,
             advert.component_hash(),
             advert.component_len(),
         )));
+        progress.send_modify(|p| p.bytes = download.lock().expect("download lock").received());
         // A node that will not re-share does not serve partial blocks either.
         let offer = (self.config.strategy == Strategy::Swarm
             && self.uploads.shares_partial()
@@ -288,6 +297,7 @@ impl Pulls {
             target,
             id,
             download: &download,
+            partials: &self.partials,
             client: &self.client,
             config: &self.config,
             bans: &self.bans,
@@ -328,6 +338,7 @@ impl Pulls {
             .run(Package::from_parts(advert, component), self.reshare)
             .await;
         drop(offer);
+        self.partials.remove(&id);
         if let Err(error) = activated {
             self.withdraw_partial(&id).await;
             return Err(PullError::Activate {

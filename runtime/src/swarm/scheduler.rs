@@ -327,6 +327,14 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
         core
     }
 
+    /// Blocks verified before this download started (one resumed from
+    /// disk): never asked for.
+    pub fn already_have(&mut self, held: &Bitmap) {
+        for block in held.iter().filter(|b| *b < self.params.blocks) {
+            self.have.insert(block);
+        }
+    }
+
     /// Takes in something that happened at `now`.
     pub fn handle(&mut self, now: Instant, event: Event<P, A>) {
         self.now = self.now.max(now);
