@@ -901,6 +901,20 @@ async fn a_failed_announcement_is_shown_and_retried() {
     .await;
 }
 
+/// Has `node` share the hostile test service (clocks and a data directory),
+/// signed with `key`.
+async fn share_hostile(node: &Node, key: &SecretKey) {
+    let capabilities = "<capabilities><clocks/>\
+        <dir name=\"sandbox\" path=\"/sandbox\" access=\"read-write\"/></capabilities>";
+    let package = pack(
+        component("hostile"),
+        &manifest("hostile", &format!("<requirements/>{capabilities}")),
+        key,
+    )
+    .unwrap();
+    node.share(package.into_inner()).await.unwrap();
+}
+
 #[tokio::test]
 async fn remote_callers_get_the_error_kind_but_no_host_details() {
     within(60, async {
@@ -910,15 +924,7 @@ async fn remote_callers_get_the_error_kind_but_no_host_details() {
         let dir = net.dir();
         let config = net.config(dir);
         let a = net.start(config, policy, &[]).await;
-        let capabilities = "<capabilities><clocks/>\
-            <dir name=\"sandbox\" path=\"/sandbox\" access=\"read-write\"/></capabilities>";
-        let package = pack(
-            component("hostile"),
-            &manifest("hostile", &format!("<requirements/>{capabilities}")),
-            &net.key,
-        )
-        .unwrap();
-        a.share(package.into_inner()).await.unwrap();
+        share_hostile(&a, &net.key).await;
         let b = net.node(&[address(&a).await]).await;
         let root = root.display().to_string();
         for (call, kind, said) in [
@@ -1105,15 +1111,7 @@ async fn a_peer_flooding_a_service_with_calls_leaves_others_their_share() {
         config.max_invocations_per_service = 4;
         let policy = net.policy();
         let a = net.start(config, policy, &[]).await;
-        let capabilities = "<capabilities><clocks/>\
-            <dir name=\"sandbox\" path=\"/sandbox\" access=\"read-write\"/></capabilities>";
-        let package = pack(
-            component("hostile"),
-            &manifest("hostile", &format!("<requirements/>{capabilities}")),
-            &net.key,
-        )
-        .unwrap();
-        a.share(package.into_inner()).await.unwrap();
+        share_hostile(&a, &net.key).await;
         let a_address = address(&a).await;
         let caller = net.node(std::slice::from_ref(&a_address)).await;
         // The flooding peer sends its calls straight to a, as fast as

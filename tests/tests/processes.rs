@@ -216,18 +216,22 @@ fn nodes_in_separate_processes_find_pull_and_call_through_the_cli() {
     assert!(status.contains("hello 0.1.0"), "{status}");
 }
 
+/// A node sharing `stream` with its uplink limited to `rate` per second.
+fn slow_stream_provider(dir: &Path, rate: &str) -> NodeProcess {
+    let config = format!(
+        "policy = \"policy.toml\"\nshare = [\"stream.rps\"]\n[upload]\nrate = \"{rate}\"\n"
+    );
+    std::fs::write(dir.join("slow.toml"), config).unwrap();
+    NodeProcess::start(dir, "provider", &["--config", "slow.toml"])
+}
+
 #[test]
 fn a_node_killed_mid_download_restarts_clean() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     setup(dir);
     // A provider with a slow uplink: the 2 MiB download takes half a minute.
-    std::fs::write(
-        dir.join("slow.toml"),
-        "policy = \"policy.toml\"\nshare = [\"stream.rps\"]\n[upload]\nrate = \"64 KiB\"\n",
-    )
-    .unwrap();
-    let provider = NodeProcess::start(dir, "provider", &["--config", "slow.toml"]);
+    let provider = slow_stream_provider(dir, "64 KiB");
     let mut consumer = NodeProcess::start(
         dir,
         "consumer",
@@ -639,12 +643,7 @@ fn a_node_killed_mid_download_resumes_from_its_verified_blocks() {
     let dir = dir.path();
     setup(dir);
     // 2 MiB at 256 KiB/s: about 8 s.
-    std::fs::write(
-        dir.join("slow.toml"),
-        "policy = \"policy.toml\"\nshare = [\"stream.rps\"]\n[upload]\nrate = \"256 KiB\"\n",
-    )
-    .unwrap();
-    let provider = NodeProcess::start(dir, "provider", &["--config", "slow.toml"]);
+    let provider = slow_stream_provider(dir, "256 KiB");
     let size = sp2a::package::Package::read_file(&dir.join("stream.rps"))
         .unwrap()
         .advert()

@@ -172,6 +172,27 @@ impl Fetch<'_> {
             .collect()
     }
 
+    /// Verifies blocks `first .. first + count` from a peer into the
+    /// download and saves the ones that checked out (to resume from).
+    fn accept(
+        &self,
+        download: &mut Download,
+        first: u64,
+        count: u32,
+        size: u64,
+        encoded: &[u8],
+    ) -> Result<crate::blocks::Accepted, crate::blocks::Rejected> {
+        let accepted = download.accept(first, count, size, encoded);
+        let kept = match &accepted {
+            Ok(accepted) => accepted,
+            Err(rejected) => &rejected.kept,
+        };
+        if kept.new_bytes > 0 {
+            self.partials.save(&self.id, download, first, kept.verified);
+        }
+        accepted
+    }
+
     fn request(&self, ask: &Ask) -> TransferRequest {
         match ask {
             Ask::Blocks { first, count } => TransferRequest::Blocks {
@@ -208,21 +229,13 @@ impl Fetch<'_> {
             }) => {
                 let mut download = self.download.lock().expect("download lock");
                 let accepted = if ask.admits(first_block, blocks) {
-                    download.accept(first_block, blocks, size, &encoded)
+                    self.accept(&mut download, first_block, blocks, size, &encoded)
                 } else {
                     Err(crate::blocks::Rejected {
                         reason: BadData::OutOfRange,
                         kept: Default::default(),
                     })
                 };
-                let kept = match &accepted {
-                    Ok(accepted) => accepted,
-                    Err(rejected) => &rejected.kept,
-                };
-                if kept.new_bytes > 0 {
-                    self.partials
-                        .save(&self.id, &download, first_block, kept.verified);
-                }
                 let holdings = if bitmap.is_empty() {
                     Holdings::All
                 } else {
@@ -473,16 +486,7 @@ impl Fetch<'_> {
             let failure = match response {
                 Ok(Ok(TransferResponse::Data { size, encoded, .. })) => {
                     let mut download = self.download.lock().expect("download lock");
-                    let accepted = download.accept(first, blocks, size, &encoded);
-                    let kept = match &accepted {
-                        Ok(accepted) => accepted,
-                        Err(rejected) => &rejected.kept,
-                    };
-                    if kept.new_bytes > 0 {
-                        self.partials
-                            .save(&self.id, &download, first, kept.verified);
-                    }
-                    match accepted {
+                    match self.accept(&mut download, first, blocks, size, &encoded) {
                         Ok(accepted) => {
                             verified += accepted.new_bytes;
                             let received = download.received();

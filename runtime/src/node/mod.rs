@@ -30,6 +30,7 @@ mod events;
 mod inbound;
 mod invoke;
 mod partial;
+mod per_peer;
 mod pull;
 pub mod report;
 mod services;

@@ -2,14 +2,15 @@
 //! crash-safe store, and announced in the DHT under its service name and
 //! its content id; looked up by name or by package.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bao_tree::io::outboard::PreOrderMemOutboard;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::events::{Events, NodeEvent};
+use super::per_peer::{Held, PerPeer};
 use super::store::Store;
 use super::{NodeError, activate};
 use crate::blocks;
@@ -29,28 +30,15 @@ pub struct Provided {
     /// L itself.
     limit: usize,
     /// Invocations each remote peer has running (fair share).
-    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
+    per_peer: PerPeer,
     pub shared_at: Instant,
 }
 
 /// One of a service's invocation slots held for a remote peer; gives both
 /// back when dropped.
 pub(crate) struct PeerSlot {
+    _place: Held,
     _permit: OwnedSemaphorePermit,
-    peer: PeerId,
-    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut per_peer = self.per_peer.lock().expect("per-peer lock");
-        if let Some(count) = per_peer.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                per_peer.remove(&self.peer);
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for Provided {
@@ -85,26 +73,13 @@ impl Provided {
     /// other half of L to everyone else.
     pub(crate) fn try_slot_for(&self, peer: PeerId) -> Option<PeerSlot> {
         let share = (self.limit / 2).max(1);
-        let mut per_peer = self.per_peer.lock().expect("per-peer lock");
-        let held = per_peer.entry(peer).or_default();
-        if *held >= share {
-            if *held == 0 {
-                per_peer.remove(&peer);
-            }
-            return None;
-        }
-        let permit = self.invocations.clone().try_acquire_owned().ok();
-        let Some(permit) = permit else {
-            if *held == 0 {
-                per_peer.remove(&peer);
-            }
-            return None;
-        };
-        *held += 1;
+        let invocations = &self.invocations;
+        let (place, permit) = self
+            .per_peer
+            .take(peer, share, || invocations.clone().try_acquire_owned().ok())?;
         Some(PeerSlot {
+            _place: place,
             _permit: permit,
-            peer,
-            per_peer: self.per_peer.clone(),
         })
     }
 }
@@ -199,7 +174,7 @@ impl Services {
             outboard,
             invocations: Arc::new(Semaphore::new(self.max_invocations)),
             limit: self.max_invocations,
-            per_peer: Arc::new(Mutex::new(HashMap::new())),
+            per_peer: PerPeer::default(),
             shared_at: Instant::now(),
         });
         self.running

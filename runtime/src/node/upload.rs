@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use super::config::UploadConfig;
 use super::events::{Events, NodeEvent};
+use super::per_peer::{Held, PerPeer};
 use super::services::Services;
 use crate::blocks::{self, Bitmap, Download, MAX_BLOCKS_PER_REQUEST, block_count};
 use crate::net::protocol::{
@@ -54,21 +55,8 @@ pub const MAX_UNWRITTEN_PER_PEER: usize = 4;
 /// What an answer with data holds until it is written to the peer: an
 /// upload permit and one of the peer's unwritten places.
 pub(crate) struct Unwritten {
+    _place: Held,
     _permit: OwnedSemaphorePermit,
-    peer: PeerId,
-    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
-}
-
-impl Drop for Unwritten {
-    fn drop(&mut self) {
-        let mut per_peer = self.per_peer.lock().expect("unwritten lock");
-        if let Some(count) = per_peer.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                per_peer.remove(&self.peer);
-            }
-        }
-    }
 }
 
 /// Counters of what a node served, since it started.
@@ -133,7 +121,7 @@ pub(crate) struct Uploads {
     events: Events,
     permits: Arc<Semaphore>,
     /// Answers with data not yet written, per peer.
-    unwritten: Arc<Mutex<HashMap<PeerId, usize>>>,
+    unwritten: PerPeer,
     slots: Option<SlotQueue>,
     uplink: Option<Mutex<Uplink>>,
     /// Times each block of a package was uploaded (for `Want` answers).
@@ -175,7 +163,7 @@ impl Uploads {
         let now = Instant::now();
         Self {
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
-            unwritten: Arc::new(Mutex::new(HashMap::new())),
+            unwritten: PerPeer::default(),
             slots: config.slots.map(SlotQueue::new),
             uplink: config.rate.map(|rate| Mutex::new(Uplink::new(rate, now))),
             config,
@@ -455,17 +443,13 @@ impl Uploads {
 
     /// An upload permit and one of `peer`'s unwritten places, if both are free.
     fn reserve(&self, peer: PeerId) -> Option<Unwritten> {
-        let mut per_peer = self.unwritten.lock().expect("unwritten lock");
-        let count = per_peer.entry(peer).or_default();
-        if *count >= MAX_UNWRITTEN_PER_PEER {
-            return None;
-        }
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        *count += 1;
+        let permits = &self.permits;
+        let (place, permit) = self.unwritten.take(peer, MAX_UNWRITTEN_PER_PEER, || {
+            permits.clone().try_acquire_owned().ok()
+        })?;
         Some(Unwritten {
+            _place: place,
             _permit: permit,
-            peer,
-            per_peer: self.unwritten.clone(),
         })
     }
 
