@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use sp2a::package::{Manifest, SecretKey, VerifiedPackage, pack};
 use sp2a::policy::Policy;
@@ -447,4 +448,118 @@ pub mod net {
             self.haves.load(Ordering::SeqCst)
         }
     }
+}
+
+/// A running `sp2a node` process; killed when dropped.
+pub struct NodeProcess {
+    child: std::process::Child,
+    /// The first address it printed, with its `/p2p/<peer id>`.
+    pub address: String,
+    pub data_dir: PathBuf,
+}
+
+impl NodeProcess {
+    /// A node on loopback (a port the system chooses) with `extra` flags,
+    /// its data in `dir/name`; returns once it is ready.
+    pub fn start(dir: &Path, name: &str, extra: &[&str]) -> Self {
+        Self::spawn(
+            Command::new(sp2a_bin()),
+            dir,
+            name,
+            "/ip4/127.0.0.1/tcp/0",
+            extra,
+        )
+    }
+
+    /// The same in the network namespace `netns` (`ip netns exec`),
+    /// listening on `listen`.
+    pub fn start_in(netns: &str, dir: &Path, name: &str, listen: &str, extra: &[&str]) -> Self {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns]).arg(sp2a_bin());
+        Self::spawn(command, dir, name, listen, extra)
+    }
+
+    fn spawn(mut command: Command, dir: &Path, name: &str, listen: &str, extra: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let data_dir = dir.join(name);
+        command
+            .current_dir(dir)
+            .args(["node", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen", listen])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut address = None;
+        loop {
+            let line = lines_rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("node {name} did not become ready"));
+            if let Some(a) = line.strip_prefix("listening on ") {
+                address.get_or_insert_with(|| a.to_owned());
+            }
+            if line == "ready" {
+                break;
+            }
+        }
+        // Keep draining stdout so the node never blocks on a full pipe.
+        std::thread::spawn(move || while lines_rx.recv().is_ok() {});
+        Self {
+            child,
+            address: address.expect("the node printed its address"),
+            data_dir,
+        }
+    }
+
+    pub fn data_dir(&self) -> &str {
+        self.data_dir.to_str().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGINT, as Ctrl-C; returns the exit status.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        send_signal(self.child.id() as i32, 2);
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// SIGKILL, and wait for it to end.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `signal` to process `pid`.
+fn send_signal(pid: i32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

@@ -2,94 +2,11 @@
 //! find, pull, local and remote calls, status, clean shutdown and restart,
 //! and a node killed in the middle of a download.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sp2a_tests::{run_sp2a, service_package, sp2a_bin, text};
-
-/// A running `sp2a node` process; killed when dropped.
-struct NodeProcess {
-    child: Child,
-    address: String,
-    data_dir: PathBuf,
-}
-
-impl NodeProcess {
-    fn start(dir: &Path, name: &str, extra: &[&str]) -> Self {
-        let data_dir = dir.join(name);
-        let mut command = Command::new(sp2a_bin());
-        command
-            .current_dir(dir)
-            .args(["node", "--data-dir"])
-            .arg(&data_dir)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut address = None;
-        loop {
-            let line = lines_rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("node {name} did not become ready"));
-            if let Some(a) = line.strip_prefix("listening on ") {
-                address.get_or_insert_with(|| a.to_owned());
-            }
-            if line == "ready" {
-                break;
-            }
-        }
-        // Keep draining stdout so the node never blocks on a full pipe.
-        std::thread::spawn(move || while lines_rx.recv().is_ok() {});
-        Self {
-            child,
-            address: address.expect("the node printed its address"),
-            data_dir,
-        }
-    }
-
-    fn data_dir(&self) -> &str {
-        self.data_dir.to_str().unwrap()
-    }
-
-    /// SIGINT, as Ctrl-C; returns the exit status.
-    fn interrupt(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id() as i32;
-        send_signal(pid, 2);
-        let status = self.child.wait().unwrap();
-        std::mem::forget(self);
-        status
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn send_signal(pid: i32, signal: i32) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use sp2a_tests::{NodeProcess, run_sp2a, service_package, sp2a_bin, text};
 
 fn setup(dir: &Path) {
     let key = sp2a::package::SecretKey::generate();
@@ -259,8 +176,7 @@ fn a_node_killed_mid_download_restarts_clean() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Crash: SIGKILL, no chance to clean up.
-    consumer.child.kill().unwrap();
-    consumer.child.wait().unwrap();
+    consumer.kill();
     let out = pull.wait_with_output().unwrap();
     assert!(
         !out.status.success(),
@@ -455,7 +371,7 @@ fn a_peer_that_never_reads_its_answers_pins_bounded_memory() {
         "provider",
         &["--policy", "policy.toml", "--share", "stream.rps"],
     );
-    let pid = provider.child.id();
+    let pid = provider.pid();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut peer = Stubborn::connect(&provider.address, stream_content_id(dir)).await;
@@ -526,7 +442,7 @@ fn a_thousand_peer_ids_connecting_keep_the_node_within_its_memory_bound() {
         "provider",
         &["--policy", "policy.toml", "--share", "hello.rps"],
     );
-    let pid = provider.child.id();
+    let pid = provider.pid();
     let data = provider.data_dir().to_owned();
     let (peer, address) =
         sp2a::net::split_peer_address(&provider.address.parse().unwrap()).unwrap();
@@ -673,8 +589,7 @@ fn a_node_killed_mid_download_resumes_from_its_verified_blocks() {
         assert!(Instant::now() < deadline, "the download stalled: {status}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    consumer.child.kill().unwrap();
-    consumer.child.wait().unwrap();
+    consumer.kill();
     let _ = { pull }.wait();
     drop(consumer);
     let before = status_of(provider.data_dir())["counters"]["bytes_uploaded"]

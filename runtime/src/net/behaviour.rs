@@ -197,12 +197,12 @@ impl Behaviour {
             .with_max_pending_incoming(Some(config.max_connections / 2 + 1));
 
         let store = NodeStore::new(peer_id, config.provider_records);
+        let k = std::num::NonZeroUsize::new(config.kad_bucket_size).unwrap_or(kad::K_VALUE);
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config
             .set_query_timeout(config.query_timeout)
-            .set_kbucket_size(
-                std::num::NonZeroUsize::new(config.kad_bucket_size).unwrap_or(kad::K_VALUE),
-            )
+            .set_kbucket_size(k)
+            .set_replication_factor(k)
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .set_provider_publication_interval(Some(Duration::from_secs(3600)))
             .set_provider_record_ttl(Some(config.provider_records.ttl));

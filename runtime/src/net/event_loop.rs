@@ -2,7 +2,9 @@
 //! commands, tracks their pending replies, keeps Kademlia's routing table
 //! fed from identify and mDNS, stores inbound provider records within their
 //! quotas (see [`records`](super::records)), keeps this node's own
-//! announcements alive (retrying failed ones) and hands peers' requests
+//! announcements alive (driving the [`upkeep`](super::upkeep) core: retries,
+//! re-announcement when the network changes or comes back, probes of lost
+//! peers) and hands peers' requests
 //! to the node through a bounded channel. When that channel is full a peer's
 //! request is answered `Busy` at once rather than queued without bound.
 //!
@@ -17,7 +19,7 @@ use futures::StreamExt;
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, ping, tcp, yamux};
 use rand::seq::SliceRandom;
 use tokio::sync::mpsc;
 
@@ -27,15 +29,14 @@ use super::client::{
     InboundRequestId, NetInfo, Reply, RequestError,
 };
 use super::protocol::*;
+use super::upkeep::{self, Upkeep};
 use super::{NetConfig, NetError, split_peer_address};
 
 const COMMAND_QUEUE: usize = 1024;
-/// Housekeeping: due announcement retries, and the sweep of expired records.
+/// Housekeeping: the upkeep core's due actions, and the sweep of expired
+/// records.
 const MAINTENANCE_TICK: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// A failed announcement is retried after this, doubling up to the maximum.
-const ANNOUNCE_RETRY: Duration = Duration::from_secs(5);
-const MAX_ANNOUNCE_RETRY: Duration = Duration::from_secs(300);
 /// Failed announcements in a row before the log warns.
 const WARN_AFTER_FAILURES: u32 = 3;
 /// A provider lookup returns this long after its first provider arrived,
@@ -77,12 +78,18 @@ pub async fn start(
         listeners.insert(id);
     }
     let mut bootstrap = Vec::new();
+    let mut bootstrap_peers = HashSet::new();
     for address in &config.bootstrap {
         let (peer, addr) = split_peer_address(address)
             .ok_or_else(|| NetError::BootstrapWithoutPeer(address.to_string()))?;
         swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
         bootstrap.push(address.clone());
+        bootstrap_peers.insert(peer);
     }
+    let upkeep = Upkeep::new(upkeep::UpkeepConfig {
+        k: config.kad_bucket_size,
+        ..upkeep::UpkeepConfig::default()
+    });
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let local_addresses = config.local_addresses;
@@ -100,8 +107,8 @@ pub async fn start(
         pending_adverts: HashMap::new(),
         pending_transfers: HashMap::new(),
         pending_invokes: HashMap::new(),
-        announcements: HashMap::new(),
-        published_at_peers: 0,
+        upkeep,
+        bootstrap_peers,
         next_sweep: Instant::now() + SWEEP_EVERY,
         unwritten: HashMap::new(),
     };
@@ -168,11 +175,10 @@ struct EventLoop {
     pending_adverts: HashMap<OutboundRequestId, Reply<Result<AdvertResponse, RequestError>>>,
     pending_transfers: HashMap<OutboundRequestId, Reply<Result<TransferResponse, RequestError>>>,
     pending_invokes: HashMap<OutboundRequestId, Reply<Result<InvokeResponse, RequestError>>>,
-    /// The state of each key this node provides (announced, or failed and
-    /// when it is retried).
-    announcements: HashMap<kad::RecordKey, AnnouncementState>,
-    /// Routing-table size when the provided keys were last announced.
-    published_at_peers: usize,
+    /// When to announce this node's keys, and which lost peers to probe.
+    upkeep: Upkeep<kad::RecordKey, PeerId, Multiaddr>,
+    /// The operator's bootstrap peers: watched until reached when lost.
+    bootstrap_peers: HashSet<PeerId>,
     next_sweep: Instant,
     /// What transfer responses on their way to peers hold (upload permits),
     /// released when the response is written or fails.
@@ -184,6 +190,8 @@ struct Connection {
     span: tracing::Span,
     peer: PeerId,
     remote: Multiaddr,
+    /// This node dialled it: `remote` is an address to dial again.
+    dialer: bool,
 }
 
 fn request_error(error: &OutboundFailure) -> RequestError {
@@ -226,12 +234,13 @@ impl EventLoop {
         let behaviour = self.swarm.behaviour_mut();
         match command {
             Command::StartProviding { key, reply } => {
-                self.announce(key, 0);
+                self.upkeep.provide(key);
+                self.keep_up(Instant::now());
                 let _ = reply.send(());
             }
             Command::StopProviding { key } => {
                 behaviour.kad.stop_providing(&key);
-                self.announcements.remove(&key);
+                self.upkeep.withdraw(&key);
             }
             Command::GetProviders {
                 key,
@@ -330,8 +339,8 @@ impl EventLoop {
                 let routing_table = behaviour.kad.kbuckets().map(|b| b.num_entries()).sum();
                 let provider_records = behaviour.kad.store_mut().held(None);
                 let mut announcements: Vec<Announcement> = self
-                    .announcements
-                    .iter()
+                    .upkeep
+                    .states()
                     .map(|(key, state)| Announcement {
                         key: super::keys::key_text(key),
                         state: state.clone(),
@@ -353,97 +362,72 @@ impl EventLoop {
         }
     }
 
-    /// A node that announced its keys while it knew few peers (typically a
-    /// seed that shared before anyone joined) stored its provider records
-    /// with nobody: announce again each time the routing table doubles, until
-    /// it holds a full bucket's worth of peers (Kademlia's k).
-    fn republish_if_grown(&mut self) {
-        let k = self.config.kad_bucket_size;
-        if self.announcements.is_empty() || self.published_at_peers >= k {
-            return;
-        }
+    fn routing_table_size(&mut self) -> usize {
         let kad = &mut self.swarm.behaviour_mut().kad;
-        let peers: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
-        if peers >= (self.published_at_peers * 2).max(1) {
-            self.published_at_peers = peers;
-            for key in self.announcements.keys().cloned().collect::<Vec<_>>() {
-                self.announce(key, 0);
+        kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+
+    /// Carries out what the upkeep core decided is due at `now`.
+    fn keep_up(&mut self, now: Instant) {
+        let table = self.routing_table_size();
+        while let Some(action) = self.upkeep.poll(now, table) {
+            match action {
+                upkeep::Action::Announce(key) => {
+                    // Stores this node's record (never refused) and
+                    // announces it to the peers closest to the key.
+                    if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key.clone()) {
+                        tracing::warn!(key = %super::keys::key_text(&key), error = %e, "cannot store own provider record");
+                        self.upkeep.outcome(now, &key, Some(0));
+                    }
+                }
+                upkeep::Action::Refresh => {
+                    tracing::debug!(reason = ?self.upkeep.last_reason(), "refreshing the routing table");
+                    // Fails only with an empty routing table: nothing to ask.
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+                upkeep::Action::Probe(peer, addresses) => {
+                    if self.swarm.is_connected(&peer) {
+                        continue;
+                    }
+                    tracing::debug!(%peer, "probing a lost peer");
+                    // Kademlia adds the addresses it knows (within its scope).
+                    let _ = self
+                        .swarm
+                        .dial(DialOpts::peer_id(peer).addresses(addresses).build());
+                }
             }
-        }
-    }
-
-    /// Stores this node's provider record for `key` (never refused) and
-    /// announces it to the peers closest to the key. `failures` counts the
-    /// failed attempts before this one.
-    fn announce(&mut self, key: kad::RecordKey, failures: u32) {
-        let state = match self.swarm.behaviour_mut().kad.start_providing(key.clone()) {
-            Ok(_) => AnnouncementState::Pending { failures },
-            // The store takes every own record; kept for completeness.
-            Err(e) => self.failed(failures + 1, e.to_string()),
-        };
-        self.announcements.insert(key, state);
-    }
-
-    fn failed(&self, failures: u32, error: String) -> AnnouncementState {
-        let backoff = ANNOUNCE_RETRY
-            .saturating_mul(1 << failures.saturating_sub(1).min(16))
-            .min(MAX_ANNOUNCE_RETRY);
-        AnnouncementState::Failed {
-            failures,
-            error,
-            retry_at: Instant::now() + backoff,
         }
     }
 
     /// The outcome of an announcement (first or periodic).
     fn announced(&mut self, key: kad::RecordKey, peers_reached: Option<u32>) {
-        let Some(state) = self.announcements.get(&key) else {
-            return; // withdrawn meanwhile
-        };
-        let failures = match state {
-            AnnouncementState::Pending { failures }
-            | AnnouncementState::Failed { failures, .. } => *failures,
-            AnnouncementState::Announced { .. } => 0,
-        };
-        let state = match peers_reached {
-            Some(peers) if peers > 0 => AnnouncementState::Announced {
-                peers,
-                at: Instant::now(),
-            },
-            Some(_) => self.failed(failures + 1, "no DHT peer reached".into()),
-            None => self.failed(failures + 1, "the DHT query timed out".into()),
-        };
-        if let AnnouncementState::Failed {
+        let Some(AnnouncementState::Failed {
             failures, error, ..
-        } = &state
-        {
-            // A node that starts alone (a seed) fails its first attempts as
-            // a matter of course: warn only when it goes on.
-            let key = super::keys::key_text(&key);
-            if *failures >= WARN_AFTER_FAILURES {
-                tracing::warn!(%key, failures, %error, "announcement failed; will retry");
-            } else {
-                tracing::debug!(%key, failures, %error, "announcement failed; will retry");
-            }
+        }) = self.upkeep.outcome(Instant::now(), &key, peers_reached)
+        else {
+            return;
+        };
+        // A node that starts alone (a seed) fails its first attempts as a
+        // matter of course: warn only when it goes on.
+        let key = super::keys::key_text(&key);
+        if *failures >= WARN_AFTER_FAILURES {
+            tracing::warn!(%key, failures, %error, "announcement failed; will retry");
+        } else {
+            tracing::debug!(%key, failures, %error, "announcement failed; will retry");
         }
-        self.announcements.insert(key, state);
     }
 
-    /// Retries due announcements and sweeps expired records.
+    /// `peer` could not be reached: the upkeep core watches it, probing the
+    /// addresses this node dialled it at.
+    fn lost(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        let bootstrap = self.bootstrap_peers.contains(&peer);
+        self.upkeep
+            .unreachable(Instant::now(), peer, addresses, bootstrap);
+    }
+
+    /// Due announcements and probes, and the sweep of expired records.
     fn maintain(&mut self, now: Instant) {
-        let due: Vec<(kad::RecordKey, u32)> = self
-            .announcements
-            .iter()
-            .filter_map(|(key, state)| match state {
-                AnnouncementState::Failed {
-                    failures, retry_at, ..
-                } if *retry_at <= now => Some((key.clone(), *failures)),
-                _ => None,
-            })
-            .collect();
-        for (key, failures) in due {
-            self.announce(key, failures);
-        }
+        self.keep_up(now);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
             let swept = self.swarm.behaviour_mut().kad.store_mut().sweep(now);
@@ -543,8 +527,10 @@ impl EventLoop {
                         span,
                         peer: peer_id,
                         remote,
+                        dialer: endpoint.is_dialer(),
                     },
                 );
+                self.upkeep.reached(Instant::now(), &peer_id);
                 for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -552,19 +538,45 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed {
                 connection_id,
                 cause,
+                num_established,
                 ..
             } => {
                 if let Some(connection) = self.connections.remove(&connection_id) {
+                    let lost = cause.is_some() && num_established == 0;
                     let cause = cause.map(|c| c.to_string());
                     tracing::debug!(parent: &connection.span, ?cause, "closed");
+                    if lost {
+                        let again = connection.dialer.then_some(connection.remote);
+                        self.lost(connection.peer, again.into_iter().collect());
+                    }
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result,
+            })) => match result {
+                Ok(_) => self.upkeep.reached(Instant::now(), &peer),
+                Err(ping::Failure::Unsupported) => {}
+                Err(_) => {
+                    let again = self
+                        .connections
+                        .get(&connection)
+                        .filter(|c| c.dialer)
+                        .map(|c| c.remote.clone());
+                    self.lost(peer, again.into_iter().collect());
+                }
+            },
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer_id),
                 error,
                 ..
             } if !self.swarm.is_connected(&peer_id) => {
                 tracing::debug!(peer = %peer_id, %error, "dial failed");
+                if let libp2p::swarm::DialError::Transport(tried) = &error {
+                    let tried = tried.iter().map(|(address, _)| address.clone()).collect();
+                    self.lost(peer_id, tried);
+                }
                 for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Err(DialError::Unreachable {
                         peer: peer_id,
@@ -623,7 +635,11 @@ impl EventLoop {
             }
             kad::Event::RoutingUpdated {
                 is_new_peer: true, ..
-            } => self.republish_if_grown(),
+            } => {
+                let table = self.routing_table_size();
+                self.upkeep.routing_added(Instant::now(), table);
+                self.keep_up(Instant::now());
+            }
             kad::Event::OutboundQueryProgressed {
                 result: QueryResult::StartProviding(result) | QueryResult::RepublishProvider(result),
                 stats,

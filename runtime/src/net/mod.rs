@@ -19,6 +19,7 @@ pub mod event_loop;
 pub mod keys;
 pub mod protocol;
 pub mod records;
+pub mod upkeep;
 
 use std::path::Path;
 use std::time::Duration;

@@ -36,6 +36,10 @@ pub struct AnnouncementStatus {
     pub error: Option<String>,
     /// When a failed announcement is tried again.
     pub retry_in_secs: Option<u64>,
+    /// How long ago the last announcement reached its peers (announced
+    /// keys; keys are announced again when the network changes).
+    #[serde(default)]
+    pub announced_ms_ago: Option<u64>,
 }
 
 impl AnnouncementStatus {
@@ -48,15 +52,17 @@ impl AnnouncementStatus {
             failures: 0,
             error: None,
             retry_in_secs: None,
+            announced_ms_ago: None,
         };
         match &announcement.state {
             AnnouncementState::Pending { failures } => {
                 status.state = "pending".into();
                 status.failures = *failures;
             }
-            AnnouncementState::Announced { peers, .. } => {
+            AnnouncementState::Announced { peers, at } => {
                 status.state = "announced".into();
                 status.peers = *peers;
+                status.announced_ms_ago = Some(at.elapsed().as_millis() as u64);
             }
             AnnouncementState::Failed {
                 failures,
