@@ -120,6 +120,7 @@ fn fuzz_wire_messages() {
         cbor(&InvokeRequest {
             service: "hello".into(),
             content_id: Some([2; 32]),
+            publisher: Some("0123abcd".into()),
             call: "greet(\"x\")".into(),
         }),
         cbor(&InvokeResponse::Ok {

@@ -650,6 +650,7 @@ async fn malformed_and_oversize_messages_are_refused_and_the_node_carries_on() {
                 InvokeRequest {
                     service: "hello".into(),
                     content_id: None,
+                    publisher: None,
                     call: "greet(((((".into(),
                 },
             )
@@ -663,6 +664,7 @@ async fn malformed_and_oversize_messages_are_refused_and_the_node_carries_on() {
         let huge = InvokeRequest {
             service: "hello".into(),
             content_id: None,
+            publisher: None,
             call: format!("greet(\"{}\")", "x".repeat(MAX_INVOKE_REQUEST as usize)),
         };
         let err = client.request_invoke(peer, huge).await.unwrap_err();
@@ -1007,6 +1009,26 @@ async fn services_and_their_data_are_namespaced_by_publisher() {
         assert!(alice_dir.join("notes").join("notes").join("n").exists());
         assert!(a.invoke_local("notes@0000000000", "names()").await.is_err());
 
+        // A remote caller names the publisher the same way; without one, the
+        // provider refuses the ambiguous name and says how to name one.
+        let c = net.node(&[address(&a).await]).await;
+        let err = c.invoke_remote("notes", "names()").await.unwrap_err();
+        assert!(matches!(err, NodeError::Remote { .. }), "{err}");
+        assert!(err.to_string().contains("notes@<publisher key>"), "{err}");
+        let got = c.invoke_remote(&alice_notes, "get(\"n\")").await.unwrap();
+        assert_eq!(got.value, "ok(\"by alice\")");
+        let got = c.invoke_remote(&bob_notes, "get(\"n\")").await.unwrap();
+        assert!(got.value.starts_with("err("), "{}", got.value);
+        // A publisher nobody here has: the provider does not run it.
+        let err = c
+            .invoke_remote("notes@0000000000", "names()")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeError::AllDeclined { .. }), "{err}");
+        assert!(err.to_string().contains("does not provide it"), "{err}");
+        let err = c.invoke_remote("notes@xyz", "names()").await.unwrap_err();
+        assert!(matches!(err, NodeError::BadPublisher(_)), "{err}");
+
         // A pin in the policy settles the name.
         let dir = net.dir();
         let config = net.config(dir);
@@ -1140,6 +1162,7 @@ async fn a_peer_flooding_a_service_with_calls_leaves_others_their_share() {
                         let call = sp2a::net::protocol::InvokeRequest {
                             service: "hostile".into(),
                             content_id: None,
+                            publisher: None,
                             call: "nap(200)".into(),
                         };
                         let answer = flooder.request_invoke(a_peer, call).await;

@@ -305,6 +305,7 @@ async fn the_receiver_bounds_a_message_whatever_the_sender_allows() {
         let huge = InvokeRequest {
             service: "hello".into(),
             content_id: None,
+            publisher: None,
             call: format!("greet(\"{}\")", "x".repeat(2 * MAX_INVOKE_REQUEST as usize)),
         };
         let mut sent = None;

@@ -223,6 +223,10 @@ pub struct InvokeRequest {
     /// A specific package, or `None` for the newest version the peer runs.
     #[serde(default, with = "serde_bytes")]
     pub content_id: Option<[u8; 32]>,
+    /// Only a service of this publisher: its key text, or 8 to 64 leading
+    /// hex digits of its key. Anything else is answered `NotFound`.
+    #[serde(default)]
+    pub publisher: Option<String>,
     /// The call in WAVE syntax, e.g. `greet("x")`.
     pub call: String,
 }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::NodeError;
 use super::events::{Events, NodeEvent};
-use super::services::Services;
+use super::services::{Services, is_publisher_spec, publisher_matches};
 use crate::net::protocol::{InvokeRequest, InvokeResponse, MAX_INVOKE_RESPONSE, clip};
 use crate::net::{Client, PeerId, RequestError, keys};
 use crate::package::{ContentId, is_service_name};
@@ -34,6 +34,13 @@ pub struct RemoteOutcome {
     pub remote_time: Duration,
     pub round_trip: Duration,
     pub content_id: ContentId,
+}
+
+/// A remote call: the service, optionally one publisher's, and the call.
+struct Call<'a> {
+    name: &'a str,
+    publisher: Option<&'a str>,
+    text: &'a str,
 }
 
 pub(crate) struct Invoker {
@@ -71,11 +78,27 @@ impl Invoker {
         Ok(service.activation.invoke(call).instrument(span).await?)
     }
 
-    /// Calls a function of a service on a remote provider. Providers at
-    /// their limit (`Busy`), refusing this peer or unreachable are skipped;
-    /// a call that ran and failed is returned, never retried elsewhere.
-    pub(crate) async fn remote(&self, name: &str, call: &str) -> Result<RemoteOutcome, NodeError> {
-        let span = tracing::debug_span!("invoke", service = name, caller = "remote");
+    /// Calls a function of a service on a remote provider: `target` is a
+    /// service name, or `name@publisher` for one publisher's service of that
+    /// name. Providers at their limit (`Busy`), refusing this peer or
+    /// unreachable are skipped; a call that ran and failed is returned,
+    /// never retried elsewhere.
+    pub(crate) async fn remote(
+        &self,
+        target: &str,
+        call: &str,
+    ) -> Result<RemoteOutcome, NodeError> {
+        let (name, publisher) = match target.split_once('@') {
+            Some((name, spec)) if is_publisher_spec(spec) => (name, Some(spec)),
+            Some((_, spec)) => return Err(NodeError::BadPublisher(spec.to_owned())),
+            None => (target, None),
+        };
+        let span = tracing::debug_span!("invoke", service = target, caller = "remote");
+        let call = Call {
+            name,
+            publisher,
+            text: call,
+        };
         async {
             // The provider that answered last time first, then the others;
             // the DHT is asked again when the cache is cold or every cached
@@ -85,13 +108,13 @@ impl Invoker {
                 .providers
                 .lock()
                 .expect("providers lock")
-                .get(name)
+                .get(target)
                 .filter(|(_, at)| at.elapsed() < PROVIDER_TTL)
                 .map(|(providers, _)| providers.clone());
             if let Some(providers) = cached
-                && let Some(result) = self.try_each(name, call, &providers, &mut reasons).await
+                && let Some(result) = self.try_each(&call, &providers, &mut reasons).await
             {
-                return self.remember(name, &providers, result);
+                return self.remember(target, &providers, result);
             }
             // A quick lookup, then (if every provider it found declined)
             // one that asks all the peers closest to the key.
@@ -110,15 +133,15 @@ impl Invoker {
                     .collect();
                 found.shuffle(&mut rand::thread_rng());
                 tried.extend(found.iter().copied());
-                if let Some(result) = self.try_each(name, call, &found, &mut reasons).await {
-                    return self.remember(name, &found, result);
+                if let Some(result) = self.try_each(&call, &found, &mut reasons).await {
+                    return self.remember(target, &found, result);
                 }
             }
             if reasons.is_empty() {
-                return Err(NodeError::NoProvider(name.to_owned()));
+                return Err(NodeError::NoProvider(target.to_owned()));
             }
             Err(NodeError::AllDeclined {
-                service: name.to_owned(),
+                service: target.to_owned(),
                 reasons,
             })
         }
@@ -126,10 +149,10 @@ impl Invoker {
         .await
     }
 
-    /// Caches the providers of `name` with the one that answered first.
+    /// Caches the providers of `target` with the one that answered first.
     fn remember(
         &self,
-        name: &str,
+        target: &str,
         providers: &[PeerId],
         result: Result<RemoteOutcome, NodeError>,
     ) -> Result<RemoteOutcome, NodeError> {
@@ -138,13 +161,13 @@ impl Invoker {
             order.retain(|p| *p != outcome.peer);
             order.insert(0, outcome.peer);
             let mut cache = self.providers.lock().expect("providers lock");
-            if cache.len() >= MAX_CACHED_SERVICES && !cache.contains_key(name) {
+            if cache.len() >= MAX_CACHED_SERVICES && !cache.contains_key(target) {
                 cache.retain(|_, (_, at)| at.elapsed() < PROVIDER_TTL);
                 if cache.len() >= MAX_CACHED_SERVICES {
                     cache.clear();
                 }
             }
-            cache.insert(name.to_owned(), (order, Instant::now()));
+            cache.insert(target.to_owned(), (order, Instant::now()));
         }
         result
     }
@@ -152,16 +175,17 @@ impl Invoker {
     /// Tries `providers` in order; `None` if every one declined.
     async fn try_each(
         &self,
-        name: &str,
-        call: &str,
+        call: &Call<'_>,
         providers: &[PeerId],
         reasons: &mut Vec<String>,
     ) -> Option<Result<RemoteOutcome, NodeError>> {
+        let name = call.name;
         for &peer in providers {
             let request = InvokeRequest {
                 service: name.to_owned(),
                 content_id: None,
-                call: call.to_owned(),
+                publisher: call.publisher.map(str::to_owned),
+                call: call.text.to_owned(),
             };
             let start = Instant::now();
             let response = self.client.request_invoke(peer, request).await;
@@ -215,7 +239,12 @@ impl Invoker {
 
     /// A peer calls a service this node runs.
     pub(crate) async fn answer(&self, peer: PeerId, request: InvokeRequest) -> InvokeResponse {
-        if !is_service_name(&request.service) {
+        if !is_service_name(&request.service)
+            || request
+                .publisher
+                .as_deref()
+                .is_some_and(|spec| !is_publisher_spec(spec))
+        {
             return InvokeResponse::NotFound;
         }
         let span = tracing::debug_span!("invoke", service = %request.service, caller = %peer);
@@ -223,20 +252,25 @@ impl Invoker {
     }
 
     async fn run_for(&self, peer: PeerId, request: InvokeRequest) -> InvokeResponse {
+        let publisher = request.publisher.as_deref();
         let provided = match request.content_id {
-            Some(id) => self
-                .services
-                .by_id(&ContentId(id))
-                .filter(|p| p.package.manifest().name == request.service),
-            None => match self.services.resolve(&request.service) {
+            Some(id) => self.services.by_id(&ContentId(id)).filter(|p| {
+                p.package.manifest().name == request.service
+                    && publisher
+                        .is_none_or(|spec| publisher_matches(&p.package.advert().publisher(), spec))
+            }),
+            None => match self.services.resolve(&match publisher {
+                Some(spec) => format!("{}@{spec}", request.service),
+                None => request.service.clone(),
+            }) {
                 Ok(provided) => Some(provided),
                 Err(NodeError::Ambiguous { publishers, .. }) => {
                     return InvokeResponse::Failed {
                         kind: "ambiguous".into(),
                         message: format!(
-                            "{} publishers' services are called {} here; ask for one package by its content id",
+                            "{} publishers' services are called {name} here; name one: {name}@<publisher key>",
                             publishers.len(),
-                            request.service
+                            name = request.service
                         ),
                     };
                 }

@@ -99,6 +99,10 @@ pub enum NodeError {
     #[error("this node does not run service {0:?}")]
     NotRunning(String),
     #[error(
+        "{0:?} does not name a publisher: give its key (ed25519:<64 hex digits>) or at least 8 leading hex digits of it"
+    )]
+    BadPublisher(String),
+    #[error(
         "{name} is provided here by {} publishers ({}): pin one in the policy ([pin] {name} = \"ed25519:…\") or call it as {name}@<publisher>",
         .publishers.len(),
         .publishers.join(", ")

@@ -94,13 +94,19 @@ pub(crate) struct Services {
     running: RwLock<BTreeMap<ContentId, Arc<Provided>>>,
 }
 
-/// Whether `spec` names `key`: its key text, or at least 8 leading hex
-/// digits of it (with or without the `ed25519:` prefix).
-fn publisher_matches(key: &crate::package::PublisherKey, spec: &str) -> bool {
+/// Whether `spec` can name a publisher: its key text, or 8 to 64 leading
+/// hex digits of its key (with or without the `ed25519:` prefix).
+pub(crate) fn is_publisher_spec(spec: &str) -> bool {
+    let hex = spec.strip_prefix("ed25519:").unwrap_or(spec);
+    (8..=64).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `spec` (see [`is_publisher_spec`]) names `key`.
+pub(crate) fn publisher_matches(key: &crate::package::PublisherKey, spec: &str) -> bool {
     let text = key.to_string();
     let hex = text.trim_start_matches("ed25519:");
     let spec = spec.trim_start_matches("ed25519:").to_ascii_lowercase();
-    spec.len() >= 8 && hex.starts_with(&spec)
+    is_publisher_spec(&spec) && hex.starts_with(&spec)
 }
 
 impl Services {
@@ -287,5 +293,43 @@ impl Services {
         for name in names {
             self.client.stop_providing(keys::service_key(&name)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publisher_is_named_by_its_key_or_a_hex_prefix_and_nothing_else() {
+        let key = crate::package::SecretKey::generate().public();
+        let text = key.to_string();
+        let hex = &text["ed25519:".len()..];
+        for spec in [
+            text.as_str(),
+            hex,
+            &hex[..8],
+            &hex[..12].to_ascii_uppercase(),
+        ] {
+            assert!(is_publisher_spec(spec), "{spec}");
+            assert!(publisher_matches(&key, spec), "{spec}");
+        }
+        let other = if hex.starts_with('0') {
+            "11111111"
+        } else {
+            "00000000"
+        };
+        for spec in [
+            &hex[..7],
+            "",
+            "ed25519:",
+            "../../etc",
+            other,
+            &format!("{hex}0"),
+        ] {
+            assert!(!publisher_matches(&key, spec), "{spec}");
+        }
+        assert!(!is_publisher_spec(&"a".repeat(65)));
+        assert!(!is_publisher_spec("0123456g"));
     }
 }
