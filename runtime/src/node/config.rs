@@ -48,6 +48,8 @@
 //! rediscover-delay = "500ms"          # doubles while lookups find nobody new ...
 //! max-rediscover-delay = "8s"         # ... up to this
 //! timeout = "2m"                      # give up after
+//! keep-partial = "168h"               # saved unfinished downloads kept this long ...
+//! max-partial = "1 GiB"               # ... and within this in all
 //!
 //! [allow]                             # services open only to these peers
 //! notes = ["12D3KooW..."]
@@ -110,7 +112,8 @@ pub enum Strategy {
 /// Pull settings. Defaults: swarm strategy with up to 8 requests in flight,
 /// 4 blocks (64 KiB) per request, a 4-attempt budget, 5 s first attempt
 /// timeout, 5 s advert timeout, rediscovery after 500 ms doubling to 8 s,
-/// give up after 2 minutes.
+/// give up after 2 minutes; unfinished downloads saved for 7 days, 1 GiB in
+/// all.
 #[derive(Clone, Debug)]
 pub struct PullConfig {
     pub strategy: Strategy,
@@ -128,6 +131,10 @@ pub struct PullConfig {
     pub rediscover_delay: Duration,
     pub max_rediscover_delay: Duration,
     pub total_timeout: Duration,
+    /// Saved unfinished downloads are removed when untouched this long ...
+    pub keep_partial: Duration,
+    /// ... and, least recently written first, beyond this many bytes.
+    pub max_partial: u64,
 }
 
 impl Default for PullConfig {
@@ -142,6 +149,8 @@ impl Default for PullConfig {
             rediscover_delay: Duration::from_millis(500),
             max_rediscover_delay: Duration::from_secs(8),
             total_timeout: Duration::from_secs(120),
+            keep_partial: Duration::from_secs(7 * 24 * 3600),
+            max_partial: 1 << 30,
         }
     }
 }
@@ -509,6 +518,8 @@ struct PullFile {
     rediscover_delay: Option<String>,
     max_rediscover_delay: Option<String>,
     timeout: Option<String>,
+    keep_partial: Option<String>,
+    max_partial: Option<String>,
 }
 
 impl PullFile {
@@ -545,6 +556,16 @@ impl PullFile {
             &mut pull.total_timeout,
             duration("pull.timeout", self.timeout)?,
         );
+        set(
+            &mut pull.keep_partial,
+            duration("pull.keep-partial", self.keep_partial)?,
+        );
+        if let Some(text) = self.max_partial {
+            pull.max_partial = parse_size(&text).map_err(|error| ConfigError::Value {
+                field: "pull.max-partial",
+                error,
+            })?;
+        }
         Ok(())
     }
 }
@@ -576,6 +597,8 @@ mod tests {
             attempt-timeout = "800ms"
             max-rediscover-delay = "2s"
             timeout = "30s"
+            keep-partial = "24h"
+            max-partial = "64 MiB"
             [allow]
             notes = ["12D3KooWGbMGV3UxqHKkbwQ1o8DG7Lr6LUykTB9GEJcvd1u7MphL"]
         "#;
@@ -599,6 +622,8 @@ mod tests {
         assert_eq!(config.pull.strategy, Strategy::Sequential);
         assert_eq!(config.pull.base_timeout, Duration::from_millis(800));
         assert_eq!(config.pull.rediscover().delay(10), Duration::from_secs(2));
+        assert_eq!(config.pull.keep_partial, Duration::from_secs(86400));
+        assert_eq!(config.pull.max_partial, 64 << 20);
         assert_eq!(config.allow["notes"].len(), 1);
 
         config.apply(Overrides {

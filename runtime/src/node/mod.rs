@@ -195,7 +195,11 @@ impl Node {
             discovery.clone(),
             uploads.clone(),
             events.clone(),
-            partial::Partials::new(config.data_dir.join("partial")),
+            partial::Partials::new(
+                config.data_dir.join("partial"),
+                config.pull.keep_partial,
+                config.pull.max_partial,
+            ),
         ));
         let answerers = inbound::Answerers {
             client: client.clone(),
@@ -204,6 +208,7 @@ impl Node {
             invoker: invoker.clone(),
         };
         tokio::spawn(inbound::serve(answerers, inbound));
+        tokio::spawn(pull::sweep_saved_downloads(Arc::downgrade(&pulls)));
         services.restore(true).await?;
         Ok(Node {
             inner: Arc::new(Inner {

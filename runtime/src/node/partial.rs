@@ -8,21 +8,74 @@
 //! on the way back. [`Download::restore`] keeps only the blocks that verify
 //! again against the advert's component hash, so a torn write or a changed
 //! byte costs that block, never an unverified activation.
+//!
+//! Saved downloads of packages that are never pulled again do not stay for
+//! ever: [`Partials::sweep`] (at start, then hourly) removes those untouched
+//! for `[pull] keep-partial` (7 days), then the least recently touched ones
+//! beyond `[pull] max-partial` bytes (1 GiB) in all, sparing any written in
+//! the last 10 minutes (a download under way).
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::blocks::{BLOCK_SIZE, Bitmap, Download};
 use crate::package::ContentId;
 
+/// A saved download written this recently is not evicted for space.
+const ACTIVE: Duration = Duration::from_secs(600);
+
 pub(crate) struct Partials {
     dir: PathBuf,
+    keep: Duration,
+    max_bytes: u64,
+}
+
+/// What a sweep removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Swept {
+    pub(crate) removed: usize,
+    pub(crate) bytes: u64,
+}
+
+/// One saved download on disk: its directory, bytes and last write.
+struct Saved {
+    dir: PathBuf,
+    bytes: u64,
+    touched: SystemTime,
+}
+
+impl Saved {
+    fn read(dir: PathBuf) -> std::io::Result<Self> {
+        // The files' last writes (the directory's own time only changes
+        // when a file is first made).
+        let mut bytes = 0;
+        let mut touched = None;
+        for entry in std::fs::read_dir(&dir)? {
+            let meta = entry?.metadata()?;
+            bytes += meta.len();
+            touched = touched.max(Some(meta.modified()?));
+        }
+        let touched = match touched {
+            Some(t) => t,
+            None => std::fs::metadata(&dir)?.modified()?,
+        };
+        Ok(Self {
+            dir,
+            bytes,
+            touched,
+        })
+    }
 }
 
 impl Partials {
-    pub(crate) fn new(dir: PathBuf) -> Self {
-        Self { dir }
+    pub(crate) fn new(dir: PathBuf, keep: Duration, max_bytes: u64) -> Self {
+        Self {
+            dir,
+            keep,
+            max_bytes,
+        }
     }
 
     fn dir_of(&self, id: &ContentId) -> PathBuf {
@@ -91,5 +144,102 @@ impl Partials {
     /// Forgets the saved download of `id` (it completed).
     pub(crate) fn remove(&self, id: &ContentId) {
         let _ = std::fs::remove_dir_all(self.dir_of(id));
+    }
+
+    /// Removes the saved downloads that are too old, then the least
+    /// recently written beyond the size bound (see the module
+    /// documentation). Only directories named by a content id are touched.
+    pub(crate) fn sweep(&self, now: SystemTime) -> Swept {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Swept::default();
+        };
+        let mut saved: Vec<Saved> = entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|name| name.parse::<ContentId>().is_ok())
+            })
+            .filter_map(|e| Saved::read(e.path()).ok())
+            .collect();
+        let age = |s: &Saved| now.duration_since(s.touched).unwrap_or_default();
+        let mut swept = Swept::default();
+        let mut forget = |s: &Saved, why: &str| {
+            if remove_dir(&s.dir) {
+                tracing::info!(dir = %s.dir.display(), bytes = s.bytes, why, "saved download removed");
+                swept.removed += 1;
+                swept.bytes += s.bytes;
+            }
+        };
+        saved.retain(|s| {
+            let old = age(s) > self.keep;
+            if old {
+                forget(s, "not resumed in time");
+            }
+            !old
+        });
+        // Least recently written first.
+        saved.sort_by_key(|s| s.touched);
+        let mut total: u64 = saved.iter().map(|s| s.bytes).sum();
+        for s in &saved {
+            if total <= self.max_bytes {
+                break;
+            }
+            if age(s) >= ACTIVE {
+                forget(s, "saved downloads over their size bound");
+                total -= s.bytes;
+            }
+        }
+        swept
+    }
+}
+
+fn remove_dir(dir: &Path) -> bool {
+    std::fs::remove_dir_all(dir).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(root: &Path, id: u8, bytes: usize, touched: SystemTime) -> PathBuf {
+        let dir = root.join(ContentId([id; 32]).to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, len) in [("data", bytes), ("held", 1), ("tree", 0)] {
+            let file = std::fs::File::create(dir.join(name)).unwrap();
+            file.set_len(len as u64).unwrap();
+            file.set_modified(touched).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn old_saved_downloads_go_then_the_least_recent_beyond_the_bound() {
+        let root = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let hours = |h: u64| now - Duration::from_secs(h * 3600);
+        let week_old = saved(root.path(), 1, 100, hours(24 * 8));
+        let older = saved(root.path(), 2, 600, hours(5));
+        let newer = saved(root.path(), 3, 600, hours(2));
+        // Under way: written a minute ago, spared even though over the bound.
+        let active = saved(root.path(), 4, 600, now - Duration::from_secs(60));
+        // Not a saved download: never touched.
+        let other = root.path().join("notes.txt");
+        std::fs::write(&other, b"x").unwrap();
+
+        let partials = Partials::new(root.path().to_owned(), Duration::from_secs(7 * 86400), 1000);
+        let swept = partials.sweep(now);
+        assert!(!week_old.exists());
+        assert!(
+            !older.exists() && !newer.exists(),
+            "over 1000 bytes: oldest first"
+        );
+        assert!(active.exists());
+        assert!(other.exists());
+        assert_eq!(swept.removed, 3);
+        assert_eq!(swept.bytes, 100 + 1 + 2 * (600 + 1));
+
+        // Within the bound, nothing more goes.
+        assert_eq!(partials.sweep(now), Swept::default());
     }
 }

@@ -443,3 +443,29 @@ fn already(name: String, content_id: ContentId, start: Instant) -> Pulled {
         downloaded: false,
     }
 }
+
+/// How often saved unfinished downloads are swept (also at start).
+const SWEEP_SAVED_EVERY: Duration = Duration::from_secs(3600);
+
+/// Sweeps the saved unfinished downloads at start and then hourly, for as
+/// long as the node lives.
+pub(crate) async fn sweep_saved_downloads(pulls: std::sync::Weak<Pulls>) {
+    loop {
+        let Some(pulls) = pulls.upgrade() else {
+            return;
+        };
+        let swept =
+            tokio::task::spawn_blocking(move || pulls.partials.sweep(std::time::SystemTime::now()))
+                .await;
+        if let Ok(swept) = swept
+            && swept.removed > 0
+        {
+            tracing::info!(
+                removed = swept.removed,
+                bytes = swept.bytes,
+                "saved downloads swept"
+            );
+        }
+        tokio::time::sleep(SWEEP_SAVED_EVERY).await;
+    }
+}
