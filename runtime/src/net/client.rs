@@ -129,7 +129,8 @@ pub(crate) enum Command {
     GetProviders {
         key: RecordKey,
         limit: Option<usize>,
-        /// Run the query to the end instead of shortly after the first hit.
+        /// Run the query to the end instead of shortly after two answers
+        /// named providers.
         exhaustive: bool,
         reply: Reply<HashSet<PeerId>>,
     },
@@ -233,7 +234,7 @@ impl Client {
     }
 
     /// The peers that provide `key` (this node excluded): those found until
-    /// shortly after the first one arrives, or the query ends.
+    /// shortly after two answers named providers, or the query ends.
     pub async fn get_providers(&self, key: RecordKey) -> HashSet<PeerId> {
         self.ask(|reply| Command::GetProviders {
             key,

@@ -39,8 +39,9 @@ const MAINTENANCE_TICK: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Failed announcements in a row before the log warns.
 const WARN_AFTER_FAILURES: u32 = 3;
-/// A provider lookup returns this long after its first provider arrived,
-/// rather than waiting for the whole query to visit the closest peers.
+/// A provider lookup returns this long after a second answer named
+/// providers, rather than waiting for the whole query to visit the closest
+/// peers (one answer alone could be a liar's).
 const LOOKUP_GRACE: Duration = Duration::from_millis(50);
 const LOOKUP_TICK: Duration = Duration::from_millis(10);
 
@@ -153,12 +154,52 @@ pub async fn start(
 
 struct PendingProviders {
     found: HashSet<PeerId>,
+    /// Answers that named at least one provider.
+    answers: u32,
     /// End the query early once this many are known.
     limit: Option<usize>,
     exhaustive: bool,
-    /// End the query this long after the first provider was found.
+    /// End the query at this time (the grace period after the providers of
+    /// a second answer arrived).
     deadline: Option<Instant>,
     reply: Reply<HashSet<PeerId>>,
+}
+
+impl PendingProviders {
+    fn new(limit: Option<usize>, exhaustive: bool, reply: Reply<HashSet<PeerId>>) -> Self {
+        Self {
+            found: HashSet::new(),
+            answers: 0,
+            limit,
+            exhaustive,
+            deadline: None,
+            reply,
+        }
+    }
+
+    /// One answer's providers: a random sample of at most `k` of them, so
+    /// that one peer's invented ids cannot crowd out those others name.
+    /// Returns whether the lookup has enough now. It never ends early on
+    /// one answer alone: a fast liar naming only invented ids would
+    /// otherwise end it before an honest answer arrives.
+    fn add(&mut self, now: Instant, mut named: Vec<PeerId>, k: usize) -> bool {
+        if named.is_empty() {
+            return false;
+        }
+        if named.len() > k {
+            let mut rng = rand::thread_rng();
+            named = named.choose_multiple(&mut rng, k).copied().collect();
+        }
+        self.found.extend(named);
+        self.answers += 1;
+        if self.answers < 2 {
+            return false;
+        }
+        if !self.exhaustive && self.deadline.is_none() {
+            self.deadline = Some(now + LOOKUP_GRACE);
+        }
+        self.limit.is_some_and(|l| self.found.len() >= l)
+    }
 }
 
 struct EventLoop {
@@ -249,16 +290,8 @@ impl EventLoop {
                 reply,
             } => {
                 let id = behaviour.kad.get_providers(key);
-                self.pending_providers.insert(
-                    id,
-                    PendingProviders {
-                        found: HashSet::new(),
-                        limit,
-                        exhaustive,
-                        deadline: None,
-                        reply,
-                    },
-                );
+                self.pending_providers
+                    .insert(id, PendingProviders::new(limit, exhaustive, reply));
             }
             Command::Dial { address, reply } => {
                 let Some((peer, addr)) = split_peer_address(&address) else {
@@ -601,28 +634,14 @@ impl EventLoop {
             } => {
                 let local = *self.swarm.local_peer_id();
                 let mut enough = false;
-                if let Some(pending) = self.pending_providers.get_mut(&id) {
-                    if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
-                        // Each such step is one peer's answer (or this
-                        // node's store): take a random sample of at most k
-                        // from it, so that one peer's invented ids cannot
-                        // crowd out the providers others name.
-                        let mut named: Vec<PeerId> =
-                            providers.into_iter().filter(|p| *p != local).collect();
-                        let k = self.config.kad_bucket_size.max(1);
-                        if named.len() > k {
-                            let mut rng = rand::thread_rng();
-                            named = named.choose_multiple(&mut rng, k).copied().collect();
-                        }
-                        pending.found.extend(named);
-                        if !pending.exhaustive
-                            && !pending.found.is_empty()
-                            && pending.deadline.is_none()
-                        {
-                            pending.deadline = Some(Instant::now() + LOOKUP_GRACE);
-                        }
-                    }
-                    enough = pending.limit.is_some_and(|l| pending.found.len() >= l);
+                if let Some(pending) = self.pending_providers.get_mut(&id)
+                    && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result
+                {
+                    // Each such step is one peer's answer (or this node's
+                    // store).
+                    let named = providers.into_iter().filter(|p| *p != local).collect();
+                    let k = self.config.kad_bucket_size.max(1);
+                    enough = pending.add(Instant::now(), named, k);
                 }
                 if enough && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                     query.finish();
@@ -876,6 +895,33 @@ mod tests {
             "the queued request waits for the node"
         );
         first.abort();
+    }
+
+    #[test]
+    fn one_answer_of_invented_providers_does_not_end_a_lookup() {
+        let now = Instant::now();
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let mut lookup = PendingProviders::new(Some(4), false, reply);
+        // A fast liar names 1,000 ids: a sample of k = 20 is kept, and the
+        // lookup goes on (no limit reached, no grace period started).
+        let invented: Vec<PeerId> = (0..1000).map(|_| PeerId::random()).collect();
+        assert!(!lookup.add(now, invented, 20));
+        assert_eq!(lookup.found.len(), 20);
+        assert_eq!(lookup.deadline, None);
+        // An empty answer changes nothing; an honest one is taken, and now
+        // the lookup has enough.
+        assert!(!lookup.add(now, Vec::new(), 20));
+        let honest = PeerId::random();
+        assert!(lookup.add(now, vec![honest], 20));
+        assert!(lookup.found.contains(&honest));
+        assert_eq!(lookup.deadline, Some(now + LOOKUP_GRACE));
+        // Without a limit, the second answer starts the grace period.
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let mut lookup = PendingProviders::new(None, false, reply);
+        assert!(!lookup.add(now, vec![PeerId::random()], 20));
+        assert_eq!(lookup.deadline, None);
+        assert!(!lookup.add(now, vec![PeerId::random()], 20));
+        assert_eq!(lookup.deadline, Some(now + LOOKUP_GRACE));
     }
 
     #[tokio::test]

@@ -62,7 +62,7 @@ impl Discovery {
     /// The providers of service `name` with their verified adverts, newest
     /// version first. `exhaustive` runs the DHT query to the end (every
     /// provider the network can name) instead of ending it shortly after
-    /// the first hit. Adverts that do not parse, do not verify or name
+    /// the second answer that names providers. Adverts that do not parse, do not verify or name
     /// another service are dropped; those of untrusted publishers are
     /// listed apart, unread.
     pub(crate) async fn find(&self, name: &str, exhaustive: bool) -> Lookup {
