@@ -14,7 +14,9 @@
 //!   once a minute);
 //! * every key again, after refreshing the routing table, when a peer that
 //!   was unreachable is reached again: connectivity returned, e.g. after a
-//!   network partition healed (at most once per 20 s).
+//!   network partition healed (at most once per 20 s; while it keeps
+//!   happening, as on a flapping link or an overloaded host, the gap doubles
+//!   up to 10 minutes, and it is back to 20 s after 10 quiet minutes).
 //!
 //! To notice that connectivity returned, unreachable peers (failed dials,
 //! connections lost with an error, unanswered pings) are probed: 2 s after
@@ -50,8 +52,11 @@ pub struct UpkeepConfig {
     /// After a lost peer is reached: wait this long (the refresh fills the
     /// routing table meanwhile) before announcing ...
     pub settle: Duration,
-    /// ... and at most once per this.
+    /// ... and at most once per this, doubling up to `max_reconnect_gap`
+    /// while reconnections keep coming (back to the start after that long
+    /// without one).
     pub reconnect_gap: Duration,
+    pub max_reconnect_gap: Duration,
     /// First probe of a lost peer; doubles up to `max_probe`.
     pub probe: Duration,
     pub max_probe: Duration,
@@ -70,6 +75,7 @@ impl Default for UpkeepConfig {
             table_change_gap: Duration::from_secs(60),
             settle: Duration::from_secs(2),
             reconnect_gap: Duration::from_secs(20),
+            max_reconnect_gap: Duration::from_secs(600),
             probe: Duration::from_secs(2),
             max_probe: Duration::from_secs(20),
             forget_after: Duration::from_secs(600),
@@ -122,6 +128,8 @@ pub struct Upkeep<K, P, A> {
     /// A re-announcement waiting for its time, and why.
     pending: Option<(Instant, Reason)>,
     reconnected_at: Option<Instant>,
+    /// The gap after `reconnected_at` before the next reconnection counts.
+    reconnect_gap: Duration,
     last_reason: Option<Reason>,
 }
 
@@ -142,6 +150,7 @@ where
             table_changed_at: None,
             pending: None,
             reconnected_at: None,
+            reconnect_gap: Duration::ZERO,
             last_reason: None,
         }
     }
@@ -264,7 +273,7 @@ where
         let earliest = now + self.config.settle;
         let when = self
             .reconnected_at
-            .map_or(earliest, |t| (t + self.config.reconnect_gap).max(earliest));
+            .map_or(earliest, |t| (t + self.reconnect_gap).max(earliest));
         self.schedule(when, Reason::Reconnected);
     }
 
@@ -281,6 +290,14 @@ where
         self.last_reason = Some(reason);
         match reason {
             Reason::Reconnected => {
+                let quiet = self
+                    .reconnected_at
+                    .is_none_or(|t| now >= t + self.config.max_reconnect_gap);
+                self.reconnect_gap = if quiet {
+                    self.config.reconnect_gap
+                } else {
+                    (self.reconnect_gap * 2).min(self.config.max_reconnect_gap)
+                };
                 self.reconnected_at = Some(now);
                 self.actions.push_back(Action::Refresh);
             }
@@ -497,6 +514,23 @@ mod tests {
         // A peer that was never lost changes nothing.
         core.reached(t1 + Duration::from_secs(60), &9);
         assert_eq!(core.next_timeout(), None);
+        // Reconnections that keep coming (t1 + 22 was the second, 20 s
+        // after the first): the gap doubles, to 40 s.
+        core.unreachable(t1, 10, vec![], false);
+        core.reached(t1 + Duration::from_secs(30), &10);
+        assert!(announced(&drain(&mut core, t1 + Duration::from_secs(61), 10)).is_empty());
+        assert_eq!(
+            announced(&drain(&mut core, t1 + Duration::from_secs(62), 10)),
+            vec!["a", "b"]
+        );
+        // After ten quiet minutes it is 20 s again: 2 s after the reconnection.
+        let t2 = t1 + Duration::from_secs(62 + 600);
+        core.unreachable(t2, 11, vec![], false);
+        core.reached(t2, &11);
+        assert_eq!(
+            announced(&drain(&mut core, t2 + Duration::from_secs(2), 10)),
+            vec!["a", "b"]
+        );
     }
 
     #[test]
