@@ -84,6 +84,13 @@ pub fn print_report(r: &PackageReport) {
             println!("  - {capability}");
         }
     }
+    match (&r.manifest.replication, &r.manifest.effective_replication) {
+        (Some(asked), Some(here)) if asked == here => println!("replication: {asked}"),
+        (Some(asked), Some(here)) => {
+            println!("replication: {asked}; this node's policy caps it: {here}")
+        }
+        _ => println!("replication: none (providers only where operators put it)"),
+    }
     match &r.audit {
         Some(audit) => {
             println!();

@@ -9,11 +9,14 @@
 //!   wire protocols, DHT keys.
 //! * [`node`]: the paper's RPSManager, as roles that each own their state.
 //! * [`swarm`]: the swarming download's decisions, a pure state machine.
+//! * [`replication`]: when a service's providers grow and retire under load,
+//!   a pure decision core.
 //! * [`blocks`]: verified 16 KiB blocks of a component and their bitmaps.
 //! * [`backoff`] and [`files`]: the one back-off policy; safe file writes.
 //!
 //! `sandbox` and `net` never import each other; `node` is where they meet.
-//! The pure cores (`swarm`, `blocks`, `backoff`) import neither.
+//! The pure cores (`swarm`, `replication`, `blocks`, `backoff`) import
+//! neither.
 
 pub mod backoff;
 pub mod blocks;
@@ -22,6 +25,7 @@ pub mod net;
 pub mod node;
 pub mod package;
 pub mod policy;
+pub mod replication;
 pub mod sandbox;
 pub mod swarm;
 

@@ -23,6 +23,7 @@
 //! max-time-per-call = "10s"
 //! max-instances = 64                   # concurrently running instances
 //! max-component-size = "64 MiB"
+//! max-replicas = 64                    # providers this node's decisions aim for at most
 //!
 //! [resources]                          # defaults are read from this machine
 //! cpus = 2
@@ -137,6 +138,7 @@ struct RawLimits {
     max_time_per_call: Option<String>,
     max_instances: Option<u32>,
     max_component_size: Option<String>,
+    max_replicas: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +196,9 @@ pub struct PolicyLimits {
     pub max_time_per_call: Duration,
     pub max_instances: u32,
     pub max_component_size: u64,
+    /// The most providers of one service this node's replication decisions
+    /// aim for, whatever its manifest allows.
+    pub max_replicas: u32,
 }
 
 impl Default for PolicyLimits {
@@ -204,6 +209,7 @@ impl Default for PolicyLimits {
             max_time_per_call: Duration::from_secs(30),
             max_instances: 128,
             max_component_size: 64 << 20,
+            max_replicas: 64,
         }
     }
 }
@@ -468,6 +474,9 @@ impl Policy {
             limits.max_component_size =
                 parse_size(&v).map_err(|e| value("limits.max-component-size", e))?;
         }
+        if let Some(v) = l.max_replicas {
+            limits.max_replicas = v.max(1);
+        }
         policy.limits = limits;
         if let Some(cpus) = raw.resources.cpus {
             policy.resources.cpus = cpus;
@@ -488,6 +497,21 @@ impl Policy {
             cache_dir,
             ..Default::default()
         }
+    }
+
+    /// How this node replicates the service `manifest` describes: its
+    /// `<qos>` and `<replicas>`, with the most providers capped by
+    /// `[limits] max-replicas` (and the least by that cap). `None` for a
+    /// service that does not replicate by load.
+    pub fn replication(
+        &self,
+        manifest: &Manifest,
+    ) -> Option<crate::package::manifest::Replication> {
+        let mut replication = manifest.replication.clone()?;
+        let cap = self.limits.max_replicas.max(1);
+        replication.max_replicas = replication.max_replicas.min(cap);
+        replication.min_replicas = replication.min_replicas.min(replication.max_replicas);
+        Some(replication)
     }
 
     /// Whether packages signed by `key` may run here.

@@ -73,6 +73,10 @@ impl PackageReport {
 pub struct ManifestReport {
     pub requirements: Vec<(String, String)>,
     pub capabilities: Vec<String>,
+    /// The manifest's `<qos>` and `<replicas>`, and as this node's policy
+    /// caps them; `None`: not replicated by load.
+    pub replication: Option<String>,
+    pub effective_replication: Option<String>,
     pub self_tests: Vec<(String, String)>,
     pub ignored_extensions: Vec<String>,
 }
@@ -189,6 +193,8 @@ pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package)
         manifest: ManifestReport {
             requirements,
             capabilities: manifest.capabilities.describe(),
+            replication: manifest.replication.as_ref().map(|r| r.describe()),
+            effective_replication: policy.replication(&manifest).map(|r| r.describe()),
             self_tests: manifest
                 .self_tests
                 .iter()

@@ -64,6 +64,15 @@ const MAX_LIST: usize = 64;
 const MAX_ATTRIBUTES: usize = 8;
 const MAX_SELF_TESTS: usize = 32;
 const MAX_DESCRIPTION: usize = 1024;
+/// The most providers a manifest may ask for.
+pub const MAX_REPLICAS: u32 = 1024;
+/// The range of a QoS latency target.
+const LATENCY_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(600);
+/// Capacity in use that providers aim at, unless the manifest says.
+pub const DEFAULT_UTILISATION: f64 = 0.7;
+/// Providers a replicated service may have at most, unless it says.
+pub const DEFAULT_MAX_REPLICAS: u32 = 64;
 /// The manifest format this runtime reads and writes.
 pub const FORMAT: &str = "1";
 
@@ -133,9 +142,43 @@ pub struct Manifest {
     pub owner: Option<PublisherKey>,
     pub requirements: Requirements,
     pub capabilities: Capabilities,
+    /// How the service spreads under load and retires when idle, if it
+    /// does (`<qos>` and `<replicas>`).
+    pub replication: Option<Replication>,
     pub self_tests: Vec<SelfTest>,
     /// Unknown, optional extensions that were ignored (element names).
     pub ignored_extensions: Vec<String>,
+}
+
+/// The QoS the providers of a service must keep, and how many of them there
+/// may be: `<qos latency="500ms" utilisation="0.7"/>` and
+/// `<replicas min="1" max="64"/>`. Providers ask standby nodes to pull the
+/// service when the load threatens the target, and retire extra providers
+/// when it falls.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replication {
+    /// Calls are answered within this (1 ms to 10 min).
+    pub latency: Duration,
+    /// The fraction of the providers' capacity that may be in use before
+    /// more are asked for (0 < u <= 1; default 0.7).
+    pub utilisation: f64,
+    /// Providers to keep at least (default 1) ...
+    pub min_replicas: u32,
+    /// ... and at most (default 64, at most 1024).
+    pub max_replicas: u32,
+}
+
+impl Replication {
+    /// One line for audits and logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "answer within {} at up to {:.0}% of capacity, {} to {} providers",
+            format_duration(self.latency),
+            self.utilisation * 100.0,
+            self.min_replicas,
+            self.max_replicas
+        )
+    }
 }
 
 /// What a host must offer to run the service.
@@ -299,6 +342,10 @@ struct RawManifest {
     requirements: Option<RawRequirements>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     capabilities: Option<RawCapabilities>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    qos: Option<RawQos>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replicas: Option<RawReplicas>,
     #[serde(rename = "self-test", default, skip_serializing_if = "Option::is_none")]
     self_test: Option<RawSelfTests>,
     /// Accepted (and skipped) so that optional extensions parse; the
@@ -395,6 +442,26 @@ struct RawEnv {
     name: Option<String>,
 }
 
+#[derive(Debug, Deserialize, Serialize)]
+struct RawQos {
+    #[serde(rename = "@latency")]
+    latency: Option<String>,
+    #[serde(
+        rename = "@utilisation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    utilisation: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct RawReplicas {
+    #[serde(rename = "@min", default, skip_serializing_if = "Option::is_none")]
+    min: Option<String>,
+    #[serde(rename = "@max", default, skip_serializing_if = "Option::is_none")]
+    max: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize, Serialize)]
 struct RawSelfTests {
     #[serde(default)]
@@ -423,6 +490,8 @@ fn schema(parent: &str) -> Option<&'static [(&'static str, bool)]> {
             ("owner", false),
             ("requirements", false),
             ("capabilities", false),
+            ("qos", false),
+            ("replicas", false),
             ("self-test", false),
             ("extensions", false),
         ],
@@ -460,6 +529,8 @@ fn attributes(element: &str) -> &'static [&'static str] {
         "net" => &["host", "port", "protocol"],
         "env" => &["name"],
         "call" => &["expect"],
+        "qos" => &["latency", "utilisation"],
+        "replicas" => &["min", "max"],
         _ => &[],
     }
 }
@@ -794,6 +865,7 @@ impl Manifest {
         };
         let requirements = Self::requirements(raw.requirements.unwrap_or_default())?;
         let capabilities = Self::capabilities(raw.capabilities.unwrap_or_default())?;
+        let replication = Self::replication(raw.qos, raw.replicas)?;
         let mut self_tests = Vec::new();
         for call in raw.self_test.map(|s| s.call).unwrap_or_default() {
             let expect = attr(&call.expect, "call", "expect")?.to_owned();
@@ -816,9 +888,79 @@ impl Manifest {
             owner,
             requirements,
             capabilities,
+            replication,
             self_tests,
             ignored_extensions,
         })
+    }
+
+    fn replication(
+        qos: Option<RawQos>,
+        replicas: Option<RawReplicas>,
+    ) -> Result<Option<Replication>, ManifestError> {
+        let Some(qos) = qos else {
+            return match replicas {
+                Some(_) => Err(invalid(
+                    "replicas",
+                    "needs a <qos latency=\"...\"/> target: providers are added and retired to keep it",
+                )),
+                None => Ok(None),
+            };
+        };
+        let text = attr(&qos.latency, "qos", "latency")?;
+        let latency = parse_duration(text).map_err(|e| invalid("qos", format!("latency: {e}")))?;
+        if !LATENCY_RANGE.contains(&latency) {
+            return Err(invalid(
+                "qos",
+                format!("latency {text:?} is outside 1ms to 10min"),
+            ));
+        }
+        let utilisation = match qos.utilisation.as_deref().map(str::trim) {
+            None => DEFAULT_UTILISATION,
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .filter(|u| u.is_finite() && *u > 0.0 && *u <= 1.0)
+                .ok_or_else(|| {
+                    invalid(
+                        "qos",
+                        format!("utilisation {text:?} is not a fraction above 0 and at most 1"),
+                    )
+                })?,
+        };
+        let count = |text: Option<&str>, what: &str, default: u32| -> Result<u32, ManifestError> {
+            let Some(text) = text else {
+                return Ok(default);
+            };
+            parse_count(text)
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (1..=MAX_REPLICAS).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        "replicas",
+                        format!("{what} {text:?} is not a count from 1 to {MAX_REPLICAS}"),
+                    )
+                })
+        };
+        let (min, max) = match &replicas {
+            Some(r) => (r.min.as_deref(), r.max.as_deref()),
+            None => (None, None),
+        };
+        let min_replicas = count(min, "min", 1)?;
+        let max_replicas = count(max, "max", DEFAULT_MAX_REPLICAS.max(min_replicas))?;
+        if max_replicas < min_replicas {
+            return Err(invalid(
+                "replicas",
+                format!("max {max_replicas} is below min {min_replicas}"),
+            ));
+        }
+        Ok(Some(Replication {
+            latency,
+            utilisation,
+            min_replicas,
+            max_replicas,
+        }))
     }
 
     fn requirements(raw: RawRequirements) -> Result<Requirements, ManifestError> {
@@ -1029,6 +1171,14 @@ impl Manifest {
             owner: self.owner.map(|o| o.to_string()),
             requirements: Some(requirements),
             capabilities: (!c.is_empty()).then_some(capabilities),
+            qos: self.replication.as_ref().map(|r| RawQos {
+                latency: Some(format_duration(r.latency)),
+                utilisation: Some(r.utilisation.to_string()),
+            }),
+            replicas: self.replication.as_ref().map(|r| RawReplicas {
+                min: Some(r.min_replicas.to_string()),
+                max: Some(r.max_replicas.to_string()),
+            }),
             self_test: (!self.self_tests.is_empty()).then(|| RawSelfTests {
                 call: self
                     .self_tests
@@ -1079,6 +1229,8 @@ mod tests {
     <net host="Example.org" port="443"/>
     <env name="LANG"/>
   </capabilities>
+  <qos latency="500ms" utilisation="0.8"/>
+  <replicas min="2" max="12"/>
   <self-test>
     <call expect='ok("a &lt; b")'>notes.get("x")</call>
     <call expect="true">delete("y")</call>
@@ -1107,6 +1259,15 @@ mod tests {
         assert_eq!(m.capabilities.net[0].host, "example.org");
         assert_eq!(m.capabilities.net[0].protocol, Protocol::Tcp);
         assert_eq!(m.capabilities.env, ["LANG"]);
+        assert_eq!(
+            m.replication,
+            Some(Replication {
+                latency: Duration::from_millis(500),
+                utilisation: 0.8,
+                min_replicas: 2,
+                max_replicas: 12,
+            })
+        );
         assert_eq!(m.self_tests[0].expect, "ok(\"a < b\")");
         assert_eq!(m.self_tests[1].call, "delete(\"y\")");
         assert_eq!(m.ignored_extensions, ["x-hint"]);
@@ -1263,6 +1424,39 @@ mod tests {
             (
                 "<name>a</name><version>1.0.0</version><owner>ed25519:00</owner>",
                 "<owner>",
+            ),
+            ("<name>a</name><version>1.0.0</version><qos/>", "<qos>"),
+            (
+                "<name>a</name><version>1.0.0</version><qos latency=\"0ms\"/>",
+                "<qos>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><qos latency=\"1s\" utilisation=\"1.5\"/>",
+                "<qos>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><qos latency=\"1s\" utilisation=\"NaN\"/>",
+                "<qos>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><qos latency=\"1s\" burst=\"2\"/>",
+                "<qos>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><replicas min=\"1\"/>",
+                "<replicas>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><qos latency=\"1s\"/><replicas min=\"3\" max=\"2\"/>",
+                "<replicas>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><qos latency=\"1s\"/><replicas max=\"5000\"/>",
+                "<replicas>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><qos latency=\"1s\"/><replicas min=\"0\"/>",
+                "<replicas>",
             ),
         ];
         for (body, element) in cases {
