@@ -229,13 +229,19 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     println!("services  {}", status.services.len());
     for s in &status.services {
+        let p95 = s
+            .p95_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"));
         println!(
-            "  {} {} ({}, {} bytes), {} call(s) running",
+            "  {} {} ({}, {} bytes), {}/{} call(s) running; last 5 s: {:.1} calls/s, p95 {p95}, {:.1} busy/s",
             s.name,
             s.version,
             &s.content_id[..12],
             s.size,
-            s.busy_invocations
+            s.busy_invocations,
+            s.limit,
+            s.calls_per_s,
+            s.busy_per_s
         );
     }
     println!("transfers {}", status.transfers.len());

@@ -75,7 +75,10 @@ impl Invoker {
         let service = self.services.resolve(name)?;
         let _slot = service.slot().await;
         let span = tracing::debug_span!("invoke", service = name, caller = "local");
-        Ok(service.activation.invoke(call).instrument(span).await?)
+        let start = Instant::now();
+        let outcome = service.activation.invoke(call).instrument(span).await;
+        service.answered(start.elapsed());
+        Ok(outcome?)
     }
 
     /// Calls a function of a service on a remote provider: `target` is a
@@ -291,6 +294,7 @@ impl Invoker {
         }
         let Some(_slot) = provided.try_slot_for(peer) else {
             tracing::debug!("busy: at the invocation limit, or this peer's share of it");
+            provided.turned_away();
             return InvokeResponse::Busy;
         };
         self.events.emit(NodeEvent::Invoked {
@@ -298,7 +302,10 @@ impl Invoker {
             service: request.service.clone(),
         });
         let limit = MAX_INVOKE_RESPONSE - RESPONSE_FRAMING;
-        let response = match provided.activation.invoke(&request.call).await {
+        let start = Instant::now();
+        let outcome = provided.activation.invoke(&request.call).await;
+        provided.answered(start.elapsed());
+        let response = match outcome {
             // An answer the caller's codec would refuse is an explicit error.
             Ok(outcome) if outcome.value.len() as u64 > limit => InvokeResponse::Failed {
                 kind: "host".into(),

@@ -29,6 +29,7 @@ mod download;
 mod events;
 mod inbound;
 mod invoke;
+pub mod load;
 mod partial;
 mod per_peer;
 mod pull;
@@ -329,12 +330,19 @@ impl Node {
         let services = self
             .services()
             .iter()
-            .map(|p| ServiceStatus {
-                name: p.package.manifest().name.clone(),
-                version: p.package.manifest().version.to_string(),
-                content_id: p.package.content_id().to_string(),
-                size: p.package.advert().component_len(),
-                busy_invocations: p.busy_invocations(limit),
+            .map(|p| {
+                let load = p.load(5);
+                ServiceStatus {
+                    name: p.package.manifest().name.clone(),
+                    version: p.package.manifest().version.to_string(),
+                    content_id: p.package.content_id().to_string(),
+                    size: p.package.advert().component_len(),
+                    busy_invocations: p.busy_invocations(limit),
+                    limit: p.limit(),
+                    calls_per_s: load.calls_per_s,
+                    busy_per_s: load.busy_per_s,
+                    p95_ms: load.p95.map(|d| d.as_secs_f64() * 1000.0),
+                }
             })
             .collect();
         let transfers = self

@@ -3,13 +3,14 @@
 //! its content id; looked up by name or by package.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bao_tree::io::outboard::PreOrderMemOutboard;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::events::{Events, NodeEvent};
+use super::load::{LoadMeter, LoadSnapshot};
 use super::per_peer::{Held, PerPeer};
 use super::store::Store;
 use super::{NodeError, activate};
@@ -31,6 +32,8 @@ pub struct Provided {
     limit: usize,
     /// Invocations each remote peer has running (fair share).
     per_peer: PerPeer,
+    /// Calls answered and callers turned away, over the last seconds.
+    load: Mutex<LoadMeter>,
     pub shared_at: Instant,
 }
 
@@ -51,6 +54,28 @@ impl std::fmt::Debug for Provided {
 }
 
 impl Provided {
+    /// A call (local or remote) was answered after `latency`.
+    pub(crate) fn answered(&self, latency: Duration) {
+        let mut load = self.load.lock().expect("load lock");
+        load.answered(Instant::now(), latency);
+    }
+
+    /// A remote caller was turned away (`Busy`).
+    pub(crate) fn turned_away(&self) {
+        self.load.lock().expect("load lock").busy(Instant::now());
+    }
+
+    /// The load over the last `seconds` whole seconds.
+    pub fn load(&self, seconds: usize) -> LoadSnapshot {
+        let load = self.load.lock().expect("load lock");
+        load.snapshot(Instant::now(), seconds)
+    }
+
+    /// The paper's limit L of this service here.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Invocations running now.
     pub fn busy_invocations(&self, limit: usize) -> usize {
         limit
@@ -181,6 +206,7 @@ impl Services {
             invocations: Arc::new(Semaphore::new(self.max_invocations)),
             limit: self.max_invocations,
             per_peer: PerPeer::default(),
+            load: Mutex::new(LoadMeter::new(Instant::now())),
             shared_at: Instant::now(),
         });
         self.running

@@ -91,6 +91,18 @@ pub struct ServiceStatus {
     pub content_id: String,
     pub size: u64,
     pub busy_invocations: usize,
+    /// The paper's limit L here.
+    #[serde(default)]
+    pub limit: usize,
+    /// Over the last 5 s: calls answered and callers turned away per
+    /// second, and the 95th percentile of call latency (to within a factor
+    /// of two).
+    #[serde(default)]
+    pub calls_per_s: f64,
+    #[serde(default)]
+    pub busy_per_s: f64,
+    #[serde(default)]
+    pub p95_ms: Option<f64>,
 }
 
 /// A pull in progress.
