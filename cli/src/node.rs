@@ -53,6 +53,7 @@ impl NodeArgs {
             bootstrap: self.bootstrap.clone(),
             local: self.local,
             share,
+            standby: Vec::new(),
         });
         Ok(config)
     }
@@ -77,13 +78,28 @@ pub async fn start(config: &NodeConfig) -> anyhow::Result<Node> {
 pub struct Args {
     #[command(flatten)]
     node: NodeArgs,
-    /// A package to activate and provide (repeatable).
+    /// A package to activate and provide (repeatable); pinned here.
     #[arg(long)]
     share: Vec<PathBuf>,
+    /// Offer this node as a standby for a service (repeatable): its
+    /// providers may ask it to host the service when load grows.
+    #[arg(long, value_name = "NAME")]
+    standby: Vec<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.node.configure(args.share)?;
+    if let Some(bad) = args
+        .standby
+        .iter()
+        .find(|n| !sp2a::package::is_service_name(n))
+    {
+        bail!("--standby {bad:?} is not a service name");
+    }
+    let mut config = args.node.configure(args.share)?;
+    config.apply(sp2a::node::Overrides {
+        standby: args.standby,
+        ..Default::default()
+    });
     let node = start(&config).await?;
     let control = sp2a::node::control::serve(node.clone(), &config.data_dir)
         .await

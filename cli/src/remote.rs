@@ -233,7 +233,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .p95_ms
             .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"));
         println!(
-            "  {} {} ({}, {} bytes), {}/{} call(s) running; last 5 s: {:.1} calls/s, p95 {p95}, {:.1} busy/s",
+            "  {} {} {} ({}, {} bytes), {}/{} call(s) running; last 5 s: {:.1} calls/s, p95 {p95}, {:.1} busy/s",
+            s.role,
             s.name,
             s.version,
             &s.content_id[..12],
@@ -243,6 +244,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             s.calls_per_s,
             s.busy_per_s
         );
+    }
+    if !status.standby.is_empty() {
+        println!("standby   for {}", status.standby.join(", "));
     }
     println!("transfers {}", status.transfers.len());
     for t in &status.transfers {

@@ -333,3 +333,16 @@ fn traps_exit_nonzero_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_standby_for_what_is_not_a_service_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_sp2a(
+        dir.path(),
+        &["node", "--data-dir", "d", "--standby", "Not/A Name"],
+    );
+    assert!(!out.status.success());
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("is not a service name"), "{stderr}");
+    assert!(!dir.path().join("d").exists(), "refused before starting");
+}

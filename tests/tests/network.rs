@@ -1047,6 +1047,37 @@ async fn services_and_their_data_are_namespaced_by_publisher() {
 }
 
 #[tokio::test]
+async fn standby_nodes_are_findable_and_each_services_role_is_shown() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        a.share(service_package("hello", &net.key).into_inner())
+            .await
+            .unwrap();
+        let hub = address(&a).await;
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.standby = vec!["hello".into()];
+        let policy = net.policy();
+        let standby = net.start(config, policy, std::slice::from_ref(&hub)).await;
+        let c = net.node(std::slice::from_ref(&hub)).await;
+
+        assert_eq!(c.find_standbys("hello").await, vec![standby.peer_id()]);
+        assert!(c.find_standbys("checksum").await.is_empty());
+        assert!(a.find_standbys("hello").await.contains(&standby.peer_id()));
+        assert_eq!(standby.status().await.standby, ["hello"]);
+        // Standing by is not providing: the standby runs nothing yet.
+        assert!(standby.status().await.services.is_empty());
+
+        // Shared by its operator: pinned. Pulled: a replica.
+        c.pull("hello").await.unwrap();
+        assert_eq!(a.status().await.services[0].role, "pinned");
+        assert_eq!(c.status().await.services[0].role, "replica");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn data_from_before_publisher_namespaces_is_refused_clearly() {
     within(60, async {
         let mut net = TestNet::new();

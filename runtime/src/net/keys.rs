@@ -23,6 +23,7 @@ const RAW_CODEC: u8 = 0x55;
 const BLAKE3_MULTIHASH: u8 = 0x1e;
 const DIGEST_LEN: u8 = 32;
 const NAME_DOMAIN: &[u8] = b"sp2a:rps:";
+const STANDBY_DOMAIN: &[u8] = b"sp2a:standby:";
 
 /// CIDv1 bytes for a BLAKE3 digest.
 pub fn cid_bytes(digest: &[u8; 32]) -> [u8; 36] {
@@ -45,6 +46,16 @@ pub fn multihash_bytes(digest: &[u8; 32]) -> [u8; 34] {
 pub fn service_key(name: &str) -> RecordKey {
     let mut hasher = blake3::Hasher::new();
     hasher.update(NAME_DOMAIN);
+    hasher.update(name.as_bytes());
+    RecordKey::new(&multihash_bytes(hasher.finalize().as_bytes()))
+}
+
+/// The provider-record key under which standby nodes of service `name`
+/// announce themselves: nodes that offer to host it when its providers ask
+/// (`CIDv1(raw, blake3-256("sp2a:standby:" + name))`).
+pub fn standby_key(name: &str) -> RecordKey {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(STANDBY_DOMAIN);
     hasher.update(name.as_bytes());
     RecordKey::new(&multihash_bytes(hasher.finalize().as_bytes()))
 }

@@ -6,7 +6,8 @@
 //! ```toml
 //! data-dir = "node-data"              # identity, store, compile cache, control socket
 //! policy = "policy.toml"              # the node policy (default: deny everything)
-//! share = ["hello.rps"]               # packages provided from the start
+//! share = ["hello.rps"]               # packages provided from the start (pinned)
+//! standby = ["live"]                  # services this node offers to host when asked
 //! compile-cache = "/var/cache/sp2a"   # shared with this host's other nodes
 //!                                     # (default: <data-dir>/cache)
 //! max-invocations-per-service = 8     # the paper's limit L
@@ -65,6 +66,7 @@ use serde::Deserialize;
 
 use crate::backoff::Backoff;
 use crate::net::{Multiaddr, NetConfig, PeerId};
+use crate::package::is_service_name;
 use crate::package::units::{UnitError, parse_duration, parse_size};
 use crate::policy::{Policy, PolicyError};
 
@@ -94,6 +96,8 @@ pub enum ConfigError {
     PeerId { service: String, value: String },
     #[error("pull.strategy {0:?}: use \"swarm\" or \"sequential\"")]
     Strategy(String),
+    #[error("standby {0:?} is not a service name")]
+    Standby(String),
     #[error(transparent)]
     Policy(#[from] PolicyError),
 }
@@ -216,8 +220,11 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The policy file (`None`: trust nobody, grant nothing).
     pub policy: Option<PathBuf>,
-    /// Packages to provide from the start.
+    /// Packages to provide from the start: pinned here, they never retire.
     pub share: Vec<PathBuf>,
+    /// Services this node offers to host when their providers ask: it is
+    /// findable as a standby node for each (`Node::find_standbys`).
+    pub standby: Vec<String>,
     /// Compiled artifacts (`None`: `<data_dir>/cache`).
     pub compile_cache: Option<PathBuf>,
     pub net: NetConfig,
@@ -237,6 +244,7 @@ impl NodeConfig {
             data_dir,
             policy: None,
             share: Vec::new(),
+            standby: Vec::new(),
             compile_cache: None,
             net: NetConfig::default(),
             max_invocations_per_service: 8,
@@ -282,6 +290,10 @@ impl NodeConfig {
         let mut config = Self::new(data_dir);
         config.policy = file.policy.map(|p| base.join(p));
         config.share = file.share.iter().map(|p| base.join(p)).collect();
+        if let Some(bad) = file.standby.iter().find(|n| !is_service_name(n)) {
+            return Err(ConfigError::Standby(bad.clone()));
+        }
+        config.standby = file.standby;
         config.compile_cache = file.compile_cache.map(|d| base.join(d));
         set(
             &mut config.max_invocations_per_service,
@@ -321,6 +333,11 @@ impl NodeConfig {
         self.net.mdns |= overrides.local;
         self.net.local_addresses |= overrides.local;
         self.share.extend(overrides.share);
+        for name in overrides.standby {
+            if !self.standby.contains(&name) {
+                self.standby.push(name);
+            }
+        }
     }
 
     /// Where compiled artifacts go.
@@ -353,6 +370,8 @@ pub struct Overrides {
     pub local: bool,
     /// Added to the packages shared at start.
     pub share: Vec<PathBuf>,
+    /// Added to the services offered as standby.
+    pub standby: Vec<String>,
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {
@@ -382,6 +401,8 @@ struct File {
     policy: Option<PathBuf>,
     #[serde(default)]
     share: Vec<PathBuf>,
+    #[serde(default)]
+    standby: Vec<String>,
     compile_cache: Option<PathBuf>,
     max_invocations_per_service: Option<usize>,
     reshare: Option<bool>,
@@ -578,6 +599,7 @@ mod tests {
     fn the_file_sets_every_section_and_flags_win() {
         let text = r#"
             data-dir = "data"
+            standby = ["live", "hello"]
             policy = "policy.toml"
             share = ["a.rps"]
             max-invocations-per-service = 3
@@ -606,6 +628,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/etc/sp2a/data"));
         assert_eq!(config.policy, Some(PathBuf::from("/etc/sp2a/policy.toml")));
         assert_eq!(config.share, [PathBuf::from("/etc/sp2a/a.rps")]);
+        assert_eq!(config.standby, ["live", "hello"]);
         assert_eq!(
             config.compile_cache_dir(),
             PathBuf::from("/etc/sp2a/data/cache")
@@ -655,6 +678,10 @@ mod tests {
         assert!(matches!(
             NodeConfig::from_toml("[pull]\nstrategy = \"fast\"", Path::new(".")),
             Err(ConfigError::Strategy(_))
+        ));
+        assert!(matches!(
+            NodeConfig::from_toml("standby = [\"../etc\"]", Path::new(".")),
+            Err(ConfigError::Standby(_))
         ));
         assert!(matches!(
             NodeConfig::from_toml("[upload]\nrate = \"fast\"", Path::new(".")),

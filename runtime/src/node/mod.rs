@@ -126,6 +126,8 @@ struct Inner {
     uploads: Arc<Uploads>,
     invoker: Arc<Invoker>,
     pulls: Arc<Pulls>,
+    /// Services this node offers to host when asked.
+    standby: Vec<String>,
     started: Instant,
 }
 
@@ -211,6 +213,9 @@ impl Node {
         tokio::spawn(inbound::serve(answerers, inbound));
         tokio::spawn(pull::sweep_saved_downloads(Arc::downgrade(&pulls)));
         services.restore(true).await?;
+        for name in &config.standby {
+            client.start_providing(net::keys::standby_key(name)).await;
+        }
         Ok(Node {
             inner: Arc::new(Inner {
                 client,
@@ -220,6 +225,7 @@ impl Node {
                 uploads,
                 invoker,
                 pulls,
+                standby: config.standby.clone(),
                 started: Instant::now(),
             }),
         })
@@ -267,7 +273,25 @@ impl Node {
     /// shareRPS: activates a package (admission, verification, audit,
     /// self-test), stores it and announces this node as its provider.
     pub async fn share(&self, package: Package) -> Result<ContentId, NodeError> {
-        self.inner.services.run(package, true).await
+        let id = self.inner.services.run(package, true).await?;
+        self.inner.services.pin(&id);
+        Ok(id)
+    }
+
+    /// The standby nodes of service `name`: nodes that offer to host it
+    /// when its providers ask (this node excluded).
+    pub async fn find_standbys(&self, name: &str) -> Vec<PeerId> {
+        let me = self.peer_id();
+        let mut found: Vec<PeerId> = self
+            .inner
+            .client
+            .get_all_providers(net::keys::standby_key(name))
+            .await
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect();
+        found.sort();
+        found
     }
 
     /// The services this node runs.
@@ -333,6 +357,7 @@ impl Node {
             .map(|p| {
                 let load = p.load(5);
                 ServiceStatus {
+                    role: if p.pinned() { "pinned" } else { "replica" }.into(),
                     name: p.package.manifest().name.clone(),
                     version: p.package.manifest().version.to_string(),
                     content_id: p.package.content_id().to_string(),
@@ -382,6 +407,7 @@ impl Node {
                 })
                 .unwrap_or_default(),
             services,
+            standby: self.inner.standby.clone(),
             transfers,
             counters: self.counters(),
         }

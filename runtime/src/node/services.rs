@@ -34,6 +34,8 @@ pub struct Provided {
     per_peer: PerPeer,
     /// Calls answered and callers turned away, over the last seconds.
     load: Mutex<LoadMeter>,
+    /// Its operator shared it here (it never retires).
+    pinned: std::sync::atomic::AtomicBool,
     pub shared_at: Instant,
 }
 
@@ -69,6 +71,12 @@ impl Provided {
     pub fn load(&self, seconds: usize) -> LoadSnapshot {
         let load = self.load.lock().expect("load lock");
         load.snapshot(Instant::now(), seconds)
+    }
+
+    /// Whether its operator shared it here (`--share`, `sp2a share`): a
+    /// pinned service never retires.
+    pub fn pinned(&self) -> bool {
+        self.pinned.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The paper's limit L of this service here.
@@ -207,6 +215,7 @@ impl Services {
             limit: self.max_invocations,
             per_peer: PerPeer::default(),
             load: Mutex::new(LoadMeter::new(Instant::now())),
+            pinned: std::sync::atomic::AtomicBool::new(false),
             shared_at: Instant::now(),
         });
         self.running
@@ -283,6 +292,15 @@ impl Services {
             })
             .cloned()
             .ok_or_else(|| NodeError::NotRunning(target.to_owned()))
+    }
+
+    /// Marks the service `id` as pinned by its operator.
+    pub(crate) fn pin(&self, id: &ContentId) {
+        if let Some(provided) = self.by_id(id) {
+            provided
+                .pinned
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The versions of `name` running here.

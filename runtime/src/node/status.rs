@@ -19,6 +19,9 @@ pub struct Status {
     #[serde(default)]
     pub announcements: Vec<AnnouncementStatus>,
     pub services: Vec<ServiceStatus>,
+    /// Services this node offers to host when their providers ask.
+    #[serde(default)]
+    pub standby: Vec<String>,
     pub transfers: Vec<TransferStatus>,
     pub counters: Counters,
 }
@@ -86,6 +89,10 @@ impl AnnouncementStatus {
 /// A service the node runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServiceStatus {
+    /// `pinned`: its operator shared it here, it never retires; `replica`:
+    /// pulled (or restored) here.
+    #[serde(default)]
+    pub role: String,
     pub name: String,
     pub version: String,
     pub content_id: String,
