@@ -429,6 +429,10 @@ pub mod net {
                                 .respond_invoke(channel, InvokeResponse::NotFound)
                                 .await;
                         }
+                        InboundRequest::Solicit { channel, .. } => {
+                            let refused = SolicitResponse::Refused("not a standby".into());
+                            serving.respond_solicit(channel, refused).await;
+                        }
                     }
                 }
             });

@@ -68,7 +68,7 @@ fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
     cbor4ii::serde::to_vec(Vec::new(), value).unwrap()
 }
 
-/// Every message of the three request-response protocols, decoded the way
+/// Every message of the four request-response protocols, decoded the way
 /// libp2p's CBOR codec decodes them, then checked the way the node checks
 /// them (bitmaps, peer-exchange entries).
 #[test]
@@ -133,6 +133,12 @@ fn fuzz_wire_messages() {
             kind: "trap".into(),
             message: "m".into(),
         }),
+        cbor(&SolicitRequest {
+            service: "live".into(),
+            content_id: [4; 32],
+        }),
+        cbor(&SolicitResponse::Refused("not a standby".into())),
+        cbor(&SolicitResponse::Accepted),
     ];
     check(fuzz::run("wire", seeds, decode_wire));
 }
@@ -154,6 +160,14 @@ fn decode_wire(bytes: &[u8]) -> String {
     note(
         "advert-response",
         cbor4ii::serde::from_slice::<AdvertResponse>(bytes).is_ok(),
+    );
+    note(
+        "solicit-request",
+        cbor4ii::serde::from_slice::<SolicitRequest>(bytes).is_ok(),
+    );
+    note(
+        "solicit-response",
+        cbor4ii::serde::from_slice::<SolicitResponse>(bytes).is_ok(),
     );
     note(
         "invoke-request",

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use sp2a::net::protocol::{SolicitRequest, SolicitResponse};
 use sp2a::net::{Multiaddr, PeerId};
 use sp2a::node::{Node, NodeError, NodeEvent, PullError, Strategy};
 use sp2a::package::{SecretKey, VerifiedPackage, pack};
@@ -1062,7 +1063,9 @@ async fn standby_nodes_are_findable_and_each_services_role_is_shown() {
         let standby = net.start(config, policy, std::slice::from_ref(&hub)).await;
         let c = net.node(std::slice::from_ref(&hub)).await;
 
-        assert_eq!(c.find_standbys("hello").await, vec![standby.peer_id()]);
+        while c.find_standbys("hello").await != [standby.peer_id()] {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert!(c.find_standbys("checksum").await.is_empty());
         assert!(a.find_standbys("hello").await.contains(&standby.peer_id()));
         assert_eq!(standby.status().await.standby, ["hello"]);
@@ -1073,6 +1076,125 @@ async fn standby_nodes_are_findable_and_each_services_role_is_shown() {
         c.pull("hello").await.unwrap();
         assert_eq!(a.status().await.services[0].role, "pinned");
         assert_eq!(c.status().await.services[0].role, "replica");
+    })
+    .await;
+}
+
+/// Waits until `node` runs the service `name`.
+async fn runs(node: &sp2a::node::Node, name: &str) {
+    while node.service(name).is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_solicited_standby_pulls_verifies_and_serves() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        a.share(service_package("hello", &net.key).into_inner())
+            .await
+            .unwrap();
+        let hub = address(&a).await;
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.standby = vec!["hello".into()];
+        let policy = net.policy();
+        let standby = net.start(config, policy, std::slice::from_ref(&hub)).await;
+
+        // The provider finds the standby in the DHT (once its announcement
+        // has landed), then asks it.
+        while a.find_standbys("hello").await != [standby.peer_id()] {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let answer = a.solicit(standby.peer_id(), "hello").await.unwrap();
+        assert_eq!(answer, SolicitResponse::Accepted);
+        runs(&standby, "hello").await;
+        let greeting = standby.invoke_local("hello", "greet(\"x\")").await.unwrap();
+        assert_eq!(greeting.value, "\"Hello, x!\"");
+        let status = standby.status().await;
+        assert_eq!(status.services[0].role, "replica");
+        // It provides the service now: asked again, it says so at once.
+        assert_eq!(
+            a.solicit(standby.peer_id(), "hello").await.unwrap(),
+            SolicitResponse::Accepted
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn solicitations_failing_a_check_are_refused_and_nothing_is_pulled() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        let hello = service_package("hello", &net.key);
+        let hello_id = hello.content_id();
+        a.share(hello.into_inner()).await.unwrap();
+        a.share(service_package("checksum", &net.key).into_inner())
+            .await
+            .unwrap();
+        let hub = address(&a).await;
+        let standby_for = |net: &mut TestNet, policy| {
+            let dir = net.dir();
+            let mut config = net.config(dir);
+            config.standby = vec!["hello".into()];
+            (config, policy)
+        };
+        let policy = net.policy();
+        let (config, policy) = standby_for(&mut net, policy);
+        let standby = net.start(config, policy, std::slice::from_ref(&hub)).await;
+        let c = net.node(std::slice::from_ref(&hub)).await;
+        // As providers do: find the standbys (and their addresses) first.
+        let found = async |name: &str, standby: &sp2a::node::Node| {
+            while !a.find_standbys(name).await.contains(&standby.peer_id()) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        found("hello", &standby).await;
+
+        // Not a standby for that service.
+        let answer = a.solicit(standby.peer_id(), "checksum").await.unwrap();
+        assert!(
+            matches!(&answer, SolicitResponse::Refused(why) if why.contains("not a standby for checksum")),
+            "{answer:?}"
+        );
+        // Asked by a peer that does not provide the service.
+        c.client().dial(address(&standby).await).await.unwrap();
+        let forged = SolicitRequest {
+            service: "hello".into(),
+            content_id: hello_id.0,
+        };
+        let answer = c
+            .client()
+            .request_solicit(standby.peer_id(), forged.clone())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&answer, SolicitResponse::Refused(why) if why.contains("is not a provider of hello")),
+            "{answer:?}"
+        );
+        // Asking again at once: beyond the rate.
+        let answer = c
+            .client()
+            .request_solicit(standby.peer_id(), forged)
+            .await
+            .unwrap();
+        assert_eq!(answer, SolicitResponse::Busy);
+
+        // A standby whose policy does not trust the publisher.
+        let (config, policy) = standby_for(&mut net, sp2a::policy::Policy::default());
+        let wary = net.start(config, policy, std::slice::from_ref(&hub)).await;
+        found("hello", &wary).await;
+        let answer = a.solicit(wary.peer_id(), "hello").await.unwrap();
+        assert!(
+            matches!(&answer, SolicitResponse::Refused(why) if why.contains("is not trusted here")),
+            "{answer:?}"
+        );
+        // Nothing was downloaded from the only provider, nothing runs.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(a.counters().transfer_requests, 0);
+        assert!(standby.services().is_empty() && wary.services().is_empty());
     })
     .await;
 }

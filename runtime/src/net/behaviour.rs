@@ -33,6 +33,7 @@ pub struct Behaviour {
     pub adverts: cbor::Behaviour<AdvertRequest, AdvertResponse>,
     pub transfer: cbor::Behaviour<TransferRequest, TransferResponse>,
     pub invoke: cbor::Behaviour<InvokeRequest, InvokeResponse>,
+    pub solicit: cbor::Behaviour<SolicitRequest, SolicitResponse>,
 }
 
 fn request_response<Req, Resp>(
@@ -252,6 +253,12 @@ impl Behaviour {
                 INVOKE_PROTOCOL,
                 MAX_INVOKE_REQUEST,
                 MAX_INVOKE_RESPONSE,
+                config,
+            ),
+            solicit: request_response(
+                SOLICIT_PROTOCOL,
+                MAX_SOLICIT_REQUEST,
+                MAX_SOLICIT_RESPONSE,
                 config,
             ),
         })

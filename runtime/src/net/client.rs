@@ -63,6 +63,12 @@ pub enum InboundRequest {
         channel: ResponseChannel<InvokeResponse>,
         span: tracing::Span,
     },
+    Solicit {
+        peer: PeerId,
+        request: SolicitRequest,
+        channel: ResponseChannel<SolicitResponse>,
+        span: tracing::Span,
+    },
 }
 
 impl InboundRequest {
@@ -71,7 +77,8 @@ impl InboundRequest {
         match self {
             InboundRequest::Advert { span, .. }
             | InboundRequest::Transfer { span, .. }
-            | InboundRequest::Invoke { span, .. } => span,
+            | InboundRequest::Invoke { span, .. }
+            | InboundRequest::Solicit { span, .. } => span,
         }
     }
 }
@@ -167,6 +174,15 @@ pub(crate) enum Command {
     RespondInvoke {
         channel: ResponseChannel<InvokeResponse>,
         response: InvokeResponse,
+    },
+    Solicit {
+        peer: PeerId,
+        request: SolicitRequest,
+        reply: Reply<Result<SolicitResponse, RequestError>>,
+    },
+    RespondSolicit {
+        channel: ResponseChannel<SolicitResponse>,
+        response: SolicitResponse,
     },
     Info {
         reply: Reply<NetInfo>,
@@ -403,6 +419,30 @@ impl Client {
         response: InvokeResponse,
     ) {
         self.tell(Command::RespondInvoke { channel, response })
+            .await;
+    }
+
+    /// Asks standby `peer` to pull a package and provide it.
+    pub async fn request_solicit(
+        &self,
+        peer: PeerId,
+        request: SolicitRequest,
+    ) -> Result<SolicitResponse, RequestError> {
+        self.ask(|reply| Command::Solicit {
+            peer,
+            request,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    pub async fn respond_solicit(
+        &self,
+        channel: ResponseChannel<SolicitResponse>,
+        response: SolicitResponse,
+    ) {
+        self.tell(Command::RespondSolicit { channel, response })
             .await;
     }
 

@@ -108,6 +108,7 @@ pub async fn start(
         pending_adverts: HashMap::new(),
         pending_transfers: HashMap::new(),
         pending_invokes: HashMap::new(),
+        pending_solicits: HashMap::new(),
         upkeep,
         bootstrap_peers,
         next_sweep: Instant::now() + SWEEP_EVERY,
@@ -216,6 +217,7 @@ struct EventLoop {
     pending_adverts: HashMap<OutboundRequestId, Reply<Result<AdvertResponse, RequestError>>>,
     pending_transfers: HashMap<OutboundRequestId, Reply<Result<TransferResponse, RequestError>>>,
     pending_invokes: HashMap<OutboundRequestId, Reply<Result<InvokeResponse, RequestError>>>,
+    pending_solicits: HashMap<OutboundRequestId, Reply<Result<SolicitResponse, RequestError>>>,
     /// When to announce this node's keys, and which lost peers to probe.
     upkeep: Upkeep<kad::RecordKey, PeerId, Multiaddr>,
     /// The operator's bootstrap peers: watched until reached when lost.
@@ -367,6 +369,17 @@ impl EventLoop {
             }
             Command::RespondInvoke { channel, response } => {
                 let _ = behaviour.invoke.send_response(channel, response);
+            }
+            Command::Solicit {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = behaviour.solicit.send_request(&peer, request);
+                self.pending_solicits.insert(id, reply);
+            }
+            Command::RespondSolicit { channel, response } => {
+                let _ = behaviour.solicit.send_response(channel, response);
             }
             Command::Info { reply } => {
                 let routing_table = behaviour.kad.kbuckets().map(|b| b.num_entries()).sum();
@@ -539,6 +552,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Adverts(event)) => self.handle_adverts(event),
             SwarmEvent::Behaviour(BehaviourEvent::Transfer(event)) => self.handle_transfer(event),
             SwarmEvent::Behaviour(BehaviourEvent::Invoke(event)) => self.handle_invoke(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Solicit(event)) => self.handle_solicit(event),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -764,6 +778,20 @@ impl EventLoop {
         }
     }
 
+    fn handle_solicit(&mut self, event: request_response::Event<SolicitRequest, SolicitResponse>) {
+        if let Some((peer, connection, _, request, channel)) =
+            settle(event, &mut self.pending_solicits, "solicit")
+        {
+            let span = self.request_span(connection, SOLICIT_PROTOCOL);
+            self.hand_over(InboundRequest::Solicit {
+                peer,
+                request,
+                channel,
+                span,
+            });
+        }
+    }
+
     /// Hands a peer's request to the node; when the node's queue is full,
     /// answers `Busy` at once rather than dropping the request silently.
     fn hand_over(&mut self, request: InboundRequest) {
@@ -788,6 +816,11 @@ impl EventLoop {
                 let _ = behaviour
                     .invoke
                     .send_response(channel, InvokeResponse::Busy);
+            }
+            InboundRequest::Solicit { channel, .. } => {
+                let _ = behaviour
+                    .solicit
+                    .send_response(channel, SolicitResponse::Busy);
             }
         }
     }

@@ -25,6 +25,15 @@
 //!   concurrency limit, `Denied` when the caller is not on the service's
 //!   allow-list: explicit answers, never silent drops.
 //!
+//! * `/sp2a/solicit/1`: a provider of a service asks a standby node to pull
+//!   one package of it and provide it (the paper's solicited pull). The
+//!   request is authenticated by the connection it comes on (noise: the
+//!   sender is the peer id the standby sees), and the standby checks that id
+//!   against the service's provider records. Request ≤
+//!   [`MAX_SOLICIT_REQUEST`] bytes, response ≤ [`MAX_SOLICIT_RESPONSE`]
+//!   bytes. `Accepted` only once the standby's pull has passed its policy's
+//!   admission; `Refused` with the reason; `Busy` beyond the standby's rate.
+//!
 //! Lists are bounded while they are decoded ([`at_most`]), not after: a
 //! response of a million empty byte strings is refused at the first one too
 //! many, before it becomes a million vectors.
@@ -46,6 +55,8 @@ pub const MAX_TRANSFER_RESPONSE: u64 =
     (MAX_BLOCKS_PER_REQUEST as u64) * (BLOCK_SIZE + 64 * 48) + 4096;
 pub const MAX_INVOKE_REQUEST: u64 = 256 * 1024;
 pub const MAX_INVOKE_RESPONSE: u64 = 1024 * 1024;
+pub const MAX_SOLICIT_REQUEST: u64 = 1024;
+pub const MAX_SOLICIT_RESPONSE: u64 = (MAX_TEXT as u64) + 64;
 /// Longest a provider holds a request that waits in line for an upload
 /// slot (a request may ask for less).
 pub const MAX_QUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
@@ -55,6 +66,27 @@ pub const MAX_TEXT: usize = 4096;
 pub const ADVERT_PROTOCOL: &str = "/sp2a/advert/1";
 pub const TRANSFER_PROTOCOL: &str = "/sp2a/transfer/1";
 pub const INVOKE_PROTOCOL: &str = "/sp2a/invoke/1";
+pub const SOLICIT_PROTOCOL: &str = "/sp2a/solicit/1";
+
+/// A provider asks a standby node to pull package `content_id` of service
+/// `service` and provide it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SolicitRequest {
+    pub service: String,
+    #[serde(with = "serde_bytes")]
+    pub content_id: [u8; 32],
+}
+
+/// A standby's answer to a [`SolicitRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SolicitResponse {
+    /// Pulling it (its policy admits it), or providing it already.
+    Accepted,
+    /// Not done, and why.
+    Refused(String),
+    /// Asked too often; ask later or another standby.
+    Busy,
+}
 
 /// What adverts a peer is asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

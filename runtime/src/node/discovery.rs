@@ -96,6 +96,22 @@ impl Discovery {
             .await
     }
 
+    /// The advert of package `id` as `peer` serves it, if it passes
+    /// `wanted` (the publisher checked against the policy first, then the
+    /// signature, then the manifest).
+    pub(crate) async fn advert_from(
+        &self,
+        peer: PeerId,
+        id: ContentId,
+        wanted: impl Fn(&Advert) -> bool,
+    ) -> Lookup {
+        let request = AdvertRequest::ContentId(id.0);
+        self.adverts(HashSet::from([peer]), request, |a| {
+            a.content_id() == id && wanted(a)
+        })
+        .await
+    }
+
     async fn adverts(
         &self,
         providers: HashSet<PeerId>,

@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use super::discovery::Discovery;
 use super::invoke::Invoker;
+use super::standby::Standby;
 use super::upload::Uploads;
 use crate::net::{Client, InboundRequest};
 
@@ -23,6 +24,7 @@ pub(crate) struct Answerers {
     pub(crate) discovery: Arc<Discovery>,
     pub(crate) uploads: Arc<Uploads>,
     pub(crate) invoker: Arc<Invoker>,
+    pub(crate) standby: Arc<Standby>,
 }
 
 /// Answers peers' requests until the network stops.
@@ -71,6 +73,15 @@ pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<Inbo
                     } => {
                         let response = a.invoker.answer(peer, request).await;
                         a.client.respond_invoke(channel, response).await;
+                    }
+                    InboundRequest::Solicit {
+                        peer,
+                        request,
+                        channel,
+                        ..
+                    } => {
+                        let response = a.standby.answer(peer, request).await;
+                        a.client.respond_solicit(channel, response).await;
                     }
                 }
             }

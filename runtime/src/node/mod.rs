@@ -35,6 +35,7 @@ mod per_peer;
 mod pull;
 pub mod report;
 mod services;
+mod standby;
 mod status;
 pub mod store;
 mod upload;
@@ -126,8 +127,8 @@ struct Inner {
     uploads: Arc<Uploads>,
     invoker: Arc<Invoker>,
     pulls: Arc<Pulls>,
-    /// Services this node offers to host when asked.
-    standby: Vec<String>,
+    /// The services this node offers to host when their providers ask.
+    standby: Arc<standby::Standby>,
     started: Instant,
 }
 
@@ -204,18 +205,24 @@ impl Node {
                 config.pull.max_partial,
             ),
         ));
+        let standby = Arc::new(standby::Standby::new(
+            &config.standby,
+            client.clone(),
+            discovery.clone(),
+            services.clone(),
+            pulls.clone(),
+        ));
         let answerers = inbound::Answerers {
             client: client.clone(),
             discovery: discovery.clone(),
             uploads: uploads.clone(),
             invoker: invoker.clone(),
+            standby: standby.clone(),
         };
         tokio::spawn(inbound::serve(answerers, inbound));
         tokio::spawn(pull::sweep_saved_downloads(Arc::downgrade(&pulls)));
         services.restore(true).await?;
-        for name in &config.standby {
-            client.start_providing(net::keys::standby_key(name)).await;
-        }
+        standby.announce().await;
         Ok(Node {
             inner: Arc::new(Inner {
                 client,
@@ -225,7 +232,7 @@ impl Node {
                 uploads,
                 invoker,
                 pulls,
-                standby: config.standby.clone(),
+                standby,
                 started: Instant::now(),
             }),
         })
@@ -276,6 +283,30 @@ impl Node {
         let id = self.inner.services.run(package, true).await?;
         self.inner.services.pin(&id);
         Ok(id)
+    }
+
+    /// Asks standby node `standby` to pull the service `name` this node
+    /// provides (the version it runs) and provide it too: the paper's
+    /// solicited pull.
+    pub async fn solicit(
+        &self,
+        standby: PeerId,
+        name: &str,
+    ) -> Result<net::protocol::SolicitResponse, NodeError> {
+        let running = self.inner.services.resolve(name)?;
+        let request = net::protocol::SolicitRequest {
+            service: running.package.manifest().name.clone(),
+            content_id: running.package.content_id().0,
+        };
+        self.inner
+            .client
+            .request_solicit(standby, request)
+            .await
+            .map_err(|e| NodeError::Remote {
+                service: name.to_owned(),
+                peer: standby.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// The standby nodes of service `name`: nodes that offer to host it
@@ -407,7 +438,7 @@ impl Node {
                 })
                 .unwrap_or_default(),
             services,
-            standby: self.inner.standby.clone(),
+            standby: self.inner.standby.names(),
             transfers,
             counters: self.counters(),
         }

@@ -1,0 +1,190 @@
+//! The standby role: the services this node offers to host, announced
+//! under their standby keys, and the answer to a provider that asks it to
+//! pull one (the paper's solicited pull, `/sp2a/solicit/1`).
+//!
+//! A solicitation is accepted only when every check passes, in this order:
+//! the service is one this node stands by for; the asker has not asked in
+//! the last 5 s, and this node has not checked more than 12 solicitations
+//! in the last minute (otherwise `Busy`); the asker is a current provider of
+//! the service (its provider record, from a DHT lookup); the asker serves
+//! the package's advert, for that service, signed by a publisher this node
+//! trusts; and this node's policy admits it (requirements and every
+//! capability). Then the pull starts, which checks all of it again and
+//! verifies every block. A solicitation never bypasses trust,
+//! requirements or capability checks.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::discovery::Discovery;
+use super::pull::Pulls;
+use super::services::Services;
+use crate::net::protocol::{SolicitRequest, SolicitResponse, clip};
+use crate::net::{Client, PeerId, keys};
+use crate::package::{ContentId, is_service_name};
+
+/// One solicitation per asker in this long.
+const PER_PEER_GAP: Duration = Duration::from_secs(5);
+/// Solicitations checked (DHT lookup, advert) per minute, in all.
+const CHECKS_PER_MINUTE: usize = 12;
+
+pub(crate) struct Standby {
+    names: HashSet<String>,
+    client: Client,
+    discovery: Arc<Discovery>,
+    services: Arc<Services>,
+    pulls: Arc<Pulls>,
+    rate: Mutex<Rate>,
+}
+
+#[derive(Default)]
+struct Rate {
+    last_by_peer: HashMap<PeerId, Instant>,
+    checks: VecDeque<Instant>,
+}
+
+impl Rate {
+    /// Whether a solicitation from `peer` may be checked now (and counts it).
+    fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
+        while self
+            .checks
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.checks.pop_front();
+        }
+        self.last_by_peer
+            .retain(|_, t| now.duration_since(*t) < PER_PEER_GAP);
+        if self.last_by_peer.contains_key(&peer) || self.checks.len() >= CHECKS_PER_MINUTE {
+            return false;
+        }
+        self.last_by_peer.insert(peer, now);
+        self.checks.push_back(now);
+        true
+    }
+}
+
+impl Standby {
+    pub(crate) fn new(
+        names: &[String],
+        client: Client,
+        discovery: Arc<Discovery>,
+        services: Arc<Services>,
+        pulls: Arc<Pulls>,
+    ) -> Self {
+        Self {
+            names: names.iter().cloned().collect(),
+            client,
+            discovery,
+            services,
+            pulls,
+            rate: Mutex::new(Rate::default()),
+        }
+    }
+
+    /// Announces this node under the standby key of each service.
+    pub(crate) async fn announce(&self) {
+        for name in &self.names {
+            self.client.start_providing(keys::standby_key(name)).await;
+        }
+    }
+
+    /// The services this node stands by for, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.names.iter().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// A provider asks this node to pull a package of a service.
+    pub(crate) async fn answer(&self, peer: PeerId, request: SolicitRequest) -> SolicitResponse {
+        let response = self.decide(peer, &request).await;
+        match &response {
+            SolicitResponse::Accepted => tracing::info!(
+                %peer,
+                service = %request.service,
+                package = %ContentId(request.content_id).short(),
+                "solicited: pulling"
+            ),
+            other => {
+                tracing::info!(%peer, service = %clip(&request.service), answer = ?other, "solicitation declined")
+            }
+        }
+        response
+    }
+
+    async fn decide(&self, peer: PeerId, request: &SolicitRequest) -> SolicitResponse {
+        let service = &request.service;
+        if !is_service_name(service) || !self.names.contains(service) {
+            return SolicitResponse::Refused(format!(
+                "this node is not a standby for {}",
+                clip(service)
+            ));
+        }
+        let id = ContentId(request.content_id);
+        if let Some(running) = self.services.by_id(&id)
+            && running.package.manifest().name == *service
+        {
+            return SolicitResponse::Accepted;
+        }
+        if !self
+            .rate
+            .lock()
+            .expect("rate lock")
+            .admit(peer, Instant::now())
+        {
+            return SolicitResponse::Busy;
+        }
+        let providers = self
+            .client
+            .get_all_providers(keys::service_key(service))
+            .await;
+        if !providers.contains(&peer) {
+            return SolicitResponse::Refused(format!("{peer} is not a provider of {service}"));
+        }
+        let lookup = self
+            .discovery
+            .advert_from(peer, id, |advert| advert.manifest().name == *service)
+            .await;
+        if let Some(untrusted) = lookup.untrusted.first() {
+            return SolicitResponse::Refused(format!(
+                "publisher {} is not trusted here",
+                untrusted.publisher
+            ));
+        }
+        let Some(found) = lookup.found.first() else {
+            return SolicitResponse::Refused(format!(
+                "{peer} did not serve a valid advert of that package of {service}"
+            ));
+        };
+        if let Err(refusals) = self.services.policy().admit(&found.advert) {
+            return SolicitResponse::Refused(clip(&refusals.to_string()));
+        }
+        // The pull checks everything again and verifies every block.
+        let (pull, _) = self.pulls.start(&id.to_string());
+        drop(pull);
+        SolicitResponse::Accepted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_solicitation_per_peer_per_gap_and_a_bounded_number_of_checks() {
+        let t0 = Instant::now();
+        let mut rate = Rate::default();
+        let a = PeerId::random();
+        assert!(rate.admit(a, t0));
+        assert!(!rate.admit(a, t0 + Duration::from_secs(4)));
+        assert!(rate.admit(a, t0 + Duration::from_secs(5)));
+        // Many askers: 12 checks a minute in all.
+        let admitted = (0..100)
+            .filter(|i| rate.admit(PeerId::random(), t0 + Duration::from_millis(5_000 + i)))
+            .count();
+        assert_eq!(admitted, CHECKS_PER_MINUTE - 2);
+        assert!(rate.admit(PeerId::random(), t0 + Duration::from_secs(61)));
+    }
+}
