@@ -1200,6 +1200,54 @@ async fn solicitations_failing_a_check_are_refused_and_nothing_is_pulled() {
 }
 
 #[tokio::test]
+async fn a_replica_retires_finishing_its_calls_but_a_pinned_provider_does_not() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        share_hostile(&a, &net.key).await;
+        let hub = address(&a).await;
+        let dir = net.dir();
+        let config = net.config(dir.clone());
+        let policy = net.policy();
+        let c = net.start(config, policy, std::slice::from_ref(&hub)).await;
+        c.pull("hostile").await.unwrap();
+        let served = a.counters().transfer_requests;
+        assert!(served > 0);
+
+        let err = a.retire("hostile").await.unwrap_err();
+        assert!(matches!(err, NodeError::Pinned(_)), "{err}");
+        // A call in flight when the replica retires finishes.
+        let call = {
+            let c = c.clone();
+            tokio::spawn(async move { c.invoke_local("hostile", "nap(400)").await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.retire("hostile").await.unwrap();
+        assert!(call.await.unwrap().is_ok(), "the call in flight finished");
+        assert!(c.services().is_empty());
+        let err = c.invoke_local("hostile", "nap(1)").await.unwrap_err();
+        assert!(matches!(err, NodeError::NotRunning(_)), "{err}");
+        // Lookups find only the pinned provider (the retired one serves no
+        // advert any more).
+        let b = net.node(std::slice::from_ref(&hub)).await;
+        let peers: Vec<PeerId> = b.find("hostile").await.iter().map(|f| f.peer).collect();
+        assert_eq!(peers, [a.peer_id()]);
+
+        // Not restored at start; pulled again, activated without a download.
+        c.shutdown().await;
+        let config = net.config(dir);
+        let policy = net.policy();
+        let c = net.start(config, policy, std::slice::from_ref(&hub)).await;
+        assert!(c.services().is_empty());
+        let pulled = c.pull("hostile").await.unwrap();
+        assert!(!pulled.downloaded);
+        assert_eq!(a.counters().transfer_requests, served, "nothing downloaded");
+        assert_eq!(c.status().await.services[0].role, "replica");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn data_from_before_publisher_namespaces_is_refused_clearly() {
     within(60, async {
         let mut net = TestNet::new();

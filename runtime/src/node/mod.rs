@@ -100,6 +100,8 @@ pub enum NodeError {
     },
     #[error("this node does not run service {0:?}")]
     NotRunning(String),
+    #[error("{0} is pinned here (its operator shared it): it does not retire")]
+    Pinned(String),
     #[error(
         "{0:?} does not name a publisher: give its key (ed25519:<64 hex digits>) or at least 8 leading hex digits of it"
     )]
@@ -307,6 +309,15 @@ impl Node {
                 peer: standby.to_string(),
                 reason: e.to_string(),
             })
+    }
+
+    /// Retires the service `name` here (the paper's regression): its
+    /// provider records are withdrawn, new calls and downloads are no longer
+    /// served, calls in flight finish, and the package is kept (not
+    /// restored at start; pulled again, it is activated without a
+    /// download). A pinned service does not retire.
+    pub async fn retire(&self, name: &str) -> Result<ContentId, NodeError> {
+        self.inner.services.retire(name).await
     }
 
     /// The standby nodes of service `name`: nodes that offer to host it

@@ -268,6 +268,24 @@ impl Pulls {
         if self.services.by_id(&id).is_some() {
             return Ok(already(name, id, start));
         }
+        // Retired here before: the kept package, verified again, without a
+        // download.
+        if let Some(kept) = self.services.retired(&id) {
+            progress.send_modify(|p| p.stage = PullStage::Activating);
+            self.services
+                .run(kept.into_inner(), self.reshare)
+                .await
+                .map_err(|error| PullError::Activate {
+                    target: target.to_owned(),
+                    error: Box::new(error),
+                })?;
+            self.events.emit(NodeEvent::Pulled {
+                name: name.clone(),
+                content_id: id,
+                elapsed: start.elapsed(),
+            });
+            return Ok(already(name, id, start));
+        }
         let providers: Vec<PeerId> = found
             .iter()
             .filter(|f| f.advert.content_id() == id)

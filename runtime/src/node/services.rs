@@ -294,6 +294,36 @@ impl Services {
             .ok_or_else(|| NodeError::NotRunning(target.to_owned()))
     }
 
+    /// Retires the service `target` means here (see `Node::retire`).
+    pub(crate) async fn retire(&self, target: &str) -> Result<ContentId, NodeError> {
+        let provided = self.resolve(target)?;
+        let name = provided.package.manifest().name.clone();
+        if provided.pinned() {
+            return Err(NodeError::Pinned(name));
+        }
+        let id = provided.package.content_id();
+        self.store.retire(&id)?;
+        // Calls in flight hold their own reference and finish.
+        self.running.write().expect("services lock").remove(&id);
+        self.client.stop_providing(keys::package_key(&id.0)).await;
+        let others = self
+            .running
+            .read()
+            .expect("services lock")
+            .values()
+            .any(|p| p.package.manifest().name == name);
+        if !others {
+            self.client.stop_providing(keys::service_key(&name)).await;
+        }
+        tracing::info!(service = %name, package = %id.short(), "retired: records withdrawn, package kept");
+        Ok(id)
+    }
+
+    /// A package this node retired and kept, verified again.
+    pub(crate) fn retired(&self, id: &ContentId) -> Option<VerifiedPackage> {
+        self.store.retired(id)
+    }
+
     /// Marks the service `id` as pinned by its operator.
     pub(crate) fn pin(&self, id: &ContentId) {
         if let Some(provided) = self.by_id(id) {

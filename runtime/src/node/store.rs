@@ -1,6 +1,8 @@
 //! The node's package store: verified packages under their content id.
 //!
-//! Layout: `<dir>/<content id>.rps` for complete packages, `<dir>/tmp/` for
+//! Layout: `<dir>/<content id>.rps` for complete packages, `<dir>/retired/`
+//! for packages of services this node retired (kept, not restored at start,
+//! activated again without a download when pulled again), `<dir>/tmp/` for
 //! files being written. Every package is written to a temporary file,
 //! fsynced, renamed into place and the directory fsynced, so a crash leaves
 //! either the whole package or nothing; `tmp/` is emptied on open. Nothing is
@@ -44,6 +46,8 @@ impl Store {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let retired = dir.join("retired");
+        std::fs::create_dir_all(&retired).map_err(io(&retired))?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -59,6 +63,8 @@ impl Store {
         if path.exists() {
             return Ok(path);
         }
+        // Active again: no longer retired.
+        let _ = std::fs::remove_file(self.retired_path(&package.content_id()));
         let header = package.header();
         crate::files::write_atomic(
             &path,
@@ -69,7 +75,30 @@ impl Store {
         Ok(path)
     }
 
-    /// Removes a package (retired or no longer acceptable).
+    fn retired_path(&self, id: &ContentId) -> PathBuf {
+        self.dir.join("retired").join(format!("{id}.rps"))
+    }
+
+    /// Moves a package aside: kept, but no longer restored at start.
+    pub fn retire(&self, id: &ContentId) -> Result<(), StoreError> {
+        let (from, to) = (self.path(id), self.retired_path(id));
+        std::fs::rename(&from, &to).map_err(io(&from))?;
+        // The rename is durable once the directory is.
+        std::fs::File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(&self.dir))
+    }
+
+    /// A retired package, verified again, if this store kept one (it stays
+    /// there until it is saved again).
+    pub fn retired(&self, id: &ContentId) -> Option<VerifiedPackage> {
+        let package = Package::read_file(&self.retired_path(id))
+            .and_then(Package::verify)
+            .ok()?;
+        (package.content_id() == *id).then_some(package)
+    }
+
+    /// Removes a package (no longer acceptable).
     pub fn remove(&self, id: &ContentId) -> Result<(), StoreError> {
         let path = self.path(id);
         match std::fs::remove_file(&path) {
