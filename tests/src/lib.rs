@@ -262,6 +262,10 @@ pub mod net {
         /// Answers every block request `Busy`, naming this peer (peer
         /// exchange) as another one fetching the package.
         BusyNaming(PeerId, Vec<Multiaddr>),
+        /// Serves blocks honestly, and answers every call `Ok` with its own
+        /// package, whatever service or publisher it was asked for (as a
+        /// node that ignores a publisher pin would).
+        AnswersEveryCall,
     }
 
     /// A provider built directly on the network API that announces a real
@@ -304,6 +308,7 @@ pub mod net {
             let haves = Arc::new(AtomicUsize::new(0));
             let have_counter = haves.clone();
             let advert = package.advert().bytes().to_vec();
+            let content_id = package.content_id();
             let component = package.component().to_vec();
             let outboard = blocks::outboard(&component);
             let size = component.len() as u64;
@@ -397,7 +402,9 @@ pub mod net {
                                 peers: Vec::new(),
                             };
                             let response = match &behaviour {
-                                Misbehaviour::Honest => data(size, encoded),
+                                Misbehaviour::Honest | Misbehaviour::AnswersEveryCall => {
+                                    data(size, encoded)
+                                }
                                 Misbehaviour::CorruptAfter(k) if n >= *k => {
                                     let last = encoded.len() - 1;
                                     encoded[last] ^= 0x55;
@@ -425,9 +432,16 @@ pub mod net {
                             serving.respond_transfer(channel, response).await;
                         }
                         InboundRequest::Invoke { channel, .. } => {
-                            serving
-                                .respond_invoke(channel, InvokeResponse::NotFound)
-                                .await;
+                            let response = match behaviour {
+                                Misbehaviour::AnswersEveryCall => InvokeResponse::Ok {
+                                    value: "\"from another publisher\"".into(),
+                                    fuel: 1,
+                                    micros: 1,
+                                    content_id: content_id.0,
+                                },
+                                _ => InvokeResponse::NotFound,
+                            };
+                            serving.respond_invoke(channel, response).await;
                         }
                         InboundRequest::Solicit { channel, .. } => {
                             let refused = SolicitResponse::Refused("not a standby".into());
@@ -497,6 +511,12 @@ impl NodeProcess {
             .stderr(std::process::Stdio::null());
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
+        // Killed when dropped, also if it never becomes ready.
+        let mut node = Self {
+            child,
+            address: String::new(),
+            data_dir,
+        };
         let (lines_tx, lines_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -521,11 +541,8 @@ impl NodeProcess {
         }
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || while lines_rx.recv().is_ok() {});
-        Self {
-            child,
-            address: address.expect("the node printed its address"),
-            data_dir,
-        }
+        node.address = address.expect("the node printed its address");
+        node
     }
 
     pub fn data_dir(&self) -> &str {

@@ -1182,6 +1182,27 @@ async fn solicitations_failing_a_check_are_refused_and_nothing_is_pulled() {
             .unwrap();
         assert_eq!(answer, SolicitResponse::Busy);
 
+        // An older version than the providers offer, asked for by a provider
+        // that still runs it too.
+        let mut old = sp2a_tests::service_manifest("hello");
+        old.version = "0.0.9".parse().unwrap();
+        let old = pack(component("hello"), &old, &net.key).unwrap();
+        let old_id = old.content_id();
+        a.share(old.into_inner()).await.unwrap();
+        let stale = SolicitRequest {
+            service: "hello".into(),
+            content_id: old_id.0,
+        };
+        let answer = a
+            .client()
+            .request_solicit(standby.peer_id(), stale)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&answer, SolicitResponse::Refused(why) if why.contains("hello 0.0.9 is older than the 0.1.0")),
+            "{answer:?}"
+        );
+
         // A standby whose policy does not trust the publisher.
         let (config, policy) = standby_for(&mut net, sp2a::policy::Policy::default());
         let wary = net.start(config, policy, std::slice::from_ref(&hub)).await;
@@ -1203,7 +1224,10 @@ async fn solicitations_failing_a_check_are_refused_and_nothing_is_pulled() {
 async fn a_replica_retires_finishing_its_calls_but_a_pinned_provider_does_not() {
     within(60, async {
         let mut net = TestNet::new();
-        let a = net.node(&[]).await;
+        let a_dir = net.dir();
+        let config = net.config(a_dir.clone());
+        let policy = net.policy();
+        let a = net.start(config, policy, &[]).await;
         share_hostile(&a, &net.key).await;
         let hub = address(&a).await;
         let dir = net.dir();
@@ -1243,6 +1267,50 @@ async fn a_replica_retires_finishing_its_calls_but_a_pinned_provider_does_not() 
         assert!(!pulled.downloaded);
         assert_eq!(a.counters().transfer_requests, served, "nothing downloaded");
         assert_eq!(c.status().await.services[0].role, "replica");
+
+        // Pinned stays pinned across a restart.
+        a.shutdown().await;
+        let config = net.config(a_dir);
+        let policy = net.policy();
+        let a = net.start(config, policy, &[]).await;
+        assert_eq!(a.status().await.services[0].role, "pinned");
+        assert!(matches!(
+            a.retire("hostile").await,
+            Err(NodeError::Pinned(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pinned_remote_call_answered_by_another_publishers_package_is_refused() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let hub_node = net.node(&[]).await;
+        let hub = address(&hub_node).await;
+        // A provider that ignores the pin, as a node from before pins did:
+        // it runs `hello` by the test's publisher and answers every call.
+        let package = service_package("hello", &net.key).into_inner();
+        let _fake = FakeProvider::start(&package, &hub, Misbehaviour::AnswersEveryCall).await;
+        let c = net.node(std::slice::from_ref(&hub)).await;
+        let hex = |key: &SecretKey| key.public().to_string()["ed25519:".len()..][..12].to_owned();
+
+        let other = SecretKey::generate();
+        let err = c
+            .invoke_remote(&format!("hello@{}", hex(&other)), "greet(\"x\")")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not shown to be by publisher"),
+            "{err}"
+        );
+        // Pinned to the publisher whose package it does run: its answer
+        // counts.
+        let answer = c
+            .invoke_remote(&format!("hello@{}", hex(&net.key)), "greet(\"x\")")
+            .await
+            .unwrap();
+        assert_eq!(answer.value, "\"from another publisher\"");
     })
     .await;
 }

@@ -58,6 +58,8 @@ fn ip(args: &[&str]) {
 impl Partition {
     fn new() -> Self {
         let id = std::process::id();
+        // Made first, so that whatever setup step fails, the drop undoes
+        // the ones before it.
         let this = Self {
             a: format!("sp2a-{id}-a"),
             b: format!("sp2a-{id}-b"),
@@ -109,6 +111,12 @@ impl Partition {
 
 impl Drop for Partition {
     fn drop(&mut self) {
+        // Deleting a namespace deletes the link end in it; a link that never
+        // got moved is still here.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link_a])
+            .stderr(std::process::Stdio::null())
+            .status();
         for ns in [&self.a, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }

@@ -183,7 +183,10 @@ impl PendingProviders {
     /// Returns whether the lookup has enough now. It never ends early on
     /// one answer alone: a fast liar naming only invented ids would
     /// otherwise end it before an honest answer arrives.
-    fn add(&mut self, now: Instant, mut named: Vec<PeerId>, k: usize) -> bool {
+    /// `from_peer`: the providers came in a peer's answer, not from this
+    /// node's own store (which only a peer's earlier record put there, so
+    /// it does not count as a second answer).
+    fn add(&mut self, now: Instant, mut named: Vec<PeerId>, k: usize, from_peer: bool) -> bool {
         if named.is_empty() {
             return false;
         }
@@ -192,7 +195,9 @@ impl PendingProviders {
             named = named.choose_multiple(&mut rng, k).copied().collect();
         }
         self.found.extend(named);
-        self.answers += 1;
+        if from_peer {
+            self.answers += 1;
+        }
         if self.answers < 2 {
             return false;
         }
@@ -620,7 +625,12 @@ impl EventLoop {
                 ..
             } if !self.swarm.is_connected(&peer_id) => {
                 tracing::debug!(peer = %peer_id, %error, "dial failed");
-                if let libp2p::swarm::DialError::Transport(tried) = &error {
+                // Only the operator's bootstrap peers are watched after a
+                // failed dial: other peers' answers can name any peer and
+                // address, and must not fill the watch list or be probed.
+                if let libp2p::swarm::DialError::Transport(tried) = &error
+                    && self.bootstrap_peers.contains(&peer_id)
+                {
                     let tried = tried.iter().map(|(address, _)| address.clone()).collect();
                     self.lost(peer_id, tried);
                 }
@@ -644,7 +654,7 @@ impl EventLoop {
                 id,
                 result: QueryResult::GetProviders(result),
                 step,
-                ..
+                stats,
             } => {
                 let local = *self.swarm.local_peer_id();
                 let mut enough = false;
@@ -655,7 +665,8 @@ impl EventLoop {
                     // store).
                     let named = providers.into_iter().filter(|p| *p != local).collect();
                     let k = self.config.kad_bucket_size.max(1);
-                    enough = pending.add(Instant::now(), named, k);
+                    let from_peer = stats.num_requests() > 0;
+                    enough = pending.add(Instant::now(), named, k, from_peer);
                 }
                 if enough && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                     query.finish();
@@ -938,23 +949,30 @@ mod tests {
         // A fast liar names 1,000 ids: a sample of k = 20 is kept, and the
         // lookup goes on (no limit reached, no grace period started).
         let invented: Vec<PeerId> = (0..1000).map(|_| PeerId::random()).collect();
-        assert!(!lookup.add(now, invented, 20));
+        assert!(!lookup.add(now, invented, 20, true));
         assert_eq!(lookup.found.len(), 20);
         assert_eq!(lookup.deadline, None);
         // An empty answer changes nothing; an honest one is taken, and now
         // the lookup has enough.
-        assert!(!lookup.add(now, Vec::new(), 20));
+        assert!(!lookup.add(now, Vec::new(), 20, true));
         let honest = PeerId::random();
-        assert!(lookup.add(now, vec![honest], 20));
+        assert!(lookup.add(now, vec![honest], 20, true));
         assert!(lookup.found.contains(&honest));
         assert_eq!(lookup.deadline, Some(now + LOOKUP_GRACE));
         // Without a limit, the second answer starts the grace period.
         let (reply, _) = tokio::sync::oneshot::channel();
         let mut lookup = PendingProviders::new(None, false, reply);
-        assert!(!lookup.add(now, vec![PeerId::random()], 20));
+        assert!(!lookup.add(now, vec![PeerId::random()], 20, true));
         assert_eq!(lookup.deadline, None);
-        assert!(!lookup.add(now, vec![PeerId::random()], 20));
+        assert!(!lookup.add(now, vec![PeerId::random()], 20, true));
         assert_eq!(lookup.deadline, Some(now + LOOKUP_GRACE));
+        // This node's own store (a record some peer put here) and one
+        // answer are still one answer.
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let mut lookup = PendingProviders::new(Some(1), false, reply);
+        assert!(!lookup.add(now, vec![PeerId::random()], 20, false));
+        assert!(!lookup.add(now, vec![PeerId::random()], 20, true));
+        assert_eq!(lookup.deadline, None);
     }
 
     #[tokio::test]

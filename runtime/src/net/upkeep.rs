@@ -16,10 +16,13 @@
 //!   was unreachable is reached again: connectivity returned, e.g. after a
 //!   network partition healed (at most once per 20 s; while it keeps
 //!   happening, as on a flapping link or an overloaded host, the gap doubles
-//!   up to 10 minutes, and it is back to 20 s after 10 quiet minutes).
+//!   up to 10 minutes; the first reconnection after 10 quiet minutes is
+//!   announced at once again).
 //!
-//! To notice that connectivity returned, unreachable peers (failed dials,
-//! connections lost with an error, unanswered pings) are probed: 2 s after
+//! To notice that connectivity returned, unreachable peers (connections
+//! lost with an error, unanswered pings, and failed dials to the operator's
+//! bootstrap peers; not dials to peers others named, which anyone can
+//! invent) are probed: 2 s after
 //! the loss, then at doubling intervals up to 20 s. A probe is one dial.
 //! At most 32 peers are watched (the longest lost make room), each for at
 //! most 10 minutes, except the operator's bootstrap peers, which are
@@ -128,8 +131,11 @@ pub struct Upkeep<K, P, A> {
     /// A re-announcement waiting for its time, and why.
     pending: Option<(Instant, Reason)>,
     reconnected_at: Option<Instant>,
-    /// The gap after `reconnected_at` before the next reconnection counts.
+    /// The gap after `reconnected_at` before the next reconnection counts
+    /// (zero: none, the next one is announced at once).
     reconnect_gap: Duration,
+    /// When a lost peer was last reached again.
+    last_reached: Option<Instant>,
     last_reason: Option<Reason>,
 }
 
@@ -139,7 +145,19 @@ where
     P: Clone + Eq + Hash,
     A: Clone + PartialEq,
 {
-    pub fn new(config: UpkeepConfig) -> Self {
+    pub fn new(mut config: UpkeepConfig) -> Self {
+        // Zero intervals would make `poll` repeat itself without end.
+        let at_least = Duration::from_millis(100);
+        for interval in [
+            &mut config.retry,
+            &mut config.probe,
+            &mut config.reconnect_gap,
+        ] {
+            *interval = (*interval).max(at_least);
+        }
+        config.max_retry = config.max_retry.max(config.retry);
+        config.max_probe = config.max_probe.max(config.probe);
+        config.max_reconnect_gap = config.max_reconnect_gap.max(config.reconnect_gap);
         Self {
             config,
             keys: HashMap::new(),
@@ -151,6 +169,7 @@ where
             pending: None,
             reconnected_at: None,
             reconnect_gap: Duration::ZERO,
+            last_reached: None,
             last_reason: None,
         }
     }
@@ -270,6 +289,15 @@ where
         if self.lost.remove(peer).is_none() {
             return;
         }
+        // Quiet for the longest gap before this: the first reconnection
+        // after a long while is announced at once, however the gap grew.
+        let quiet = self
+            .last_reached
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.max_reconnect_gap);
+        self.last_reached = Some(now);
+        if quiet {
+            self.reconnect_gap = Duration::ZERO;
+        }
         let earliest = now + self.config.settle;
         let when = self
             .reconnected_at
@@ -277,9 +305,17 @@ where
         self.schedule(when, Reason::Reconnected);
     }
 
+    /// The earliest of the pending re-announcement and this one; a
+    /// reconnection wins the reason, so its routing-table refresh is not
+    /// lost to a table change due sooner.
     fn schedule(&mut self, when: Instant, reason: Reason) {
         match &mut self.pending {
-            Some((at, _)) if *at <= when => {}
+            Some((at, pending_reason)) => {
+                *at = (*at).min(when);
+                if reason == Reason::Reconnected {
+                    *pending_reason = Reason::Reconnected;
+                }
+            }
             pending => *pending = Some((when, reason)),
         }
     }
@@ -290,10 +326,7 @@ where
         self.last_reason = Some(reason);
         match reason {
             Reason::Reconnected => {
-                let quiet = self
-                    .reconnected_at
-                    .is_none_or(|t| now >= t + self.config.max_reconnect_gap);
-                self.reconnect_gap = if quiet {
+                self.reconnect_gap = if self.reconnect_gap.is_zero() {
                     self.config.reconnect_gap
                 } else {
                     (self.reconnect_gap * 2).min(self.config.max_reconnect_gap)
@@ -325,7 +358,9 @@ where
         {
             self.pending = None;
             self.announce_all(now, table, reason);
-            return self.actions.pop_front();
+            if let Some(action) = self.actions.pop_front() {
+                return Some(action);
+            }
         }
         let retry = self.keys.iter_mut().find_map(|(key, state)| match state {
             AnnouncementState::Failed {
@@ -531,6 +566,55 @@ mod tests {
             announced(&drain(&mut core, t2 + Duration::from_secs(2), 10)),
             vec!["a", "b"]
         );
+    }
+
+    #[test]
+    fn a_flapping_peer_gets_the_longest_gap_and_keeps_it() {
+        let t0 = Instant::now();
+        let mut core = core();
+        core.provide("a");
+        drain(&mut core, t0, 10);
+        // The peer drops and comes back every 30 s for two hours.
+        let mut announced_at = Vec::new();
+        for s in 0..7200u64 {
+            let now = t0 + Duration::from_secs(s);
+            if s % 30 == 0 {
+                core.unreachable(now, 7, vec![], false);
+                core.reached(now, &7);
+            }
+            if !announced(&drain(&mut core, now, 10)).is_empty() {
+                announced_at.push(s);
+            }
+        }
+        // At 2 s, then after the next drop (30 s on), then gaps of 40, 80,
+        // ... up to 600 s, and 600 s from then on.
+        let gaps: Vec<u64> = announced_at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(announced_at[0], 2);
+        assert_eq!(&gaps[..5], [30, 40, 80, 160, 320]);
+        assert!(
+            gaps[5..].iter().all(|g| (600..=630).contains(g)),
+            "{gaps:?}"
+        );
+    }
+
+    #[test]
+    fn a_table_change_due_sooner_does_not_drop_a_reconnections_refresh() {
+        let t0 = Instant::now();
+        let mut core = core();
+        core.provide("a");
+        drain(&mut core, t0, 0);
+        for table in 1..=4 {
+            core.routing_added(t0, table);
+        }
+        drain(&mut core, t0, 4);
+        // A reconnection (due at +2 s), then a table change due at once.
+        core.unreachable(t0, 7, vec![], false);
+        core.reached(t0, &7);
+        core.routing_added(t0, 5);
+        let actions = drain(&mut core, t0, 5);
+        assert_eq!(actions[0], Action::Refresh);
+        assert_eq!(announced(&actions), vec!["a"]);
+        assert_eq!(core.last_reason(), Some(Reason::Reconnected));
     }
 
     #[test]

@@ -13,9 +13,11 @@ use tracing::Instrument;
 use super::NodeError;
 use super::events::{Events, NodeEvent};
 use super::services::{Services, is_publisher_spec, publisher_matches};
-use crate::net::protocol::{InvokeRequest, InvokeResponse, MAX_INVOKE_RESPONSE, clip};
+use crate::net::protocol::{
+    AdvertRequest, AdvertResponse, InvokeRequest, InvokeResponse, MAX_INVOKE_RESPONSE, clip,
+};
 use crate::net::{Client, PeerId, RequestError, keys};
-use crate::package::{ContentId, is_service_name};
+use crate::package::{Advert, ContentId, is_service_name};
 use crate::sandbox::CallOutcome;
 
 /// How long remote providers found in the DHT are reused for calls.
@@ -200,6 +202,19 @@ impl Invoker {
                     micros,
                     content_id,
                 }) => {
+                    if let Some(spec) = call.publisher
+                        && !self.published_by(peer, ContentId(content_id), spec).await
+                    {
+                        // It ran another publisher's service (an older node
+                        // that ignores the pin, or a liar): not the answer.
+                        return Some(Err(NodeError::Remote {
+                            service: name.to_owned(),
+                            peer: peer.to_string(),
+                            reason: format!(
+                                "it answered with a package not shown to be by publisher {spec}"
+                            ),
+                        }));
+                    }
                     return Some(Ok(RemoteOutcome {
                         peer,
                         value: clip(&value),
@@ -238,6 +253,20 @@ impl Invoker {
             }
         }
         None
+    }
+
+    /// Whether `peer` shows, with the signed advert of package `id`, that
+    /// the package is by the publisher `spec` names.
+    async fn published_by(&self, peer: PeerId, id: ContentId, spec: &str) -> bool {
+        let request = AdvertRequest::ContentId(id.0);
+        let Ok(AdvertResponse::Adverts(adverts)) = self.client.request_advert(peer, request).await
+        else {
+            return false;
+        };
+        adverts.iter().take(1).any(|bytes| {
+            Advert::parse_signed(bytes)
+                .is_ok_and(|a| a.content_id() == id && publisher_matches(&a.publisher(), spec))
+        })
     }
 
     /// A peer calls a service this node runs.

@@ -283,7 +283,7 @@ impl Node {
     /// self-test), stores it and announces this node as its provider.
     pub async fn share(&self, package: Package) -> Result<ContentId, NodeError> {
         let id = self.inner.services.run(package, true).await?;
-        self.inner.services.pin(&id);
+        self.inner.services.pin(&id)?;
         Ok(id)
     }
 

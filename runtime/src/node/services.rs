@@ -174,8 +174,13 @@ impl Services {
             match stored {
                 Ok(package) => {
                     let name = package.manifest().name.clone();
-                    if let Err(e) = self.run(package.into_inner(), announce).await {
-                        tracing::warn!(service = %name, error = %e, "not restoring a stored package");
+                    let id = package.content_id();
+                    match self.run(package.into_inner(), announce).await {
+                        Ok(_) if self.store.pinned(&id) => self.pin(&id)?,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(service = %name, error = %e, "not restoring a stored package")
+                        }
                     }
                 }
                 Err((path, e)) => {
@@ -324,13 +329,16 @@ impl Services {
         self.store.retired(id)
     }
 
-    /// Marks the service `id` as pinned by its operator.
-    pub(crate) fn pin(&self, id: &ContentId) {
+    /// Marks the service `id` as pinned by its operator, here and in the
+    /// store (it stays pinned after a restart).
+    pub(crate) fn pin(&self, id: &ContentId) -> Result<(), NodeError> {
+        self.store.pin(id)?;
         if let Some(provided) = self.by_id(id) {
             provided
                 .pinned
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        Ok(())
     }
 
     /// The versions of `name` running here.

@@ -8,8 +8,9 @@
 //! in the last minute (otherwise `Busy`); the asker is a current provider of
 //! the service (its provider record, from a DHT lookup); the asker serves
 //! the package's advert, for that service, signed by a publisher this node
-//! trusts; and this node's policy admits it (requirements and every
-//! capability). Then the pull starts, which checks all of it again and
+//! trusts; this node's policy admits it (requirements and every
+//! capability); and no provider offers a newer version of it by the same
+//! publisher. Then the pull starts, which checks all of it again and
 //! verifies every block. A solicitation never bypasses trust,
 //! requirements or capability checks.
 
@@ -160,6 +161,24 @@ impl Standby {
         };
         if let Err(refusals) = self.services.policy().admit(&found.advert) {
             return SolicitResponse::Refused(clip(&refusals.to_string()));
+        }
+        // Only the newest version its publisher's providers offer: a
+        // provider cannot make a standby host an old one.
+        let asked = &found.advert;
+        let offered = self.discovery.find(service, false).await;
+        if let Some(newer) = offered
+            .found
+            .iter()
+            .map(|f| &f.advert)
+            .filter(|a| a.publisher() == asked.publisher())
+            .map(|a| &a.manifest().version)
+            .filter(|v| **v > asked.manifest().version)
+            .max()
+        {
+            return SolicitResponse::Refused(format!(
+                "{service} {} is older than the {newer} its providers offer",
+                asked.manifest().version
+            ));
         }
         // The pull checks everything again and verifies every block.
         let (pull, _) = self.pulls.start(&id.to_string());

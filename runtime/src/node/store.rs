@@ -2,8 +2,9 @@
 //!
 //! Layout: `<dir>/<content id>.rps` for complete packages, `<dir>/retired/`
 //! for packages of services this node retired (kept, not restored at start,
-//! activated again without a download when pulled again), `<dir>/tmp/` for
-//! files being written. Every package is written to a temporary file,
+//! activated again without a download when pulled again), `<dir>/pinned/`
+//! with an empty file per package its operator shared (it never retires,
+//! also after a restart), `<dir>/tmp/` for files being written. Every package is written to a temporary file,
 //! fsynced, renamed into place and the directory fsynced, so a crash leaves
 //! either the whole package or nothing; `tmp/` is emptied on open. Nothing is
 //! stored before it verified, and everything is verified again when loaded.
@@ -46,8 +47,10 @@ impl Store {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        let retired = dir.join("retired");
-        std::fs::create_dir_all(&retired).map_err(io(&retired))?;
+        for sub in ["retired", "pinned"] {
+            let sub = dir.join(sub);
+            std::fs::create_dir_all(&sub).map_err(io(&sub))?;
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -63,8 +66,6 @@ impl Store {
         if path.exists() {
             return Ok(path);
         }
-        // Active again: no longer retired.
-        let _ = std::fs::remove_file(self.retired_path(&package.content_id()));
         let header = package.header();
         crate::files::write_atomic(
             &path,
@@ -72,6 +73,8 @@ impl Store {
             &[&header, package.component()],
         )
         .map_err(io(&path))?;
+        // Active again: the kept copy goes only once this one is written.
+        let _ = std::fs::remove_file(self.retired_path(&package.content_id()));
         Ok(path)
     }
 
@@ -83,10 +86,13 @@ impl Store {
     pub fn retire(&self, id: &ContentId) -> Result<(), StoreError> {
         let (from, to) = (self.path(id), self.retired_path(id));
         std::fs::rename(&from, &to).map_err(io(&from))?;
-        // The rename is durable once the directory is.
-        std::fs::File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io(&self.dir))
+        // The rename is durable once both directories are.
+        for dir in [self.dir.clone(), self.dir.join("retired")] {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&dir))?;
+        }
+        Ok(())
     }
 
     /// A retired package, verified again, if this store kept one (it stays
@@ -96,6 +102,21 @@ impl Store {
             .and_then(Package::verify)
             .ok()?;
         (package.content_id() == *id).then_some(package)
+    }
+
+    fn pin_path(&self, id: &ContentId) -> PathBuf {
+        self.dir.join("pinned").join(id.to_string())
+    }
+
+    /// Records that the operator shared package `id` here.
+    pub fn pin(&self, id: &ContentId) -> Result<(), StoreError> {
+        let path = self.pin_path(id);
+        std::fs::write(&path, b"").map_err(io(&path))
+    }
+
+    /// Whether the operator shared package `id` here.
+    pub fn pinned(&self, id: &ContentId) -> bool {
+        self.pin_path(id).exists()
     }
 
     /// Removes a package (no longer acceptable).

@@ -151,7 +151,19 @@ pub struct Controller<P> {
 }
 
 impl<P: Clone + Ord> Controller<P> {
-    pub fn new(params: Params, me: P) -> Self {
+    /// A controller for provider `me`. Parameters out of range are brought
+    /// into it: utilisation into (0, 1] (0.7 when not a number), at least
+    /// one replica, and max at least min.
+    pub fn new(mut params: Params, me: P) -> Self {
+        if !(params.utilisation > 0.0 && params.utilisation <= 1.0) {
+            params.utilisation = if params.utilisation > 1.0 {
+                1.0
+            } else {
+                crate::package::manifest::DEFAULT_UTILISATION
+            };
+        }
+        params.min_replicas = params.min_replicas.max(1);
+        params.max_replicas = params.max_replicas.max(params.min_replicas);
         Self {
             params,
             me,
