@@ -584,3 +584,18 @@ fn send_signal(pid: i32, signal: i32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Writes `hello.rps` and `stream.rps`, signed by a new publisher, and a
+/// `policy.toml` that trusts it, into `dir` (for node processes).
+pub fn write_packages_and_policy(dir: &Path) {
+    let key = SecretKey::generate();
+    for name in ["hello", "stream"] {
+        let package = service_package(name, &key);
+        std::fs::write(dir.join(format!("{name}.rps")), package.to_bytes()).unwrap();
+    }
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!("[trust]\npublishers = [\"{}\"]\n", key.public()),
+    )
+    .unwrap();
+}

@@ -1047,6 +1047,26 @@ async fn services_and_their_data_are_namespaced_by_publisher() {
     .await;
 }
 
+/// A node standing by for `hello` with `policy`, connected to `hub`.
+async fn hello_standby(net: &mut TestNet, policy: sp2a::policy::Policy, hub: &Multiaddr) -> Node {
+    let dir = net.dir();
+    let mut config = net.config(dir);
+    config.standby = vec!["hello".into()];
+    net.start(config, policy, std::slice::from_ref(hub)).await
+}
+
+/// Waits until `finder` finds `standby` among the standbys of `name` in the
+/// DHT (once its announcement has landed), as providers do before asking.
+async fn until_found(finder: &Node, name: &str, standby: &Node) {
+    while !finder
+        .find_standbys(name)
+        .await
+        .contains(&standby.peer_id())
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn standby_nodes_are_findable_and_each_services_role_is_shown() {
     within(60, async {
@@ -1056,16 +1076,12 @@ async fn standby_nodes_are_findable_and_each_services_role_is_shown() {
             .await
             .unwrap();
         let hub = address(&a).await;
-        let dir = net.dir();
-        let mut config = net.config(dir);
-        config.standby = vec!["hello".into()];
         let policy = net.policy();
-        let standby = net.start(config, policy, std::slice::from_ref(&hub)).await;
+        let standby = hello_standby(&mut net, policy, &hub).await;
         let c = net.node(std::slice::from_ref(&hub)).await;
 
-        while c.find_standbys("hello").await != [standby.peer_id()] {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_found(&c, "hello", &standby).await;
+        assert_eq!(c.find_standbys("hello").await, [standby.peer_id()]);
         assert!(c.find_standbys("checksum").await.is_empty());
         assert!(a.find_standbys("hello").await.contains(&standby.peer_id()));
         assert_eq!(standby.status().await.standby, ["hello"]);
@@ -1096,17 +1112,12 @@ async fn a_solicited_standby_pulls_verifies_and_serves() {
             .await
             .unwrap();
         let hub = address(&a).await;
-        let dir = net.dir();
-        let mut config = net.config(dir);
-        config.standby = vec!["hello".into()];
         let policy = net.policy();
-        let standby = net.start(config, policy, std::slice::from_ref(&hub)).await;
+        let standby = hello_standby(&mut net, policy, &hub).await;
 
-        // The provider finds the standby in the DHT (once its announcement
-        // has landed), then asks it.
-        while a.find_standbys("hello").await != [standby.peer_id()] {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The provider finds the standby in the DHT, then asks it.
+        until_found(&a, "hello", &standby).await;
+        assert_eq!(a.find_standbys("hello").await, [standby.peer_id()]);
         let answer = a.solicit(standby.peer_id(), "hello").await.unwrap();
         assert_eq!(answer, SolicitResponse::Accepted);
         runs(&standby, "hello").await;
@@ -1135,23 +1146,10 @@ async fn solicitations_failing_a_check_are_refused_and_nothing_is_pulled() {
             .await
             .unwrap();
         let hub = address(&a).await;
-        let standby_for = |net: &mut TestNet, policy| {
-            let dir = net.dir();
-            let mut config = net.config(dir);
-            config.standby = vec!["hello".into()];
-            (config, policy)
-        };
         let policy = net.policy();
-        let (config, policy) = standby_for(&mut net, policy);
-        let standby = net.start(config, policy, std::slice::from_ref(&hub)).await;
+        let standby = hello_standby(&mut net, policy, &hub).await;
         let c = net.node(std::slice::from_ref(&hub)).await;
-        // As providers do: find the standbys (and their addresses) first.
-        let found = async |name: &str, standby: &sp2a::node::Node| {
-            while !a.find_standbys(name).await.contains(&standby.peer_id()) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        found("hello", &standby).await;
+        until_found(&a, "hello", &standby).await;
 
         // Not a standby for that service.
         let answer = a.solicit(standby.peer_id(), "checksum").await.unwrap();
@@ -1204,9 +1202,8 @@ async fn solicitations_failing_a_check_are_refused_and_nothing_is_pulled() {
         );
 
         // A standby whose policy does not trust the publisher.
-        let (config, policy) = standby_for(&mut net, sp2a::policy::Policy::default());
-        let wary = net.start(config, policy, std::slice::from_ref(&hub)).await;
-        found("hello", &wary).await;
+        let wary = hello_standby(&mut net, sp2a::policy::Policy::default(), &hub).await;
+        until_found(&a, "hello", &wary).await;
         let answer = a.solicit(wary.peer_id(), "hello").await.unwrap();
         assert!(
             matches!(&answer, SolicitResponse::Refused(why) if why.contains("is not trusted here")),

@@ -25,7 +25,7 @@ use libp2p::identity::Keypair;
 use libp2p::kad::{KBucketKey, RecordKey};
 use sp2a::net::keys::service_key;
 use sp2a::node::Status;
-use sp2a_tests::{NodeProcess, run_sp2a, service_package, text};
+use sp2a_tests::{NodeProcess, run_sp2a, text, write_packages_and_policy};
 
 const A_IP: &str = "10.77.0.1";
 const B_IP: &str = "10.77.0.2";
@@ -204,16 +204,7 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 fn after_a_partition_heals_each_side_finds_the_others_provider_within_a_minute() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let publisher = sp2a::package::SecretKey::generate();
-    for name in ["hello", "stream"] {
-        let package = service_package(name, &publisher);
-        std::fs::write(dir.join(format!("{name}.rps")), package.to_bytes()).unwrap();
-    }
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!("[trust]\npublishers = [\"{}\"]\n", publisher.public()),
-    )
-    .unwrap();
+    write_packages_and_policy(dir);
     std::fs::write(
         dir.join("node.toml"),
         "policy = \"policy.toml\"\n[net]\nlocal-addresses = true\nkad-bucket-size = 2\n",

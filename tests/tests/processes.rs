@@ -6,20 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sp2a_tests::{NodeProcess, run_sp2a, service_package, sp2a_bin, text};
-
-fn setup(dir: &Path) {
-    let key = sp2a::package::SecretKey::generate();
-    for name in ["hello", "stream"] {
-        let package = service_package(name, &key);
-        std::fs::write(dir.join(format!("{name}.rps")), package.to_bytes()).unwrap();
-    }
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!("[trust]\npublishers = [\"{}\"]\n", key.public()),
-    )
-    .unwrap();
-}
+use sp2a_tests::{NodeProcess, run_sp2a, sp2a_bin, text, write_packages_and_policy};
 
 fn sp2a_ok(dir: &Path, args: &[&str]) -> String {
     let out = run_sp2a(dir, args);
@@ -35,7 +22,7 @@ fn sp2a_ok(dir: &Path, args: &[&str]) -> String {
 fn nodes_in_separate_processes_find_pull_and_call_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    setup(dir);
+    write_packages_and_policy(dir);
     let provider = NodeProcess::start(
         dir,
         "provider",
@@ -146,7 +133,7 @@ fn slow_stream_provider(dir: &Path, rate: &str) -> NodeProcess {
 fn a_node_killed_mid_download_restarts_clean() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    setup(dir);
+    write_packages_and_policy(dir);
     // A provider with a slow uplink: the 2 MiB download takes half a minute.
     let provider = slow_stream_provider(dir, "64 KiB");
     let mut consumer = NodeProcess::start(
@@ -365,7 +352,7 @@ fn stream_content_id(dir: &Path) -> [u8; 32] {
 fn a_peer_that_never_reads_its_answers_pins_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    setup(dir);
+    write_packages_and_policy(dir);
     let provider = NodeProcess::start(
         dir,
         "provider",
@@ -395,7 +382,7 @@ fn a_peer_that_never_reads_its_answers_pins_bounded_memory() {
 fn answers_a_peer_does_not_read_are_dropped_at_the_request_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    setup(dir);
+    write_packages_and_policy(dir);
     std::fs::write(dir.join("node.toml"), "[net]\nrequest-timeout = \"2s\"\n").unwrap();
     let provider = NodeProcess::start(
         dir,
@@ -436,7 +423,7 @@ fn a_thousand_peer_ids_connecting_keep_the_node_within_its_memory_bound() {
     use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    setup(dir);
+    write_packages_and_policy(dir);
     let provider = NodeProcess::start(
         dir,
         "provider",
@@ -514,7 +501,7 @@ fn a_thousand_peer_ids_connecting_keep_the_node_within_its_memory_bound() {
 fn a_js_libp2p_kademlia_client_finds_our_provider_records() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    setup(dir);
+    write_packages_and_policy(dir);
     let provider = NodeProcess::start(
         dir,
         "provider",
@@ -557,7 +544,7 @@ fn a_js_libp2p_kademlia_client_finds_our_provider_records() {
 fn a_node_killed_mid_download_resumes_from_its_verified_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    setup(dir);
+    write_packages_and_policy(dir);
     // 2 MiB at 256 KiB/s: about 8 s.
     let provider = slow_stream_provider(dir, "256 KiB");
     let size = sp2a::package::Package::read_file(&dir.join("stream.rps"))
