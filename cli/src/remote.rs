@@ -244,6 +244,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             s.calls_per_s,
             s.busy_per_s
         );
+        if let Some(g) = &s.group {
+            println!(
+                "    group: {} provider(s), load {:.2} providers' worth, {} needed{}",
+                g.providers,
+                g.load,
+                g.needed,
+                if g.violated { ", QoS missed" } else { "" }
+            );
+            if let Some(decision) = &g.last_decision {
+                println!("    last decision: {decision}");
+            }
+        }
     }
     if !status.standby.is_empty() {
         println!("standby   for {}", status.standby.join(", "));

@@ -438,6 +438,7 @@ pub mod net {
                                     fuel: 1,
                                     micros: 1,
                                     content_id: content_id.0,
+                                    load: None,
                                 },
                                 _ => InvokeResponse::NotFound,
                             };
@@ -447,6 +448,7 @@ pub mod net {
                             let refused = SolicitResponse::Refused("not a standby".into());
                             serving.respond_solicit(channel, refused).await;
                         }
+                        InboundRequest::Gossip { .. } => {}
                     }
                 }
             });

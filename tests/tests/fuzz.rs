@@ -128,6 +128,7 @@ fn fuzz_wire_messages() {
             fuel: 10,
             micros: 5,
             content_id: [3; 32],
+            load: Some(0.5),
         }),
         cbor(&InvokeResponse::Failed {
             kind: "trap".into(),
@@ -139,6 +140,18 @@ fn fuzz_wire_messages() {
         }),
         cbor(&SolicitResponse::Refused("not a standby".into())),
         cbor(&SolicitResponse::Accepted),
+        LoadReport {
+            content_id: [5; 32],
+            at_ms: 1_800_000_000_000,
+            calls_per_s: 12.5,
+            in_flight: 2,
+            limit: 8,
+            busy_per_s: 0.5,
+            p95_us: 40_000,
+            upload: 0.1,
+            pinned: false,
+        }
+        .encode(),
     ];
     check(fuzz::run("wire", seeds, decode_wire));
 }
@@ -169,6 +182,7 @@ fn decode_wire(bytes: &[u8]) -> String {
         "solicit-response",
         cbor4ii::serde::from_slice::<SolicitResponse>(bytes).is_ok(),
     );
+    note("load-report", LoadReport::decode(bytes).is_ok());
     note(
         "invoke-request",
         cbor4ii::serde::from_slice::<InvokeRequest>(bytes).is_ok(),

@@ -12,7 +12,9 @@ use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm,
 };
-use libp2p::{Multiaddr, PeerId, StreamProtocol, connection_limits, identify, kad, mdns, ping};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, connection_limits, gossipsub, identify, kad, mdns, ping,
+};
 
 use super::NetConfig;
 use super::protocol::*;
@@ -34,6 +36,9 @@ pub struct Behaviour {
     pub transfer: cbor::Behaviour<TransferRequest, TransferResponse>,
     pub invoke: cbor::Behaviour<InvokeRequest, InvokeResponse>,
     pub solicit: cbor::Behaviour<SolicitRequest, SolicitResponse>,
+    /// Providers' load reports (and, later, feeds): signed by their
+    /// authors, checked by the node before they are forwarded.
+    pub gossip: gossipsub::Behaviour,
 }
 
 fn request_response<Req, Resp>(
@@ -231,6 +236,19 @@ impl Behaviour {
         } else {
             None
         };
+        // Strict: every message signed by its author, unsigned or badly
+        // signed ones dropped; each also waits for the node's verdict
+        // (validate_messages) before it is delivered or forwarded.
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .validate_messages()
+            .max_transmit_size(MAX_GOSSIP_MESSAGE)
+            .heartbeat_interval(Duration::from_secs(1))
+            .build()?;
+        let gossip = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )?;
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
             kad,
@@ -261,6 +279,7 @@ impl Behaviour {
                 MAX_SOLICIT_RESPONSE,
                 config,
             ),
+            gossip,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+pub use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::kad::RecordKey;
 pub use libp2p::request_response::InboundRequestId;
 use libp2p::request_response::ResponseChannel;
@@ -69,6 +70,17 @@ pub enum InboundRequest {
         channel: ResponseChannel<SolicitResponse>,
         span: tracing::Span,
     },
+    /// A gossip message on a topic this node subscribed to, signed by
+    /// `source`, relayed by `via`. It is neither delivered to others nor
+    /// forwarded until the node gives its verdict ([`Client::validate`]).
+    Gossip {
+        source: PeerId,
+        via: PeerId,
+        id: MessageId,
+        topic: String,
+        data: Vec<u8>,
+        span: tracing::Span,
+    },
 }
 
 impl InboundRequest {
@@ -78,7 +90,8 @@ impl InboundRequest {
             InboundRequest::Advert { span, .. }
             | InboundRequest::Transfer { span, .. }
             | InboundRequest::Invoke { span, .. }
-            | InboundRequest::Solicit { span, .. } => span,
+            | InboundRequest::Solicit { span, .. }
+            | InboundRequest::Gossip { span, .. } => span,
         }
     }
 }
@@ -183,6 +196,24 @@ pub(crate) enum Command {
     RespondSolicit {
         channel: ResponseChannel<SolicitResponse>,
         response: SolicitResponse,
+    },
+    Subscribe {
+        topic: String,
+    },
+    Unsubscribe {
+        topic: String,
+    },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+    },
+    Validate {
+        id: MessageId,
+        via: PeerId,
+        verdict: MessageAcceptance,
+    },
+    Connect {
+        peer: PeerId,
     },
     Info {
         reply: Reply<NetInfo>,
@@ -444,6 +475,34 @@ impl Client {
     ) {
         self.tell(Command::RespondSolicit { channel, response })
             .await;
+    }
+
+    /// Receives the gossip of `topic` (as [`InboundRequest::Gossip`]).
+    pub async fn subscribe(&self, topic: String) {
+        self.tell(Command::Subscribe { topic }).await;
+    }
+
+    pub async fn unsubscribe(&self, topic: String) {
+        self.tell(Command::Unsubscribe { topic }).await;
+    }
+
+    /// Publishes `data` on `topic`, signed with this node's key, to the
+    /// subscribers it is connected to (none connected is not an error:
+    /// gossip is best effort).
+    pub async fn publish(&self, topic: String, data: Vec<u8>) {
+        self.tell(Command::Publish { topic, data }).await;
+    }
+
+    /// The node's verdict on a gossip message: `Accept` delivers and
+    /// forwards it, `Reject` drops it as invalid (its relay is penalised),
+    /// `Ignore` drops it.
+    pub async fn validate(&self, id: MessageId, via: PeerId, verdict: MessageAcceptance) {
+        self.tell(Command::Validate { id, via, verdict }).await;
+    }
+
+    /// Connects to `peer` at the addresses the DHT knows, unless connected.
+    pub async fn connect(&self, peer: PeerId) {
+        self.tell(Command::Connect { peer }).await;
     }
 
     /// Peer id, listen addresses, connected peers.

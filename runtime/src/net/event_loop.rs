@@ -19,7 +19,7 @@ use futures::StreamExt;
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, noise, ping, tcp, yamux};
 use rand::seq::SliceRandom;
 use tokio::sync::mpsc;
 
@@ -386,6 +386,35 @@ impl EventLoop {
             Command::RespondSolicit { channel, response } => {
                 let _ = behaviour.solicit.send_response(channel, response);
             }
+            Command::Subscribe { topic } => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                if let Err(e) = behaviour.gossip.subscribe(&topic) {
+                    tracing::warn!(%topic, error = %e, "cannot subscribe");
+                }
+            }
+            Command::Unsubscribe { topic } => {
+                behaviour
+                    .gossip
+                    .unsubscribe(&gossipsub::IdentTopic::new(topic));
+            }
+            Command::Publish { topic, data } => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                // Nobody subscribed yet (a lone provider) is normal.
+                if let Err(e) = behaviour.gossip.publish(topic.clone(), data) {
+                    tracing::trace!(%topic, error = %e, "not published");
+                }
+            }
+            Command::Validate { id, via, verdict } => {
+                behaviour
+                    .gossip
+                    .report_message_validation_result(&id, &via, verdict);
+            }
+            Command::Connect { peer } => {
+                if !self.swarm.is_connected(&peer) {
+                    // Kademlia offers the addresses it knows for the peer.
+                    let _ = self.swarm.dial(DialOpts::peer_id(peer).build());
+                }
+            }
             Command::Info { reply } => {
                 let routing_table = behaviour.kad.kbuckets().map(|b| b.num_entries()).sum();
                 let provider_records = behaviour.kad.store_mut().held(None);
@@ -558,6 +587,35 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Transfer(event)) => self.handle_transfer(event),
             SwarmEvent::Behaviour(BehaviourEvent::Invoke(event)) => self.handle_invoke(event),
             SwarmEvent::Behaviour(BehaviourEvent::Solicit(event)) => self.handle_solicit(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                // Strict validation: every message delivered has a source
+                // whose signature gossipsub checked.
+                let Some(source) = message.source else {
+                    let verdict = gossipsub::MessageAcceptance::Reject;
+                    self.swarm
+                        .behaviour_mut()
+                        .gossip
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            verdict,
+                        );
+                    return;
+                };
+                let span = tracing::debug_span!("gossip", %source, via = %propagation_source);
+                self.hand_over(InboundRequest::Gossip {
+                    source,
+                    via: propagation_source,
+                    id: message_id,
+                    topic: message.topic.into_string(),
+                    data: message.data,
+                    span,
+                });
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -832,6 +890,12 @@ impl EventLoop {
                 let _ = behaviour
                     .solicit
                     .send_response(channel, SolicitResponse::Busy);
+            }
+            InboundRequest::Gossip { id, via, .. } => {
+                let verdict = gossipsub::MessageAcceptance::Ignore;
+                behaviour
+                    .gossip
+                    .report_message_validation_result(&id, &via, verdict);
             }
         }
     }

@@ -25,7 +25,8 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use client::{
-    Announcement, AnnouncementState, Client, DialError, InboundRequest, NetInfo, RequestError,
+    Announcement, AnnouncementState, Client, DialError, InboundRequest, MessageAcceptance,
+    MessageId, NetInfo, RequestError,
 };
 pub use libp2p::kad::RecordKey;
 pub use libp2p::{Multiaddr, PeerId, multiaddr};

@@ -34,6 +34,17 @@
 //!   bytes. `Accepted` only once the standby's pull has passed its policy's
 //!   admission; `Refused` with the reason; `Busy` beyond the standby's rate.
 //!
+//! * Load reports, over gossipsub: the providers of a service publish a
+//!   [`LoadReport`] about once a second on the service's topic
+//!   ([`load_topic`]: `/sp2a/load/1/<service>/<publisher key hex>`).
+//!   Gossipsub signs each message with its author's peer key and refuses
+//!   unsigned or badly signed ones (strict validation); the receiving node
+//!   then checks each report before it is delivered or forwarded (see the
+//!   node's replication role). A report is CBOR, at most
+//!   [`MAX_LOAD_REPORT`] bytes, its numbers finite and in range
+//!   ([`LoadReport::decode`]). A gossip message is at most
+//!   [`MAX_GOSSIP_MESSAGE`] bytes.
+//!
 //! Lists are bounded while they are decoded ([`at_most`]), not after: a
 //! response of a million empty byte strings is refused at the first one too
 //! many, before it becomes a million vectors.
@@ -63,6 +74,13 @@ pub const MAX_QUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(1
 /// Longest service name or error text accepted in a message.
 pub const MAX_TEXT: usize = 4096;
 
+/// Largest gossipsub message sent or accepted.
+pub const MAX_GOSSIP_MESSAGE: usize = 64 * 1024;
+/// Largest load report accepted.
+pub const MAX_LOAD_REPORT: usize = 256;
+/// Largest limit L a report may state.
+pub const MAX_REPORTED_LIMIT: u32 = 1 << 16;
+
 pub const ADVERT_PROTOCOL: &str = "/sp2a/advert/1";
 pub const TRANSFER_PROTOCOL: &str = "/sp2a/transfer/1";
 pub const INVOKE_PROTOCOL: &str = "/sp2a/invoke/1";
@@ -86,6 +104,67 @@ pub enum SolicitResponse {
     Refused(String),
     /// Asked too often; ask later or another standby.
     Busy,
+}
+
+/// The gossipsub topic on which the providers of `service` by the
+/// publisher with key bytes `publisher` share their load.
+pub fn load_topic(service: &str, publisher: &[u8; 32]) -> String {
+    format!("/sp2a/load/1/{service}/{}", hex::encode(publisher))
+}
+
+/// What a provider says about its load over the last second (see
+/// [`crate::replication::Load`], which it becomes once checked).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// The package it runs.
+    #[serde(with = "serde_bytes")]
+    pub content_id: [u8; 32],
+    /// When it was made, in milliseconds since the Unix epoch (replays and
+    /// reordering are told apart by it).
+    pub at_ms: u64,
+    pub calls_per_s: f32,
+    pub in_flight: u32,
+    pub limit: u32,
+    pub busy_per_s: f32,
+    pub p95_us: u64,
+    /// Fraction of its upload limit in use.
+    pub upload: f32,
+    pub pinned: bool,
+}
+
+impl LoadReport {
+    pub fn encode(&self) -> Vec<u8> {
+        cbor4ii::serde::to_vec(Vec::new(), self).expect("a report always encodes")
+    }
+
+    /// Decodes a report, refusing one that is too long, malformed, or has
+    /// numbers out of range (negative or not finite rates, more calls in
+    /// flight than its limit, a limit beyond [`MAX_REPORTED_LIMIT`], an
+    /// upload fraction outside 0..=1).
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() > MAX_LOAD_REPORT {
+            return Err(format!(
+                "a load report of {} bytes (at most {MAX_LOAD_REPORT})",
+                bytes.len()
+            ));
+        }
+        let report: LoadReport =
+            cbor4ii::serde::from_slice(bytes).map_err(|e| format!("not a load report: {e}"))?;
+        let rate = |x: f32| x.is_finite() && (0.0..=1e9).contains(&x);
+        if !rate(report.calls_per_s) || !rate(report.busy_per_s) {
+            return Err("a load report with an impossible rate".into());
+        }
+        if report.limit > MAX_REPORTED_LIMIT || report.in_flight > report.limit {
+            return Err(format!(
+                "a load report of {} calls in flight against a limit of {}",
+                report.in_flight, report.limit
+            ));
+        }
+        if !(report.upload.is_finite() && (0.0..=1.0).contains(&report.upload)) {
+            return Err("a load report with an upload fraction outside 0..=1".into());
+        }
+        Ok(report)
+    }
 }
 
 /// What adverts a peer is asked for.
@@ -264,7 +343,7 @@ pub struct InvokeRequest {
 }
 
 /// Answer to an [`InvokeRequest`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum InvokeResponse {
     Ok {
         /// Results as WAVE text.
@@ -273,6 +352,11 @@ pub enum InvokeResponse {
         micros: u64,
         #[serde(with = "serde_bytes")]
         content_id: [u8; 32],
+        /// How busy the provider was with this service when it answered:
+        /// calls in flight over its limit L, 0 to 1 (callers use it to
+        /// choose among providers).
+        #[serde(default)]
+        load: Option<f32>,
     },
     /// The call ran and failed (trap, bad arguments, ...).
     Failed { kind: String, message: String },
@@ -375,5 +459,57 @@ mod tests {
             peers: Vec::new(),
         };
         assert_eq!(round_trip(&data).unwrap(), data);
+    }
+
+    fn report() -> LoadReport {
+        LoadReport {
+            content_id: [7; 32],
+            at_ms: 1_800_000_000_000,
+            calls_per_s: 120.5,
+            in_flight: 3,
+            limit: 4,
+            busy_per_s: 0.0,
+            p95_us: 12_000,
+            upload: 0.25,
+            pinned: true,
+        }
+    }
+
+    #[test]
+    fn a_load_report_round_trips_within_its_bound() {
+        let bytes = report().encode();
+        assert!(bytes.len() <= MAX_LOAD_REPORT, "{}", bytes.len());
+        assert_eq!(LoadReport::decode(&bytes).unwrap(), report());
+    }
+
+    #[test]
+    fn hostile_load_reports_are_refused() {
+        let mut long = report().encode();
+        long.resize(MAX_LOAD_REPORT + 1, 0);
+        assert!(LoadReport::decode(&long).unwrap_err().contains("bytes"));
+        assert!(LoadReport::decode(b"\xff\x00garbage").is_err());
+        let broken: [fn(&mut LoadReport); 7] = [
+            |r| r.calls_per_s = f32::NAN,
+            |r| r.calls_per_s = -1.0,
+            |r| r.busy_per_s = f32::INFINITY,
+            |r| r.in_flight = 5,
+            |r| {
+                r.limit = MAX_REPORTED_LIMIT + 1;
+                r.in_flight = 0
+            },
+            |r| r.upload = 1.5,
+            |r| r.upload = f32::NAN,
+        ];
+        for (i, breaks) in broken.iter().enumerate() {
+            let mut bad = report();
+            breaks(&mut bad);
+            assert!(LoadReport::decode(&bad.encode()).is_err(), "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_load_topic_names_the_service_and_its_publisher() {
+        let topic = load_topic("echo", &[0xab; 32]);
+        assert_eq!(topic, format!("/sp2a/load/1/echo/{}", "ab".repeat(32)));
     }
 }

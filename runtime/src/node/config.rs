@@ -52,6 +52,13 @@
 //! keep-partial = "168h"               # saved unfinished downloads kept this long ...
 //! max-partial = "1 GiB"               # ... and within this in all
 //!
+//! [replication]                       # services whose manifest has <replicas>
+//! report-every = "1s"                 # load reports to the other providers
+//! report-ttl = "3s"                   # a provider silent this long is gone
+//! hold = "30s"                        # low load this long before replicas retire
+//! cooldown = "5s"                     # between solicitations of standbys
+//! refresh = "10s"                     # look up providers and standbys again
+//!
 //! [allow]                             # services open only to these peers
 //! notes = ["12D3KooW..."]
 //! ```
@@ -212,6 +219,31 @@ impl Default for UploadConfig {
     }
 }
 
+/// Adaptive replication settings (services whose manifest has
+/// `<replicas>`). Defaults: a load report every second, reports count for
+/// 3 s, a 30 s hold before surplus replicas retire, 5 s between
+/// solicitations, providers and standbys looked up every 10 s.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    pub report_every: Duration,
+    pub report_ttl: Duration,
+    pub hold: Duration,
+    pub cooldown: Duration,
+    pub refresh: Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            report_every: Duration::from_secs(1),
+            report_ttl: Duration::from_secs(3),
+            hold: Duration::from_secs(30),
+            cooldown: Duration::from_secs(5),
+            refresh: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Everything a node is configured with. [`NodeConfig::new`] gives the
 /// defaults listed in the module documentation.
 #[derive(Clone, Debug)]
@@ -234,6 +266,7 @@ pub struct NodeConfig {
     pub reshare: bool,
     pub upload: UploadConfig,
     pub pull: PullConfig,
+    pub replication: ReplicationConfig,
     /// Services open only to these peers (others get an explicit refusal).
     pub allow: HashMap<String, HashSet<PeerId>>,
 }
@@ -251,6 +284,7 @@ impl NodeConfig {
             reshare: true,
             upload: UploadConfig::default(),
             pull: PullConfig::default(),
+            replication: ReplicationConfig::default(),
             allow: HashMap::new(),
         }
     }
@@ -315,6 +349,7 @@ impl NodeConfig {
         file.net.apply(&mut config.net)?;
         file.upload.apply(&mut config.upload)?;
         file.pull.apply(&mut config.pull)?;
+        file.replication.apply(&mut config.replication)?;
         Ok(config)
     }
 
@@ -412,6 +447,8 @@ struct File {
     upload: UploadFile,
     #[serde(default)]
     pull: PullFile,
+    #[serde(default)]
+    replication: ReplicationFile,
     #[serde(default)]
     allow: HashMap<String, Vec<String>>,
 }
@@ -591,6 +628,44 @@ impl PullFile {
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ReplicationFile {
+    report_every: Option<String>,
+    report_ttl: Option<String>,
+    hold: Option<String>,
+    cooldown: Option<String>,
+    refresh: Option<String>,
+}
+
+impl ReplicationFile {
+    fn apply(self, r: &mut ReplicationConfig) -> Result<(), ConfigError> {
+        // Zero would make a node report or look up without pause.
+        let at_least = |d: Option<Duration>, min: u64| d.map(|d| d.max(Duration::from_millis(min)));
+        set(
+            &mut r.report_every,
+            at_least(
+                duration("replication.report-every", self.report_every)?,
+                100,
+            ),
+        );
+        set(
+            &mut r.report_ttl,
+            at_least(duration("replication.report-ttl", self.report_ttl)?, 100),
+        );
+        set(&mut r.hold, duration("replication.hold", self.hold)?);
+        set(
+            &mut r.cooldown,
+            duration("replication.cooldown", self.cooldown)?,
+        );
+        set(
+            &mut r.refresh,
+            at_least(duration("replication.refresh", self.refresh)?, 500),
+        );
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,6 +696,9 @@ mod tests {
             timeout = "30s"
             keep-partial = "24h"
             max-partial = "64 MiB"
+            [replication]
+            hold = "3s"
+            report-every = "0s"
             [allow]
             notes = ["12D3KooWGbMGV3UxqHKkbwQ1o8DG7Lr6LUykTB9GEJcvd1u7MphL"]
         "#;
@@ -646,6 +724,13 @@ mod tests {
         assert_eq!(config.pull.base_timeout, Duration::from_millis(800));
         assert_eq!(config.pull.rediscover().delay(10), Duration::from_secs(2));
         assert_eq!(config.pull.keep_partial, Duration::from_secs(86400));
+        assert_eq!(config.replication.hold, Duration::from_secs(3));
+        assert_eq!(
+            config.replication.report_every,
+            Duration::from_millis(100),
+            "a zero interval is raised"
+        );
+        assert_eq!(config.replication.cooldown, Duration::from_secs(5));
         assert_eq!(config.pull.max_partial, 64 << 20);
         assert_eq!(config.allow["notes"].len(), 1);
 

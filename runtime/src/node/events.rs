@@ -49,6 +49,18 @@ pub enum NodeEvent {
         peer: PeerId,
         service: String,
     },
+    /// The providers of a service need more of them: this node, their
+    /// coordinator, asks these standby nodes to pull it.
+    Diffusion {
+        service: String,
+        standbys: Vec<PeerId>,
+        reason: String,
+    },
+    /// This replica retired: the load no longer needs it.
+    Regression {
+        service: String,
+        reason: String,
+    },
 }
 
 /// Events recent enough for a slow subscriber to still see.

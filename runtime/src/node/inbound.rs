@@ -1,5 +1,6 @@
 //! Peers' requests, each handed to the role that answers it (adverts to
-//! discovery, blocks to the upload server, calls to the invoker) in a task
+//! discovery, blocks to the upload server, calls to the invoker, load
+//! reports to the replication role) in a task
 //! of its own, inside the span of the connection it came on. Every request
 //! gets an explicit answer.
 
@@ -10,6 +11,7 @@ use tracing::Instrument;
 
 use super::discovery::Discovery;
 use super::invoke::Invoker;
+use super::replication::Replication;
 use super::standby::Standby;
 use super::upload::Uploads;
 use crate::net::{Client, InboundRequest};
@@ -25,6 +27,7 @@ pub(crate) struct Answerers {
     pub(crate) uploads: Arc<Uploads>,
     pub(crate) invoker: Arc<Invoker>,
     pub(crate) standby: Arc<Standby>,
+    pub(crate) replication: Arc<Replication>,
 }
 
 /// Answers peers' requests until the network stops.
@@ -82,6 +85,17 @@ pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<Inbo
                     } => {
                         let response = a.standby.answer(peer, request).await;
                         a.client.respond_solicit(channel, response).await;
+                    }
+                    InboundRequest::Gossip {
+                        source,
+                        via,
+                        id,
+                        topic,
+                        data,
+                        ..
+                    } => {
+                        let verdict = a.replication.received(source, &topic, &data).await;
+                        a.client.validate(id, via, verdict).await;
                     }
                 }
             }

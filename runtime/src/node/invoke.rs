@@ -1,7 +1,16 @@
 //! Invocation: calling a service this node runs, calling one on a remote
-//! provider without downloading it (with a cache of the providers that
-//! answered), and answering other peers' calls within the paper's limit L
-//! and the services' allow-lists.
+//! provider without downloading it, and answering other peers' calls within
+//! the paper's limit L and the services' allow-lists.
+//!
+//! A remote call chooses its provider by load, with the power of two
+//! choices: of two providers drawn at random, the one that reported less
+//! load goes first (every answer carries the provider's load; `Busy` counts
+//! as full; a provider not heard from in [`LOAD_TTL`] counts as half
+//! loaded, so new replicas get their share at once). The others follow,
+//! least loaded first, when a provider answers `Busy`. Providers are cached
+//! per service for [`PROVIDER_TTL`] and looked up again in the background
+//! after [`PROVIDER_REFRESH`], so that replicas that join are called and
+//! those that retire are dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,8 +29,16 @@ use crate::net::{Client, PeerId, RequestError, keys};
 use crate::package::{Advert, ContentId, is_service_name};
 use crate::sandbox::CallOutcome;
 
-/// How long remote providers found in the DHT are reused for calls.
+/// How long remote providers found in the DHT are reused for calls ...
 const PROVIDER_TTL: Duration = Duration::from_secs(30);
+/// ... and after how long they are looked up again in the background.
+const PROVIDER_REFRESH: Duration = Duration::from_secs(5);
+/// How long a provider's reported load is believed.
+pub const LOAD_TTL: Duration = Duration::from_secs(5);
+/// The load assumed of a provider without a recent report.
+const UNKNOWN_LOAD: f32 = 0.5;
+/// Providers whose load is remembered.
+const MAX_LOADS: usize = 4096;
 /// Services whose providers are remembered.
 const MAX_CACHED_SERVICES: usize = 256;
 /// Room kept in a response for everything but the result text.
@@ -51,8 +68,18 @@ pub(crate) struct Invoker {
     events: Events,
     /// Services open only to these peers.
     allow: HashMap<String, HashSet<PeerId>>,
-    /// Providers of services called remotely, the last to answer first.
-    providers: Mutex<HashMap<String, (Vec<PeerId>, Instant)>>,
+    /// Providers of services called remotely, by target.
+    providers: Arc<Mutex<HashMap<String, Cached>>>,
+    /// The load each provider reported last, and when.
+    loads: Mutex<HashMap<PeerId, (f32, Instant)>>,
+}
+
+/// The providers of a service, when they were looked up, and whether a
+/// lookup is under way.
+struct Cached {
+    providers: Vec<PeerId>,
+    at: Instant,
+    refreshing: bool,
 }
 
 impl Invoker {
@@ -67,7 +94,94 @@ impl Invoker {
             services,
             events,
             allow,
-            providers: Mutex::new(HashMap::new()),
+            providers: Arc::new(Mutex::new(HashMap::new())),
+            loads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The load `peer` reported last, if recent.
+    fn load_of(&self, peer: &PeerId, now: Instant) -> f32 {
+        self.loads
+            .lock()
+            .expect("loads lock")
+            .get(peer)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < LOAD_TTL)
+            .map_or(UNKNOWN_LOAD, |(load, _)| *load)
+    }
+
+    fn heard(&self, peer: PeerId, load: f32) {
+        let now = Instant::now();
+        let mut loads = self.loads.lock().expect("loads lock");
+        if loads.len() >= MAX_LOADS && !loads.contains_key(&peer) {
+            loads.retain(|_, (_, at)| now.saturating_duration_since(*at) < LOAD_TTL);
+            if loads.len() >= MAX_LOADS {
+                loads.clear();
+            }
+        }
+        loads.insert(peer, (load.clamp(0.0, 1.0), now));
+    }
+
+    /// The order in which to try `providers`: the power of two choices for
+    /// the first, then the rest by load.
+    fn order(&self, providers: &[PeerId]) -> Vec<PeerId> {
+        let now = Instant::now();
+        let mut rng = rand::thread_rng();
+        let mut order: Vec<PeerId> = providers.to_vec();
+        order.shuffle(&mut rng);
+        let load: HashMap<PeerId, f32> = order.iter().map(|p| (*p, self.load_of(p, now))).collect();
+        let first_two = order.len().min(2);
+        let (two, rest) = order.split_at_mut(first_two);
+        if two.len() == 2 && load[&two[1]] < load[&two[0]] {
+            two.swap(0, 1);
+        }
+        rest.sort_by(|a, b| load[a].total_cmp(&load[b]));
+        order
+    }
+
+    /// The cached providers of `target`, if fresh; starts a background
+    /// lookup when they are getting old.
+    fn cached(&self, target: &str, name: &str) -> Option<Vec<PeerId>> {
+        let mut cache = self.providers.lock().expect("providers lock");
+        let entry = cache.get_mut(target)?;
+        let age = entry.at.elapsed();
+        if age >= PROVIDER_TTL {
+            return None;
+        }
+        if age >= PROVIDER_REFRESH && !entry.refreshing {
+            entry.refreshing = true;
+            let client = self.client.clone();
+            let cache = self.providers.clone();
+            let (target, key) = (target.to_owned(), keys::service_key(name));
+            tokio::spawn(async move {
+                let me = client.peer_id();
+                let found: Vec<PeerId> = client
+                    .get_providers(key)
+                    .await
+                    .into_iter()
+                    .filter(|p| *p != me)
+                    .collect();
+                let mut cache = cache.lock().expect("providers lock");
+                if let Some(entry) = cache.get_mut(&target) {
+                    entry.refreshing = false;
+                    if !found.is_empty() {
+                        entry.providers = found;
+                        entry.at = Instant::now();
+                    }
+                }
+            });
+        }
+        Some(entry.providers.clone())
+    }
+
+    /// Forgets that `peer` provides `target` (it said it does not).
+    fn forget(&self, target: &str, peer: PeerId) {
+        if let Some(entry) = self
+            .providers
+            .lock()
+            .expect("providers lock")
+            .get_mut(target)
+        {
+            entry.providers.retain(|p| *p != peer);
         }
     }
 
@@ -105,19 +219,13 @@ impl Invoker {
             text: call,
         };
         async {
-            // The provider that answered last time first, then the others;
-            // the DHT is asked again when the cache is cold or every cached
-            // provider declined.
+            // The cached providers by load; the DHT is asked again when
+            // the cache is cold or every cached provider declined.
             let mut reasons = Vec::new();
-            let cached = self
-                .providers
-                .lock()
-                .expect("providers lock")
-                .get(target)
-                .filter(|(_, at)| at.elapsed() < PROVIDER_TTL)
-                .map(|(providers, _)| providers.clone());
-            if let Some(providers) = cached
-                && let Some(result) = self.try_each(&call, &providers, &mut reasons).await
+            if let Some(providers) = self.cached(target, name)
+                && let Some(result) = self
+                    .try_each(target, &call, &self.order(&providers), &mut reasons)
+                    .await
             {
                 return self.remember(target, &providers, result);
             }
@@ -132,13 +240,13 @@ impl Invoker {
                 } else {
                     self.client.get_providers(key).await
                 };
-                let mut found: Vec<PeerId> = found
+                let found: Vec<PeerId> = found
                     .into_iter()
                     .filter(|p| *p != me && !tried.contains(p))
                     .collect();
-                found.shuffle(&mut rand::thread_rng());
                 tried.extend(found.iter().copied());
-                if let Some(result) = self.try_each(&call, &found, &mut reasons).await {
+                let order = self.order(&found);
+                if let Some(result) = self.try_each(target, &call, &order, &mut reasons).await {
                     return self.remember(target, &found, result);
                 }
             }
@@ -154,25 +262,35 @@ impl Invoker {
         .await
     }
 
-    /// Caches the providers of `target` with the one that answered first.
+    /// Caches the providers of `target` once one of them answered (those
+    /// found by a lookup; the cached ones keep their time).
     fn remember(
         &self,
         target: &str,
         providers: &[PeerId],
         result: Result<RemoteOutcome, NodeError>,
     ) -> Result<RemoteOutcome, NodeError> {
-        if let Ok(outcome) = &result {
-            let mut order = providers.to_vec();
-            order.retain(|p| *p != outcome.peer);
-            order.insert(0, outcome.peer);
+        if result.is_ok() {
             let mut cache = self.providers.lock().expect("providers lock");
             if cache.len() >= MAX_CACHED_SERVICES && !cache.contains_key(target) {
-                cache.retain(|_, (_, at)| at.elapsed() < PROVIDER_TTL);
+                cache.retain(|_, entry| entry.at.elapsed() < PROVIDER_TTL);
                 if cache.len() >= MAX_CACHED_SERVICES {
                     cache.clear();
                 }
             }
-            cache.insert(target.to_owned(), (order, Instant::now()));
+            let fresh = cache
+                .get(target)
+                .is_some_and(|entry| entry.at.elapsed() < PROVIDER_TTL);
+            if !fresh {
+                cache.insert(
+                    target.to_owned(),
+                    Cached {
+                        providers: providers.to_vec(),
+                        at: Instant::now(),
+                        refreshing: false,
+                    },
+                );
+            }
         }
         result
     }
@@ -180,6 +298,7 @@ impl Invoker {
     /// Tries `providers` in order; `None` if every one declined.
     async fn try_each(
         &self,
+        target: &str,
         call: &Call<'_>,
         providers: &[PeerId],
         reasons: &mut Vec<String>,
@@ -201,7 +320,11 @@ impl Invoker {
                     fuel,
                     micros,
                     content_id,
+                    load,
                 }) => {
+                    if let Some(load) = load.filter(|l| l.is_finite()) {
+                        self.heard(peer, load);
+                    }
                     if let Some(spec) = call.publisher
                         && !self.published_by(peer, ContentId(content_id), spec).await
                     {
@@ -231,11 +354,15 @@ impl Invoker {
                         reason: format!("{} ({})", clip(&message), clip(&kind)),
                     }));
                 }
-                Ok(InvokeResponse::Busy) => reasons.push(format!("{peer}: busy")),
+                Ok(InvokeResponse::Busy) => {
+                    self.heard(peer, 1.0);
+                    reasons.push(format!("{peer}: busy"))
+                }
                 Ok(InvokeResponse::Denied(why)) => {
                     reasons.push(format!("{peer}: denied: {}", clip(&why)))
                 }
                 Ok(InvokeResponse::NotFound) => {
+                    self.forget(target, peer);
                     reasons.push(format!("{peer}: does not provide it"))
                 }
                 // The request never reached the peer: safe to try another.
@@ -334,6 +461,10 @@ impl Invoker {
         let start = Instant::now();
         let outcome = provided.activation.invoke(&request.call).await;
         provided.answered(start.elapsed());
+        // The others in flight, this call being done.
+        let limit_l = provided.limit().max(1);
+        let others = provided.busy_invocations(limit_l).saturating_sub(1);
+        let load = Some(others as f32 / limit_l as f32);
         let response = match outcome {
             // An answer the caller's codec would refuse is an explicit error.
             Ok(outcome) if outcome.value.len() as u64 > limit => InvokeResponse::Failed {
@@ -348,6 +479,7 @@ impl Invoker {
                 fuel: outcome.fuel_used,
                 micros: outcome.elapsed.as_micros() as u64,
                 content_id: provided.package.content_id().0,
+                load,
             },
             Err(e) => {
                 tracing::warn!(error = %e, "a remote call failed");

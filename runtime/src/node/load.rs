@@ -1,6 +1,7 @@
 //! How loaded a service is here: calls answered per second, callers turned
-//! away (`Busy`) per second and the 95th percentile of call latency, over
-//! the last seconds. It is what `sp2a status` shows per service and what a
+//! away (`Busy`) per second, the calls in flight on average (the time spent
+//! in calls per second, by Little's law) and the 95th percentile of call
+//! latency, over the last seconds. It is what `sp2a status` shows per service and what a
 //! provider reports to the others of its group (see
 //! [`replication`](crate::replication)).
 //!
@@ -23,6 +24,8 @@ struct Second {
     index: u64,
     answered: u32,
     busy: u32,
+    /// Time spent in the calls that ended in this second.
+    busy_us: u64,
     latency: [u32; LATENCY_BUCKETS],
 }
 
@@ -37,6 +40,8 @@ pub struct LoadMeter {
 pub struct LoadSnapshot {
     pub calls_per_s: f64,
     pub busy_per_s: f64,
+    /// Calls in flight on average.
+    pub concurrency: f64,
     /// `None` without calls in the window.
     pub p95: Option<Duration>,
 }
@@ -84,6 +89,8 @@ impl LoadMeter {
     pub fn answered(&mut self, now: Instant, latency: Duration) {
         let second = self.second(now);
         second.answered = second.answered.saturating_add(1);
+        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        second.busy_us = second.busy_us.saturating_add(us);
         let bucket = &mut second.latency[latency_bucket(latency)];
         *bucket = bucket.saturating_add(1);
     }
@@ -102,11 +109,13 @@ impl LoadMeter {
         let first = current.saturating_sub(seconds as u64);
         let mut answered = 0u64;
         let mut busy = 0u64;
+        let mut busy_us = 0u64;
         let mut latency = [0u64; LATENCY_BUCKETS];
         for second in &self.seconds {
             if second.index >= first && second.index < current {
                 answered += u64::from(second.answered);
                 busy += u64::from(second.busy);
+                busy_us = busy_us.saturating_add(second.busy_us);
                 for (sum, n) in latency.iter_mut().zip(second.latency) {
                     *sum += u64::from(n);
                 }
@@ -129,6 +138,7 @@ impl LoadMeter {
         LoadSnapshot {
             calls_per_s: answered as f64 / span,
             busy_per_s: busy as f64 / span,
+            concurrency: busy_us as f64 / 1e6 / span,
             p95,
         }
     }
@@ -157,6 +167,12 @@ mod tests {
         let snapshot = meter.snapshot(now, 5);
         assert_eq!(snapshot.calls_per_s, 20.0);
         assert_eq!(snapshot.busy_per_s, 2.0);
+        // 19 ms + 300 ms of calls a second: 0.319 calls in flight on average.
+        assert!(
+            (snapshot.concurrency - 0.319).abs() < 1e-9,
+            "{}",
+            snapshot.concurrency
+        );
         // 95% of the calls took 1 ms: the bucket up to 1.024 ms.
         assert_eq!(snapshot.p95, Some(Duration::from_micros(1024)));
         // The slow calls are 5% of them: they show from the 96th

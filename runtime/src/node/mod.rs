@@ -12,6 +12,9 @@
 //! * `discovery`: finding providers and their signed adverts; serving adverts.
 //! * `upload`: the upload server (slots, uplink, counts, peer exchange).
 //! * `invoke`: local and remote calls (provider cache); serving calls.
+//! * `replication`: load reports among a service's providers, solicited
+//!   pulls and retirement (driving [`crate::replication`]).
+//! * `standby`: the services this node offers to host; solicitations.
 //! * `pull`: pulls (admission before download, activation, bans).
 //! * `download`: the download strategies (driving [`crate::swarm`]; sequential).
 //! * `inbound`: hands each peer request to the role that answers it.
@@ -33,6 +36,7 @@ pub mod load;
 mod partial;
 mod per_peer;
 mod pull;
+mod replication;
 pub mod report;
 mod services;
 mod standby;
@@ -46,11 +50,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 pub use activate::{ActivateError, LocalService, activate};
-pub use config::{ConfigError, NodeConfig, Overrides, PullConfig, Strategy, UploadConfig};
+pub use config::{
+    ConfigError, NodeConfig, Overrides, PullConfig, ReplicationConfig, Strategy, UploadConfig,
+};
 pub use discovery::{Found, Lookup, Untrusted};
 pub use events::NodeEvent;
 pub use invoke::RemoteOutcome;
 pub use pull::{PullError, PullFuture, PullProgress, PullStage, Pulled, RefusedVersion};
+pub use replication::GroupStatus;
 pub use report::{Objection, PackageReport, audit_package};
 pub use services::Provided;
 pub use status::{AnnouncementStatus, Counters, ServiceStatus, Status, TransferStatus};
@@ -131,6 +138,7 @@ struct Inner {
     pulls: Arc<Pulls>,
     /// The services this node offers to host when their providers ask.
     standby: Arc<standby::Standby>,
+    replication: Arc<replication::Replication>,
     started: Instant,
 }
 
@@ -214,17 +222,26 @@ impl Node {
             services.clone(),
             pulls.clone(),
         ));
+        let replication = Arc::new(replication::Replication::new(
+            client.clone(),
+            services.clone(),
+            discovery.clone(),
+            events.clone(),
+            config.replication.clone(),
+        ));
         let answerers = inbound::Answerers {
             client: client.clone(),
             discovery: discovery.clone(),
             uploads: uploads.clone(),
             invoker: invoker.clone(),
             standby: standby.clone(),
+            replication: replication.clone(),
         };
         tokio::spawn(inbound::serve(answerers, inbound));
         tokio::spawn(pull::sweep_saved_downloads(Arc::downgrade(&pulls)));
         services.restore(true).await?;
         standby.announce().await;
+        tokio::spawn(replication::Replication::run(Arc::downgrade(&replication)));
         Ok(Node {
             inner: Arc::new(Inner {
                 client,
@@ -235,6 +252,7 @@ impl Node {
                 invoker,
                 pulls,
                 standby,
+                replication,
                 started: Instant::now(),
             }),
         })
@@ -409,6 +427,7 @@ impl Node {
                     calls_per_s: load.calls_per_s,
                     busy_per_s: load.busy_per_s,
                     p95_ms: load.p95.map(|d| d.as_secs_f64() * 1000.0),
+                    group: self.inner.replication.status(p),
                 }
             })
             .collect();

@@ -110,6 +110,10 @@ pub struct ServiceStatus {
     pub busy_per_s: f64,
     #[serde(default)]
     pub p95_ms: Option<f64>,
+    /// For services that replicate (`<replicas>` in the manifest): the
+    /// group's estimate as this node sees it, and its last decision.
+    #[serde(default)]
+    pub group: Option<super::GroupStatus>,
 }
 
 /// A pull in progress.

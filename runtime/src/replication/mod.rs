@@ -81,8 +81,8 @@ impl Params {
 pub struct Load {
     /// Calls answered per second.
     pub calls_per_s: f64,
-    /// Calls running now, and the limit L.
-    pub in_flight: u32,
+    /// Calls in flight on average over the last second, and the limit L.
+    pub in_flight: f64,
     pub limit: u32,
     /// Callers answered `Busy` per second.
     pub busy_per_s: f64,
@@ -100,9 +100,14 @@ impl Load {
         let slots = if self.limit == 0 {
             0.0
         } else {
-            f64::from(self.in_flight) / f64::from(self.limit)
+            self.in_flight / f64::from(self.limit)
         };
-        slots.max(self.upload).clamp(0.0, 1.0)
+        let busy = slots.max(self.upload);
+        if busy.is_nan() {
+            0.0
+        } else {
+            busy.clamp(0.0, 1.0)
+        }
     }
 }
 

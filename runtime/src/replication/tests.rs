@@ -20,7 +20,7 @@ fn params() -> Params {
 fn load(in_flight: u32) -> Load {
     Load {
         calls_per_s: 10.0,
-        in_flight,
+        in_flight: f64::from(in_flight),
         limit: 4,
         busy_per_s: 0.0,
         p95: Duration::from_millis(100),
