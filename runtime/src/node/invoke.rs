@@ -55,6 +55,26 @@ pub struct RemoteOutcome {
     pub content_id: ContentId,
 }
 
+/// The order in which to try `providers`, by the power of two choices: of
+/// two drawn at random, the less loaded first; then the others, least
+/// loaded first (`load` of each, 0 to 1).
+fn choose<P: Copy + Eq + std::hash::Hash>(
+    providers: &[P],
+    load: impl Fn(&P) -> f32,
+    rng: &mut impl rand::Rng,
+) -> Vec<P> {
+    let mut order: Vec<P> = providers.to_vec();
+    order.shuffle(rng);
+    let load: HashMap<P, f32> = order.iter().map(|p| (*p, load(p))).collect();
+    let first_two = order.len().min(2);
+    let (two, rest) = order.split_at_mut(first_two);
+    if two.len() == 2 && load[&two[1]] < load[&two[0]] {
+        two.swap(0, 1);
+    }
+    rest.sort_by(|a, b| load[a].total_cmp(&load[b]));
+    order
+}
+
 /// A remote call: the service, optionally one publisher's, and the call.
 struct Call<'a> {
     name: &'a str,
@@ -121,21 +141,10 @@ impl Invoker {
         loads.insert(peer, (load.clamp(0.0, 1.0), now));
     }
 
-    /// The order in which to try `providers`: the power of two choices for
-    /// the first, then the rest by load.
+    /// The order in which to try `providers` (see [`choose`]).
     fn order(&self, providers: &[PeerId]) -> Vec<PeerId> {
         let now = Instant::now();
-        let mut rng = rand::thread_rng();
-        let mut order: Vec<PeerId> = providers.to_vec();
-        order.shuffle(&mut rng);
-        let load: HashMap<PeerId, f32> = order.iter().map(|p| (*p, self.load_of(p, now))).collect();
-        let first_two = order.len().min(2);
-        let (two, rest) = order.split_at_mut(first_two);
-        if two.len() == 2 && load[&two[1]] < load[&two[0]] {
-            two.swap(0, 1);
-        }
-        rest.sort_by(|a, b| load[a].total_cmp(&load[b]));
-        order
+        choose(providers, |p| self.load_of(p, now), &mut rand::thread_rng())
     }
 
     /// The cached providers of `target`, if fresh; starts a background
@@ -494,5 +503,37 @@ impl Invoker {
             "call answered"
         );
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_less_loaded_of_two_goes_first_and_the_rest_by_load() {
+        let mut rng = rand::thread_rng();
+        let two = [1u32, 2];
+        let load = |p: &u32| if *p == 1 { 0.9 } else { 0.1 };
+        for _ in 0..50 {
+            assert_eq!(choose(&two, load, &mut rng), [2, 1]);
+        }
+        // Ten providers, loads 0.0 to 0.9: the first is the less loaded of
+        // two, so never the most loaded; the others follow by load.
+        let ten: Vec<u32> = (0..10).collect();
+        let load = |p: &u32| *p as f32 / 10.0;
+        let mut firsts = HashSet::new();
+        for _ in 0..500 {
+            let order = choose(&ten, load, &mut rng);
+            assert_ne!(order[0], 9);
+            assert!(load(&order[0]) < load(&order[1]));
+            assert!(order[2..].windows(2).all(|w| load(&w[0]) <= load(&w[1])));
+            firsts.insert(order[0]);
+        }
+        // Not always the least loaded either: the choice stays random, so
+        // callers do not all pile onto the same provider.
+        assert!(firsts.len() > 3, "{firsts:?}");
+        assert!(choose::<u32>(&[], load, &mut rng).is_empty());
+        assert_eq!(choose(&[7u32], load, &mut rng), [7]);
     }
 }
