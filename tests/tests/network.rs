@@ -1047,11 +1047,13 @@ async fn services_and_their_data_are_namespaced_by_publisher() {
     .await;
 }
 
-/// A node standing by for `hello` with `policy`, connected to `hub`.
+/// A node standing by for `hello` with `policy`, connected to `hub`; it
+/// does not prefetch (it downloads only when asked).
 async fn hello_standby(net: &mut TestNet, policy: sp2a::policy::Policy, hub: &Multiaddr) -> Node {
     let dir = net.dir();
     let mut config = net.config(dir);
     config.standby = vec!["hello".into()];
+    config.prefetch = false;
     net.start(config, policy, std::slice::from_ref(hub)).await
 }
 
@@ -1130,6 +1132,42 @@ async fn a_solicited_standby_pulls_verifies_and_serves() {
             a.solicit(standby.peer_id(), "hello").await.unwrap(),
             SolicitResponse::Accepted
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_standby_prefetches_and_starts_without_a_download_when_asked() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let a = net.node(&[]).await;
+        a.share(service_package("hello", &net.key).into_inner())
+            .await
+            .unwrap();
+        let hub = address(&a).await;
+        let dir = net.dir();
+        let mut config = net.config(dir.clone());
+        config.standby = vec!["hello".into()];
+        let policy = net.policy();
+        let standby = net.start(config, policy, std::slice::from_ref(&hub)).await;
+
+        // It downloads, verifies and keeps the package, and runs nothing.
+        let kept = dir.join("store").join("retired");
+        while std::fs::read_dir(&kept).map_or(0, |d| d.count()) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(standby.services().is_empty());
+        assert!(a.counters().transfer_requests > 0);
+        let served = a.counters().transfer_requests;
+
+        // Asked, it starts the kept package: no block is fetched again.
+        until_found(&a, "hello", &standby).await;
+        let answer = a.solicit(standby.peer_id(), "hello").await.unwrap();
+        assert_eq!(answer, SolicitResponse::Accepted);
+        runs(&standby, "hello").await;
+        assert_eq!(a.counters().transfer_requests, served);
+        let greeting = standby.invoke_local("hello", "greet(\"x\")").await.unwrap();
+        assert_eq!(greeting.value, "\"Hello, x!\"");
     })
     .await;
 }

@@ -8,6 +8,7 @@
 //! policy = "policy.toml"              # the node policy (default: deny everything)
 //! share = ["hello.rps"]               # packages provided from the start (pinned)
 //! standby = ["live"]                  # services this node offers to host when asked
+//! prefetch = true                     # a standby downloads and keeps them beforehand
 //! compile-cache = "/var/cache/sp2a"   # shared with this host's other nodes
 //!                                     # (default: <data-dir>/cache)
 //! max-invocations-per-service = 8     # the paper's limit L
@@ -257,6 +258,9 @@ pub struct NodeConfig {
     /// Services this node offers to host when their providers ask: it is
     /// findable as a standby node for each (`Node::find_standbys`).
     pub standby: Vec<String>,
+    /// A standby downloads, verifies and keeps (without running) the
+    /// services it stands by for, so that it starts them at once when asked.
+    pub prefetch: bool,
     /// Compiled artifacts (`None`: `<data_dir>/cache`).
     pub compile_cache: Option<PathBuf>,
     pub net: NetConfig,
@@ -278,6 +282,7 @@ impl NodeConfig {
             policy: None,
             share: Vec::new(),
             standby: Vec::new(),
+            prefetch: true,
             compile_cache: None,
             net: NetConfig::default(),
             max_invocations_per_service: 8,
@@ -334,6 +339,7 @@ impl NodeConfig {
             file.max_invocations_per_service.map(|n| n.max(1)),
         );
         set(&mut config.reshare, file.reshare);
+        set(&mut config.prefetch, file.prefetch);
         for (service, peers) in file.allow {
             let peers = peers
                 .iter()
@@ -438,6 +444,7 @@ struct File {
     share: Vec<PathBuf>,
     #[serde(default)]
     standby: Vec<String>,
+    prefetch: Option<bool>,
     compile_cache: Option<PathBuf>,
     max_invocations_per_service: Option<usize>,
     reshare: Option<bool>,
@@ -675,6 +682,7 @@ mod tests {
         let text = r#"
             data-dir = "data"
             standby = ["live", "hello"]
+            prefetch = false
             policy = "policy.toml"
             share = ["a.rps"]
             max-invocations-per-service = 3
@@ -707,6 +715,7 @@ mod tests {
         assert_eq!(config.policy, Some(PathBuf::from("/etc/sp2a/policy.toml")));
         assert_eq!(config.share, [PathBuf::from("/etc/sp2a/a.rps")]);
         assert_eq!(config.standby, ["live", "hello"]);
+        assert!(!config.prefetch);
         assert_eq!(
             config.compile_cache_dir(),
             PathBuf::from("/etc/sp2a/data/cache")

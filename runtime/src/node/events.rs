@@ -35,6 +35,13 @@ pub enum NodeEvent {
         content_id: ContentId,
         elapsed: Duration,
     },
+    /// A standby downloaded and verified a package and keeps it, not
+    /// running, until it is asked to provide it.
+    Prefetched {
+        name: String,
+        content_id: ContentId,
+        bytes: u64,
+    },
     PeerBanned {
         peer: PeerId,
         content_id: ContentId,

@@ -242,6 +242,9 @@ impl Node {
         services.restore(true).await?;
         standby.announce().await;
         tokio::spawn(replication::Replication::run(Arc::downgrade(&replication)));
+        if config.prefetch && !config.standby.is_empty() {
+            tokio::spawn(standby::Standby::prefetch(Arc::downgrade(&standby)));
+        }
         Ok(Node {
             inner: Arc::new(Inner {
                 client,

@@ -137,6 +137,15 @@ impl Bans {
     }
 }
 
+/// What a pull ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Activates and provides the service.
+    Activate,
+    /// Keeps the verified package, not running (a standby's prefetch).
+    Keep,
+}
+
 pub(crate) struct Pulls {
     config: PullConfig,
     reshare: bool,
@@ -200,7 +209,10 @@ impl Pulls {
         let key = target.to_owned();
         let span = tracing::info_span!("pull", target);
         let future = async move {
-            let result = pulls.run(&key, &progress_tx).await.map_err(Arc::new);
+            let result = pulls
+                .run(&key, &progress_tx, Mode::Activate)
+                .await
+                .map_err(Arc::new);
             progress_tx.send_modify(|p| {
                 p.stage = if result.is_ok() {
                     PullStage::Done
@@ -223,6 +235,25 @@ impl Pulls {
         (future, progress_rx)
     }
 
+    /// Prefetches `target` for a standby: discovery, the admission check
+    /// and the verified download of a pull, then the package is verified
+    /// and kept, not activated (see `Store::keep`). Asked later to provide
+    /// it, the node activates it without a download. Nothing is done when
+    /// the newest admissible version already runs or is kept here.
+    pub(crate) async fn prefetch(&self, target: &str) -> Result<Pulled, PullError> {
+        let (progress, _) = watch::channel(PullProgress {
+            stage: PullStage::Discovering,
+            bytes: 0,
+            total: 0,
+            provider: None,
+            started: Instant::now(),
+        });
+        let span = tracing::info_span!("prefetch", target);
+        self.run(target, &progress, Mode::Keep)
+            .instrument(span)
+            .await
+    }
+
     /// Pulls in progress: target and progress.
     pub(crate) fn in_progress(&self) -> Vec<(String, PullProgress)> {
         self.running
@@ -237,6 +268,7 @@ impl Pulls {
         &self,
         target: &str,
         progress: &watch::Sender<PullProgress>,
+        mode: Mode,
     ) -> Result<Pulled, PullError> {
         let start = Instant::now();
         self.events.emit(NodeEvent::PullStarted {
@@ -266,6 +298,9 @@ impl Pulls {
         let id = advert.content_id();
         let name = advert.manifest().name.clone();
         if self.services.by_id(&id).is_some() {
+            return Ok(already(name, id, start));
+        }
+        if mode == Mode::Keep && self.services.retired(&id).is_some() {
             return Ok(already(name, id, start));
         }
         // Retired here before: the kept package, verified again, without a
@@ -303,8 +338,10 @@ impl Pulls {
             advert.component_len(),
         )));
         progress.send_modify(|p| p.bytes = download.lock().expect("download lock").received());
-        // A node that will not re-share does not serve partial blocks either.
+        // A node that will not re-share does not serve partial blocks
+        // either, nor does a prefetch (it provides nothing).
         let offer = (self.config.strategy == Strategy::Swarm
+            && mode == Mode::Activate
             && self.uploads.shares_partial()
             && self.reshare)
             .then(|| self.uploads.offer_partial(id, download.clone()));
@@ -349,6 +386,37 @@ impl Pulls {
             from: sources.clone(),
             elapsed: download_time,
         });
+        if mode == Mode::Keep {
+            self.partials.remove(&id);
+            let verified = Package::from_parts(advert, component)
+                .verify()
+                .map_err(|e| PullError::Activate {
+                    target: target.to_owned(),
+                    error: Box::new(NodeError::Activate(e.into())),
+                })?;
+            self.services
+                .keep(&verified)
+                .map_err(|error| PullError::Activate {
+                    target: target.to_owned(),
+                    error: Box::new(error),
+                })?;
+            tracing::info!(package = %id.short(), bytes, "prefetched: verified and kept, not running");
+            self.events.emit(NodeEvent::Prefetched {
+                name: name.clone(),
+                content_id: id,
+                bytes,
+            });
+            return Ok(Pulled {
+                name,
+                content_id: id,
+                discovery,
+                download: download_time,
+                deploy: start.elapsed(),
+                bytes,
+                sources,
+                downloaded: true,
+            });
+        }
         progress.send_modify(|p| p.stage = PullStage::Activating);
         // The blocks stay served until the service itself is.
         let activated = self

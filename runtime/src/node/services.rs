@@ -324,7 +324,13 @@ impl Services {
         Ok(id)
     }
 
-    /// A package this node retired and kept, verified again.
+    /// Keeps a verified package without running it (see `Store::keep`).
+    pub(crate) fn keep(&self, package: &VerifiedPackage) -> Result<(), NodeError> {
+        self.store.keep(package)?;
+        Ok(())
+    }
+
+    /// A package this node retired or prefetched and kept, verified again.
     pub(crate) fn retired(&self, id: &ContentId) -> Option<VerifiedPackage> {
         self.store.retired(id)
     }

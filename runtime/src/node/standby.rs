@@ -13,6 +13,13 @@
 //! publisher. Then the pull starts, which checks all of it again and
 //! verifies every block. A solicitation never bypasses trust,
 //! requirements or capability checks.
+//!
+//! A standby prefetches (unless its operator turns it off): it downloads
+//! and verifies the newest version of each service it stands by for that
+//! its policy admits, and keeps it without running it, the paper's
+//! "stream buffer". Asked to provide it, it activates the kept package
+//! without a download. It looks again every [`PREFETCH_EVERY`] (every
+//! [`PREFETCH_RETRY`] while it finds nothing).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,6 +31,11 @@ use super::services::Services;
 use crate::net::protocol::{SolicitRequest, SolicitResponse, clip};
 use crate::net::{Client, PeerId, keys};
 use crate::package::{ContentId, is_service_name};
+
+/// How often a standby looks for a newer version to prefetch ...
+pub const PREFETCH_EVERY: Duration = Duration::from_secs(600);
+/// ... and how soon again when the last attempt found nothing.
+pub const PREFETCH_RETRY: Duration = Duration::from_secs(30);
 
 /// One solicitation per asker in this long.
 const PER_PEER_GAP: Duration = Duration::from_secs(5);
@@ -88,6 +100,31 @@ impl Standby {
     pub(crate) async fn announce(&self) {
         for name in &self.names {
             self.client.start_providing(keys::standby_key(name)).await;
+        }
+    }
+
+    /// Prefetches the services this node stands by for, for as long as the
+    /// node lives (see the module documentation).
+    pub(crate) async fn prefetch(standby: std::sync::Weak<Standby>) {
+        loop {
+            let Some(role) = standby.upgrade() else {
+                return;
+            };
+            let mut wait = PREFETCH_EVERY;
+            for name in role.names() {
+                if role.services.resolve(&name).is_ok() {
+                    continue;
+                }
+                match role.pulls.prefetch(&name).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::info!(service = %name, error = %e, "nothing prefetched");
+                        wait = PREFETCH_RETRY;
+                    }
+                }
+            }
+            drop(role);
+            tokio::time::sleep(wait).await;
         }
     }
 

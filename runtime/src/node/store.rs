@@ -82,6 +82,24 @@ impl Store {
         self.dir.join("retired").join(format!("{id}.rps"))
     }
 
+    /// Keeps a verified package aside without running it (a standby's
+    /// prefetch): like a retired one, it is not restored at start, and a
+    /// pull of it later activates it without a download.
+    pub fn keep(&self, package: &VerifiedPackage) -> Result<PathBuf, StoreError> {
+        let path = self.retired_path(&package.content_id());
+        if path.exists() {
+            return Ok(path);
+        }
+        let header = package.header();
+        crate::files::write_atomic(
+            &path,
+            &self.dir.join("tmp"),
+            &[&header, package.component()],
+        )
+        .map_err(io(&path))?;
+        Ok(path)
+    }
+
     /// Moves a package aside: kept, but no longer restored at start.
     pub fn retire(&self, id: &ContentId) -> Result<(), StoreError> {
         let (from, to) = (self.path(id), self.retired_path(id));
