@@ -353,6 +353,9 @@ async fn network(
     for node in consumers.iter().chain([&provider, &viewer, &sceptic]) {
         node.shutdown().await;
     }
+
+    step("a flash crowd: the providers ask standby nodes to pull the stream, then retire them");
+    crate::adapt::demo_crowd(services).await?;
     Ok(())
 }
 

@@ -7,8 +7,11 @@
 //! * [`local`]: the sandbox's costs against plain wasmtime.
 //! * [`network`]: two nodes on loopback against plain TCP and local calls.
 //! * [`diffusion`]: the paper's 1 -> N experiment, with CSV and SVG plots.
+//! * [`adapt`]: the live-streaming scenario: a flash crowd, providers that
+//!   spread and retire, against static and all-active baselines.
 //! * [`services`]: packing the example services for all of the above.
 
+pub mod adapt;
 pub mod demo;
 pub mod diffusion;
 pub mod local;

@@ -12,6 +12,10 @@ pub enum Command {
     /// The paper's experiment: 1 seed, N nodes pull at once (swarm, paper,
     /// origin), against the uplink-sharing lower bound; CSV and SVG plots.
     Diffusion(sp2a_bench::diffusion::Options),
+    /// The live-streaming scenario: a flash crowd of viewers; providers
+    /// that spread to standby nodes and retire (adaptive), against the
+    /// initial providers only (static) and every standby active (all).
+    Adapt(sp2a_bench::adapt::Options),
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -19,5 +23,6 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Local(options) => sp2a_bench::local::run(options).await,
         Command::Network(options) => sp2a_bench::network::run(options).await,
         Command::Diffusion(options) => sp2a_bench::diffusion::run_bench(options).await,
+        Command::Adapt(options) => sp2a_bench::adapt::run(options).await,
     }
 }

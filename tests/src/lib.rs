@@ -511,6 +511,18 @@ impl NodeProcess {
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
+        // SP2A_TEST_NODE_LOGS=1 shows the nodes' logs (info and up).
+        if std::env::var_os("SP2A_TEST_NODE_LOGS").is_some() {
+            command
+                .env(
+                    "RUST_LOG",
+                    std::env::var("SP2A_TEST_NODE_LOGS")
+                        .ok()
+                        .filter(|v| v.contains("="))
+                        .unwrap_or("sp2a=info".into()),
+                )
+                .stderr(std::process::Stdio::inherit());
+        }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         // Killed when dropped, also if it never becomes ready.

@@ -100,15 +100,18 @@ async fn load_brings_a_standby_in_and_idleness_retires_it_but_not_the_pinned_pro
         let hub = address(&a).await;
         let standby = start(&mut net, &["hostile"], std::slice::from_ref(&hub)).await;
         let caller = start(&mut net, &[], std::slice::from_ref(&hub)).await;
+        let other_caller = start(&mut net, &[], std::slice::from_ref(&hub)).await;
         let mut a_events = a.events();
         let mut s_events = standby.events();
         assert!(standby.services().is_empty(), "a standby runs nothing yet");
 
-        // Six callers, each calling a 300 ms function again and again: more
-        // than the provider's limit L = 2 serves.
+        // Six callers on two nodes (a node holds at most half of a
+        // provider's slots), each calling a 300 ms function again and
+        // again: more than the provider's limit L = 2 serves.
         let stop = Arc::new(AtomicBool::new(false));
         let mut callers = Vec::new();
-        for _ in 0..6 {
+        for i in 0..6 {
+            let caller = if i % 2 == 0 { &caller } else { &other_caller };
             let (caller, stop) = (caller.clone(), stop.clone());
             callers.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
@@ -314,11 +317,13 @@ async fn load_reports_from_a_peer_that_does_not_provide_the_service_are_refused(
         let _standby = start(&mut net, &["hostile"], std::slice::from_ref(&hub)).await;
         let mut events = a.events();
         let topic = load_topic("hostile", &net.key.public().to_bytes());
+        // Six seconds of reports: the next lookups of the providers do not
+        // list their author, who is then a stranger.
         stranger(
             &hub,
             topic,
             overwhelmed(id.0),
-            10,
+            20,
             Duration::from_millis(300),
         )
         .await;
@@ -327,7 +332,8 @@ async fn load_reports_from_a_peer_that_does_not_provide_the_service_are_refused(
         assert!(g.reports.refused >= 1, "{g:?}");
         assert_eq!(g.reports.taken, 0, "{g:?}");
         assert_eq!(g.providers, 1, "{g:?}");
-        // Refused once checked, the others without another check.
+        // One check (the lookups it brought sooner), then refused without
+        // another.
         assert_eq!(g.reports.checks, 1, "{g:?}");
         while let Ok(event) = events.try_recv() {
             assert!(!matches!(event, NodeEvent::Diffusion { .. }), "{event:?}");
@@ -363,6 +369,104 @@ async fn a_flood_of_load_reports_costs_one_check_and_moves_nothing() {
         while let Ok(event) = events.try_recv() {
             assert!(!matches!(event, NodeEvent::Diffusion { .. }), "{event:?}");
         }
+    })
+    .await;
+}
+
+/// The peer id at the end of a node's address.
+fn peer_of(address: &str) -> PeerId {
+    address.rsplit('/').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn node_processes_spread_a_service_under_load_and_shrink_back() {
+    within(180, async {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let key = SecretKey::generate();
+        std::fs::write(dir.join("hostile.rps"), elastic(&key).to_bytes()).unwrap();
+        std::fs::create_dir(dir.join("root")).unwrap();
+        std::fs::write(
+            dir.join("policy.toml"),
+            format!(
+                "[trust]\npublishers = [\"{}\"]\n[grants]\nclocks = true\nfs-root = \"root\"\nfs-access = \"read-write\"\n",
+                key.public()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("node.toml"),
+            format!("{FAST}\n[net]\nlocal-addresses = true\n"),
+        )
+        .unwrap();
+        let node = |extra: &[&str]| {
+            let mut args = vec!["--config", "node.toml", "--policy", "policy.toml"];
+            args.extend_from_slice(extra);
+            args.into_iter().map(str::to_owned).collect::<Vec<String>>()
+        };
+        let args = node(&["--share", "hostile.rps"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let provider = sp2a_tests::NodeProcess::start(dir, "provider", &args);
+        let args = node(&["--standby", "hostile", "--bootstrap", &provider.address]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let standbys = [
+            sp2a_tests::NodeProcess::start(dir, "standby-a", &args),
+            sp2a_tests::NodeProcess::start(dir, "standby-b", &args),
+        ];
+        let standby_ids: Vec<PeerId> = standbys.iter().map(|s| peer_of(&s.address)).collect();
+
+        // The load generator: two library nodes, six callers of a 300 ms
+        // call.
+        let mut net = TestNet::new();
+        let hub: Multiaddr = provider.address.parse().unwrap();
+        let caller = start(&mut net, &[], std::slice::from_ref(&hub)).await;
+        let other_caller = start(&mut net, &[], std::slice::from_ref(&hub)).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered_by = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let mut callers = Vec::new();
+        for i in 0..6 {
+            let caller = if i % 2 == 0 { &caller } else { &other_caller };
+            let (caller, stop, answered_by) = (caller.clone(), stop.clone(), answered_by.clone());
+            callers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match caller.invoke_remote("hostile", "nap(300)").await {
+                        Ok(answer) => {
+                            answered_by.lock().unwrap().insert(answer.peer);
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }));
+        }
+        // Diffusion: a standby process is solicited, pulls and serves calls.
+        while !answered_by
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| standby_ids.contains(p))
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let running = |name: &str| {
+            let data = dir.join(name);
+            let out = sp2a_tests::run_sp2a(dir, &["status", "--data-dir", data.to_str().unwrap()]);
+            let (stdout, _) = sp2a_tests::text(&out);
+            assert!(out.status.success(), "{stdout}");
+            !stdout.contains("services  0")
+        };
+        assert!(running("standby-a") || running("standby-b"));
+        // Regression: the load goes; the standbys retire, the pinned
+        // provider stays.
+        stop.store(true, Ordering::Relaxed);
+        for c in callers {
+            c.await.unwrap();
+        }
+        while running("standby-a") || running("standby-b") {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(running("provider"));
+        let answer = caller.invoke_remote("hostile", "nap(1)").await.unwrap();
+        assert_eq!(answer.peer, peer_of(&provider.address));
     })
     .await;
 }

@@ -218,7 +218,7 @@ const SETUP_DIALS: u32 = 5;
 const PEER_CONNECTIONS: u32 = 40;
 
 /// CPU time this process has used (Linux), to tell when it is quiet.
-fn process_cpu() -> Option<Duration> {
+pub(crate) fn process_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are the
     // 12th and 13th of them, in clock ticks (100 per second on Linux).

@@ -244,6 +244,7 @@ impl Behaviour {
             .validate_messages()
             .max_transmit_size(MAX_GOSSIP_MESSAGE)
             .heartbeat_interval(Duration::from_secs(1))
+            .flood_publish(false)
             .build()?;
         let gossip = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),

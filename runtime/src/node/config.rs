@@ -58,7 +58,7 @@
 //! report-ttl = "3s"                   # a provider silent this long is gone
 //! hold = "30s"                        # low load this long before replicas retire
 //! cooldown = "5s"                     # between solicitations of standbys
-//! refresh = "10s"                     # look up providers and standbys again
+//! refresh = "30s"                     # look up the other providers again
 //!
 //! [allow]                             # services open only to these peers
 //! notes = ["12D3KooW..."]
@@ -194,7 +194,8 @@ impl PullConfig {
 #[derive(Clone, Debug)]
 pub struct UploadConfig {
     pub max_concurrent: usize,
-    /// Upload rate of this node in bytes per second (`None`: unlimited).
+    /// Upload rate of this node in bytes per second (`None`: unlimited):
+    /// blocks and the results of calls answered for other peers.
     pub rate: Option<u64>,
     /// With a rate, answer `Busy` when the queue is longer than this.
     pub max_backlog: Duration,
@@ -223,7 +224,8 @@ impl Default for UploadConfig {
 /// Adaptive replication settings (services whose manifest has
 /// `<replicas>`). Defaults: a load report every second, reports count for
 /// 3 s, a 30 s hold before surplus replicas retire, 5 s between
-/// solicitations, providers and standbys looked up every 10 s.
+/// solicitations, the other providers looked up every 30 s (sooner when an
+/// unknown one reports).
 #[derive(Clone, Debug)]
 pub struct ReplicationConfig {
     pub report_every: Duration,
@@ -240,7 +242,7 @@ impl Default for ReplicationConfig {
             report_ttl: Duration::from_secs(3),
             hold: Duration::from_secs(30),
             cooldown: Duration::from_secs(5),
-            refresh: Duration::from_secs(10),
+            refresh: Duration::from_secs(30),
         }
     }
 }

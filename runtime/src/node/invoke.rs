@@ -22,6 +22,7 @@ use tracing::Instrument;
 use super::NodeError;
 use super::events::{Events, NodeEvent};
 use super::services::{Services, is_publisher_spec, publisher_matches};
+use super::upload::Uploads;
 use crate::net::protocol::{
     AdvertRequest, AdvertResponse, InvokeRequest, InvokeResponse, MAX_INVOKE_RESPONSE, clip,
 };
@@ -85,6 +86,7 @@ struct Call<'a> {
 pub(crate) struct Invoker {
     client: Client,
     services: Arc<Services>,
+    uploads: Arc<Uploads>,
     events: Events,
     /// Services open only to these peers.
     allow: HashMap<String, HashSet<PeerId>>,
@@ -106,12 +108,14 @@ impl Invoker {
     pub(crate) fn new(
         client: Client,
         services: Arc<Services>,
+        uploads: Arc<Uploads>,
         events: Events,
         allow: HashMap<String, HashSet<PeerId>>,
     ) -> Self {
         Self {
             client,
             services,
+            uploads,
             events,
             allow,
             providers: Arc::new(Mutex::new(HashMap::new())),
@@ -459,7 +463,11 @@ impl Invoker {
         }
         let Some(_slot) = provided.try_slot_for(peer) else {
             tracing::debug!("busy: at the invocation limit, or this peer's share of it");
-            provided.turned_away();
+            // Only a full service is short of capacity; a peer beyond its
+            // share was refused for fairness, with slots to spare.
+            if provided.at_limit() {
+                provided.turned_away();
+            }
             return InvokeResponse::Busy;
         };
         self.events.emit(NodeEvent::Invoked {
@@ -469,6 +477,11 @@ impl Invoker {
         let limit = MAX_INVOKE_RESPONSE - RESPONSE_FRAMING;
         let start = Instant::now();
         let outcome = provided.activation.invoke(&request.call).await;
+        // The result leaves through this node's uplink, in the call's slot:
+        // with an upload rate, a provider is as busy as its uplink.
+        if let Ok(outcome) = &outcome {
+            self.uploads.pace(outcome.value.len() as u64).await;
+        }
         provided.answered(start.elapsed());
         // The others in flight, this call being done.
         let limit_l = provided.limit().max(1);

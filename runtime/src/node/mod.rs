@@ -198,6 +198,7 @@ impl Node {
         let invoker = Arc::new(Invoker::new(
             client.clone(),
             services.clone(),
+            uploads.clone(),
             events.clone(),
             config.allow.clone(),
         ));

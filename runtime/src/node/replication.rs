@@ -10,16 +10,19 @@
 //!   range (else `Reject`), be newer than the last one from its author, not
 //!   more than 30 s off this node's clock and not sooner than half a report
 //!   period after the last (else `Ignore`), and its author must provide the
-//!   service: a provider record under the service key, and the signed
-//!   advert of the package it reports on, for that service, by the same
-//!   publisher (else `Reject`). Those checks are made at most
+//!   service: listed by the last lookup of the service's providers (an
+//!   unlisted author's reports are ignored and bring the next lookup
+//!   sooner, at most one per 2 s for all authors; unlisted by two lookups,
+//!   it is a stranger, refused for [`STRANGER_TTL`]), and serving the
+//!   signed advert of the package it reports on, for that service, by the
+//!   same publisher (else `Reject`). Advert checks are made at most
 //!   [`CHECKS_PER_MINUTE`] times a minute per service and remembered for
-//!   [`MEMBER_TTL`] (a failed check for [`STRANGER_TTL`]); at most
-//!   [`MAX_SOURCES`] authors are tracked per service.
+//!   [`MEMBER_TTL`]; at most [`MAX_SOURCES`] authors are tracked per service.
 //!   Gossipsub itself has checked the author's signature (strict mode).
 //! * feeds the reports into the service's [`Controller`], and looks up the
-//!   other providers (to connect to them, so the reports flow) and the
-//!   standby nodes every `refresh`;
+//!   other providers every `refresh` (to connect to them, so the reports
+//!   flow), and the standby nodes when it coordinates a group that needs
+//!   more providers (at most once per `cooldown`);
 //! * carries out the controller's decisions: solicits standbys (each
 //!   answer logged) or retires this replica. Every decision is logged with
 //!   its reason and emitted as a [`NodeEvent`].
@@ -53,6 +56,9 @@ pub const CHECKS_PER_MINUTE: usize = 30;
 pub const MAX_SOURCES: usize = 256;
 /// Reports further than this from this node's clock are not used.
 const MAX_SKEW_MS: u64 = 30_000;
+/// How soon an unlisted author's report may bring the next lookup of the
+/// providers.
+const SOONER_LOOKUP: Duration = Duration::from_secs(2);
 /// Providers connected to per service (the others are reached by gossip).
 const MAX_CONNECT: usize = 32;
 
@@ -73,10 +79,18 @@ struct Group {
     /// Authors shown not to provide the service, and when: their reports
     /// are refused without another check for [`STRANGER_TTL`].
     strangers: HashMap<PeerId, Instant>,
+    /// Authors not among the providers of the last lookup: how many
+    /// lookups since their first report have not listed them. Two such
+    /// lookups, and they are strangers.
+    unlisted: HashMap<PeerId, u32>,
+    /// An unlisted author asks for a lookup of the providers sooner.
+    lookup_wanted: bool,
+    last_lookup: Option<Instant>,
     counts: ReportCounts,
     /// The service's providers at the last lookup.
     providers: HashSet<PeerId>,
     next_refresh: Instant,
+    next_standby_lookup: Instant,
     estimate: Option<Estimate>,
     last_decision: Option<String>,
 }
@@ -92,7 +106,8 @@ pub struct ReportCounts {
     /// Refused as invalid: malformed, or its author does not provide the
     /// service.
     pub refused: u64,
-    /// Membership checks made (DHT lookup and advert).
+    /// Membership checks made: lookups of the providers that unlisted
+    /// authors brought sooner, and adverts fetched.
     pub checks: u64,
 }
 
@@ -330,9 +345,29 @@ impl Replication {
                 let report = own_report(&provided);
                 group.controller.report(now, self.me, load_of(&report));
                 publish.push((topic.clone(), report.encode()));
-                if now >= group.next_refresh {
+                let asked_sooner = group.lookup_wanted
+                    && group
+                        .last_lookup
+                        .is_none_or(|at| now.saturating_duration_since(at) >= SOONER_LOOKUP);
+                let providers_due = now >= group.next_refresh || asked_sooner;
+                let standbys_due =
+                    now >= group.next_standby_lookup && group.controller.wants_standbys(now);
+                if providers_due {
                     group.next_refresh = now + self.config.refresh;
-                    refresh.push((topic.clone(), group.name.clone()));
+                    group.lookup_wanted = false;
+                    group.last_lookup = Some(now);
+                }
+                if standbys_due {
+                    group.next_standby_lookup =
+                        now + self.config.cooldown.max(Duration::from_secs(1));
+                }
+                if providers_due || standbys_due {
+                    refresh.push((
+                        topic.clone(),
+                        group.name.clone(),
+                        providers_due,
+                        standbys_due,
+                    ));
                 }
                 while let Some(action) = group.controller.poll(now) {
                     let decision = match &action {
@@ -359,9 +394,9 @@ impl Replication {
         for (topic, data) in publish {
             self.client.publish(topic, data).await;
         }
-        for (topic, name) in refresh {
+        for (topic, name, providers, standbys) in refresh {
             let role = self.clone();
-            tokio::spawn(async move { role.refresh(topic, name).await });
+            tokio::spawn(async move { role.refresh(topic, name, providers, standbys).await });
         }
         for (name, publisher, content_id, action) in actions {
             let role = self.clone();
@@ -435,9 +470,13 @@ impl Replication {
                     checking: HashSet::new(),
                     checks: VecDeque::new(),
                     strangers: HashMap::new(),
+                    unlisted: HashMap::new(),
+                    lookup_wanted: false,
+                    last_lookup: None,
                     counts: ReportCounts::default(),
                     providers: HashSet::new(),
                     next_refresh: now,
+                    next_standby_lookup: now,
                     estimate: None,
                     last_decision: None,
                 },
@@ -448,32 +487,63 @@ impl Replication {
     }
 
     /// Looks up the service's providers (and connects to them, so that
-    /// reports flow) and its standby nodes.
-    async fn refresh(&self, topic: String, name: String) {
-        let providers = self
-            .client
-            .get_all_providers(keys::service_key(&name))
-            .await;
-        let standbys = self
-            .client
-            .get_all_providers(keys::standby_key(&name))
-            .await;
-        for &peer in providers
-            .iter()
-            .filter(|p| **p != self.me)
-            .take(MAX_CONNECT)
-        {
-            self.client.connect(peer).await;
-        }
-        let mut standbys: Vec<PeerId> = standbys
-            .into_iter()
-            .filter(|p| *p != self.me && !providers.contains(p))
-            .collect();
-        standbys.sort();
+    /// reports flow), its standby nodes, or both.
+    async fn refresh(&self, topic: String, name: String, providers: bool, standbys: bool) {
+        let providers = if providers {
+            let found = self
+                .client
+                .get_all_providers(keys::service_key(&name))
+                .await;
+            for &peer in found.iter().filter(|p| **p != self.me).take(MAX_CONNECT) {
+                self.client.connect(peer).await;
+            }
+            Some(found)
+        } else {
+            None
+        };
+        let standbys = if standbys {
+            Some(
+                self.client
+                    .get_all_providers(keys::standby_key(&name))
+                    .await,
+            )
+        } else {
+            None
+        };
         let mut groups = self.groups.lock().expect("groups lock");
-        if let Some(group) = groups.get_mut(&topic) {
+        let Some(group) = groups.get_mut(&topic) else {
+            return;
+        };
+        if let Some(found) = providers {
+            // Authors this lookup did not list either: twice, and they are
+            // strangers.
+            let now = Instant::now();
+            let mut strangers = Vec::new();
+            group.unlisted.retain(|author, lookups| {
+                if found.contains(author) {
+                    return false;
+                }
+                *lookups += 1;
+                if *lookups >= 2 {
+                    strangers.push(*author);
+                    return false;
+                }
+                true
+            });
+            for author in strangers {
+                tracing::info!(%author, service = %name, "load reports refused: their author does not provide the service");
+                group.stranger(author, now);
+            }
+            group.lookup_wanted |= !group.unlisted.is_empty();
+            group.providers = found;
+        }
+        if let Some(found) = standbys {
+            let mut standbys: Vec<PeerId> = found
+                .into_iter()
+                .filter(|p| *p != self.me && !group.providers.contains(p))
+                .collect();
+            standbys.sort();
             group.controller.standbys(standbys);
-            group.providers = providers;
         }
     }
 
@@ -487,7 +557,7 @@ impl Replication {
     ) -> MessageAcceptance {
         let now = Instant::now();
         let gap = self.config.report_every / 2;
-        let (report, name, publisher, known) = {
+        let (report, name, publisher) = {
             let mut groups = self.groups.lock().expect("groups lock");
             let Some(group) = groups.get_mut(topic) else {
                 return MessageAcceptance::Ignore;
@@ -505,19 +575,24 @@ impl Replication {
                     tracing::debug!(%source, service = %group.name, %why, "load report refused");
                     return group.count(MessageAcceptance::Reject);
                 }
+                // Not among the providers of the last lookup (a replica that
+                // just started, or a stranger): a lookup of all the providers
+                // comes sooner, at most one per SOONER_LOOKUP whatever the
+                // number of authors; their reports wait for it.
+                Verdict::Check(_) if !group.providers.contains(&source) => {
+                    if !group.unlisted.contains_key(&source) && group.unlisted.len() < MAX_SOURCES {
+                        group.unlisted.insert(source, 0);
+                        group.counts.checks += 1;
+                    }
+                    group.lookup_wanted = true;
+                    return group.count(MessageAcceptance::Ignore);
+                }
                 Verdict::Check(report) if group.may_check(source, now) => report,
                 Verdict::Check(_) => return group.count(MessageAcceptance::Ignore),
             };
-            (
-                report,
-                group.name.clone(),
-                group.publisher,
-                group.providers.contains(&source),
-            )
+            (report, group.name.clone(), group.publisher)
         };
-        let shown = self
-            .provides(source, &name, &publisher, &report, known)
-            .await;
+        let shown = self.provides(source, &name, &publisher, &report).await;
         let mut groups = self.groups.lock().expect("groups lock");
         let Some(group) = groups.get_mut(topic) else {
             return MessageAcceptance::Ignore;
@@ -552,26 +627,16 @@ impl Replication {
         group.count(MessageAcceptance::Accept)
     }
 
-    /// Whether `source` provides the service: a provider record under its
-    /// key (`known` from the last lookup, else a lookup now), and the signed
-    /// advert of the package it reports on, for this service and publisher.
+    /// Whether `source`, listed as a provider of the service, serves the
+    /// signed advert of the package it reports on, for this service and
+    /// publisher.
     async fn provides(
         &self,
         source: PeerId,
         name: &str,
         publisher: &PublisherKey,
         report: &LoadReport,
-        known: bool,
     ) -> Result<(), String> {
-        if !known
-            && !self
-                .client
-                .get_all_providers(keys::service_key(name))
-                .await
-                .contains(&source)
-        {
-            return Err("no provider record of it".into());
-        }
         let id = ContentId(report.content_id);
         let lookup = self
             .discovery
@@ -687,9 +752,13 @@ mod tests {
             checking: HashSet::new(),
             checks: VecDeque::new(),
             strangers: HashMap::new(),
+            unlisted: HashMap::new(),
+            lookup_wanted: false,
+            last_lookup: None,
             counts: ReportCounts::default(),
             providers: HashSet::new(),
             next_refresh: Instant::now(),
+            next_standby_lookup: Instant::now(),
             estimate: None,
             last_decision: None,
         }

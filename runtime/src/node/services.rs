@@ -100,6 +100,11 @@ impl Provided {
             .expect("the semaphore is never closed")
     }
 
+    /// Whether every one of the service's invocation slots is taken.
+    pub(crate) fn at_limit(&self) -> bool {
+        self.invocations.available_permits() == 0
+    }
+
     /// One of the service's invocation slots for remote `peer`, if one is
     /// free now and the peer holds fewer than its share: half of L (at least
     /// one). A peer that floods a service with calls therefore leaves the

@@ -441,6 +441,18 @@ impl Uploads {
         (data, Some(unwritten))
     }
 
+    /// Waits until `bytes` more fit the uplink (at once without a rate):
+    /// call results are uploads too (they are not counted as blocks).
+    pub(crate) async fn pace(&self, bytes: u64) {
+        if let Some(uplink) = &self.uplink {
+            let done = uplink
+                .lock()
+                .expect("uplink lock")
+                .reserve(bytes, Instant::now());
+            tokio::time::sleep_until(done.into()).await;
+        }
+    }
+
     /// An upload permit and one of `peer`'s unwritten places, if both are free.
     fn reserve(&self, peer: PeerId) -> Option<Unwritten> {
         let permits = &self.permits;

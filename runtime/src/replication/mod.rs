@@ -8,10 +8,17 @@
 //! * **load** `D`: the providers' busy fraction summed, in providers (a
 //!   provider with 3 of its L = 4 slots busy contributes 0.75; one whose
 //!   upload is the tighter limit contributes that), plus the callers turned
-//!   away (`Busy` answers) as demand nobody served;
+//!   away (`Busy` answers from a provider whose every slot is taken) as
+//!   demand nobody served, in providers at the rate each answers. A caller
+//!   turned away tries the other providers too, so one unserved call shows
+//!   as `Busy` at each of them: the unserved demand is the *mean* of the
+//!   providers' turned-away ratios, not their sum (each ratio counted up to
+//!   4);
 //! * **needed** providers: `ceil(D / u)`, `u` the manifest's utilisation
-//!   target, raised by one while any provider misses the latency target,
-//!   within the manifest's `min ..= max`.
+//!   target, raised by one while any provider misses the latency target or
+//!   turns away more than [`BUSY_TOLERANCE`] of the calls it answers (a
+//!   moment's full house is not a shortage), within the manifest's
+//!   `min ..= max`.
 //!
 //! **Diffusion:** when more are needed than there are, exactly one provider
 //! acts: the *coordinator*, the provider with the smallest id among those
@@ -37,6 +44,10 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// Callers turned away, as a fraction of the calls answered, that a
+/// provider may see before the group counts as short of capacity.
+pub const BUSY_TOLERANCE: f64 = 0.05;
 
 /// The controller's settings.
 #[derive(Clone, Debug)]
@@ -202,17 +213,21 @@ impl<P: Clone + Ord> Controller<P> {
             .retain(|_, (at, _)| now.saturating_duration_since(*at) <= ttl);
         let providers = self.reports.len() as u32;
         let mut load = 0.0;
+        let mut turned_away = 0.0;
         let mut violated = false;
         for (_, report) in self.reports.values() {
             load += report.busy_fraction();
             // Callers turned away are demand nobody served: in providers,
             // at the rate one provider answers.
             if report.busy_per_s > 0.0 {
-                let rate = report.calls_per_s.max(1.0);
-                load += report.busy_per_s / rate;
-                violated = true;
+                let ratio = report.busy_per_s / report.calls_per_s.max(1.0);
+                turned_away += ratio.min(4.0);
+                violated |= ratio > BUSY_TOLERANCE;
             }
             violated |= report.p95 > self.params.latency;
+        }
+        if providers > 0 {
+            load += turned_away / f64::from(providers);
         }
         let mut needed = (load / self.params.utilisation).ceil() as u32;
         if violated {
@@ -323,6 +338,14 @@ impl<P: Clone + Ord> Controller<P> {
                 low_needed
             ),
         })
+    }
+
+    /// Whether this node would ask standbys now if it knew some: it
+    /// coordinates and the group needs more providers. (The node looks
+    /// standbys up only then.)
+    pub fn wants_standbys(&mut self, now: Instant) -> bool {
+        let estimate = self.estimate(now);
+        !self.retired && estimate.needed > estimate.providers && self.coordinates()
     }
 
     /// Whether this node retired (it decides nothing more).

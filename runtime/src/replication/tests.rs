@@ -89,6 +89,27 @@ fn a_missed_latency_target_or_busy_answers_ask_for_one_more() {
     let estimate = c.estimate(t0);
     assert!((estimate.load - 2.5).abs() < 1e-9, "{estimate:?}");
     assert_eq!(estimate.needed, 5);
+    // Two providers turning callers away: a caller turned away tries both,
+    // so their ratios are averaged, not added.
+    let mut other = load(4);
+    other.busy_per_s = 20.0;
+    c.report(t0, 2, other);
+    let estimate = c.estimate(t0);
+    assert!(
+        (estimate.load - (0.5 + 1.0 + 2.0)).abs() < 1e-9,
+        "{estimate:?}"
+    );
+    assert!(estimate.violated);
+
+    // A moment's full house (1 caller in 50 turned away) is no shortage.
+    let mut c = Controller::new(params(), 1);
+    let mut full = load(2);
+    full.calls_per_s = 50.0;
+    full.busy_per_s = 1.0;
+    c.report(t0, 1, full);
+    let estimate = c.estimate(t0);
+    assert!(!estimate.violated, "{estimate:?}");
+    assert_eq!(estimate.needed, 2, "{estimate:?}");
 }
 
 #[test]

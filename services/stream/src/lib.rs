@@ -53,6 +53,19 @@ impl Guest for Stream {
     fn segment_digest(index: u32) -> Result<String, String> {
         segment_bytes(index).map(|s| blake3::hash(s).to_hex().to_string())
     }
+
+    fn segment_hex(index: u32, len: u32) -> Result<String, String> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        segment_bytes(index).map(|s| {
+            let s = &s[..s.len().min(len as usize)];
+            let mut text = String::with_capacity(s.len() * 2);
+            for byte in s {
+                text.push(HEX[usize::from(byte >> 4)] as char);
+                text.push(HEX[usize::from(byte & 15)] as char);
+            }
+            text
+        })
+    }
 }
 
 export!(Stream);
