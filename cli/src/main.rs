@@ -125,9 +125,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// verbosity flags.
 fn init_tracing(verbose: u8, benchmark: bool) {
     use tracing_subscriber::EnvFilter;
+    // Gossipsub warns about routine mesh churn (a replica that retires
+    // and comes back grafts within its backoff): shown from -v on.
     let default = match verbose {
-        0 if benchmark => "warn",
-        0 => "warn,sp2a::guest=info",
+        0 if benchmark => "warn,libp2p_gossipsub=error",
+        0 => "warn,sp2a::guest=info,libp2p_gossipsub=error",
         1 => "info",
         2 => "debug,wasmtime=info,cranelift=info",
         _ => "trace",

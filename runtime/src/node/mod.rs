@@ -227,6 +227,7 @@ impl Node {
             client.clone(),
             services.clone(),
             discovery.clone(),
+            uploads.clone(),
             events.clone(),
             config.replication.clone(),
         ));

@@ -39,6 +39,7 @@ use super::config::ReplicationConfig;
 use super::discovery::Discovery;
 use super::events::{Events, NodeEvent};
 use super::services::{Provided, Services};
+use super::upload::Uploads;
 use crate::net::protocol::{LoadReport, SolicitRequest, SolicitResponse, load_topic};
 use crate::net::{Client, MessageAcceptance, PeerId, keys};
 use crate::package::{ContentId, PublisherKey};
@@ -145,6 +146,7 @@ pub(crate) struct Replication {
     client: Client,
     services: Arc<Services>,
     discovery: Arc<Discovery>,
+    uploads: Arc<Uploads>,
     events: Events,
     config: ReplicationConfig,
     /// By topic.
@@ -275,6 +277,7 @@ impl Replication {
         client: Client,
         services: Arc<Services>,
         discovery: Arc<Discovery>,
+        uploads: Arc<Uploads>,
         events: Events,
         config: ReplicationConfig,
     ) -> Self {
@@ -283,6 +286,7 @@ impl Replication {
             client,
             services,
             discovery,
+            uploads,
             events,
             config,
             groups: Mutex::new(HashMap::new()),
@@ -342,7 +346,7 @@ impl Replication {
                 let Some(provided) = self.services.by_id(&group.content_id) else {
                     continue;
                 };
-                let report = own_report(&provided);
+                let report = own_report(&provided, self.uploads.utilisation());
                 group.controller.report(now, self.me, load_of(&report));
                 publish.push((topic.clone(), report.encode()));
                 let asked_sooner = group.lookup_wanted
@@ -707,8 +711,10 @@ fn topic_of(provided: &Provided) -> String {
     )
 }
 
-/// This node's report on a service it runs, over the last second.
-fn own_report(provided: &Provided) -> LoadReport {
+/// This node's report on a service it runs, over the last second, with
+/// the utilisation of its uplink (shared by its services: a provider whose
+/// uplink is full is as busy as one whose slots are).
+fn own_report(provided: &Provided, upload: f64) -> LoadReport {
     let load = provided.load(1);
     let limit = provided.limit() as u32;
     LoadReport {
@@ -721,7 +727,7 @@ fn own_report(provided: &Provided) -> LoadReport {
         limit,
         busy_per_s: load.busy_per_s as f32,
         p95_us: load.p95.map(|d| d.as_micros() as u64).unwrap_or(0),
-        upload: 0.0,
+        upload: upload.clamp(0.0, 1.0) as f32,
         pinned: provided.pinned(),
     }
 }

@@ -114,6 +114,49 @@ enum Source {
     Partial(Arc<Mutex<Download>>),
 }
 
+/// Bytes put on the uplink in the current and the last whole second.
+struct SentPerSecond {
+    start: Instant,
+    second: u64,
+    current: u64,
+    last: u64,
+}
+
+impl SentPerSecond {
+    fn new(now: Instant) -> Self {
+        Self {
+            start: now,
+            second: 0,
+            current: 0,
+            last: 0,
+        }
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let second = now.saturating_duration_since(self.start).as_secs();
+        if second != self.second {
+            self.last = if second == self.second + 1 {
+                self.current
+            } else {
+                0
+            };
+            self.current = 0;
+            self.second = second;
+        }
+    }
+
+    fn add(&mut self, now: Instant, bytes: u64) {
+        self.roll(now);
+        self.current = self.current.saturating_add(bytes);
+    }
+
+    /// Bytes of the last whole second.
+    fn last(&mut self, now: Instant) -> u64 {
+        self.roll(now);
+        self.last
+    }
+}
+
 pub(crate) struct Uploads {
     config: UploadConfig,
     client: Client,
@@ -124,6 +167,8 @@ pub(crate) struct Uploads {
     unwritten: PerPeer,
     slots: Option<SlotQueue>,
     uplink: Option<Mutex<Uplink>>,
+    /// Bytes put on the uplink, per second (for its utilisation).
+    sent: Mutex<SentPerSecond>,
     /// Times each block of a package was uploaded (for `Want` answers).
     uploads_per_block: Mutex<PerPackage<Vec<u32>>>,
     /// Peers that recently asked for blocks of a package (peer exchange).
@@ -166,6 +211,7 @@ impl Uploads {
             unwritten: PerPeer::default(),
             slots: config.slots.map(SlotQueue::new),
             uplink: config.rate.map(|rate| Mutex::new(Uplink::new(rate, now))),
+            sent: Mutex::new(SentPerSecond::new(now)),
             config,
             client,
             services,
@@ -413,6 +459,10 @@ impl Uploads {
             return (TransferResponse::NotFound, None);
         };
         self.count_upload(&id, first_block, blocks);
+        self.sent
+            .lock()
+            .expect("sent lock")
+            .add(Instant::now(), encoded.len() as u64);
         if let Some(uplink) = &self.uplink {
             let done = uplink
                 .lock()
@@ -444,13 +494,22 @@ impl Uploads {
     /// Waits until `bytes` more fit the uplink (at once without a rate):
     /// call results are uploads too (they are not counted as blocks).
     pub(crate) async fn pace(&self, bytes: u64) {
+        let now = Instant::now();
+        self.sent.lock().expect("sent lock").add(now, bytes);
         if let Some(uplink) = &self.uplink {
-            let done = uplink
-                .lock()
-                .expect("uplink lock")
-                .reserve(bytes, Instant::now());
+            let done = uplink.lock().expect("uplink lock").reserve(bytes, now);
             tokio::time::sleep_until(done.into()).await;
         }
+    }
+
+    /// The fraction of the uplink rate used over the last whole second (0
+    /// without a rate).
+    pub(crate) fn utilisation(&self) -> f64 {
+        let Some(rate) = self.config.rate.filter(|r| *r > 0) else {
+            return 0.0;
+        };
+        let bytes = self.sent.lock().expect("sent lock").last(Instant::now());
+        (bytes as f64 / rate as f64).clamp(0.0, 1.0)
     }
 
     /// An upload permit and one of `peer`'s unwritten places, if both are free.
@@ -648,5 +707,25 @@ impl Selection {
         match self {
             Selection::Range(_, count) | Selection::Any(_, count) => *count,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uplinks_use_is_the_last_whole_seconds_bytes() {
+        let t0 = Instant::now();
+        let mut sent = SentPerSecond::new(t0);
+        sent.add(t0, 100);
+        sent.add(t0 + Duration::from_millis(900), 50);
+        // The current second does not count yet.
+        assert_eq!(sent.last(t0 + Duration::from_millis(950)), 0);
+        assert_eq!(sent.last(t0 + Duration::from_millis(1500)), 150);
+        sent.add(t0 + Duration::from_millis(1600), 7);
+        assert_eq!(sent.last(t0 + Duration::from_millis(2100)), 7);
+        // A quiet second in between: nothing.
+        assert_eq!(sent.last(t0 + Duration::from_millis(4000)), 0);
     }
 }
