@@ -511,7 +511,8 @@ impl NodeProcess {
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
-        // SP2A_TEST_NODE_LOGS=1 shows the nodes' logs (info and up).
+        // SP2A_TEST_NODE_LOGS=1 shows the nodes' logs (info and up), or
+        // those a filter names (SP2A_TEST_NODE_LOGS=sp2a=debug).
         if std::env::var_os("SP2A_TEST_NODE_LOGS").is_some() {
             command
                 .env(
