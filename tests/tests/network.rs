@@ -1497,13 +1497,15 @@ async fn a_peer_flooding_a_service_with_calls_leaves_others_their_share() {
         );
         // The flood did ask for more than its share, and was declined.
         assert!(declined > 0, "the flood never exceeded its share");
-        // The provider measured it: calls answered, callers turned away, a
-        // p95 (over whole seconds: wait for the current one to end).
+        // The provider measured it: calls answered and a p95 (over whole
+        // seconds: wait for the current one to end). The flood was refused
+        // for fairness while slots were free, which is no shortage of
+        // capacity: no caller counts as turned away.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let status = a.status().await;
         let service = &status.services[0];
         assert!(service.calls_per_s > 0.0, "{service:?}");
-        assert!(service.busy_per_s > 0.0, "{service:?}");
+        assert_eq!(service.busy_per_s, 0.0, "{service:?}");
         assert!(service.p95_ms.is_some_and(|ms| ms >= 20.0), "{service:?}");
         assert_eq!(service.limit, 4);
     })

@@ -101,9 +101,10 @@ pub struct ServiceStatus {
     /// The paper's limit L here.
     #[serde(default)]
     pub limit: usize,
-    /// Over the last 5 s: calls answered and callers turned away per
-    /// second, and the 95th percentile of call latency (to within a factor
-    /// of two).
+    /// Over the last 5 s: calls answered and callers turned away (`Busy`
+    /// because every slot was taken; not a peer refused beyond its fair
+    /// share) per second, and the 95th percentile of call latency
+    /// (interpolated within a factor-of-two bucket).
     #[serde(default)]
     pub calls_per_s: f64,
     #[serde(default)]
