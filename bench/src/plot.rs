@@ -11,7 +11,8 @@ fn seconds(d: std::time::Duration) -> f64 {
     d.as_secs_f64()
 }
 
-const COLORS: [RGBColor; 3] = [
+/// Series colours, shared by every chart.
+pub(crate) const COLORS: [RGBColor; 3] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),

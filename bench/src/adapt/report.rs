@@ -8,6 +8,7 @@ use std::time::Duration;
 use plotters::prelude::*;
 
 use super::{Mode, Scenario};
+use crate::plot::COLORS;
 
 /// What happened in one second of a run.
 #[derive(Clone, Debug)]
@@ -356,12 +357,6 @@ fn print_targets(scenario: &Scenario, s: &Summary) {
 fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
-
-const COLORS: [RGBColor; 3] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-];
 
 /// One chart of a per-second value for every run.
 fn per_second_chart(

@@ -62,7 +62,14 @@ impl Store {
 
     /// Writes a verified package atomically (temp file, fsync, rename, fsync dir).
     pub fn save(&self, package: &VerifiedPackage) -> Result<PathBuf, StoreError> {
-        let path = self.path(&package.content_id());
+        let path = self.write(package, self.path(&package.content_id()))?;
+        // Active again: the kept copy goes only once this one is written.
+        let _ = std::fs::remove_file(self.retired_path(&package.content_id()));
+        Ok(path)
+    }
+
+    /// Writes `package` to `path` atomically, unless it is there already.
+    fn write(&self, package: &VerifiedPackage, path: PathBuf) -> Result<PathBuf, StoreError> {
         if path.exists() {
             return Ok(path);
         }
@@ -73,8 +80,6 @@ impl Store {
             &[&header, package.component()],
         )
         .map_err(io(&path))?;
-        // Active again: the kept copy goes only once this one is written.
-        let _ = std::fs::remove_file(self.retired_path(&package.content_id()));
         Ok(path)
     }
 
@@ -86,18 +91,7 @@ impl Store {
     /// prefetch): like a retired one, it is not restored at start, and a
     /// pull of it later activates it without a download.
     pub fn keep(&self, package: &VerifiedPackage) -> Result<PathBuf, StoreError> {
-        let path = self.retired_path(&package.content_id());
-        if path.exists() {
-            return Ok(path);
-        }
-        let header = package.header();
-        crate::files::write_atomic(
-            &path,
-            &self.dir.join("tmp"),
-            &[&header, package.component()],
-        )
-        .map_err(io(&path))?;
-        Ok(path)
+        self.write(package, self.retired_path(&package.content_id()))
     }
 
     /// Moves a package aside: kept, but no longer restored at start.
