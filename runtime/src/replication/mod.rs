@@ -15,10 +15,12 @@
 //!   providers' turned-away ratios, not their sum (each ratio counted up to
 //!   4);
 //! * **needed** providers: `ceil(D / u)`, `u` the manifest's utilisation
-//!   target, raised by one while any provider misses the latency target or
-//!   turns away more than [`BUSY_TOLERANCE`] of the calls it answers (a
-//!   moment's full house is not a shortage), within the manifest's
-//!   `min ..= max`.
+//!   target, raised by one while providers miss the latency target or turn
+//!   away more than [`BUSY_TOLERANCE`] of the calls they answer (a moment's
+//!   full house is not a shortage), within the manifest's `min ..= max`.
+//!   That takes a quorum, at least [`VIOLATION_QUORUM`] of the providers
+//!   (at least one): a single provider's stall (a busy machine, a slow
+//!   disk) is its own trouble, and more replicas would not cure it.
 //!
 //! **Diffusion:** when more are needed than there are, exactly one provider
 //! acts: the *coordinator*, the provider with the smallest id among those
@@ -48,6 +50,10 @@ use std::time::{Duration, Instant};
 /// Callers turned away, as a fraction of the calls answered, that a
 /// provider may see before the group counts as short of capacity.
 pub const BUSY_TOLERANCE: f64 = 0.05;
+
+/// The fraction of the providers that must miss the QoS target before the
+/// group counts as violating it.
+pub const VIOLATION_QUORUM: f64 = 0.25;
 
 /// The controller's settings.
 #[derive(Clone, Debug)]
@@ -140,8 +146,8 @@ pub struct Estimate {
     pub load: f64,
     /// Providers the load needs at the target utilisation.
     pub needed: u32,
-    /// Whether some provider misses the latency target or turns callers
-    /// away.
+    /// Whether a quorum of the providers miss the latency target or turn
+    /// callers away.
     pub violated: bool,
 }
 
@@ -214,18 +220,21 @@ impl<P: Clone + Ord> Controller<P> {
         let providers = self.reports.len() as u32;
         let mut load = 0.0;
         let mut turned_away = 0.0;
-        let mut violated = false;
+        let mut violating = 0u32;
         for (_, report) in self.reports.values() {
             load += report.busy_fraction();
+            let mut missed = report.p95 > self.params.latency;
             // Callers turned away are demand nobody served: in providers,
             // at the rate one provider answers.
             if report.busy_per_s > 0.0 {
                 let ratio = report.busy_per_s / report.calls_per_s.max(1.0);
                 turned_away += ratio.min(4.0);
-                violated |= ratio > BUSY_TOLERANCE;
+                missed |= ratio > BUSY_TOLERANCE;
             }
-            violated |= report.p95 > self.params.latency;
+            violating += u32::from(missed);
         }
+        let quorum = ((f64::from(providers) * VIOLATION_QUORUM).ceil() as u32).max(1);
+        let violated = violating >= quorum;
         if providers > 0 {
             load += turned_away / f64::from(providers);
         }

@@ -113,6 +113,30 @@ fn a_missed_latency_target_or_busy_answers_ask_for_one_more() {
 }
 
 #[test]
+fn one_stalled_provider_among_many_is_no_violation() {
+    let t0 = Instant::now();
+    let mut c = Controller::new(params(), 1);
+    c.standbys(vec![10, 11]);
+    let mut slow = load(1);
+    slow.p95 = Duration::from_secs(2);
+    // Eight providers at one slot in four: load 2.0, 4 needed at 50%.
+    let mut loads: Vec<(u32, Load)> = (1..=8).map(|p| (p, load(1))).collect();
+    loads[7].1 = slow.clone();
+    for (peer, l) in &loads {
+        c.report(t0, *peer, l.clone());
+    }
+    let estimate = c.estimate(t0);
+    assert!(!estimate.violated, "1 of 8 is below the quorum: {estimate:?}");
+    assert_eq!(c.poll(t0), None);
+    // A second one (2 of 8, a quarter): the group is short.
+    c.report(t0, 7, slow);
+    let estimate = c.estimate(t0);
+    assert!(estimate.violated, "{estimate:?}");
+    assert_eq!(estimate.needed, 8);
+    // (Two providers: one of them is already a quorum; tested above.)
+}
+
+#[test]
 fn growth_stops_at_max_and_at_what_standbys_there_are() {
     let t0 = Instant::now();
     let mut c = Controller::new(
