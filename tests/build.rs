@@ -27,6 +27,7 @@ fn main() {
         "services/checksum",
         "services/notes",
         "services/stream",
+        "services/live",
         "tests/guests/Cargo.toml",
         "tests/guests/Cargo.lock",
         "tests/guests/hostile",

@@ -84,6 +84,25 @@ impl host::sp2a::rps::host::Host for Plain {
     }
 }
 
+/// The baseline grants no feed.
+impl host::sp2a::rps::feed::Host for Plain {
+    fn latest(&mut self, _: String) -> Result<Option<u64>, host::sp2a::rps::feed::Error> {
+        Err(host::sp2a::rps::feed::Error::NotGranted)
+    }
+
+    fn oldest(&mut self, _: String) -> Result<Option<u64>, host::sp2a::rps::feed::Error> {
+        Err(host::sp2a::rps::feed::Error::NotGranted)
+    }
+
+    fn segment(
+        &mut self,
+        _: String,
+        _: u64,
+    ) -> Result<Option<host::sp2a::rps::feed::FeedSegment>, host::sp2a::rps::feed::Error> {
+        Err(host::sp2a::rps::feed::Error::NotGranted)
+    }
+}
+
 /// Medians of one engine configuration.
 struct Row {
     label: &'static str,

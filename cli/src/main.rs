@@ -7,6 +7,7 @@ mod audit;
 mod bench;
 mod call;
 mod demo;
+mod feed;
 mod keygen;
 mod node;
 mod pack;
@@ -54,6 +55,9 @@ enum Command {
     Pull(remote::PullArgs),
     /// Show a node's peers, services and transfers.
     Status(remote::StatusArgs),
+    /// Live feeds (see `sp2a feed publish --help`).
+    #[command(subcommand)]
+    Feed(feed::Command),
     /// Pack, audit and call the example services, then let one spread
     /// across six nodes, printing each step.
     Demo(sp2a_bench::demo::Options),
@@ -115,6 +119,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Find(args) => remote::find(args).await,
         Command::Pull(args) => remote::pull(args).await,
         Command::Status(args) => remote::status(args).await,
+        Command::Feed(command) => feed::run(command).await,
         Command::Demo(options) => demo::run(options).await,
         Command::Bench(command) => bench::run(command).await,
     }

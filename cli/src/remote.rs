@@ -260,6 +260,16 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if !status.standby.is_empty() {
         println!("standby   for {}", status.standby.join(", "));
     }
+    for f in &status.feeds {
+        let range = match (f.oldest, f.latest) {
+            (Some(oldest), Some(latest)) => format!("segments {oldest}..={latest}"),
+            _ => "no segment yet".into(),
+        };
+        println!(
+            "feed      {} from {}: {range} ({} held, {} bytes), {} accepted, {} refused",
+            f.name, f.publisher, f.segments, f.bytes, f.accepted, f.refused
+        );
+    }
     println!("transfers {}", status.transfers.len());
     for t in &status.transfers {
         println!(

@@ -5,8 +5,8 @@
 //! the service's WIT interface, whose world includes `sp2a:rps/service`, and an
 //! `impl` block for the generated `Guest` trait. This crate supplies the rest:
 //! the `wit-bindgen` runtime, bindings for the host imports every sp2a node
-//! offers (structured logging, service identity) and the [`service!`] macro that
-//! wires the author's world to them.
+//! offers (structured logging, service identity, live feeds) and the
+//! [`service!`] macro that wires the author's world to them.
 //!
 //! ```ignore
 //! // wit/hello.wit:
@@ -67,6 +67,7 @@ macro_rules! service {
             with: {
                 "sp2a:rps/log@0.1.0": ::sp2a_guest::bindings::sp2a::rps::log,
                 "sp2a:rps/host@0.1.0": ::sp2a_guest::bindings::sp2a::rps::host,
+                "sp2a:rps/feed@0.1.0": ::sp2a_guest::bindings::sp2a::rps::feed,
             },
             $($options)*
         });
@@ -96,6 +97,28 @@ pub mod log {
 /// (name and version from the signed manifest, package content id).
 pub fn service_info() -> ServiceInfo {
     bindings::sp2a::rps::host::service()
+}
+
+/// Live feeds: the segments of a feed the manifest declares
+/// (`<feed name="live" publisher="ed25519:..."/>`), verified against its
+/// source's key by the host, newest only.
+pub mod feed {
+    pub use crate::bindings::sp2a::rps::feed::{Error, FeedSegment as Segment};
+
+    /// The newest segment number held (`None` before the first arrives).
+    pub fn latest(name: &str) -> Result<Option<u64>, Error> {
+        crate::bindings::sp2a::rps::feed::latest(name)
+    }
+
+    /// The oldest segment number still held.
+    pub fn oldest(name: &str) -> Result<Option<u64>, Error> {
+        crate::bindings::sp2a::rps::feed::oldest(name)
+    }
+
+    /// Segment `index`, if it is held.
+    pub fn segment(name: &str, index: u64) -> Result<Option<Segment>, Error> {
+        crate::bindings::sp2a::rps::feed::segment(name, index)
+    }
 }
 
 /// Log at a given level with `format!` syntax: `sp2a_guest::log!(Level::Info, "x = {x}")`.

@@ -11,6 +11,8 @@
 //! * [`swarm`]: the swarming download's decisions, a pure state machine.
 //! * [`replication`]: when a service's providers grow and retire under load,
 //!   a pure decision core.
+//! * [`feed`]: live feeds: signed segments and the bounded buffer guests
+//!   read them from.
 //! * [`blocks`]: verified 16 KiB blocks of a component and their bitmaps.
 //! * [`backoff`] and [`files`]: the one back-off policy; safe file writes.
 //!
@@ -20,6 +22,7 @@
 
 pub mod backoff;
 pub mod blocks;
+pub mod feed;
 pub mod files;
 pub mod net;
 pub mod node;

@@ -14,6 +14,8 @@
 //! stderr = false
 //! env = { LANG = "C.UTF-8" }           # variables a service may ask for, with values
 //! net = ["api.example.org:443", "10.0.0.7:*"]   # destinations that may be granted
+//! feeds = ["live", "news@ed25519:…"]  # live feeds a service may read: a name (from the
+//!                                      # source its manifest names), name@source, or "*"
 //! fs-root = "/var/lib/sp2a/data"       # granted dirs: <fs-root>/ed25519-<publisher hex>/<service>/<dir name>
 //! fs-access = "read-write"             # the most a file-system grant may allow
 //!
@@ -51,10 +53,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::package::manifest::{Access, Manifest, NetRequest};
+use crate::package::manifest::{Access, FeedRequest, Manifest, NetRequest};
 use crate::package::units::{UnitError, format_duration, format_size, parse_duration, parse_size};
 use crate::package::{Advert, KeyError, PublisherKey};
-use crate::sandbox::{DirGrant, Grants, Limits, NetGrant};
+use crate::sandbox::{DirGrant, FeedGrant, Grants, Limits, NetGrant};
 
 /// A policy that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,8 @@ pub enum PolicyError {
     },
     #[error("net rule {rule:?}: {reason}")]
     NetRule { rule: String, reason: &'static str },
+    #[error("feed rule {rule:?}: {reason}")]
+    FeedRule { rule: String, reason: String },
     #[error("grants.fs-access {0:?}: use read-only or read-write")]
     FsAccess(String),
     #[error("{0}")]
@@ -126,6 +130,8 @@ struct RawGrants {
     env: BTreeMap<String, String>,
     #[serde(default)]
     net: Vec<String>,
+    #[serde(default)]
+    feeds: Vec<String>,
     fs_root: Option<PathBuf>,
     fs_access: Option<String>,
 }
@@ -185,6 +191,52 @@ impl NetRule {
 
     fn allows(&self, host: &str, port: u16) -> bool {
         self.host == host && self.port.is_none_or(|p| p == port)
+    }
+}
+
+/// Live feeds the node may grant: `*` (any), a name (whichever source the
+/// manifest names) or `name@ed25519:…` (that source only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedRule {
+    /// `None`: any feed.
+    pub name: Option<String>,
+    /// `None`: any source.
+    pub publisher: Option<PublisherKey>,
+}
+
+impl FeedRule {
+    fn parse(text: &str) -> Result<Self, PolicyError> {
+        let bad = |reason: String| PolicyError::FeedRule {
+            rule: text.to_owned(),
+            reason,
+        };
+        if text == "*" {
+            return Ok(Self {
+                name: None,
+                publisher: None,
+            });
+        }
+        let (name, publisher) = match text.split_once('@') {
+            Some((name, key)) => (
+                name,
+                Some(key.parse::<PublisherKey>().map_err(|e| bad(e.to_string()))?),
+            ),
+            None => (text, None),
+        };
+        if !crate::feed::is_feed_name(name) {
+            return Err(bad(
+                "not a feed name (1-64 of a-z, 0-9, '-', '_', '.'), name@ed25519:… or *".into(),
+            ));
+        }
+        Ok(Self {
+            name: Some(name.to_owned()),
+            publisher,
+        })
+    }
+
+    fn allows(&self, feed: &FeedRequest) -> bool {
+        self.name.as_ref().is_none_or(|n| *n == feed.name)
+            && self.publisher.is_none_or(|p| p == feed.publisher)
     }
 }
 
@@ -254,6 +306,7 @@ pub struct Policy {
     pub stderr: bool,
     pub env: BTreeMap<String, String>,
     pub net: Vec<NetRule>,
+    pub feeds: Vec<FeedRule>,
     pub fs_root: Option<PathBuf>,
     pub fs_access: Access,
     pub limits: PolicyLimits,
@@ -279,6 +332,7 @@ impl Default for Policy {
             stderr: false,
             env: BTreeMap::new(),
             net: Vec::new(),
+            feeds: Vec::new(),
             fs_root: None,
             fs_access: Access::ReadOnly,
             limits: PolicyLimits::default(),
@@ -314,6 +368,8 @@ pub enum Refusal {
     Env(String),
     #[error("requests network {0}, which this node's policy does not grant")]
     Net(NetRequest),
+    #[error("reads live feed {:?} from {}, which this node's policy does not grant", .0.name, .0.publisher)]
+    Feed(FeedRequest),
     #[error(
         "requests {access} directory {dir:?}, but this node's policy grants no file-system access (set grants.fs-root)"
     )]
@@ -340,6 +396,7 @@ impl Refusal {
             Refusal::Capability(_) => "capability",
             Refusal::Env(_) => "env",
             Refusal::Net(_) => "net",
+            Refusal::Feed(_) => "feed",
             Refusal::NoFileSystem { .. } => "no-file-system",
             Refusal::FileSystemAccess { .. } => "file-system-access",
         }
@@ -447,6 +504,11 @@ impl Policy {
             .net
             .iter()
             .map(|r| NetRule::parse(r))
+            .collect::<Result<_, _>>()?;
+        policy.feeds = g
+            .feeds
+            .iter()
+            .map(|r| FeedRule::parse(r))
             .collect::<Result<_, _>>()?;
         policy.fs_root = g.fs_root.map(|p| base.join(p));
         policy.fs_access = match g.fs_access.as_deref() {
@@ -611,6 +673,16 @@ impl Policy {
                 refusals.push(Refusal::Net(net.clone()));
             }
         }
+        for feed in &c.feeds {
+            if self.feeds.iter().any(|r| r.allows(feed)) {
+                grants.feeds.push(FeedGrant {
+                    name: feed.name.clone(),
+                    publisher: feed.publisher,
+                });
+            } else {
+                refusals.push(Refusal::Feed(feed.clone()));
+            }
+        }
         for dir in &c.dirs {
             match &self.fs_root {
                 None => refusals.push(Refusal::NoFileSystem {
@@ -707,7 +779,8 @@ mod tests {
         let policy = Policy::parse("", Path::new(".")).unwrap();
         let a = advert(
             r#"<capabilities><clocks/><random/><stdout/><env name="HOME"/>
-               <dir name="d" path="/d"/><net host="example.org" port="443"/></capabilities>"#,
+               <dir name="d" path="/d"/><net host="example.org" port="443"/>
+               <feed name="live" publisher="ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"/></capabilities>"#,
             &key,
             8,
         );
@@ -723,6 +796,7 @@ mod tests {
                 "capability",
                 "env",
                 "net",
+                "feed",
                 "no-file-system"
             ]
         );
@@ -735,6 +809,7 @@ mod tests {
             "HOME",
             "file-system",
             "example.org",
+            "live feed \"live\"",
         ] {
             assert!(all.contains(needle), "missing {needle}: {all}");
         }
@@ -874,5 +949,50 @@ mod tests {
             Policy::parse("[pin]\n\"../x\" = \"ed25519:00\"", Path::new(".")),
             Err(PolicyError::Pin { .. })
         ));
+        for rule in ["Live", "live@ed25519:00", "", "a/b"] {
+            assert!(
+                matches!(
+                    Policy::parse(&format!("[grants]\nfeeds = [{rule:?}]"), Path::new(".")),
+                    Err(PolicyError::FeedRule { .. })
+                ),
+                "{rule}"
+            );
+        }
+    }
+
+    #[test]
+    fn feeds_are_granted_by_name_source_or_wildcard() {
+        let key = SecretKey::generate();
+        let source = SecretKey::generate().public();
+        let other = SecretKey::generate().public();
+        let reads = |publisher: &PublisherKey| {
+            advert(
+                &format!(r#"<capabilities><feed name="live" publisher="{publisher}"/></capabilities>"#),
+                &key,
+                8,
+            )
+        };
+        let policy = |feeds: &str| {
+            Policy::parse(
+                &format!("[trust]\npublishers = [\"{}\"]\n[grants]\nfeeds = [{feeds}]", key.public()),
+                Path::new("."),
+            )
+            .unwrap()
+        };
+        let by_name = policy(r#""live""#);
+        let admission = by_name.admit(&reads(&source)).unwrap();
+        assert_eq!(
+            admission.grants.feeds,
+            [FeedGrant {
+                name: "live".into(),
+                publisher: source
+            }]
+        );
+        let pinned = policy(&format!(r#""live@{source}""#));
+        assert!(pinned.admit(&reads(&source)).is_ok());
+        let Refusals(refusals) = pinned.admit(&reads(&other)).unwrap_err();
+        assert!(matches!(&refusals[..], [Refusal::Feed(f)] if f.publisher == other));
+        assert!(policy(r#""news""#).admit(&reads(&source)).is_err());
+        assert!(policy(r#""*""#).admit(&reads(&other)).is_ok());
     }
 }

@@ -2,15 +2,17 @@
 //! crowd of viewers arrives at a stream, the providers spread it to standby
 //! nodes while the load lasts and retire them when it goes.
 //!
-//! * **Setup**, all in one process on loopback: `M` providers that share the
-//!   `stream` service (pinned), `K` standby nodes and viewers on a few client
-//!   nodes. Every provider has a real uplink limit `U` (call results leave
-//!   through it) and the limit `L` on concurrent calls, so its capacity is
-//!   `U` over the bytes of a segment: finite, set by the model, not by this
-//!   machine.
-//! * **Viewers:** each fetches the newest segment (`segment-hex(i, S)`: S
-//!   bytes of media, 16 KiB by default, as hex text) once every segment
-//!   period, through the
+//! * **Setup**, all in one process on loopback: a live feed source that
+//!   publishes one signed segment of S bytes (16 KiB by default) per
+//!   segment period, `M` providers that share the `live` service (pinned),
+//!   `K` standby nodes and viewers on a few client nodes. Every node that
+//!   runs `live` subscribes to the feed and verifies every segment; a
+//!   standby holds the feed from its prefetch on. Every provider has a real
+//!   uplink limit `U` (call results leave through it) and the limit `L` on
+//!   concurrent calls, so its capacity is `U` over the bytes of a segment:
+//!   finite, set by the model, not by this machine.
+//! * **Viewers:** each fetches the newest segment (`newest-hex(S)`: the
+//!   segment's S bytes as hex text) once every segment period, through the
 //!   library's load-aware remote call. A fetch is on time when it is answered
 //!   within the QoS latency. The number of viewers follows a profile: by
 //!   default a flash crowd (10 viewers, up to 300 in 10 s, 60 s at 300,
@@ -250,7 +252,8 @@ pub async fn demo_crowd(services: &std::path::Path) -> anyhow::Result<()> {
         progress: true,
     };
     println!(
-        "1 provider (pinned), 4 standby nodes, viewers 4 -> 24 -> 4 each fetching a segment a second; \
+        "a live feed source (a signed 16 KiB segment a second), 1 provider of `live` (pinned), \
+         4 standby nodes, viewers 4 -> 24 -> 4 each fetching the newest segment a second; \
          each provider's uplink carries {:.0} fetches/s",
         scenario.capacity()
     );
@@ -346,11 +349,18 @@ pub async fn run(options: Options) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// The package of the `stream` service with the scenario's QoS and
-/// replication bounds in its manifest.
-fn stream_package(scenario: &Scenario, key: &SecretKey) -> anyhow::Result<Package> {
+/// The package of the `live` service reading the feed of `source`, with the
+/// scenario's QoS and replication bounds in its manifest.
+fn live_package(
+    scenario: &Scenario,
+    key: &SecretKey,
+    source: &SecretKey,
+) -> anyhow::Result<Package> {
     let (component, mut manifest) =
-        crate::services::component_and_manifest(&scenario.services, "stream")?;
+        crate::services::component_and_manifest(&scenario.services, "live")?;
+    for feed in &mut manifest.capabilities.feeds {
+        feed.publisher = source.public();
+    }
     manifest.replication = Some(Replication {
         latency: scenario.latency,
         utilisation: scenario.utilisation,
@@ -362,6 +372,9 @@ fn stream_package(scenario: &Scenario, key: &SecretKey) -> anyhow::Result<Packag
 
 /// The nodes of one run.
 struct Nodes {
+    source: Node,
+    /// Publishes the feed for as long as the run lasts.
+    publisher: tokio::task::JoinHandle<()>,
     providers: Vec<Node>,
     standbys: Vec<Node>,
     clients: Vec<Node>,
@@ -370,9 +383,9 @@ struct Nodes {
 
 impl Nodes {
     async fn shutdown(&self) {
-        for node in self
-            .providers
-            .iter()
+        self.publisher.abort();
+        for node in std::iter::once(&self.source)
+            .chain(&self.providers)
             .chain(&self.standbys)
             .chain(&self.clients)
         {
@@ -385,7 +398,7 @@ impl Nodes {
         self.providers
             .iter()
             .chain(&self.standbys)
-            .filter(|n| n.service("stream").is_some())
+            .filter(|n| n.service("live").is_some())
             .count()
     }
 }
@@ -393,12 +406,16 @@ impl Nodes {
 async fn start_nodes(scenario: &Scenario) -> anyhow::Result<Nodes> {
     let dir = tempfile::tempdir()?;
     let key = SecretKey::generate();
+    let source_key = SecretKey::generate();
     let policy = Policy::parse(
-        &format!("[trust]\npublishers = [\"{}\"]\n", key.public()),
+        &format!(
+            "[trust]\npublishers = [\"{}\"]\n[grants]\nfeeds = [\"live\"]\n",
+            key.public()
+        ),
         dir.path(),
     )?;
     let sandbox = Sandbox::new(policy.sandbox_config(Some(dir.path().join("cache"))))?;
-    let package = stream_package(scenario, &key)?;
+    let package = live_package(scenario, &key, &source_key)?;
     let config = |name: &str, uplink: bool| {
         let mut config = NodeConfig::new(dir.path().join(name));
         config.net.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid address")];
@@ -427,6 +444,20 @@ async fn start_nodes(scenario: &Scenario) -> anyhow::Result<Nodes> {
         config.net.bootstrap = hub.clone();
         start(config)
     };
+    let source = join(config("source", false)).await?;
+    let mut feed = source.feed_source("live", source_key, 0).await?;
+    let (period, segment) = (scenario.period, scenario.segment as usize);
+    let publisher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let index = feed.next_index();
+            let data: Vec<u8> = (0..segment).map(|i| (index as usize + i) as u8).collect();
+            if let Err(e) = feed.publish(data).await {
+                tracing::warn!(error = %e, "cannot publish a segment");
+            }
+        }
+    });
     let mut providers = vec![hub_node];
     for i in 1..scenario.providers {
         let node = join(config(&format!("provider-{i}"), true)).await?;
@@ -438,7 +469,7 @@ async fn start_nodes(scenario: &Scenario) -> anyhow::Result<Nodes> {
         for i in 0..scenario.standbys {
             let mut config = config(&format!("standby-{i}"), true);
             if scenario.mode == Mode::Adaptive {
-                config.standby = vec!["stream".into()];
+                config.standby = vec!["live".into()];
             }
             let node = join(config).await?;
             if scenario.mode == Mode::All {
@@ -452,6 +483,8 @@ async fn start_nodes(scenario: &Scenario) -> anyhow::Result<Nodes> {
         clients.push(join(config(&format!("client-{i}"), false)).await?);
     }
     Ok(Nodes {
+        source,
+        publisher,
         providers,
         standbys,
         clients,
@@ -621,9 +654,8 @@ async fn viewer(
         }
         let asked = tokio::time::Instant::now();
         let second = asked.duration_since(start).as_secs() as usize;
-        let segment = (asked.duration_since(start).as_millis() / period.as_millis().max(1)) % 32;
         let outcome = client
-            .invoke_remote("stream", &format!("segment-hex({segment}, {bytes})"))
+            .invoke_remote("live", &format!("newest-hex({bytes})"))
             .await;
         let took = asked.elapsed();
         let mut tallies = tallies.lock().expect("tallies lock");
@@ -632,14 +664,15 @@ async fn viewer(
         };
         t.requests += 1;
         match outcome {
-            Ok(_) => {
+            // A replica without a segment yet answers an error: a failure.
+            Ok(answer) if answer.value.starts_with("ok(") => {
                 t.latencies.push(took.as_secs_f64());
                 if took <= latency {
                     t.on_time += 1;
                 }
             }
             Err(NodeError::AllDeclined { .. }) => t.busy += 1,
-            Err(_) => t.failed += 1,
+            Ok(_) | Err(_) => t.failed += 1,
         }
     }
 }

@@ -24,6 +24,7 @@ const BLAKE3_MULTIHASH: u8 = 0x1e;
 const DIGEST_LEN: u8 = 32;
 const NAME_DOMAIN: &[u8] = b"sp2a:rps:";
 const STANDBY_DOMAIN: &[u8] = b"sp2a:standby:";
+const FEED_DOMAIN: &[u8] = b"sp2a:feed:";
 
 /// CIDv1 bytes for a BLAKE3 digest.
 pub fn cid_bytes(digest: &[u8; 32]) -> [u8; 36] {
@@ -56,6 +57,17 @@ pub fn service_key(name: &str) -> RecordKey {
 pub fn standby_key(name: &str) -> RecordKey {
     let mut hasher = blake3::Hasher::new();
     hasher.update(STANDBY_DOMAIN);
+    hasher.update(name.as_bytes());
+    RecordKey::new(&multihash_bytes(hasher.finalize().as_bytes()))
+}
+
+/// The provider-record key under which a live feed's source and the nodes
+/// holding the feed announce themselves
+/// (`CIDv1(raw, blake3-256("sp2a:feed:" + source key + name))`).
+pub fn feed_key(name: &str, publisher: &[u8; 32]) -> RecordKey {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(FEED_DOMAIN);
+    hasher.update(publisher);
     hasher.update(name.as_bytes());
     RecordKey::new(&multihash_bytes(hasher.finalize().as_bytes()))
 }

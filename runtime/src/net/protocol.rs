@@ -106,6 +106,16 @@ pub enum SolicitResponse {
     Busy,
 }
 
+/// Every live feed's gossipsub topic starts with this.
+pub const FEED_TOPIC_PREFIX: &str = "/sp2a/feed/1/";
+
+/// The gossipsub topic of live feed `feed` by the source with key bytes
+/// `publisher`: `/sp2a/feed/1/<feed>/<publisher key hex>`. Its messages
+/// are [`crate::feed::Segment`]s.
+pub fn feed_topic(feed: &str, publisher: &[u8; 32]) -> String {
+    format!("{FEED_TOPIC_PREFIX}{feed}/{}", hex::encode(publisher))
+}
+
 /// The gossipsub topic on which the providers of `service` by the
 /// publisher with key bytes `publisher` share their load.
 pub fn load_topic(service: &str, publisher: &[u8; 32]) -> String {

@@ -1,6 +1,6 @@
 //! Peers' requests, each handed to the role that answers it (adverts to
 //! discovery, blocks to the upload server, calls to the invoker, load
-//! reports to the replication role) in a task
+//! reports to the replication role, feed segments to the feed role) in a task
 //! of its own, inside the span of the connection it came on. Every request
 //! gets an explicit answer.
 
@@ -10,6 +10,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
 use super::discovery::Discovery;
+use super::feed::FeedRole;
 use super::invoke::Invoker;
 use super::replication::Replication;
 use super::standby::Standby;
@@ -28,6 +29,7 @@ pub(crate) struct Answerers {
     pub(crate) invoker: Arc<Invoker>,
     pub(crate) standby: Arc<Standby>,
     pub(crate) replication: Arc<Replication>,
+    pub(crate) feeds: Arc<FeedRole>,
 }
 
 /// Answers peers' requests until the network stops.
@@ -94,7 +96,11 @@ pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<Inbo
                         data,
                         ..
                     } => {
-                        let verdict = a.replication.received(source, &topic, &data).await;
+                        let verdict = if FeedRole::handles(&topic) {
+                            a.feeds.received(source, &topic, &data)
+                        } else {
+                            a.replication.received(source, &topic, &data).await
+                        };
                         a.client.validate(id, via, verdict).await;
                     }
                 }

@@ -15,6 +15,8 @@
 //! * `replication`: load reports among a service's providers, solicited
 //!   pulls and retirement (driving [`crate::replication`]).
 //! * `standby`: the services this node offers to host; solicitations.
+//! * `feed`: the live feeds the services here read (subscriptions,
+//!   verified segments); feed sources.
 //! * `pull`: pulls (admission before download, activation, bans).
 //! * `download`: the download strategies (driving [`crate::swarm`]; sequential).
 //! * `inbound`: hands each peer request to the role that answers it.
@@ -30,6 +32,7 @@ pub mod control;
 mod discovery;
 mod download;
 mod events;
+mod feed;
 mod inbound;
 mod invoke;
 pub mod load;
@@ -55,6 +58,7 @@ pub use config::{
 };
 pub use discovery::{Found, Lookup, Untrusted};
 pub use events::NodeEvent;
+pub use feed::{FeedSource, FeedStatus};
 pub use invoke::RemoteOutcome;
 pub use pull::{PullError, PullFuture, PullProgress, PullStage, Pulled, RefusedVersion};
 pub use replication::GroupStatus;
@@ -139,6 +143,9 @@ struct Inner {
     /// The services this node offers to host when their providers ask.
     standby: Arc<standby::Standby>,
     replication: Arc<replication::Replication>,
+    feeds: Arc<feed::FeedRole>,
+    /// The live feeds' buffers (also read by the sandbox).
+    feed_buffers: crate::feed::Feeds,
     started: Instant,
 }
 
@@ -176,8 +183,9 @@ impl Node {
         let store = Store::open(&config.data_dir.join("store"))?;
         let (client, inbound) = net::event_loop::start(keypair, config.net.clone()).await?;
         let events = Events::new();
+        let feed_buffers = crate::feed::Feeds::default();
         let services = Arc::new(Services::new(
-            sandbox,
+            sandbox.with_feeds(feed_buffers.clone()),
             policy,
             store,
             client.clone(),
@@ -216,12 +224,18 @@ impl Node {
                 config.pull.max_partial,
             ),
         ));
+        let feeds = Arc::new(feed::FeedRole::new(
+            client.clone(),
+            services.clone(),
+            feed_buffers.clone(),
+        ));
         let standby = Arc::new(standby::Standby::new(
             &config.standby,
             client.clone(),
             discovery.clone(),
             services.clone(),
             pulls.clone(),
+            feeds.clone(),
         ));
         let replication = Arc::new(replication::Replication::new(
             client.clone(),
@@ -238,12 +252,14 @@ impl Node {
             invoker: invoker.clone(),
             standby: standby.clone(),
             replication: replication.clone(),
+            feeds: feeds.clone(),
         };
         tokio::spawn(inbound::serve(answerers, inbound));
         tokio::spawn(pull::sweep_saved_downloads(Arc::downgrade(&pulls)));
         services.restore(true).await?;
         standby.announce().await;
         tokio::spawn(replication::Replication::run(Arc::downgrade(&replication)));
+        tokio::spawn(feed::FeedRole::run(Arc::downgrade(&feeds)));
         if config.prefetch && !config.standby.is_empty() {
             tokio::spawn(standby::Standby::prefetch(Arc::downgrade(&standby)));
         }
@@ -258,6 +274,8 @@ impl Node {
                 pulls,
                 standby,
                 replication,
+                feeds,
+                feed_buffers,
                 started: Instant::now(),
             }),
         })
@@ -308,6 +326,24 @@ impl Node {
         let id = self.inner.services.run(package, true).await?;
         self.inner.services.pin(&id)?;
         Ok(id)
+    }
+
+    /// Starts publishing live feed `name` from this node, signed with the
+    /// source's `key`, numbering segments from `first`.
+    pub async fn feed_source(
+        &self,
+        name: &str,
+        key: crate::package::SecretKey,
+        first: u64,
+    ) -> Result<FeedSource, crate::feed::SegmentError> {
+        FeedSource::start(
+            self.inner.client.clone(),
+            self.inner.feed_buffers.clone(),
+            name,
+            key,
+            first,
+        )
+        .await
     }
 
     /// Asks standby node `standby` to pull the service `name` this node
@@ -474,6 +510,7 @@ impl Node {
                 .unwrap_or_default(),
             services,
             standby: self.inner.standby.names(),
+            feeds: self.inner.feeds.status(),
             transfers,
             counters: self.counters(),
         }

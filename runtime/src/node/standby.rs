@@ -18,7 +18,8 @@
 //! and verifies the newest version of each service it stands by for that
 //! its policy admits, and keeps it without running it, the paper's
 //! "stream buffer". Asked to provide it, it activates the kept package
-//! without a download. It looks again every [`PREFETCH_EVERY`] (every
+//! without a download. It also holds the live feeds the kept package would
+//! be granted, so it serves the newest segments from its first call. It looks again every [`PREFETCH_EVERY`] (every
 //! [`PREFETCH_RETRY`] while it finds nothing).
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::discovery::Discovery;
+use super::feed::FeedRole;
 use super::pull::Pulls;
 use super::services::Services;
 use crate::net::protocol::{SolicitRequest, SolicitResponse, clip};
@@ -48,6 +50,7 @@ pub(crate) struct Standby {
     discovery: Arc<Discovery>,
     services: Arc<Services>,
     pulls: Arc<Pulls>,
+    feeds: Arc<FeedRole>,
     rate: Mutex<Rate>,
 }
 
@@ -85,6 +88,7 @@ impl Standby {
         discovery: Arc<Discovery>,
         services: Arc<Services>,
         pulls: Arc<Pulls>,
+        feeds: Arc<FeedRole>,
     ) -> Self {
         Self {
             names: names.iter().cloned().collect(),
@@ -92,6 +96,7 @@ impl Standby {
             discovery,
             services,
             pulls,
+            feeds,
             rate: Mutex::new(Rate::default()),
         }
     }
@@ -116,7 +121,7 @@ impl Standby {
                     continue;
                 }
                 match role.pulls.prefetch(&name).await {
-                    Ok(_) => {}
+                    Ok(pulled) => role.hold_feeds(&name, &pulled.content_id),
                     Err(e) => {
                         tracing::info!(service = %name, error = %e, "nothing prefetched");
                         wait = PREFETCH_RETRY;
@@ -126,6 +131,23 @@ impl Standby {
             drop(role);
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Holds the live feeds a kept package of `service` would be granted.
+    fn hold_feeds(&self, service: &str, id: &ContentId) {
+        let Some(package) = self.services.retired(id) else {
+            return;
+        };
+        let Ok(admission) = self.services.policy().admit(package.advert()) else {
+            return;
+        };
+        let feeds = admission
+            .grants
+            .feeds
+            .iter()
+            .filter_map(|f| crate::feed::FeedId::new(&f.name, &f.publisher))
+            .collect();
+        self.feeds.hold(service, feeds);
     }
 
     /// The services this node stands by for, sorted.

@@ -22,6 +22,9 @@ pub struct Status {
     /// Services this node offers to host when their providers ask.
     #[serde(default)]
     pub standby: Vec<String>,
+    /// The live feeds this node holds for the services it runs.
+    #[serde(default)]
+    pub feeds: Vec<super::FeedStatus>,
     pub transfers: Vec<TransferStatus>,
     pub counters: Counters,
 }

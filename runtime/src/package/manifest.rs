@@ -24,6 +24,7 @@
 //!     <dir name="notes" path="/notes" access="read-write"/>
 //!     <net host="example.org" port="443" protocol="tcp"/>
 //!     <env name="LANG"/>
+//!     <feed name="live" publisher="ed25519:…"/> <!-- a live feed and its source's key -->
 //!   </capabilities>
 //!   <self-test>
 //!     <call expect='ok("hi")'>notes.get("hello")</call>
@@ -223,6 +224,7 @@ pub struct Capabilities {
     pub dirs: Vec<DirRequest>,
     pub net: Vec<NetRequest>,
     pub env: Vec<String>,
+    pub feeds: Vec<FeedRequest>,
 }
 
 impl Capabilities {
@@ -250,6 +252,9 @@ impl Capabilities {
         }
         for env in &self.env {
             out.push(format!("environment variable {env}"));
+        }
+        for feed in &self.feeds {
+            out.push(format!("live feed {:?} from {}", feed.name, feed.publisher));
         }
         out
     }
@@ -314,6 +319,14 @@ impl fmt::Display for NetRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}:{}", self.protocol, self.host, self.port)
     }
+}
+
+/// A live feed the service reads: its name and the key its source signs
+/// every segment with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedRequest {
+    pub name: String,
+    pub publisher: PublisherKey,
 }
 
 /// A self-test vector: a WAVE call and the WAVE result it must return.
@@ -414,6 +427,16 @@ struct RawCapabilities {
     net: Vec<RawNet>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     env: Vec<RawEnv>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    feed: Vec<RawFeed>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct RawFeed {
+    #[serde(rename = "@name")]
+    name: Option<String>,
+    #[serde(rename = "@publisher")]
+    publisher: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -513,6 +536,7 @@ fn schema(parent: &str) -> Option<&'static [(&'static str, bool)]> {
             ("dir", true),
             ("net", true),
             ("env", true),
+            ("feed", true),
         ],
         "self-test" => &[("call", true)],
         // Leaf elements: text only.
@@ -528,6 +552,7 @@ fn attributes(element: &str) -> &'static [&'static str] {
         "dir" => &["name", "path", "access"],
         "net" => &["host", "port", "protocol"],
         "env" => &["name"],
+        "feed" => &["name", "publisher"],
         "call" => &["expect"],
         "qos" => &["latency", "utilisation"],
         "replicas" => &["min", "max"],
@@ -1112,6 +1137,22 @@ impl Manifest {
                 out.env.push(name);
             }
         }
+        for feed in raw.feed {
+            let name = attr(&feed.name, "feed", "name")?.to_owned();
+            if !crate::feed::is_feed_name(&name) {
+                return Err(invalid(
+                    "feed",
+                    format!("name {name:?}: use 1-64 of a-z, 0-9, '-', '_', '.'"),
+                ));
+            }
+            let publisher = attr(&feed.publisher, "feed", "publisher")?
+                .parse::<PublisherKey>()
+                .map_err(|e| invalid("feed", format!("publisher: {e}")))?;
+            if out.feeds.iter().any(|f| f.name == name) {
+                return Err(invalid("feed", format!("{name:?} is declared twice")));
+            }
+            out.feeds.push(FeedRequest { name, publisher });
+        }
         Ok(out)
     }
 
@@ -1160,6 +1201,14 @@ impl Manifest {
                 .iter()
                 .map(|e| RawEnv {
                     name: Some(e.clone()),
+                })
+                .collect(),
+            feed: c
+                .feeds
+                .iter()
+                .map(|f| RawFeed {
+                    name: Some(f.name.clone()),
+                    publisher: Some(f.publisher.to_string()),
                 })
                 .collect(),
         };
@@ -1228,6 +1277,7 @@ mod tests {
     <dir name="notes" path="/notes" access="read-write"/>
     <net host="Example.org" port="443"/>
     <env name="LANG"/>
+    <feed name="live" publisher="ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"/>
   </capabilities>
   <qos latency="500ms" utilisation="0.8"/>
   <replicas min="2" max="12"/>
@@ -1259,6 +1309,11 @@ mod tests {
         assert_eq!(m.capabilities.net[0].host, "example.org");
         assert_eq!(m.capabilities.net[0].protocol, Protocol::Tcp);
         assert_eq!(m.capabilities.env, ["LANG"]);
+        assert_eq!(m.capabilities.feeds[0].name, "live");
+        assert_eq!(
+            m.capabilities.feeds[0].publisher.to_string(),
+            "ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
         assert_eq!(
             m.replication,
             Some(Replication {
@@ -1424,6 +1479,22 @@ mod tests {
             (
                 "<name>a</name><version>1.0.0</version><owner>ed25519:00</owner>",
                 "<owner>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><capabilities><feed name=\"live\"/></capabilities>",
+                "<feed>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><capabilities><feed name=\"Live!\" publisher=\"ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"/></capabilities>",
+                "<feed>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><capabilities><feed name=\"live\" publisher=\"ed25519:00\"/></capabilities>",
+                "<feed>",
+            ),
+            (
+                "<name>a</name><version>1.0.0</version><capabilities><feed name=\"live\" publisher=\"ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"/><feed name=\"live\" publisher=\"ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"/></capabilities>",
+                "<feed>",
             ),
             ("<name>a</name><version>1.0.0</version><qos/>", "<qos>"),
             (

@@ -7,7 +7,7 @@
 //!   `wasi:filesystem` (no directory unless granted), `wasi:sockets` (no
 //!   address unless granted). Most toolchains' standard libraries import these.
 //! * **capability**: the import itself is the capability (`wasi:clocks`,
-//!   `wasi:random`); it must be declared in the manifest.
+//!   `wasi:random`, `sp2a:rps/feed`); it must be declared in the manifest.
 //! * **host**: the `sp2a:rps` interfaces every node offers.
 //! * **unsupported**: anything else (other packages, WASI 0.3, unversioned
 //!   names); such a component is refused.
@@ -125,6 +125,10 @@ fn classify(name: &str, declared: &Capabilities) -> ImportClass {
             declared: declared.random,
         },
         "sp2a:rps" if in_range(0, 1) && matches!(interface, "log" | "host") => ImportClass::Host,
+        "sp2a:rps" if in_range(0, 1) && interface == "feed" => ImportClass::Capability {
+            capability: "feed",
+            declared: !declared.feeds.is_empty(),
+        },
         "sp2a:rps" => unsupported(format!(
             "sp2a:rps/{interface}@{version} is not offered by this runtime"
         )),
@@ -209,6 +213,7 @@ pub fn audit(engine: &Engine, component: &Component, declared: &Capabilities) ->
         (!declared.dirs.is_empty(), "dir"),
         (!declared.net.is_empty(), "net"),
         (!declared.env.is_empty(), "env"),
+        (!declared.feeds.is_empty(), "feed"),
     ] {
         if declared_it && !used.contains(capability) {
             notes.push(format!(
@@ -266,6 +271,13 @@ mod tests {
             }
         );
         assert_eq!(classify("sp2a:rps/log@0.1.0", &none), ImportClass::Host);
+        assert_eq!(
+            classify("sp2a:rps/feed@0.1.0", &none),
+            ImportClass::Capability {
+                capability: "feed",
+                declared: false
+            }
+        );
         for name in [
             "wasi:http/outgoing-handler@0.2.0",
             "wasi:io/streams@0.3.0",

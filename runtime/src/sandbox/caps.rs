@@ -8,7 +8,9 @@
 //! socket address refused and name lookup disabled. Every WASI 0.2 interface
 //! is linked; clocks and random reach only components whose manifest
 //! declares them (the audit refuses an undeclared import) on nodes whose
-//! policy grants them (the policy refuses the package otherwise).
+//! policy grants them (the policy refuses the package otherwise). A live
+//! feed (`sp2a:rps/feed`) reads only the feeds granted, by name; any other
+//! name is `not-granted`.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{Grants, SandboxError};
+use crate::feed::{FeedId, Feeds};
 use crate::package::manifest::{Access, Protocol};
 
 /// Bytes of stdout (and of stderr) kept per call.
@@ -42,6 +45,7 @@ mod bindings {
 
 use bindings::Service;
 use bindings::sp2a::rps;
+use rps::feed::{Error as FeedError, FeedSegment as GuestSegment};
 use rps::log::Level;
 
 /// Who a running instance is, as the node verified it.
@@ -106,6 +110,9 @@ pub struct HostState {
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     service: Arc<ServiceIdentity>,
+    /// The feeds granted (by name), and where they are read from.
+    feeds: Arc<[(String, FeedId)]>,
+    feed_source: Feeds,
     log_records: u32,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
@@ -191,6 +198,40 @@ impl rps::host::Host for HostState {
     }
 }
 
+impl HostState {
+    /// The feed a guest names, if granted.
+    fn feed(&self, name: &str) -> Result<&FeedId, FeedError> {
+        self.feeds
+            .iter()
+            .find(|(granted, _)| granted == name)
+            .map(|(_, id)| id)
+            .ok_or(FeedError::NotGranted)
+    }
+}
+
+impl rps::feed::Host for HostState {
+    fn latest(&mut self, name: String) -> Result<Option<u64>, FeedError> {
+        let feed = self.feed(&name)?;
+        Ok(self.feed_source.read(feed, |b| b.and_then(|b| b.latest())))
+    }
+
+    fn oldest(&mut self, name: String) -> Result<Option<u64>, FeedError> {
+        let feed = self.feed(&name)?;
+        Ok(self.feed_source.read(feed, |b| b.and_then(|b| b.oldest())))
+    }
+
+    fn segment(&mut self, name: String, index: u64) -> Result<Option<GuestSegment>, FeedError> {
+        let feed = self.feed(&name)?;
+        let segment = self.feed_source.read(feed, |b| b.and_then(|b| b.get(index)));
+        // Copied into the guest's memory, within its memory limit.
+        Ok(segment.map(|s| GuestSegment {
+            index: s.index,
+            published_ms: s.published_ms,
+            data: s.data.clone(),
+        }))
+    }
+}
+
 /// Adds the `sp2a:rps` host interfaces to the linker.
 pub(crate) fn add_host_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Service::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
@@ -202,6 +243,9 @@ pub(crate) fn add_host_imports(linker: &mut Linker<HostState>) -> wasmtime::Resu
 pub struct CallContext {
     service: Arc<ServiceIdentity>,
     grants: Grants,
+    /// Feeds granted, by the name the guest uses.
+    feeds: Arc<[(String, FeedId)]>,
+    feed_source: Feeds,
     /// Socket addresses granted, per protocol.
     addresses: Arc<HashSet<(Protocol, SocketAddr)>>,
     max_memory: usize,
@@ -209,8 +253,13 @@ pub struct CallContext {
 
 impl CallContext {
     /// Prepares grants: creates granted directories (through cap-std, so a
-    /// relative path cannot leave its root) and resolves granted hosts.
-    pub async fn prepare(service: ServiceIdentity, grants: Grants) -> Result<Self, SandboxError> {
+    /// relative path cannot leave its root), resolves granted hosts and
+    /// names the granted feeds, read from `feed_source`.
+    pub async fn prepare(
+        service: ServiceIdentity,
+        grants: Grants,
+        feed_source: Feeds,
+    ) -> Result<Self, SandboxError> {
         for dir in &grants.dirs {
             let root = cap_std::fs::Dir::open_ambient_dir(&dir.root, cap_std::ambient_authority())
                 .map_err(|source| SandboxError::Dir {
@@ -249,9 +298,21 @@ impl CallContext {
             }
         }
         let max_memory = usize::try_from(grants.limits.max_memory).unwrap_or(usize::MAX);
+        let feeds = grants
+            .feeds
+            .iter()
+            .map(|f| {
+                FeedId::new(&f.name, &f.publisher)
+                    .map(|id| (f.name.clone(), id))
+                    .ok_or_else(|| SandboxError::Refused(format!("{:?} is not a feed name", f.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
         Ok(Self {
             service: Arc::new(service),
             grants,
+            feeds,
+            feed_source,
             addresses: Arc::new(addresses),
             max_memory,
         })
@@ -313,9 +374,59 @@ impl CallContext {
                 max_memory: self.max_memory,
             },
             service: self.service.clone(),
+            feeds: self.feeds.clone(),
+            feed_source: self.feed_source.clone(),
             log_records: 0,
             stdout,
             stderr,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::Segment;
+    use crate::package::SecretKey;
+    use crate::sandbox::FeedGrant;
+
+    #[tokio::test]
+    async fn a_guest_reads_only_the_feeds_granted_by_name() {
+        let source = SecretKey::generate();
+        let feeds = Feeds::default();
+        for (name, index) in [("live", 5), ("news", 9)] {
+            let feed = FeedId::new(name, &source.public()).unwrap();
+            let segment = Segment::sign(&source, name, index, 0, vec![1, 2]).unwrap();
+            feeds.receive(&feed, segment).unwrap();
+        }
+        let grants = Grants {
+            feeds: vec![FeedGrant {
+                name: "live".into(),
+                publisher: source.public(),
+            }],
+            ..Grants::default()
+        };
+        let identity = ServiceIdentity {
+            name: "reader".into(),
+            version: "0.1.0".into(),
+            content_id: String::new(),
+        };
+        let context = CallContext::prepare(identity, grants, feeds).await.unwrap();
+        let mut state = context.host_state().unwrap();
+        use rps::feed::Host;
+        assert_eq!(state.latest("live".into()), Ok(Some(5)));
+        assert_eq!(state.oldest("live".into()), Ok(Some(5)));
+        assert!(matches!(
+            state.segment("live".into(), 5),
+            Ok(Some(GuestSegment { index: 5, ref data, .. })) if data == &[1, 2]
+        ));
+        assert_eq!(state.segment("live".into(), 6).map(|s| s.is_none()), Ok(true));
+        // Held on this node, but not granted to this service.
+        assert_eq!(state.latest("news".into()), Err(FeedError::NotGranted));
+        assert!(matches!(
+            state.segment("news".into(), 9),
+            Err(FeedError::NotGranted)
+        ));
+        assert_eq!(state.latest("../live".into()), Err(FeedError::NotGranted));
     }
 }

@@ -19,6 +19,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllo
 
 use super::SandboxError;
 use super::caps::HostState;
+use crate::feed::Feeds;
 
 /// How often the epoch advances; wall-time deadlines are multiples of it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -71,10 +72,14 @@ pub(crate) struct Inner {
 }
 
 /// A cloneable handle to the engine, linker and compile cache. One per
-/// process is enough: every node and service shares it.
+/// process is enough: every node and service shares it. Each node gives
+/// its own clone the live feeds it holds ([`Sandbox::with_feeds`]).
 #[derive(Clone)]
 pub struct Sandbox {
     pub(crate) inner: Arc<Inner>,
+    /// Where granted guests read live feeds from (empty unless a node
+    /// fills it).
+    pub(crate) feeds: Feeds,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -86,6 +91,15 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
+    /// This sandbox (same engine and caches), whose services read live
+    /// feeds from `feeds`.
+    pub fn with_feeds(&self, feeds: Feeds) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            feeds,
+        }
+    }
+
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let engine = Engine::new(&wasmtime_config(&config))
@@ -127,6 +141,7 @@ impl Sandbox {
                 cache_key,
                 _ticker: Ticker { stop },
             }),
+            feeds: Feeds::default(),
         })
     }
 

@@ -282,7 +282,7 @@ impl Sandbox {
             version: manifest.version.to_string(),
             content_id: package.content_id().to_string(),
         };
-        let context = CallContext::prepare(identity, grants).await?;
+        let context = CallContext::prepare(identity, grants, self.feeds.clone()).await?;
         Ok(Activation {
             sandbox: self.clone(),
             pre,

@@ -5,7 +5,8 @@
 //! * [`engine`]: the one wasmtime `Engine` per process (pooling allocator,
 //!   fuel, epoch interruption, bounded stacks) and its epoch ticker.
 //! * [`caps`]: per-call host state: the WASI context built from [`Grants`],
-//!   captured stdio and the `sp2a:rps` host imports.
+//!   captured stdio and the `sp2a:rps` host imports (live feeds read from
+//!   the node's [`crate::feed::Feeds`], granted ones only).
 //! * [`audit`]: the component's real imports and exports compared with the
 //!   manifest's declared capabilities.
 //! * [`executor`]: compile cache, activation (`InstancePre`), dynamic
@@ -64,6 +65,13 @@ pub struct NetGrant {
     pub protocol: Protocol,
 }
 
+/// A live feed granted to a service: its name and its source's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedGrant {
+    pub name: String,
+    pub publisher: crate::package::PublisherKey,
+}
+
 /// Everything a service instance is given: the intersection of what its
 /// manifest asks for and what the node's policy allows.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -76,6 +84,7 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     pub net: Vec<NetGrant>,
     pub dirs: Vec<DirGrant>,
+    pub feeds: Vec<FeedGrant>,
 }
 
 /// Sandbox failures outside of a call (compiling, activating).
