@@ -11,13 +11,15 @@
 //! * [`swarm`]: the swarming download's decisions, a pure state machine.
 //! * [`replication`]: when a service's providers grow and retire under load,
 //!   a pure decision core.
+//! * [`reputation`]: which provider to call, from own transactions and
+//!   advisors' evaluations (the paper's SAFE), a pure decision core.
 //! * [`feed`]: live feeds: signed segments and the bounded buffer guests
 //!   read them from.
 //! * [`blocks`]: verified 16 KiB blocks of a component and their bitmaps.
 //! * [`backoff`] and [`files`]: the one back-off policy; safe file writes.
 //!
 //! `sandbox` and `net` never import each other; `node` is where they meet.
-//! The pure cores (`swarm`, `replication`, `blocks`, `backoff`) import
+//! The pure cores (`swarm`, `replication`, `reputation`, `blocks`, `backoff`) import
 //! neither.
 
 pub mod backoff;
@@ -29,6 +31,7 @@ pub mod node;
 pub mod package;
 pub mod policy;
 pub mod replication;
+pub mod reputation;
 pub mod sandbox;
 pub mod swarm;
 
