@@ -9,6 +9,8 @@
 //! * [`diffusion`]: the paper's 1 -> N experiment, with CSV and SVG plots.
 //! * [`adapt`]: the live-streaming scenario: a flash crowd, providers that
 //!   spread and retire, against static and all-active baselines.
+//! * [`reputation`]: the reputation core (SAFE) against attacks, in a
+//!   seeded simulation.
 //! * [`services`]: packing the example services for all of the above.
 
 pub mod adapt;
@@ -17,6 +19,7 @@ pub mod diffusion;
 pub mod local;
 pub mod network;
 mod plot;
+pub mod reputation;
 pub mod services;
 
 use std::time::Duration;

@@ -16,6 +16,11 @@ pub enum Command {
     /// that spread to standby nodes and retire (adaptive), against the
     /// initial providers only (static) and every standby active (all).
     Adapt(sp2a_bench::adapt::Options),
+    /// Reputation-based provider selection (SAFE) against bad providers,
+    /// slanderers, colluders, whitewashers and oscillating providers: a
+    /// seeded simulation of the reputation core, against random choice and
+    /// own experience only.
+    Reputation(sp2a_bench::reputation::Options),
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -24,5 +29,6 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Network(options) => sp2a_bench::network::run(options).await,
         Command::Diffusion(options) => sp2a_bench::diffusion::run_bench(options).await,
         Command::Adapt(options) => sp2a_bench::adapt::run(options).await,
+        Command::Reputation(options) => sp2a_bench::reputation::run(options),
     }
 }
