@@ -354,7 +354,9 @@ async fn network(
         node.shutdown().await;
     }
 
-    step("a flash crowd on a live feed: the providers ask standby nodes to pull the live channel, then retire them");
+    step(
+        "a flash crowd on a live feed: the providers ask standby nodes to pull the live channel, then retire them",
+    );
     crate::adapt::demo_crowd(services).await?;
     Ok(())
 }

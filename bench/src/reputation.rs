@@ -211,7 +211,11 @@ impl World {
                 served: 0,
             })
             .collect();
-        let slot_of = providers.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+        let slot_of = providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id, i))
+            .collect();
         Self {
             next_id: n as u32,
             providers,
@@ -236,16 +240,51 @@ impl World {
             if roll < 0.45 {
                 // Wrong: noticed only when checked.
                 let accurate = checked.then_some(false);
-                (true, Rating { timeliness: 1.0, available: true, accurate })
+                (
+                    true,
+                    Rating {
+                        timeliness: 1.0,
+                        available: true,
+                        accurate,
+                    },
+                )
             } else if roll < 0.9 {
-                (true, Rating { timeliness: 0.2, available: true, accurate: None })
+                (
+                    true,
+                    Rating {
+                        timeliness: 0.2,
+                        available: true,
+                        accurate: None,
+                    },
+                )
             } else {
-                (false, Rating { timeliness: 1.0, available: true, accurate: checked.then_some(true) })
+                (
+                    false,
+                    Rating {
+                        timeliness: 1.0,
+                        available: true,
+                        accurate: checked.then_some(true),
+                    },
+                )
             }
         } else if roll < 0.02 {
-            (true, Rating { timeliness: 0.2, available: true, accurate: None })
+            (
+                true,
+                Rating {
+                    timeliness: 0.2,
+                    available: true,
+                    accurate: None,
+                },
+            )
         } else {
-            (false, Rating { timeliness: 1.0, available: true, accurate: checked.then_some(true) })
+            (
+                false,
+                Rating {
+                    timeliness: 1.0,
+                    available: true,
+                    accurate: checked.then_some(true),
+                },
+            )
         };
         let provider = &mut self.providers[slot];
         provider.served += 1;
@@ -291,7 +330,11 @@ impl Store {
     }
 
     fn publish(&mut self, now: Instant, advisor: u32, provider: u32, advice: Advice) {
-        let previous = self.counts.get(&(advisor, provider)).copied().unwrap_or(0.0);
+        let previous = self
+            .counts
+            .get(&(advisor, provider))
+            .copied()
+            .unwrap_or(0.0);
         if self
             .guard
             .admit(now, &advisor, &provider, (advice.count - previous).max(0.0))
@@ -545,7 +588,9 @@ fn plot(path: &Path, scenario: Scenario, runs: &[(Strategy, Run)]) -> anyhow::Re
             ))
             .map_err(|e| err(&e))?
             .label(strategy.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -563,7 +608,10 @@ fn percent(x: f64) -> String {
 }
 
 pub fn run(options: Options) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::ensure!(options.providers >= 1 && options.consumers >= 1, "no one to simulate");
+    anyhow::ensure!(
+        options.providers >= 1 && options.consumers >= 1,
+        "no one to simulate"
+    );
     anyhow::ensure!(
         (0.0..=1.0).contains(&options.bad) && (0.0..=1.0).contains(&options.attackers),
         "--bad and --attackers are shares (0 to 1)"
@@ -630,7 +678,10 @@ pub fn run(options: Options) -> anyhow::Result<std::process::ExitCode> {
             });
         }
         if safe.refused > 0 {
-            notes.push(format!("{} advice updates refused by the guard", safe.refused));
+            notes.push(format!(
+                "{} advice updates refused by the guard",
+                safe.refused
+            ));
         }
         println!(
             "{:<14} {:>8} {:>8} {:>8}   {} ({seconds:.1} s)",
@@ -652,7 +703,11 @@ pub fn run(options: Options) -> anyhow::Result<std::process::ExitCode> {
             safe.stored
         ));
         write_csv(&options.out.join(format!("{}.csv", scenario.name())), &runs)?;
-        plot(&options.out.join(format!("{}.svg", scenario.name())), scenario, &runs)?;
+        plot(
+            &options.out.join(format!("{}.svg", scenario.name())),
+            scenario,
+            &runs,
+        )?;
     }
     std::fs::write(options.out.join("summary.csv"), summary)?;
     println!("\nCSV and SVG files in {}", options.out.display());

@@ -75,7 +75,10 @@ fn generated(index: u64, len: usize) -> Vec<u8> {
 
 async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     if !is_feed_name(&args.name) {
-        bail!("--name {:?}: a feed name is 1-64 of a-z, 0-9, '-', '_', '.'", args.name);
+        bail!(
+            "--name {:?}: a feed name is 1-64 of a-z, 0-9, '-', '_', '.'",
+            args.name
+        );
     }
     let key = SecretKey::read_pem_file(&args.key)
         .with_context(|| format!("cannot read the key {}", args.key.display()))?;

@@ -209,8 +209,8 @@ impl FeedBuffer {
         if self.segments.contains_key(&segment.index) {
             return Inserted::Duplicate;
         }
-        let full = self.segments.len() >= KEEP_SEGMENTS
-            || self.bytes + segment.data.len() > KEEP_BYTES;
+        let full =
+            self.segments.len() >= KEEP_SEGMENTS || self.bytes + segment.data.len() > KEEP_BYTES;
         if full && self.oldest().is_some_and(|oldest| segment.index < oldest) {
             return Inserted::Stale;
         }
@@ -322,8 +322,14 @@ mod tests {
     use super::*;
 
     fn segment(key: &SecretKey, index: u64, len: usize) -> Segment {
-        Segment::sign(key, "live", index, 1_700_000_000_000 + index, vec![index as u8; len])
-            .expect("signs")
+        Segment::sign(
+            key,
+            "live",
+            index,
+            1_700_000_000_000 + index,
+            vec![index as u8; len],
+        )
+        .expect("signs")
     }
 
     #[test]
@@ -380,7 +386,10 @@ mod tests {
         swapped.data = vec![0xee; 10];
         assert!(feeds.receive(&feed, swapped).is_err());
         let mut other = Segment::sign(&source, "other", 2, 0, vec![1]).unwrap();
-        assert!(feeds.receive(&feed, other.clone()).is_err(), "another feed's");
+        assert!(
+            feeds.receive(&feed, other.clone()).is_err(),
+            "another feed's"
+        );
         other.feed = "live".into();
         assert!(feeds.receive(&feed, other).is_err(), "renamed");
         assert_eq!(feeds.state(&feed), None, "nothing stored");

@@ -219,7 +219,10 @@ impl FeedRule {
         let (name, publisher) = match text.split_once('@') {
             Some((name, key)) => (
                 name,
-                Some(key.parse::<PublisherKey>().map_err(|e| bad(e.to_string()))?),
+                Some(
+                    key.parse::<PublisherKey>()
+                        .map_err(|e| bad(e.to_string()))?,
+                ),
             ),
             None => (text, None),
         };
@@ -967,14 +970,19 @@ mod tests {
         let other = SecretKey::generate().public();
         let reads = |publisher: &PublisherKey| {
             advert(
-                &format!(r#"<capabilities><feed name="live" publisher="{publisher}"/></capabilities>"#),
+                &format!(
+                    r#"<capabilities><feed name="live" publisher="{publisher}"/></capabilities>"#
+                ),
                 &key,
                 8,
             )
         };
         let policy = |feeds: &str| {
             Policy::parse(
-                &format!("[trust]\npublishers = [\"{}\"]\n[grants]\nfeeds = [{feeds}]", key.public()),
+                &format!(
+                    "[trust]\npublishers = [\"{}\"]\n[grants]\nfeeds = [{feeds}]",
+                    key.public()
+                ),
                 Path::new("."),
             )
             .unwrap()

@@ -106,9 +106,13 @@ async fn a_guest_without_the_feed_capability_cannot_read_it() {
     let mut undeclared = live_manifest(&source.public());
     undeclared.capabilities.feeds.clear();
     let package = pack(component("live"), &undeclared, &key).unwrap();
-    let err = activate(&sandbox(), &live_policy(&key, root.path()), package.into_inner())
-        .await
-        .unwrap_err();
+    let err = activate(
+        &sandbox(),
+        &live_policy(&key, root.path()),
+        package.into_inner(),
+    )
+    .await
+    .unwrap_err();
     let ActivateError::Sandbox(SandboxError::Refused(reason)) = &err else {
         panic!("{err}");
     };
@@ -119,9 +123,13 @@ async fn a_guest_without_the_feed_capability_cannot_read_it() {
 
     // Declared, but the node's policy does not grant it.
     let package = pack(component("live"), &live_manifest(&source.public()), &key).unwrap();
-    let err = activate(&sandbox(), &policy(&key, root.path(), ""), package.into_inner())
-        .await
-        .unwrap_err();
+    let err = activate(
+        &sandbox(),
+        &policy(&key, root.path(), ""),
+        package.into_inner(),
+    )
+    .await
+    .unwrap_err();
     let ActivateError::Refused(Refusals(refusals)) = &err else {
         panic!("{err}");
     };
@@ -169,24 +177,20 @@ async fn a_feed_reaches_its_providers_and_a_forged_segment_is_never_served() {
         let provider = net
             .start(config, live_policy(&net.key, &root), &bootstrap)
             .await;
-        let package = pack(
-            component("live"),
-            &live_manifest(&source_public),
-            &net.key,
-        )
-        .unwrap();
+        let package = pack(component("live"), &live_manifest(&source_public), &net.key).unwrap();
         provider.share(package.into_inner()).await.unwrap();
 
         // The source publishes until the provider serves what it sent.
-        let mut feed = source
-            .feed_source("live", source_key, 0)
-            .await
-            .unwrap();
+        let mut feed = source.feed_source("live", source_key, 0).await.unwrap();
         loop {
             let index = feed.publish(b"first segment".to_vec()).await.unwrap();
             let served = tokio::time::timeout(
                 Duration::from_millis(300),
-                until_served(&provider, &format!("segment-hex({index}, 5)"), r#"ok("6669727374")"#),
+                until_served(
+                    &provider,
+                    &format!("segment-hex({index}, 5)"),
+                    r#"ok("6669727374")"#,
+                ),
             )
             .await;
             if served.is_ok() {
@@ -217,7 +221,11 @@ async fn a_feed_reaches_its_providers_and_a_forged_segment_is_never_served() {
             .unwrap()
             .value;
         assert_eq!(reply, r#"err("segment 1000000 of feed live is not held")"#);
-        let latest = provider.invoke_local("live", "latest()").await.unwrap().value;
+        let latest = provider
+            .invoke_local("live", "latest()")
+            .await
+            .unwrap()
+            .value;
         assert_ne!(latest, "ok(1000000)");
 
         // Many more segments than the buffer holds: it stays bounded, and

@@ -134,7 +134,14 @@ impl FeedRole {
             .flat_map(|p| p.activation.grants().feeds.clone())
             .filter_map(|grant| FeedId::new(&grant.name, &grant.publisher))
             .collect();
-        wanted.extend(self.held.lock().expect("feed lock").values().flatten().cloned());
+        wanted.extend(
+            self.held
+                .lock()
+                .expect("feed lock")
+                .values()
+                .flatten()
+                .cloned(),
+        );
         wanted
     }
 
@@ -284,8 +291,8 @@ impl FeedSource {
         key: SecretKey,
         first: u64,
     ) -> Result<Self, SegmentError> {
-        let feed = FeedId::new(name, &key.public())
-            .ok_or_else(|| SegmentError::Name(name.to_owned()))?;
+        let feed =
+            FeedId::new(name, &key.public()).ok_or_else(|| SegmentError::Name(name.to_owned()))?;
         client
             .start_providing(keys::feed_key(name, &key.public().to_bytes()))
             .await;

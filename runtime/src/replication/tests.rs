@@ -126,7 +126,10 @@ fn one_stalled_provider_among_many_is_no_violation() {
         c.report(t0, *peer, l.clone());
     }
     let estimate = c.estimate(t0);
-    assert!(!estimate.violated, "1 of 8 is below the quorum: {estimate:?}");
+    assert!(
+        !estimate.violated,
+        "1 of 8 is below the quorum: {estimate:?}"
+    );
     assert_eq!(c.poll(t0), None);
     // A second one (2 of 8, a quarter): the group is short.
     c.report(t0, 7, slow);

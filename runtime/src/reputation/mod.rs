@@ -245,7 +245,13 @@ impl<I: Clone + Ord> Reputation<I> {
     /// A core with `params`; out-of-range settings are brought into range
     /// (exploration and minimum reputation into `0..=1`, weights positive).
     pub fn new(mut params: Params) -> Self {
-        let unit = |x: f64, default: f64| if x.is_finite() { x.clamp(0.0, 1.0) } else { default };
+        let unit = |x: f64, default: f64| {
+            if x.is_finite() {
+                x.clamp(0.0, 1.0)
+            } else {
+                default
+            }
+        };
         params.exploration = unit(params.exploration, 0.05);
         params.min_reputation = unit(params.min_reputation, 0.0);
         let positive = |x: f64, default: f64| if x.is_finite() && x > 0.0 { x } else { default };
@@ -322,7 +328,8 @@ impl<I: Clone + Ord> Reputation<I> {
                     .credibility
                     .get(a)
                     .map_or(0.5, |e| e.mean(now, self.params.half_life));
-                c * c * (said.count * Evidence::factor(at, now, self.params.advice_half_life)).sqrt()
+                c * c
+                    * (said.count * Evidence::factor(at, now, self.params.advice_half_life)).sqrt()
             };
             if let Some(lightest) = kept
                 .iter()

@@ -30,7 +30,10 @@ fn secs(s: u64) -> Duration {
 #[test]
 fn ratings_score_timeliness_availability_and_accuracy() {
     assert_eq!(Rating::timeliness(Duration::from_millis(100), secs(1)), 1.0);
-    assert_eq!(Rating::timeliness(Duration::from_millis(1500), secs(1)), 0.5);
+    assert_eq!(
+        Rating::timeliness(Duration::from_millis(1500), secs(1)),
+        0.5
+    );
     assert_eq!(Rating::timeliness(secs(3), secs(1)), 0.0);
     assert_eq!(GOOD.score(), 1.0);
     assert_eq!(WRONG.score(), 0.0, "a fast wrong answer is worth nothing");
@@ -97,8 +100,24 @@ fn slanderers_lose_their_credibility_and_honest_advisors_keep_it() {
     let t0 = Instant::now();
     let mut r = Reputation::new(Params::default());
     let (good, honest, slanderer) = (1, 10, 11);
-    r.advise(t0, &good, &honest, Advice { score: 0.95, count: 30.0 });
-    r.advise(t0, &good, &slanderer, Advice { score: 0.0, count: 30.0 });
+    r.advise(
+        t0,
+        &good,
+        &honest,
+        Advice {
+            score: 0.95,
+            count: 30.0,
+        },
+    );
+    r.advise(
+        t0,
+        &good,
+        &slanderer,
+        Advice {
+            score: 0.0,
+            count: 30.0,
+        },
+    );
     // Before any own experience the two cancel out, near the prior.
     let before = r.score(t0, &good);
     assert!((0.3..0.7).contains(&before.value), "{before:?}");
@@ -109,8 +128,24 @@ fn slanderers_lose_their_credibility_and_honest_advisors_keep_it() {
     assert!(r.credibility(t0, &honest) > 0.8);
     // A new provider the slanderer badmouths keeps most of its standing.
     let other = 2;
-    r.advise(t0, &other, &honest, Advice { score: 0.9, count: 30.0 });
-    r.advise(t0, &other, &slanderer, Advice { score: 0.0, count: 100.0 });
+    r.advise(
+        t0,
+        &other,
+        &honest,
+        Advice {
+            score: 0.9,
+            count: 30.0,
+        },
+    );
+    r.advise(
+        t0,
+        &other,
+        &slanderer,
+        Advice {
+            score: 0.0,
+            count: 100.0,
+        },
+    );
     let score = r.score(t0, &other);
     assert!(score.value > 0.75, "{score:?}");
     assert_eq!(score.advisors, 2);
@@ -131,7 +166,15 @@ fn an_advisors_weight_grows_sublinearly_and_is_capped() {
     // Own experience counts first: one own bad transaction against an
     // advisor's perfect score.
     let mut r = Reputation::new(Params::default());
-    r.advise(t0, &1, &10, Advice { score: 1.0, count: 4.0 });
+    r.advise(
+        t0,
+        &1,
+        &10,
+        Advice {
+            score: 1.0,
+            count: 4.0,
+        },
+    );
     r.record(t0, &1, SLOW);
     assert!(r.score(t0, &1).value < 0.6);
 }
@@ -144,18 +187,46 @@ fn hostile_advice_is_ignored_and_bounded() {
         ..Params::default()
     });
     for bad in [
-        Advice { score: f64::NAN, count: 1.0 },
-        Advice { score: 2.0, count: 1.0 },
-        Advice { score: 1.0, count: -1.0 },
-        Advice { score: 1.0, count: f64::INFINITY },
+        Advice {
+            score: f64::NAN,
+            count: 1.0,
+        },
+        Advice {
+            score: 2.0,
+            count: 1.0,
+        },
+        Advice {
+            score: 1.0,
+            count: -1.0,
+        },
+        Advice {
+            score: 1.0,
+            count: f64::INFINITY,
+        },
     ] {
         r.advise(t0, &1, &10, bad);
     }
     assert_eq!(r.score(t0, &1).advisors, 0);
-    r.advise(t0, &1, &1, Advice { score: 1.0, count: 50.0 });
+    r.advise(
+        t0,
+        &1,
+        &1,
+        Advice {
+            score: 1.0,
+            count: 50.0,
+        },
+    );
     assert_eq!(r.score(t0, &1).advisors, 0, "a provider advising on itself");
     for advisor in 100..200 {
-        r.advise(t0, &1, &advisor, Advice { score: 1.0, count: 1.0 });
+        r.advise(
+            t0,
+            &1,
+            &advisor,
+            Advice {
+                score: 1.0,
+                count: 1.0,
+            },
+        );
     }
     assert_eq!(r.score(t0, &1).advisors, 4);
 }
@@ -234,7 +305,10 @@ fn the_guard_refuses_counts_that_grow_too_fast() {
     );
     assert!(guard.admit(t0, &1, &100, 10.0).is_ok(), "the burst");
     assert!(guard.admit(t0, &1, &100, 1.0).is_err(), "spent");
-    assert!(guard.admit(t0 + secs(5), &1, &100, 5.0).is_ok(), "refilled at the rate");
+    assert!(
+        guard.admit(t0 + secs(5), &1, &100, 5.0).is_ok(),
+        "refilled at the rate"
+    );
     // Over many providers, the consumer's own bound holds.
     assert!(guard.admit(t0 + secs(5), &1, &101, 5.0).is_ok());
     assert_eq!(
@@ -242,7 +316,10 @@ fn the_guard_refuses_counts_that_grow_too_fast() {
         Err(GuardRefusal::Consumer { rate: 2.0 })
     );
     assert!(guard.admit(t0, &2, &100, 5.0).is_ok(), "another consumer");
-    assert_eq!(guard.admit(t0, &3, &100, f64::NAN), Err(GuardRefusal::Count));
+    assert_eq!(
+        guard.admit(t0, &3, &100, f64::NAN),
+        Err(GuardRefusal::Count)
+    );
     assert_eq!(guard.admit(t0, &3, &100, -1.0), Err(GuardRefusal::Count));
 }
 

@@ -222,7 +222,9 @@ impl rps::feed::Host for HostState {
 
     fn segment(&mut self, name: String, index: u64) -> Result<Option<GuestSegment>, FeedError> {
         let feed = self.feed(&name)?;
-        let segment = self.feed_source.read(feed, |b| b.and_then(|b| b.get(index)));
+        let segment = self
+            .feed_source
+            .read(feed, |b| b.and_then(|b| b.get(index)));
         // Copied into the guest's memory, within its memory limit.
         Ok(segment.map(|s| GuestSegment {
             index: s.index,
@@ -304,7 +306,9 @@ impl CallContext {
             .map(|f| {
                 FeedId::new(&f.name, &f.publisher)
                     .map(|id| (f.name.clone(), id))
-                    .ok_or_else(|| SandboxError::Refused(format!("{:?} is not a feed name", f.name)))
+                    .ok_or_else(|| {
+                        SandboxError::Refused(format!("{:?} is not a feed name", f.name))
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?
             .into();
@@ -420,7 +424,10 @@ mod tests {
             state.segment("live".into(), 5),
             Ok(Some(GuestSegment { index: 5, ref data, .. })) if data == &[1, 2]
         ));
-        assert_eq!(state.segment("live".into(), 6).map(|s| s.is_none()), Ok(true));
+        assert_eq!(
+            state.segment("live".into(), 6).map(|s| s.is_none()),
+            Ok(true)
+        );
         // Held on this node, but not granted to this service.
         assert_eq!(state.latest("news".into()), Err(FeedError::NotGranted));
         assert!(matches!(
