@@ -378,6 +378,12 @@ struct Run {
 }
 
 impl Run {
+    /// The share of round `round`'s honest transactions served badly.
+    fn round_share(&self, round: usize) -> f64 {
+        let (n, bad) = self.rounds[round];
+        bad as f64 / n.max(1) as f64
+    }
+
     fn bad_share(&self, warmup: usize) -> f64 {
         let (n, bad) = self.rounds[warmup..]
             .iter()
@@ -546,8 +552,7 @@ fn write_csv(path: &Path, runs: &[(Strategy, Run)]) -> anyhow::Result<()> {
     for round in 0..runs[0].1.rounds.len() {
         text.push_str(&round.to_string());
         for (_, run) in runs {
-            let (n, bad) = run.rounds[round];
-            text.push_str(&format!(",{:.4}", bad as f64 / n.max(1) as f64));
+            text.push_str(&format!(",{:.4}", run.round_share(round)));
         }
         text.push('\n');
     }
@@ -580,10 +585,7 @@ fn plot(path: &Path, scenario: Scenario, runs: &[(Strategy, Run)]) -> anyhow::Re
         let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(
-                run.rounds
-                    .iter()
-                    .enumerate()
-                    .map(|(r, (n, bad))| (r, *bad as f64 / (*n).max(1) as f64)),
+                (0..rounds).map(|r| (r, run.round_share(r))),
                 color.stroke_width(2),
             ))
             .map_err(|e| err(&e))?

@@ -220,22 +220,33 @@ impl FeedRole {
 
     /// The verdict on a gossip message on a feed topic.
     pub(crate) fn received(&self, source: PeerId, topic: &str, data: &[u8]) -> MessageAcceptance {
-        let mut subscribed = self.subscribed.lock().expect("feed lock");
-        let Some(subscription) = subscribed.get_mut(topic) else {
+        let Some(feed) = self
+            .subscribed
+            .lock()
+            .expect("feed lock")
+            .get(topic)
+            .map(|s| s.feed.clone())
+        else {
             return MessageAcceptance::Ignore;
         };
-        let outcome = Segment::decode(data)
-            .and_then(|segment| self.feeds.receive(&subscription.feed, segment));
+        // Decoded and verified without holding the subscriptions.
+        let outcome = Segment::decode(data).and_then(|segment| self.feeds.receive(&feed, segment));
+        let mut subscribed = self.subscribed.lock().expect("feed lock");
+        let subscription = subscribed.get_mut(topic);
         match outcome {
             Ok(Inserted::Kept) => {
-                subscription.accepted += 1;
-                subscription.last_segment = Some(Instant::now());
+                if let Some(s) = subscription {
+                    s.accepted += 1;
+                    s.last_segment = Some(Instant::now());
+                }
                 MessageAcceptance::Accept
             }
             Ok(Inserted::Duplicate | Inserted::Stale) => MessageAcceptance::Ignore,
             Err(e) => {
-                subscription.refused += 1;
-                tracing::warn!(feed = %subscription.feed, %source, error = %e, "refusing a feed segment");
+                if let Some(s) = subscription {
+                    s.refused += 1;
+                }
+                tracing::warn!(%feed, %source, error = %e, "refusing a feed segment");
                 MessageAcceptance::Reject
             }
         }
