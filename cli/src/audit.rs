@@ -139,6 +139,11 @@ pub fn print_report(r: &PackageReport) {
             println!("  {call} == {expect}");
         }
     }
+    if r.manifest.deterministic {
+        println!(
+            "deterministic: callers may check answers by re-running calls and by sending these self-tests as unmarked calls"
+        );
+    }
     if !r.manifest.ignored_extensions.is_empty() {
         println!(
             "ignored optional extensions: {}",

@@ -39,7 +39,12 @@ pub async fn activate(
         .map_err(ActivateError::Refused)?;
     let package = package.verify()?;
     let activation = sandbox.activate(&package, admission.grants.clone()).await?;
-    activation.self_test(&package.manifest().self_tests).await?;
+    activation
+        .self_test(
+            &package.manifest().self_tests,
+            package.manifest().deterministic,
+        )
+        .await?;
     tracing::info!(
         service = %package.manifest().name,
         version = %package.manifest().version,

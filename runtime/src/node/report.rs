@@ -78,6 +78,8 @@ pub struct ManifestReport {
     pub replication: Option<String>,
     pub effective_replication: Option<String>,
     pub self_tests: Vec<(String, String)>,
+    /// Declared deterministic: callers may check answers by re-running them.
+    pub deterministic: bool,
     pub ignored_extensions: Vec<String>,
 }
 
@@ -200,6 +202,7 @@ pub async fn audit_package(sandbox: &Sandbox, policy: &Policy, package: Package)
                 .iter()
                 .map(|t| (t.call.clone(), t.expect.clone()))
                 .collect(),
+            deterministic: manifest.deterministic,
             ignored_extensions: manifest.ignored_extensions.clone(),
         },
         audit,

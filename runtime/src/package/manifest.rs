@@ -29,6 +29,7 @@
 //!   <self-test>
 //!     <call expect='ok("hi")'>notes.get("hello")</call>
 //!   </self-test>
+//!   <deterministic>true</deterministic>          <!-- callers may re-run calls to check answers -->
 //!   <extensions>                                 <!-- forward compatibility -->
 //!     <x-hint>ignored by nodes that do not know it</x-hint>
 //!     <x-rule required="true">refused by nodes that do not know it</x-rule>
@@ -147,6 +148,10 @@ pub struct Manifest {
     /// does (`<qos>` and `<replicas>`).
     pub replication: Option<Replication>,
     pub self_tests: Vec<SelfTest>,
+    /// `<deterministic>true</deterministic>`: the same call always gets the
+    /// same answer, so callers may check a provider's answers by running
+    /// the call again (on another provider, or locally).
+    pub deterministic: bool,
     /// Unknown, optional extensions that were ignored (element names).
     pub ignored_extensions: Vec<String>,
 }
@@ -361,6 +366,8 @@ struct RawManifest {
     replicas: Option<RawReplicas>,
     #[serde(rename = "self-test", default, skip_serializing_if = "Option::is_none")]
     self_test: Option<RawSelfTests>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deterministic: Option<String>,
     /// Accepted (and skipped) so that optional extensions parse; the
     /// structure pass has already checked them.
     #[serde(default, skip_serializing)]
@@ -516,6 +523,7 @@ fn schema(parent: &str) -> Option<&'static [(&'static str, bool)]> {
             ("qos", false),
             ("replicas", false),
             ("self-test", false),
+            ("deterministic", false),
             ("extensions", false),
         ],
         "requirements" => &[
@@ -900,6 +908,16 @@ impl Manifest {
             }
             self_tests.push(SelfTest { call: text, expect });
         }
+        let deterministic = match raw.deterministic.as_deref().map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "deterministic",
+                    format!("{other:?} is neither true nor false"),
+                ));
+            }
+        };
         if self_tests.len() > MAX_SELF_TESTS {
             return Err(invalid(
                 "self-test",
@@ -915,6 +933,7 @@ impl Manifest {
             capabilities,
             replication,
             self_tests,
+            deterministic,
             ignored_extensions,
         })
     }
@@ -1238,6 +1257,7 @@ impl Manifest {
                     })
                     .collect(),
             }),
+            deterministic: self.deterministic.then(|| "true".to_owned()),
             extensions: None,
         };
         let mut out = String::new();
@@ -1285,6 +1305,7 @@ mod tests {
     <call expect='ok("a &lt; b")'>notes.get("x")</call>
     <call expect="true">delete("y")</call>
   </self-test>
+  <deterministic>true</deterministic>
   <extensions>
     <x-hint><deep>ignored</deep></x-hint>
   </extensions>
@@ -1324,6 +1345,7 @@ mod tests {
             })
         );
         assert_eq!(m.self_tests[0].expect, "ok(\"a < b\")");
+        assert!(m.deterministic);
         assert_eq!(m.self_tests[1].call, "delete(\"y\")");
         assert_eq!(m.ignored_extensions, ["x-hint"]);
     }
@@ -1497,6 +1519,10 @@ mod tests {
                 "<feed>",
             ),
             ("<name>a</name><version>1.0.0</version><qos/>", "<qos>"),
+            (
+                "<name>a</name><version>1.0.0</version><deterministic>yes</deterministic>",
+                "<deterministic>",
+            ),
             (
                 "<name>a</name><version>1.0.0</version><qos latency=\"0ms\"/>",
                 "<qos>",

@@ -464,6 +464,18 @@ pub struct SelfTestFailure {
 }
 
 /// The tail of captured stderr, where a guest's panic message ends up.
+/// Whether two WAVE texts are the same value written the same way, up to
+/// spacing: both parse and render alike (`ok( "a" )` is `ok("a")`; `1.0`
+/// is not `1`). Text that does not parse is compared as it is.
+pub fn same_wave(a: &str, b: &str) -> bool {
+    let canonical = |text: &str| {
+        wasm_wave::untyped::UntypedValue::parse(text)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| text.to_owned())
+    };
+    a == b || canonical(a) == canonical(b)
+}
+
 fn stderr_tail(stderr: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(stderr);
     let text = text.trim();
@@ -758,8 +770,15 @@ impl Activation {
     }
 
     /// Runs self-test vectors: each call must return exactly the expected
-    /// value (compared as typed values, not text).
-    pub async fn self_test(&self, tests: &[SelfTest]) -> Result<(), SelfTestFailure> {
+    /// value (compared as typed values). With `as_printed` (a deterministic
+    /// service, whose callers check providers' answers against these
+    /// vectors as text) the expectation must also be written as the runtime
+    /// prints the value, up to spacing ([`same_wave`]).
+    pub async fn self_test(
+        &self,
+        tests: &[SelfTest],
+        as_printed: bool,
+    ) -> Result<(), SelfTestFailure> {
         for test in tests {
             let fail = |outcome: String| SelfTestFailure {
                 call: test.call.clone(),
@@ -791,6 +810,12 @@ impl Activation {
                 .map_err(|e| fail(format!("the call failed: {e}")))?;
             if outcome.values != expected {
                 return Err(fail(format!("it returned {}", outcome.value)));
+            }
+            if as_printed && !same_wave(&outcome.value, &test.expect) {
+                return Err(fail(format!(
+                    "it returned the same value, but callers compare text: write it as {}",
+                    outcome.value
+                )));
             }
         }
         Ok(())

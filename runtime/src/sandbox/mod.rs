@@ -26,7 +26,9 @@ use crate::package::manifest::{Access, Protocol};
 
 pub use audit::{Audit, ImportClass, ImportReport};
 pub use engine::{Sandbox, SandboxConfig};
-pub use executor::{Activation, CallOutcome, ExportedFunc, Instance, InvokeError, SelfTestFailure};
+pub use executor::{
+    Activation, CallOutcome, ExportedFunc, Instance, InvokeError, SelfTestFailure, same_wave,
+};
 
 /// Per-call limits.
 #[derive(Clone, Debug, PartialEq)]
