@@ -55,6 +55,8 @@ enum Command {
     Pull(remote::PullArgs),
     /// Show a node's peers, services and transfers.
     Status(remote::StatusArgs),
+    /// Show how a node judges the providers of a service it calls.
+    Reputation(remote::ReputationArgs),
     /// Live feeds (see `sp2a feed publish --help`).
     #[command(subcommand)]
     Feed(feed::Command),
@@ -119,6 +121,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Find(args) => remote::find(args).await,
         Command::Pull(args) => remote::pull(args).await,
         Command::Status(args) => remote::status(args).await,
+        Command::Reputation(args) => remote::reputation(args).await,
         Command::Feed(command) => feed::run(command).await,
         Command::Demo(options) => demo::run(options).await,
         Command::Bench(command) => bench::run(command).await,

@@ -317,3 +317,78 @@ pub async fn call(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, clap::Args)]
+pub struct ReputationArgs {
+    /// The service whose providers to show.
+    service: String,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The providers of a service as the node judges them: reputation, the
+/// evidence it rests on, the last wrong answer caught, pins and blocks.
+pub async fn reputation(args: ReputationArgs) -> anyhow::Result<ExitCode> {
+    let request = ControlRequest::Reputation {
+        service: args.service.clone(),
+    };
+    let reply = perform(&args.node, request, |_| {}).await?;
+    let ControlReply::Reputation(standing) = reply else {
+        return fail(reply);
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&standing)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if standing.providers.is_empty() {
+        println!(
+            "no provider of {} judged yet: this node has not called it",
+            standing.service
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<54} {:>10} {:>6} {:>8} {:>9}  last wrong answer",
+        "provider", "reputation", "calls", "own", "advisors"
+    );
+    for p in &standing.providers {
+        let mut notes = Vec::new();
+        if p.newcomer {
+            notes.push("newcomer");
+        }
+        if p.pinned {
+            notes.push("pinned");
+        }
+        if p.blocked {
+            notes.push("blocked");
+        }
+        let wrong = p
+            .last_wrong_secs_ago
+            .map_or("never".to_owned(), |s| format!("{s} s ago"));
+        println!(
+            "{:<54} {:>10.3} {:>6} {:>8.1} {:>4} ({:.1}) {wrong}{}",
+            p.peer,
+            p.reputation,
+            p.calls,
+            p.own,
+            p.advisors,
+            p.advised,
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", notes.join(", "))
+            }
+        );
+    }
+    println!(
+        "accuracy checks {} ({} wrong); advice admitted {}, refused {}",
+        standing.checks, standing.wrong, standing.advice_admitted, standing.advice_refused
+    );
+    if let Some(reason) = &standing.last_refusal {
+        println!("last advice refused: {reason}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

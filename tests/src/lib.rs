@@ -109,9 +109,10 @@ pub mod net {
     use std::collections::HashSet;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use sp2a::blocks::{self, Bitmap};
+    use sp2a::net::evidence::Receipt;
     use sp2a::net::protocol::*;
     use sp2a::net::{Client, InboundRequest, Multiaddr, NetConfig, PeerId, keys};
     use sp2a::node::{Node, NodeConfig};
@@ -266,6 +267,14 @@ pub mod net {
         /// package, whatever service or publisher it was asked for (as a
         /// node that ignores a publisher pin would).
         AnswersEveryCall,
+        /// Serves blocks honestly, and answers every call for its service
+        /// with a wrong value, with a valid signed receipt (a cheat that
+        /// saves itself the work).
+        WrongAnswers,
+        /// Serves blocks honestly, and answers every call for its service
+        /// with the manifest's first self-test's expected value (right for
+        /// that call), after this delay, with a valid signed receipt.
+        Slow(Duration),
     }
 
     /// A provider built directly on the network API that announces a real
@@ -291,6 +300,7 @@ pub mod net {
                 ..NetConfig::default()
             };
             let keypair = sp2a::net::libp2p_identity();
+            let signer = keypair.clone();
             let (client, mut inbound) =
                 sp2a::net::event_loop::start(keypair, config).await.unwrap();
             client.dial(bootstrap.clone()).await.unwrap();
@@ -310,6 +320,13 @@ pub mod net {
             let advert = package.advert().bytes().to_vec();
             let content_id = package.content_id();
             let component = package.component().to_vec();
+            let service = package.manifest().name.clone();
+            let expected = package
+                .manifest()
+                .self_tests
+                .first()
+                .map(|t| t.expect.clone())
+                .unwrap_or_default();
             let outboard = blocks::outboard(&component);
             let size = component.len() as u64;
             let serving = client.clone();
@@ -402,9 +419,10 @@ pub mod net {
                                 peers: Vec::new(),
                             };
                             let response = match &behaviour {
-                                Misbehaviour::Honest | Misbehaviour::AnswersEveryCall => {
-                                    data(size, encoded)
-                                }
+                                Misbehaviour::Honest
+                                | Misbehaviour::AnswersEveryCall
+                                | Misbehaviour::WrongAnswers
+                                | Misbehaviour::Slow(_) => data(size, encoded),
                                 Misbehaviour::CorruptAfter(k) if n >= *k => {
                                     let last = encoded.len() - 1;
                                     encoded[last] ^= 0x55;
@@ -431,18 +449,53 @@ pub mod net {
                             };
                             serving.respond_transfer(channel, response).await;
                         }
-                        InboundRequest::Invoke { channel, .. } => {
-                            let response = match behaviour {
-                                Misbehaviour::AnswersEveryCall => InvokeResponse::Ok {
-                                    value: "\"from another publisher\"".into(),
+                        InboundRequest::Invoke {
+                            peer,
+                            request,
+                            channel,
+                            ..
+                        } => {
+                            let answer = |value: String| {
+                                let (call, result) = Receipt::hashes(&request.call, &value);
+                                let receipt = Receipt {
+                                    service: request.service.clone(),
+                                    content_id: content_id.0,
+                                    call,
+                                    result,
+                                    at_ms: SystemTime::now()
+                                        .duration_since(UNIX_EPOCH)
+                                        .unwrap()
+                                        .as_millis()
+                                        as u64,
+                                    provider: signer.public().to_peer_id(),
+                                    consumer: peer,
+                                };
+                                InvokeResponse::Ok {
+                                    value,
                                     fuel: 1,
                                     micros: 1,
                                     content_id: content_id.0,
-                                    load: None,
-                                },
+                                    load: Some(0.0),
+                                    receipt: Some(receipt.sign(&signer)),
+                                }
+                            };
+                            let ours = request.service == service;
+                            let response = match &behaviour {
+                                Misbehaviour::AnswersEveryCall => {
+                                    answer("\"from another publisher\"".into())
+                                }
+                                Misbehaviour::WrongAnswers if ours => answer("\"wrong\"".into()),
+                                Misbehaviour::Slow(delay) if ours => {
+                                    tokio::time::sleep(*delay).await;
+                                    answer(expected.clone())
+                                }
                                 _ => InvokeResponse::NotFound,
                             };
                             serving.respond_invoke(channel, response).await;
+                        }
+                        InboundRequest::Advice { channel, .. } => {
+                            let none = AdviceResponse::Evaluations(Vec::new());
+                            serving.respond_advice(channel, none).await;
                         }
                         InboundRequest::Solicit { channel, .. } => {
                             let refused = SolicitResponse::Refused("not a standby".into());

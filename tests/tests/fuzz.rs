@@ -4,8 +4,10 @@
 //! -- --nocapture --test-threads=1`. Every crash found becomes a regression
 //! test below, and a crash fails the target.
 
+use libp2p::identity::Keypair;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
+use sp2a::net::evidence::{Evaluation, Receipt};
 use sp2a::net::protocol::*;
 use sp2a::node::control::ControlRequest;
 use sp2a::node::{LocalService, activate};
@@ -78,6 +80,27 @@ fn fuzz_wire_messages() {
         &["/ip4/192.0.2.1/tcp/4001".parse().unwrap()],
     );
     let bitmap = sp2a::blocks::Bitmap::full(20).encode();
+    // A receipt and an evaluation, signed by fixed keys.
+    let provider = Keypair::ed25519_from_bytes([1; 32]).unwrap();
+    let consumer = Keypair::ed25519_from_bytes([2; 32]).unwrap();
+    let (call, result) = Receipt::hashes("greet(\"x\")", "\"x\"");
+    let receipt = Receipt {
+        service: "hello".into(),
+        content_id: [3; 32],
+        call,
+        result,
+        at_ms: 1_800_000_000_000,
+        provider: provider.public().to_peer_id(),
+        consumer: consumer.public().to_peer_id(),
+    }
+    .sign(&provider);
+    let evaluation = Evaluation {
+        receipt: receipt.clone(),
+        timeliness: 0.5,
+        accurate: Some(true),
+        at_ms: 1_800_000_000_000,
+    }
+    .sign(&consumer);
     let seeds = vec![
         cbor(&AdvertRequest::Name("hello".into())),
         cbor(&AdvertRequest::ContentId([7; 32])),
@@ -129,7 +152,17 @@ fn fuzz_wire_messages() {
             micros: 5,
             content_id: [3; 32],
             load: Some(0.5),
+            receipt: Some(receipt.clone()),
         }),
+        cbor(&AdviceRequest {
+            service: "hello".into(),
+            provider: provider.public().to_peer_id().to_bytes(),
+        }),
+        cbor(&AdviceResponse::Evaluations(vec![ByteBuf::from(
+            evaluation.clone(),
+        )])),
+        receipt,
+        evaluation,
         cbor(&InvokeResponse::Failed {
             kind: "trap".into(),
             message: "m".into(),
@@ -183,6 +216,19 @@ fn decode_wire(bytes: &[u8]) -> String {
         cbor4ii::serde::from_slice::<SolicitResponse>(bytes).is_ok(),
     );
     note("load-report", LoadReport::decode(bytes).is_ok());
+    note(
+        "advice-request",
+        cbor4ii::serde::from_slice::<AdviceRequest>(bytes).is_ok(),
+    );
+    note(
+        "advice-response",
+        cbor4ii::serde::from_slice::<AdviceResponse>(bytes).is_ok(),
+    );
+    note("receipt", Receipt::open(bytes).is_ok());
+    note(
+        "evaluation",
+        Evaluation::open(bytes, 1_800_000_000_000).is_ok(),
+    );
     note(
         "invoke-request",
         cbor4ii::serde::from_slice::<InvokeRequest>(bytes).is_ok(),

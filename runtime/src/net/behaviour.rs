@@ -36,6 +36,7 @@ pub struct Behaviour {
     pub transfer: cbor::Behaviour<TransferRequest, TransferResponse>,
     pub invoke: cbor::Behaviour<InvokeRequest, InvokeResponse>,
     pub solicit: cbor::Behaviour<SolicitRequest, SolicitResponse>,
+    pub advice: cbor::Behaviour<AdviceRequest, AdviceResponse>,
     /// Providers' load reports (and, later, feeds): signed by their
     /// authors, checked by the node before they are forwarded.
     pub gossip: gossipsub::Behaviour,
@@ -278,6 +279,12 @@ impl Behaviour {
                 SOLICIT_PROTOCOL,
                 MAX_SOLICIT_REQUEST,
                 MAX_SOLICIT_RESPONSE,
+                config,
+            ),
+            advice: request_response(
+                ADVICE_PROTOCOL,
+                MAX_ADVICE_REQUEST,
+                MAX_ADVICE_RESPONSE,
                 config,
             ),
             gossip,

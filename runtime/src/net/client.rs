@@ -70,6 +70,12 @@ pub enum InboundRequest {
         channel: ResponseChannel<SolicitResponse>,
         span: tracing::Span,
     },
+    Advice {
+        peer: PeerId,
+        request: AdviceRequest,
+        channel: ResponseChannel<AdviceResponse>,
+        span: tracing::Span,
+    },
     /// A gossip message on a topic this node subscribed to, signed by
     /// `source`, relayed by `via`. It is neither delivered to others nor
     /// forwarded until the node gives its verdict ([`Client::validate`]).
@@ -91,6 +97,7 @@ impl InboundRequest {
             | InboundRequest::Transfer { span, .. }
             | InboundRequest::Invoke { span, .. }
             | InboundRequest::Solicit { span, .. }
+            | InboundRequest::Advice { span, .. }
             | InboundRequest::Gossip { span, .. } => span,
         }
     }
@@ -196,6 +203,15 @@ pub(crate) enum Command {
     RespondSolicit {
         channel: ResponseChannel<SolicitResponse>,
         response: SolicitResponse,
+    },
+    Advice {
+        peer: PeerId,
+        request: AdviceRequest,
+        reply: Reply<Result<AdviceResponse, RequestError>>,
+    },
+    RespondAdvice {
+        channel: ResponseChannel<AdviceResponse>,
+        response: AdviceResponse,
     },
     Subscribe {
         topic: String,
@@ -474,6 +490,30 @@ impl Client {
         response: SolicitResponse,
     ) {
         self.tell(Command::RespondSolicit { channel, response })
+            .await;
+    }
+
+    /// Asks advisor `peer` for its evaluations of a provider.
+    pub async fn request_advice(
+        &self,
+        peer: PeerId,
+        request: AdviceRequest,
+    ) -> Result<AdviceResponse, RequestError> {
+        self.ask(|reply| Command::Advice {
+            peer,
+            request,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RequestError::Shutdown))
+    }
+
+    pub async fn respond_advice(
+        &self,
+        channel: ResponseChannel<AdviceResponse>,
+        response: AdviceResponse,
+    ) {
+        self.tell(Command::RespondAdvice { channel, response })
             .await;
     }
 

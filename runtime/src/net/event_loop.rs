@@ -109,6 +109,7 @@ pub async fn start(
         pending_transfers: HashMap::new(),
         pending_invokes: HashMap::new(),
         pending_solicits: HashMap::new(),
+        pending_advice: HashMap::new(),
         upkeep,
         bootstrap_peers,
         next_sweep: Instant::now() + SWEEP_EVERY,
@@ -223,6 +224,7 @@ struct EventLoop {
     pending_transfers: HashMap<OutboundRequestId, Reply<Result<TransferResponse, RequestError>>>,
     pending_invokes: HashMap<OutboundRequestId, Reply<Result<InvokeResponse, RequestError>>>,
     pending_solicits: HashMap<OutboundRequestId, Reply<Result<SolicitResponse, RequestError>>>,
+    pending_advice: HashMap<OutboundRequestId, Reply<Result<AdviceResponse, RequestError>>>,
     /// When to announce this node's keys, and which lost peers to probe.
     upkeep: Upkeep<kad::RecordKey, PeerId, Multiaddr>,
     /// The operator's bootstrap peers: watched until reached when lost.
@@ -385,6 +387,17 @@ impl EventLoop {
             }
             Command::RespondSolicit { channel, response } => {
                 let _ = behaviour.solicit.send_response(channel, response);
+            }
+            Command::Advice {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = behaviour.advice.send_request(&peer, request);
+                self.pending_advice.insert(id, reply);
+            }
+            Command::RespondAdvice { channel, response } => {
+                let _ = behaviour.advice.send_response(channel, response);
             }
             Command::Subscribe { topic } => {
                 let topic = gossipsub::IdentTopic::new(topic);
@@ -587,6 +600,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Transfer(event)) => self.handle_transfer(event),
             SwarmEvent::Behaviour(BehaviourEvent::Invoke(event)) => self.handle_invoke(event),
             SwarmEvent::Behaviour(BehaviourEvent::Solicit(event)) => self.handle_solicit(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Advice(event)) => self.handle_advice(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -861,6 +875,20 @@ impl EventLoop {
         }
     }
 
+    fn handle_advice(&mut self, event: request_response::Event<AdviceRequest, AdviceResponse>) {
+        if let Some((peer, connection, _, request, channel)) =
+            settle(event, &mut self.pending_advice, "advice")
+        {
+            let span = self.request_span(connection, ADVICE_PROTOCOL);
+            self.hand_over(InboundRequest::Advice {
+                peer,
+                request,
+                channel,
+                span,
+            });
+        }
+    }
+
     /// Hands a peer's request to the node; when the node's queue is full,
     /// answers `Busy` at once rather than dropping the request silently.
     fn hand_over(&mut self, request: InboundRequest) {
@@ -890,6 +918,11 @@ impl EventLoop {
                 let _ = behaviour
                     .solicit
                     .send_response(channel, SolicitResponse::Busy);
+            }
+            InboundRequest::Advice { channel, .. } => {
+                let _ = behaviour
+                    .advice
+                    .send_response(channel, AdviceResponse::Busy);
             }
             InboundRequest::Gossip { id, via, .. } => {
                 let verdict = gossipsub::MessageAcceptance::Ignore;

@@ -25,6 +25,7 @@ const DIGEST_LEN: u8 = 32;
 const NAME_DOMAIN: &[u8] = b"sp2a:rps:";
 const STANDBY_DOMAIN: &[u8] = b"sp2a:standby:";
 const FEED_DOMAIN: &[u8] = b"sp2a:feed:";
+const ADVICE_DOMAIN: &[u8] = b"sp2a:advice:";
 
 /// CIDv1 bytes for a BLAKE3 digest.
 pub fn cid_bytes(digest: &[u8; 32]) -> [u8; 36] {
@@ -68,6 +69,18 @@ pub fn feed_key(name: &str, publisher: &[u8; 32]) -> RecordKey {
     let mut hasher = blake3::Hasher::new();
     hasher.update(FEED_DOMAIN);
     hasher.update(publisher);
+    hasher.update(name.as_bytes());
+    RecordKey::new(&multihash_bytes(hasher.finalize().as_bytes()))
+}
+
+/// The provider-record key under which the consumers that evaluated
+/// `provider` as a provider of service `name` announce themselves as its
+/// advisors (`CIDv1(raw, blake3-256("sp2a:advice:" + provider id bytes +
+/// name))`; a peer id's bytes are self-delimiting).
+pub fn advice_key(name: &str, provider: &libp2p::PeerId) -> RecordKey {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(ADVICE_DOMAIN);
+    hasher.update(&provider.to_bytes());
     hasher.update(name.as_bytes());
     RecordKey::new(&multihash_bytes(hasher.finalize().as_bytes()))
 }

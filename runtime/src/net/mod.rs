@@ -16,6 +16,7 @@ pub mod address;
 pub mod behaviour;
 pub mod client;
 pub mod event_loop;
+pub mod evidence;
 pub mod keys;
 pub mod protocol;
 pub mod records;

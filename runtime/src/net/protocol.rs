@@ -34,6 +34,15 @@
 //!   bytes. `Accepted` only once the standby's pull has passed its policy's
 //!   admission; `Refused` with the reason; `Busy` beyond the standby's rate.
 //!
+//! * `/sp2a/advice/1`: ask an advisor (a consumer that announced itself
+//!   under [`advice_key`](super::keys::advice_key)) for its evaluations of
+//!   a provider of a service: at most [`MAX_ADVICE_EVALUATIONS`] signed
+//!   evaluations (see [`evidence`](super::evidence)), newest last. Request
+//!   ≤ [`MAX_ADVICE_REQUEST`] bytes, response ≤ [`MAX_ADVICE_RESPONSE`]
+//!   bytes. The receiver opens and checks every evaluation and refuses the
+//!   whole answer if one is not the advisor's own, with a valid receipt
+//!   from that provider for that service.
+//!
 //! * Load reports, over gossipsub: the providers of a service publish a
 //!   [`LoadReport`] about once a second on the service's topic
 //!   ([`load_topic`]: `/sp2a/load/1/<service>/<publisher key hex>`).
@@ -85,6 +94,35 @@ pub const ADVERT_PROTOCOL: &str = "/sp2a/advert/1";
 pub const TRANSFER_PROTOCOL: &str = "/sp2a/transfer/1";
 pub const INVOKE_PROTOCOL: &str = "/sp2a/invoke/1";
 pub const SOLICIT_PROTOCOL: &str = "/sp2a/solicit/1";
+pub const ADVICE_PROTOCOL: &str = "/sp2a/advice/1";
+
+/// Most evaluations one advice answer may carry.
+pub const MAX_ADVICE_EVALUATIONS: usize = 32;
+pub const MAX_ADVICE_REQUEST: u64 = 1024;
+pub const MAX_ADVICE_RESPONSE: u64 =
+    (MAX_ADVICE_EVALUATIONS as u64) * (super::evidence::MAX_EVALUATION as u64 + 16) + 64;
+
+/// Asks an advisor what it has seen of `provider` serving `service`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdviceRequest {
+    pub service: String,
+    /// The provider's peer id bytes.
+    #[serde(with = "serde_bytes")]
+    pub provider: Vec<u8>,
+}
+
+/// An advisor's answer to an [`AdviceRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdviceResponse {
+    /// Its signed evaluations of that provider, oldest first (none when it
+    /// has none).
+    Evaluations(
+        #[serde(deserialize_with = "at_most::<_, _, MAX_ADVICE_EVALUATIONS>")]
+        Vec<serde_bytes::ByteBuf>,
+    ),
+    /// Asked too often.
+    Busy,
+}
 
 /// A provider asks a standby node to pull package `content_id` of service
 /// `service` and provide it.
@@ -367,6 +405,12 @@ pub enum InvokeResponse {
         /// choose among providers).
         #[serde(default)]
         load: Option<f32>,
+        /// The provider's signed [`Receipt`](super::evidence::Receipt) for
+        /// this call and result, at most
+        /// [`MAX_RECEIPT`](super::evidence::MAX_RECEIPT) bytes: what lets
+        /// the caller publish an evaluation of it.
+        #[serde(default, with = "serde_bytes")]
+        receipt: Option<Vec<u8>>,
     },
     /// The call ran and failed (trap, bad arguments, ...).
     Failed { kind: String, message: String },

@@ -60,6 +60,13 @@
 //! cooldown = "5s"                     # between solicitations of standbys
 //! refresh = "30s"                     # look up the other providers again
 //!
+//! [reputation]                        # choosing among a service's providers
+//! alpha = 8.0                         # choice weight is reputation to this power
+//! exploration = 0.05                  # share of calls that go to newcomers
+//! min = 0.0                           # known providers below this are not called
+//! pin = ["12D3KooW..."]               # call only these when they provide it
+//! block = ["12D3KooW..."]             # never call these
+//!
 //! [allow]                             # services open only to these peers
 //! notes = ["12D3KooW..."]
 //! ```
@@ -100,6 +107,14 @@ pub enum ConfigError {
     },
     #[error("{field}: bad multiaddr {value:?}")]
     Address { field: &'static str, value: String },
+    #[error("reputation.{field}: bad peer id {value:?}")]
+    Provider { field: &'static str, value: String },
+    #[error("reputation.{field}: {value} is not a number in {range}")]
+    Range {
+        field: &'static str,
+        value: f64,
+        range: &'static str,
+    },
     #[error("allow.{service}: bad peer id {value:?}")]
     PeerId { service: String, value: String },
     #[error("pull.strategy {0:?}: use \"swarm\" or \"sequential\"")]
@@ -247,6 +262,18 @@ impl Default for ReplicationConfig {
     }
 }
 
+/// How a caller chooses among a service's providers (see
+/// [`crate::reputation`]). Defaults: the core's ([`crate::reputation::Params`]:
+/// α = 8, 5% exploration, no minimum), nothing pinned or blocked.
+#[derive(Clone, Debug, Default)]
+pub struct ReputationConfig {
+    pub params: crate::reputation::Params,
+    /// When any of these provides a service, only these are called.
+    pub pin: HashSet<PeerId>,
+    /// Never called.
+    pub block: HashSet<PeerId>,
+}
+
 /// Everything a node is configured with. [`NodeConfig::new`] gives the
 /// defaults listed in the module documentation.
 #[derive(Clone, Debug)]
@@ -273,6 +300,7 @@ pub struct NodeConfig {
     pub upload: UploadConfig,
     pub pull: PullConfig,
     pub replication: ReplicationConfig,
+    pub reputation: ReputationConfig,
     /// Services open only to these peers (others get an explicit refusal).
     pub allow: HashMap<String, HashSet<PeerId>>,
 }
@@ -292,6 +320,7 @@ impl NodeConfig {
             upload: UploadConfig::default(),
             pull: PullConfig::default(),
             replication: ReplicationConfig::default(),
+            reputation: ReputationConfig::default(),
             allow: HashMap::new(),
         }
     }
@@ -358,6 +387,7 @@ impl NodeConfig {
         file.upload.apply(&mut config.upload)?;
         file.pull.apply(&mut config.pull)?;
         file.replication.apply(&mut config.replication)?;
+        file.reputation.apply(&mut config.reputation)?;
         Ok(config)
     }
 
@@ -458,6 +488,8 @@ struct File {
     pull: PullFile,
     #[serde(default)]
     replication: ReplicationFile,
+    #[serde(default)]
+    reputation: ReputationFile,
     #[serde(default)]
     allow: HashMap<String, Vec<String>>,
 }
@@ -675,6 +707,60 @@ impl ReplicationFile {
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ReputationFile {
+    alpha: Option<f64>,
+    exploration: Option<f64>,
+    min: Option<f64>,
+    #[serde(default)]
+    pin: Vec<String>,
+    #[serde(default)]
+    block: Vec<String>,
+}
+
+impl ReputationFile {
+    fn apply(self, r: &mut ReputationConfig) -> Result<(), ConfigError> {
+        let check = |field, value: Option<f64>, ok: fn(f64) -> bool, range| match value {
+            Some(v) if !ok(v) => Err(ConfigError::Range {
+                field,
+                value: v,
+                range,
+            }),
+            _ => Ok(value),
+        };
+        let unit = |v: f64| (0.0..=1.0).contains(&v);
+        set(
+            &mut r.params.alpha,
+            check(
+                "alpha",
+                self.alpha,
+                |v| v.is_finite() && v > 0.0 && v <= 64.0,
+                "(0, 64]",
+            )?,
+        );
+        set(
+            &mut r.params.exploration,
+            check("exploration", self.exploration, unit, "[0, 1]")?,
+        );
+        set(
+            &mut r.params.min_reputation,
+            check("min", self.min, unit, "[0, 1]")?,
+        );
+        let peers = |field, list: Vec<String>| {
+            list.into_iter()
+                .map(|p| {
+                    p.parse::<PeerId>()
+                        .map_err(|_| ConfigError::Provider { field, value: p })
+                })
+                .collect::<Result<HashSet<_>, _>>()
+        };
+        r.pin.extend(peers("pin", self.pin)?);
+        r.block.extend(peers("block", self.block)?);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -709,6 +795,10 @@ mod tests {
             [replication]
             hold = "3s"
             report-every = "0s"
+            [reputation]
+            alpha = 4.0
+            exploration = 0.1
+            block = ["12D3KooWGbMGV3UxqHKkbwQ1o8DG7Lr6LUykTB9GEJcvd1u7MphL"]
             [allow]
             notes = ["12D3KooWGbMGV3UxqHKkbwQ1o8DG7Lr6LUykTB9GEJcvd1u7MphL"]
         "#;
@@ -744,6 +834,10 @@ mod tests {
         assert_eq!(config.replication.cooldown, Duration::from_secs(5));
         assert_eq!(config.pull.max_partial, 64 << 20);
         assert_eq!(config.allow["notes"].len(), 1);
+        assert_eq!(config.reputation.params.alpha, 4.0);
+        assert_eq!(config.reputation.params.exploration, 0.1);
+        assert_eq!(config.reputation.block.len(), 1);
+        assert!(config.reputation.pin.is_empty());
 
         config.apply(Overrides {
             data_dir: Some("/tmp/x".into()),
@@ -794,5 +888,23 @@ mod tests {
             NodeConfig::from_toml("[allow]\nx = [\"me\"]", Path::new(".")),
             Err(ConfigError::PeerId { .. })
         ));
+        assert!(matches!(
+            NodeConfig::from_toml("[reputation]\npin = [\"me\"]", Path::new(".")),
+            Err(ConfigError::Provider { field: "pin", .. })
+        ));
+        for bad in [
+            "alpha = 0.0",
+            "alpha = nan",
+            "exploration = 1.5",
+            "min = -1.0",
+        ] {
+            assert!(
+                matches!(
+                    NodeConfig::from_toml(&format!("[reputation]\n{bad}"), Path::new(".")),
+                    Err(ConfigError::Range { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -41,6 +41,10 @@ pub enum ControlRequest {
         path: PathBuf,
     },
     Status,
+    /// How the providers of a service stand with this node.
+    Reputation {
+        service: String,
+    },
 }
 
 /// A provider in a `Find` reply.
@@ -84,6 +88,7 @@ pub enum ControlReply {
         content_id: String,
     },
     Status(Status),
+    Reputation(super::ServiceStanding),
     Error(String),
 }
 
@@ -263,6 +268,13 @@ pub async fn execute(
             Err(e) => ControlReply::Error(format!("{}: {e}", path.display())),
         },
         ControlRequest::Status => ControlReply::Status(node.status().await),
+        ControlRequest::Reputation { service } => {
+            if crate::package::is_service_name(&service) {
+                ControlReply::Reputation(node.reputation(&service))
+            } else {
+                ControlReply::Error(format!("{service:?} is not a service name"))
+            }
+        }
     }
 }
 

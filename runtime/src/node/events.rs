@@ -63,6 +63,16 @@ pub enum NodeEvent {
         standbys: Vec<PeerId>,
         reason: String,
     },
+    /// This node checked a provider's answer: by running the call here, or
+    /// by sending one of the manifest's self-tests as an ordinary call.
+    Checked {
+        service: String,
+        provider: PeerId,
+        right: bool,
+        how: &'static str,
+        answer: String,
+        expected: String,
+    },
     /// This replica retired: the load no longer needs it.
     Regression {
         service: String,

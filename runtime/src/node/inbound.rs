@@ -1,6 +1,7 @@
 //! Peers' requests, each handed to the role that answers it (adverts to
 //! discovery, blocks to the upload server, calls to the invoker, load
-//! reports to the replication role, feed segments to the feed role) in a task
+//! reports to the replication role, feed segments to the feed role, advice
+//! to the reputation role) in a task
 //! of its own, inside the span of the connection it came on. Every request
 //! gets an explicit answer.
 
@@ -13,6 +14,7 @@ use super::discovery::Discovery;
 use super::feed::FeedRole;
 use super::invoke::Invoker;
 use super::replication::Replication;
+use super::reputation::Reputations;
 use super::standby::Standby;
 use super::upload::Uploads;
 use crate::net::{Client, InboundRequest};
@@ -30,6 +32,7 @@ pub(crate) struct Answerers {
     pub(crate) standby: Arc<Standby>,
     pub(crate) replication: Arc<Replication>,
     pub(crate) feeds: Arc<FeedRole>,
+    pub(crate) reputation: Arc<Reputations>,
 }
 
 /// Answers peers' requests until the network stops.
@@ -87,6 +90,12 @@ pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<Inbo
                     } => {
                         let response = a.standby.answer(peer, request).await;
                         a.client.respond_solicit(channel, response).await;
+                    }
+                    InboundRequest::Advice {
+                        request, channel, ..
+                    } => {
+                        let response = a.reputation.answer(request);
+                        a.client.respond_advice(channel, response).await;
                     }
                     InboundRequest::Gossip {
                         source,

@@ -2,25 +2,26 @@
 //! provider without downloading it, and answering other peers' calls within
 //! the paper's limit L and the services' allow-lists.
 //!
-//! A remote call chooses its provider by load, with the power of two
-//! choices: of two providers drawn at random, the one that reported less
-//! load goes first (every answer carries the provider's load; `Busy` counts
-//! as full; a provider not heard from in [`LOAD_TTL`] counts as half
-//! loaded, so new replicas get their share at once). The others follow,
-//! least loaded first, when a provider answers `Busy`. Providers are cached
-//! per service for [`PROVIDER_TTL`] and looked up again in the background
-//! after [`PROVIDER_REFRESH`], so that replicas that join are called and
-//! those that retire are dropped.
+//! A remote call chooses its provider by reputation and load (see the
+//! reputation role): two providers drawn by reputation, the one that
+//! reported less load first (every answer carries the provider's load;
+//! `Busy` counts as full; a provider not heard from in [`LOAD_TTL`] counts
+//! as half loaded, so new replicas get their share at once), then the
+//! others by reputation when a provider answers `Busy`. Every answer this
+//! node gives carries a signed receipt; every answer it gets is rated.
+//! Providers are cached per service for [`PROVIDER_TTL`] and looked up
+//! again in the background after [`PROVIDER_REFRESH`], so that replicas
+//! that join are called and those that retire are dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::seq::SliceRandom;
 use tracing::Instrument;
 
 use super::NodeError;
 use super::events::{Events, NodeEvent};
+use super::reputation::Reputations;
 use super::services::{Services, is_publisher_spec, publisher_matches};
 use super::upload::Uploads;
 use crate::net::protocol::{
@@ -56,26 +57,6 @@ pub struct RemoteOutcome {
     pub content_id: ContentId,
 }
 
-/// The order in which to try `providers`, by the power of two choices: of
-/// two drawn at random, the less loaded first; then the others, least
-/// loaded first (`load` of each, 0 to 1).
-fn choose<P: Copy + Eq + std::hash::Hash>(
-    providers: &[P],
-    load: impl Fn(&P) -> f32,
-    rng: &mut impl rand::Rng,
-) -> Vec<P> {
-    let mut order: Vec<P> = providers.to_vec();
-    order.shuffle(rng);
-    let load: HashMap<P, f32> = order.iter().map(|p| (*p, load(p))).collect();
-    let first_two = order.len().min(2);
-    let (two, rest) = order.split_at_mut(first_two);
-    if two.len() == 2 && load[&two[1]] < load[&two[0]] {
-        two.swap(0, 1);
-    }
-    rest.sort_by(|a, b| load[a].total_cmp(&load[b]));
-    order
-}
-
 /// A remote call: the service, optionally one publisher's, and the call.
 struct Call<'a> {
     name: &'a str,
@@ -94,6 +75,7 @@ pub(crate) struct Invoker {
     providers: Arc<Mutex<HashMap<String, Cached>>>,
     /// The load each provider reported last, and when.
     loads: Mutex<HashMap<PeerId, (f32, Instant)>>,
+    reputation: Arc<Reputations>,
 }
 
 /// The providers of a service, when they were looked up, and whether a
@@ -111,6 +93,7 @@ impl Invoker {
         uploads: Arc<Uploads>,
         events: Events,
         allow: HashMap<String, HashSet<PeerId>>,
+        reputation: Arc<Reputations>,
     ) -> Self {
         Self {
             client,
@@ -120,6 +103,7 @@ impl Invoker {
             allow,
             providers: Arc::new(Mutex::new(HashMap::new())),
             loads: Mutex::new(HashMap::new()),
+            reputation,
         }
     }
 
@@ -145,10 +129,12 @@ impl Invoker {
         loads.insert(peer, (load.clamp(0.0, 1.0), now));
     }
 
-    /// The order in which to try `providers` (see [`choose`]).
-    fn order(&self, providers: &[PeerId]) -> Vec<PeerId> {
+    /// The order in which to try `providers` of service `name`, by
+    /// reputation and load.
+    fn order(&self, name: &str, providers: &[PeerId]) -> Vec<PeerId> {
         let now = Instant::now();
-        choose(providers, |p| self.load_of(p, now), &mut rand::thread_rng())
+        self.reputation
+            .order(name, providers, |p| self.load_of(p, now))
     }
 
     /// The cached providers of `target`, if fresh; starts a background
@@ -237,7 +223,7 @@ impl Invoker {
             let mut reasons = Vec::new();
             if let Some(providers) = self.cached(target, name)
                 && let Some(result) = self
-                    .try_each(target, &call, &self.order(&providers), &mut reasons)
+                    .try_each(target, &call, &self.order(name, &providers), &mut reasons)
                     .await
             {
                 return self.remember(target, &providers, result);
@@ -258,7 +244,7 @@ impl Invoker {
                     .filter(|p| *p != me && !tried.contains(p))
                     .collect();
                 tried.extend(found.iter().copied());
-                let order = self.order(&found);
+                let order = self.order(name, &found);
                 if let Some(result) = self.try_each(target, &call, &order, &mut reasons).await {
                     return self.remember(target, &found, result);
                 }
@@ -334,7 +320,9 @@ impl Invoker {
                     micros,
                     content_id,
                     load,
+                    receipt,
                 }) => {
+                    let round_trip = start.elapsed();
                     if let Some(load) = load.filter(|l| l.is_finite()) {
                         self.heard(peer, load);
                     }
@@ -351,16 +339,33 @@ impl Invoker {
                             ),
                         }));
                     }
+                    self.reputation
+                        .answered(
+                            name,
+                            peer,
+                            ContentId(content_id),
+                            call.text,
+                            &value,
+                            receipt,
+                            round_trip,
+                        )
+                        .await;
                     return Some(Ok(RemoteOutcome {
                         peer,
                         value: clip(&value),
                         fuel,
                         remote_time: Duration::from_micros(micros),
-                        round_trip: start.elapsed(),
+                        round_trip,
                         content_id: ContentId(content_id),
                     }));
                 }
                 Ok(InvokeResponse::Failed { kind, message }) => {
+                    // A call that ran out of time, or that the provider
+                    // could not run, is held against the provider; a bad
+                    // call or a trap is the call's own.
+                    if matches!(kind.as_str(), "deadline" | "host") {
+                        self.reputation.unavailable(name, peer);
+                    }
                     return Some(Err(NodeError::Remote {
                         service: name.to_owned(),
                         peer: peer.to_string(),
@@ -380,10 +385,12 @@ impl Invoker {
                 }
                 // The request never reached the peer: safe to try another.
                 Err(e @ (RequestError::Dial | RequestError::Unsupported)) => {
+                    self.reputation.unavailable(name, peer);
                     reasons.push(format!("{peer}: {e}"))
                 }
                 // It may have run there: do not run it again elsewhere.
                 Err(e) => {
+                    self.reputation.unavailable(name, peer);
                     return Some(Err(NodeError::Remote {
                         service: name.to_owned(),
                         peer: peer.to_string(),
@@ -497,6 +504,13 @@ impl Invoker {
                 ),
             },
             Ok(outcome) => InvokeResponse::Ok {
+                receipt: Some(self.reputation.receipt(
+                    &request.service,
+                    provided.package.content_id(),
+                    &request.call,
+                    &outcome.value,
+                    peer,
+                )),
                 value: outcome.value,
                 fuel: outcome.fuel_used,
                 micros: outcome.elapsed.as_micros() as u64,
@@ -516,37 +530,5 @@ impl Invoker {
             "call answered"
         );
         response
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_less_loaded_of_two_goes_first_and_the_rest_by_load() {
-        let mut rng = rand::thread_rng();
-        let two = [1u32, 2];
-        let load = |p: &u32| if *p == 1 { 0.9 } else { 0.1 };
-        for _ in 0..50 {
-            assert_eq!(choose(&two, load, &mut rng), [2, 1]);
-        }
-        // Ten providers, loads 0.0 to 0.9: the first is the less loaded of
-        // two, so never the most loaded; the others follow by load.
-        let ten: Vec<u32> = (0..10).collect();
-        let load = |p: &u32| *p as f32 / 10.0;
-        let mut firsts = HashSet::new();
-        for _ in 0..500 {
-            let order = choose(&ten, load, &mut rng);
-            assert_ne!(order[0], 9);
-            assert!(load(&order[0]) < load(&order[1]));
-            assert!(order[2..].windows(2).all(|w| load(&w[0]) <= load(&w[1])));
-            firsts.insert(order[0]);
-        }
-        // Not always the least loaded either: the choice stays random, so
-        // callers do not all pile onto the same provider.
-        assert!(firsts.len() > 3, "{firsts:?}");
-        assert!(choose::<u32>(&[], load, &mut rng).is_empty());
-        assert_eq!(choose(&[7u32], load, &mut rng), [7]);
     }
 }

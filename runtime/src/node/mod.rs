@@ -41,6 +41,7 @@ mod per_peer;
 mod pull;
 mod replication;
 pub mod report;
+mod reputation;
 mod services;
 mod standby;
 mod status;
@@ -63,6 +64,7 @@ pub use invoke::RemoteOutcome;
 pub use pull::{PullError, PullFuture, PullProgress, PullStage, Pulled, RefusedVersion};
 pub use replication::GroupStatus;
 pub use report::{Objection, PackageReport, audit_package};
+pub use reputation::{ProviderStanding, ServiceStanding};
 pub use services::Provided;
 pub use status::{AnnouncementStatus, Counters, ServiceStatus, Status, TransferStatus};
 
@@ -146,6 +148,7 @@ struct Inner {
     feeds: Arc<feed::FeedRole>,
     /// The live feeds' buffers (also read by the sandbox).
     feed_buffers: crate::feed::Feeds,
+    reputation: Arc<reputation::Reputations>,
     started: Instant,
 }
 
@@ -181,7 +184,7 @@ impl Node {
         })?;
         let keypair = net::load_or_create_identity(&config.data_dir.join("identity.key"))?;
         let store = Store::open(&config.data_dir.join("store"))?;
-        let (client, inbound) = net::event_loop::start(keypair, config.net.clone()).await?;
+        let (client, inbound) = net::event_loop::start(keypair.clone(), config.net.clone()).await?;
         let events = Events::new();
         let feed_buffers = crate::feed::Feeds::default();
         let services = Arc::new(Services::new(
@@ -203,12 +206,20 @@ impl Node {
             services.clone(),
             events.clone(),
         ));
+        let reputation = Arc::new(reputation::Reputations::new(
+            client.clone(),
+            keypair,
+            services.clone(),
+            events.clone(),
+            config.reputation.clone(),
+        ));
         let invoker = Arc::new(Invoker::new(
             client.clone(),
             services.clone(),
             uploads.clone(),
             events.clone(),
             config.allow.clone(),
+            reputation.clone(),
         ));
         let pulls = Arc::new(Pulls::new(
             config.pull.clone(),
@@ -253,6 +264,7 @@ impl Node {
             standby: standby.clone(),
             replication: replication.clone(),
             feeds: feeds.clone(),
+            reputation: reputation.clone(),
         };
         tokio::spawn(inbound::serve(answerers, inbound));
         tokio::spawn(pull::sweep_saved_downloads(Arc::downgrade(&pulls)));
@@ -276,6 +288,7 @@ impl Node {
                 replication,
                 feeds,
                 feed_buffers,
+                reputation,
                 started: Instant::now(),
             }),
         })
@@ -446,6 +459,19 @@ impl Node {
     /// or unreachable are skipped; a call that ran and failed is returned.
     pub async fn invoke_remote(&self, name: &str, call: &str) -> Result<RemoteOutcome, NodeError> {
         self.inner.invoker.remote(name, call).await
+    }
+
+    /// How the providers of service `name` stand with this node: their
+    /// reputation and the evidence it rests on, best first.
+    pub fn reputation(&self, name: &str) -> ServiceStanding {
+        self.inner.reputation.standing(name)
+    }
+
+    /// Asks the advisors of `provider` (as a provider of service `name`)
+    /// what they saw, now, and takes what passes every check. Returns the
+    /// advisors whose answers were admitted and refused.
+    pub async fn consult(&self, name: &str, provider: PeerId) -> (usize, usize) {
+        self.inner.reputation.consult(name, provider).await
     }
 
     /// Peers, services, transfers and counters.

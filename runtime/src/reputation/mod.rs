@@ -443,6 +443,39 @@ impl<I: Clone + Ord> Reputation<I> {
         eligible.last().map(|(c, _)| (*c).clone())
     }
 
+    /// The order in which to try `candidates` on a call: two drawn by
+    /// [`choose`](Self::choose) (the second from the rest), the less loaded
+    /// of the two first (the power of two choices; `load` is 0 to 1), then
+    /// the others by reputation, best first, the less loaded first among
+    /// equals. Reputation decides who may be tried first; load decides
+    /// between two that may.
+    pub fn order<R: Rng + ?Sized>(
+        &self,
+        now: Instant,
+        candidates: &[I],
+        load: impl Fn(&I) -> f32,
+        rng: &mut R,
+    ) -> Vec<I> {
+        let mut rest: Vec<I> = candidates.to_vec();
+        let mut order = Vec::with_capacity(rest.len());
+        for _ in 0..2 {
+            if let Some(pick) = self.choose(now, &rest, rng) {
+                rest.retain(|c| *c != pick);
+                order.push(pick);
+            }
+        }
+        if order.len() == 2 && load(&order[1]) < load(&order[0]) {
+            order.swap(0, 1);
+        }
+        let mut scored: Vec<(f64, f32, I)> = rest
+            .into_iter()
+            .map(|c| (self.score(now, &c).value, load(&c), c))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.total_cmp(&b.1)));
+        order.extend(scored.into_iter().map(|(_, _, c)| c));
+        order
+    }
+
     /// Forgets providers, advisors and advice with no evidence left worth
     /// keeping (below 1% of one transaction), to bound memory.
     pub fn prune(&mut self, now: Instant) {

@@ -289,6 +289,48 @@ fn choice_is_random_but_reproducible_under_a_seed() {
 }
 
 #[test]
+fn the_order_puts_the_less_loaded_of_two_first_and_the_rest_by_reputation() {
+    let now = Instant::now();
+    let mut rng = StdRng::seed_from_u64(3);
+    // Unknown providers (all newcomers): two drawn at random, the less
+    // loaded first, the others by load.
+    let core = Reputation::<u32>::new(Params::default());
+    let ten: Vec<u32> = (0..10).collect();
+    let load = |p: &u32| *p as f32 / 10.0;
+    let mut firsts = std::collections::HashSet::new();
+    for _ in 0..500 {
+        let order = core.order(now, &ten, load, &mut rng);
+        assert_eq!(order.len(), 10);
+        assert_ne!(order[0], 9, "the most loaded never goes first");
+        assert!(load(&order[0]) < load(&order[1]));
+        assert!(order[2..].windows(2).all(|w| load(&w[0]) <= load(&w[1])));
+        firsts.insert(order[0]);
+    }
+    // Not always the least loaded: callers do not all pile onto one.
+    assert!(firsts.len() > 3, "{firsts:?}");
+    assert!(core.order(now, &[], load, &mut rng).is_empty());
+    assert_eq!(core.order(now, &[7], load, &mut rng), [7]);
+
+    // Reputation decides who may go first: a provider caught answering
+    // wrongly is never among the two drawn while good ones are there, even
+    // idle; it comes last.
+    let mut core = Reputation::<u32>::new(Params {
+        exploration: 0.0,
+        ..Params::default()
+    });
+    for p in 0..4 {
+        for _ in 0..5 {
+            core.record(now, &p, if p == 0 { WRONG } else { GOOD });
+        }
+    }
+    let idle_cheat = |p: &u32| if *p == 0 { 0.0 } else { 0.9 };
+    for _ in 0..200 {
+        let order = core.order(now, &[0, 1, 2, 3], idle_cheat, &mut rng);
+        assert_eq!(order.last(), Some(&0), "{order:?}");
+    }
+}
+
+#[test]
 fn the_guard_refuses_counts_that_grow_too_fast() {
     let t0 = Instant::now();
     let mut guard = StuffingGuard::new(GuardParams {

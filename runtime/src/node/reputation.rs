@@ -1,0 +1,774 @@
+//! The reputation role (the paper's SAFE, section 2.3): how this node
+//! judges the providers it calls, and what it tells others it saw. The
+//! judgement itself is the pure [`Reputation`] core; this role feeds it with
+//! the network.
+//!
+//! * **Receipts.** Every call this node answers carries a receipt signed
+//!   with its peer key ([`Reputations::receipt`]).
+//! * **Ratings.** Every call it makes is rated into the service's core:
+//!   timeliness (the round trip against the manifest's `<qos latency>`, or
+//!   [`DEFAULT_TARGET`]), availability (no answer, or a failure on the
+//!   provider's side: `deadline`, `host`) and accuracy when checked. `Busy`
+//!   is not held against a provider: it is load, answered honestly, and the
+//!   load-aware choice already steers around it.
+//! * **Accuracy checks**, for packages whose manifest declares
+//!   `<deterministic>`: a provider's first answer and then
+//!   [`CHECK_SHARE`] of its answers are checked, by running the same call
+//!   here when this node runs the same package, or else by sending one of
+//!   the manifest's self-test vectors to the provider as an ordinary call
+//!   (same protocol and shape: it cannot tell a check from any other call).
+//!   A wrong answer is strong evidence ([`Params::wrong_weight`]).
+//! * **Evaluations.** When an answer carried a valid receipt, this node
+//!   signs an evaluation of it, keeps the newest [`KEPT_EVALUATIONS`] per
+//!   (service, provider), and announces itself as an advisor under
+//!   [`keys::advice_key`]. It serves them over `/sp2a/advice/1`.
+//! * **Advice.** Before calling providers it knows little of (newcomers to
+//!   its core), it asks their advisors, at most [`MAX_ADVISORS_ASKED`] and at
+//!   most once per [`CONSULT_EVERY`] per provider. An answer is refused whole
+//!   if any evaluation in it fails its checks (signatures, the receipt's
+//!   provider and service, the advisor as the receipt's consumer); what is
+//!   left counts only as fast as the [`StuffingGuard`] admits new
+//!   evaluations from that advisor, about that provider and overall.
+//! * **Choice** ([`Reputations::order`]): blocked providers never, pinned
+//!   ones alone when any is found; then [`Reputation::order`]: two drawn by
+//!   reputation, the less loaded of them first, the rest by reputation.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::identity::Keypair;
+use rand::Rng;
+use rand::seq::SliceRandom;
+use tokio::sync::Semaphore;
+
+use super::config::ReputationConfig;
+use super::events::{Events, NodeEvent};
+use super::services::Services;
+use crate::net::evidence::{Evaluation, Receipt};
+use crate::net::protocol::{
+    AdvertRequest, AdvertResponse, AdviceRequest, AdviceResponse, InvokeRequest, InvokeResponse,
+    MAX_ADVICE_EVALUATIONS,
+};
+use crate::net::{Client, PeerId, keys};
+use crate::package::manifest::SelfTest;
+use crate::package::{Advert, ContentId};
+use crate::reputation::{Advice, GuardParams, Rating, Reputation, StuffingGuard};
+use crate::sandbox::same_wave;
+
+/// The latency target of a service whose manifest sets none.
+pub const DEFAULT_TARGET: Duration = Duration::from_secs(1);
+/// Share of a provider's answers checked after the first.
+pub const CHECK_SHARE: f64 = 0.1;
+/// Own evaluations kept per (service, provider) to advise with.
+pub const KEPT_EVALUATIONS: usize = MAX_ADVICE_EVALUATIONS;
+/// Advisors asked about one provider.
+pub const MAX_ADVISORS_ASKED: usize = 8;
+/// A provider's advisors are asked at most this often.
+pub const CONSULT_EVERY: Duration = Duration::from_secs(60);
+/// Services judged, (service, provider) pairs advised on, packages whose
+/// facts are known: each bounded, the least recently used going first.
+const MAX_SERVICES: usize = 256;
+const MAX_PAIRS: usize = 4096;
+const MAX_FACTS: usize = 256;
+/// Consultations at once.
+const MAX_CONSULTING: usize = 4;
+
+/// What a caller needs to know of a package to judge its providers.
+#[derive(Clone, Debug)]
+struct Facts {
+    deterministic: bool,
+    target: Duration,
+    self_tests: Vec<SelfTest>,
+}
+
+/// One service's providers, as this node judges them.
+struct Judged {
+    core: Reputation<PeerId>,
+    calls: HashMap<PeerId, u64>,
+    /// Providers whose answers were checked at least once.
+    checked: HashSet<PeerId>,
+    checks: u64,
+    wrong: u64,
+    /// When each provider was last caught answering wrongly.
+    last_wrong: HashMap<PeerId, SystemTime>,
+    advice_admitted: u64,
+    advice_refused: u64,
+    last_refusal: Option<String>,
+    used: Instant,
+}
+
+/// What this node keeps to advise others about one (service, provider).
+struct Kept {
+    evaluations: VecDeque<Vec<u8>>,
+    used: Instant,
+}
+
+struct State {
+    services: HashMap<String, Judged>,
+    kept: HashMap<(String, PeerId), Kept>,
+    guard: StuffingGuard<PeerId>,
+    /// Per (service, provider, advisor): the newest receipt time counted.
+    counted: HashMap<(String, PeerId, PeerId), u64>,
+    consulted: HashMap<(String, PeerId), Instant>,
+    facts: HashMap<ContentId, (Arc<Facts>, Instant)>,
+}
+
+/// How one provider stands, for operators (`sp2a reputation SERVICE`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ProviderStanding {
+    pub peer: String,
+    /// 0 to 1.
+    pub reputation: f64,
+    pub newcomer: bool,
+    /// Own transactions (decayed) and calls made.
+    pub own: f64,
+    pub calls: u64,
+    /// Advisors whose advice counted, and the evidence they brought
+    /// (weighted by their credibility).
+    pub advisors: usize,
+    pub advised: f64,
+    /// Seconds since this node last caught it answering wrongly.
+    pub last_wrong_secs_ago: Option<u64>,
+    pub pinned: bool,
+    pub blocked: bool,
+}
+
+/// One service's providers, best first, and how the evidence came.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ServiceStanding {
+    pub service: String,
+    pub providers: Vec<ProviderStanding>,
+    /// Accuracy checks made, and how many caught a wrong answer.
+    pub checks: u64,
+    pub wrong: u64,
+    /// Advice answers admitted and refused, and the last refusal's reason.
+    pub advice_admitted: u64,
+    pub advice_refused: u64,
+    pub last_refusal: Option<String>,
+}
+
+pub(crate) struct Reputations {
+    client: Client,
+    key: Keypair,
+    services: Arc<Services>,
+    events: Events,
+    config: ReputationConfig,
+    state: Mutex<State>,
+    consulting: Arc<Semaphore>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Removes the least recently used entry of `map` once it holds `max`.
+fn make_room<K: Clone + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    max: usize,
+    used: impl Fn(&V) -> Instant,
+) -> Option<K> {
+    if map.len() < max {
+        return None;
+    }
+    let oldest = map
+        .iter()
+        .min_by_key(|(_, v)| used(v))
+        .map(|(k, _)| k.clone())?;
+    map.remove(&oldest);
+    Some(oldest)
+}
+
+impl Reputations {
+    pub(crate) fn new(
+        client: Client,
+        key: Keypair,
+        services: Arc<Services>,
+        events: Events,
+        config: ReputationConfig,
+    ) -> Self {
+        Self {
+            client,
+            key,
+            services,
+            events,
+            config,
+            state: Mutex::new(State {
+                services: HashMap::new(),
+                kept: HashMap::new(),
+                guard: StuffingGuard::new(GuardParams {
+                    // One evaluation a second per pair, a full answer at
+                    // once; ten a second per advisor over every provider.
+                    pair_rate: 1.0,
+                    pair_burst: KEPT_EVALUATIONS as f64,
+                    consumer_rate: 10.0,
+                    consumer_burst: 4.0 * KEPT_EVALUATIONS as f64,
+                    max_tracked: 100_000,
+                }),
+                counted: HashMap::new(),
+                consulted: HashMap::new(),
+                facts: HashMap::new(),
+            }),
+            consulting: Arc::new(Semaphore::new(MAX_CONSULTING)),
+        }
+    }
+
+    fn judged<'s>(&self, state: &'s mut State, service: &str) -> &'s mut Judged {
+        if !state.services.contains_key(service) {
+            make_room(&mut state.services, MAX_SERVICES, |j| j.used);
+            state.services.insert(
+                service.to_owned(),
+                Judged {
+                    core: Reputation::new(self.config.params.clone()),
+                    calls: HashMap::new(),
+                    checked: HashSet::new(),
+                    checks: 0,
+                    wrong: 0,
+                    last_wrong: HashMap::new(),
+                    advice_admitted: 0,
+                    advice_refused: 0,
+                    last_refusal: None,
+                    used: Instant::now(),
+                },
+            );
+        }
+        let judged = state.services.get_mut(service).expect("inserted above");
+        judged.used = Instant::now();
+        judged
+    }
+
+    /// The order in which to call `providers` of `service` (see the module
+    /// documentation); `load` is each one's last reported load, 0 to 1.
+    /// Providers it knows little of have their advisors asked in the
+    /// background.
+    pub(crate) fn order(
+        self: &Arc<Self>,
+        service: &str,
+        providers: &[PeerId],
+        load: impl Fn(&PeerId) -> f32,
+    ) -> Vec<PeerId> {
+        let mut candidates: Vec<PeerId> = providers
+            .iter()
+            .filter(|p| !self.config.block.contains(p))
+            .copied()
+            .collect();
+        if candidates.iter().any(|p| self.config.pin.contains(p)) {
+            candidates.retain(|p| self.config.pin.contains(p));
+        }
+        let now = Instant::now();
+        let (order, newcomers) = {
+            let mut state = self.state.lock().expect("reputation lock");
+            let judged = self.judged(&mut state, service);
+            let order = judged
+                .core
+                .order(now, &candidates, load, &mut rand::thread_rng());
+            let newcomers: Vec<PeerId> = candidates
+                .iter()
+                .filter(|p| judged.core.score(now, p).newcomer)
+                .copied()
+                .collect();
+            (order, newcomers)
+        };
+        for provider in newcomers {
+            self.consult_in_background(service, provider);
+        }
+        order
+    }
+
+    /// The signed receipt for answering `consumer`'s call.
+    pub(crate) fn receipt(
+        &self,
+        service: &str,
+        content_id: ContentId,
+        call: &str,
+        result: &str,
+        consumer: PeerId,
+    ) -> Vec<u8> {
+        let (call, result) = Receipt::hashes(call, result);
+        Receipt {
+            service: service.to_owned(),
+            content_id: content_id.0,
+            call,
+            result,
+            at_ms: now_ms(),
+            provider: self.client.peer_id(),
+            consumer,
+        }
+        .sign(&self.key)
+    }
+
+    /// `provider` did not answer a call, or failed it on its side.
+    pub(crate) fn unavailable(&self, service: &str, provider: PeerId) {
+        let mut state = self.state.lock().expect("reputation lock");
+        let judged = self.judged(&mut state, service);
+        *judged.calls.entry(provider).or_default() += 1;
+        judged.core.record(
+            Instant::now(),
+            &provider,
+            Rating {
+                timeliness: 0.0,
+                available: false,
+                accurate: None,
+            },
+        );
+    }
+
+    /// `provider` answered `call` with `value`: rates the answer, signs an
+    /// evaluation when it came with a valid receipt, and checks it when it
+    /// is due (in the background).
+    pub(crate) async fn answered(
+        self: &Arc<Self>,
+        service: &str,
+        provider: PeerId,
+        content_id: ContentId,
+        call: &str,
+        value: &str,
+        receipt: Option<Vec<u8>>,
+        round_trip: Duration,
+    ) {
+        let facts = self.facts(provider, content_id).await;
+        let target = facts.as_ref().map_or(DEFAULT_TARGET, |f| f.target);
+        let timeliness = Rating::timeliness(round_trip, target);
+        let check = {
+            let mut state = self.state.lock().expect("reputation lock");
+            let judged = self.judged(&mut state, service);
+            *judged.calls.entry(provider).or_default() += 1;
+            judged.core.record(
+                Instant::now(),
+                &provider,
+                Rating {
+                    timeliness,
+                    available: true,
+                    accurate: None,
+                },
+            );
+            facts.filter(|f| f.deterministic).filter(|_| {
+                !judged.checked.contains(&provider) || rand::thread_rng().gen_bool(CHECK_SHARE)
+            })
+        };
+        if let Some(receipt) = receipt {
+            self.evaluate(
+                service, provider, content_id, call, value, receipt, timeliness, None,
+            );
+        }
+        if let Some(facts) = check {
+            self.state
+                .lock()
+                .expect("reputation lock")
+                .services
+                .get_mut(service)
+                .map(|j| j.checked.insert(provider));
+            let this = self.clone();
+            let (service, call, value) = (service.to_owned(), call.to_owned(), value.to_owned());
+            tokio::spawn(async move {
+                this.check(&service, provider, content_id, &call, &value, &facts)
+                    .await;
+            });
+        }
+    }
+
+    /// Signs and keeps an evaluation of an answer, if its receipt is
+    /// valid and for this very call, answer, provider and caller.
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &self,
+        service: &str,
+        provider: PeerId,
+        content_id: ContentId,
+        call: &str,
+        value: &str,
+        receipt: Vec<u8>,
+        timeliness: f64,
+        accurate: Option<bool>,
+    ) {
+        let valid = Receipt::open(&receipt).is_ok_and(|r| {
+            r.provider == provider
+                && r.consumer == self.client.peer_id()
+                && r.service == service
+                && r.content_id == content_id.0
+                && r.covers(call, value)
+        });
+        if !valid {
+            tracing::debug!(%provider, service, "an answer without a valid receipt: not evaluated");
+            return;
+        }
+        let signed = Evaluation {
+            receipt,
+            timeliness,
+            accurate,
+            at_ms: now_ms(),
+        }
+        .sign(&self.key);
+        let key = (service.to_owned(), provider);
+        let announce = {
+            let mut state = self.state.lock().expect("reputation lock");
+            let fresh = !state.kept.contains_key(&key);
+            let evicted = if fresh {
+                make_room(&mut state.kept, MAX_PAIRS, |k| k.used)
+            } else {
+                None
+            };
+            let kept = state.kept.entry(key.clone()).or_insert(Kept {
+                evaluations: VecDeque::new(),
+                used: Instant::now(),
+            });
+            kept.used = Instant::now();
+            if kept.evaluations.len() == KEPT_EVALUATIONS {
+                kept.evaluations.pop_front();
+            }
+            kept.evaluations.push_back(signed);
+            fresh.then_some(evicted)
+        };
+        if let Some(evicted) = announce {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                if let Some((service, provider)) = evicted {
+                    client
+                        .stop_providing(keys::advice_key(&service, &provider))
+                        .await;
+                }
+                client
+                    .start_providing(keys::advice_key(&key.0, &key.1))
+                    .await;
+            });
+        }
+    }
+
+    /// What a package's manifest says about judging its providers: from
+    /// this node's own services, or the signed advert fetched from the
+    /// provider (the publisher's signature and the content id checked).
+    async fn facts(&self, provider: PeerId, content_id: ContentId) -> Option<Arc<Facts>> {
+        if let Some((facts, _)) = self
+            .state
+            .lock()
+            .expect("reputation lock")
+            .facts
+            .get(&content_id)
+        {
+            return Some(facts.clone());
+        }
+        let manifest = match self.services.by_id(&content_id) {
+            Some(local) => local.package.manifest().clone(),
+            None => {
+                let request = AdvertRequest::ContentId(content_id.0);
+                let Ok(AdvertResponse::Adverts(adverts)) =
+                    self.client.request_advert(provider, request).await
+                else {
+                    return None;
+                };
+                let advert = adverts.iter().take(1).find_map(|bytes| {
+                    Advert::parse_signed(bytes)
+                        .ok()
+                        .filter(|a| a.content_id() == content_id)
+                })?;
+                advert.manifest().clone()
+            }
+        };
+        let facts = Arc::new(Facts {
+            deterministic: manifest.deterministic,
+            target: manifest
+                .replication
+                .as_ref()
+                .map_or(DEFAULT_TARGET, |r| r.latency),
+            self_tests: manifest.self_tests,
+        });
+        let mut state = self.state.lock().expect("reputation lock");
+        make_room(&mut state.facts, MAX_FACTS, |(_, used)| *used);
+        state
+            .facts
+            .insert(content_id, (facts.clone(), Instant::now()));
+        Some(facts)
+    }
+
+    /// Checks `provider`'s answer `value` to `call`: by running the call
+    /// here when this node runs the package, else by sending it one of the
+    /// self-test vectors.
+    async fn check(
+        &self,
+        service: &str,
+        provider: PeerId,
+        content_id: ContentId,
+        call: &str,
+        value: &str,
+        facts: &Facts,
+    ) {
+        let (right, how, seen, expected) = if let Some(local) = self.services.by_id(&content_id) {
+            let _slot = local.slot().await;
+            let Ok(here) = local.activation.invoke(call).await else {
+                return;
+            };
+            let right = same_wave(&here.value, value);
+            (right, "run here", value.to_owned(), here.value)
+        } else {
+            let Some(test) = facts.self_tests.choose(&mut rand::thread_rng()).cloned() else {
+                return;
+            };
+            let request = InvokeRequest {
+                service: service.to_owned(),
+                content_id: Some(content_id.0),
+                publisher: None,
+                call: test.call.clone(),
+            };
+            let start = Instant::now();
+            let Ok(InvokeResponse::Ok {
+                value: answer,
+                receipt,
+                ..
+            }) = self.client.request_invoke(provider, request).await
+            else {
+                // Busy or gone: no verdict.
+                return;
+            };
+            let right = same_wave(&answer, &test.expect);
+            if let Some(receipt) = receipt {
+                let target = facts.target;
+                let timeliness = Rating::timeliness(start.elapsed(), target);
+                self.evaluate(
+                    service,
+                    provider,
+                    content_id,
+                    &test.call,
+                    &answer,
+                    receipt,
+                    timeliness,
+                    Some(right),
+                );
+            }
+            (right, "self-test sent as a call", answer, test.expect)
+        };
+        {
+            let mut state = self.state.lock().expect("reputation lock");
+            let judged = self.judged(&mut state, service);
+            judged.checks += 1;
+            judged.core.record(
+                Instant::now(),
+                &provider,
+                Rating {
+                    timeliness: 1.0,
+                    available: true,
+                    accurate: Some(right),
+                },
+            );
+            if !right {
+                judged.wrong += 1;
+                judged.last_wrong.insert(provider, SystemTime::now());
+            }
+        }
+        if !right {
+            tracing::warn!(%provider, service, how, "a provider answered wrongly");
+        }
+        self.events.emit(NodeEvent::Checked {
+            service: service.to_owned(),
+            provider,
+            right,
+            how,
+            answer: crate::net::protocol::clip(&seen),
+            expected: crate::net::protocol::clip(&expected),
+        });
+    }
+
+    fn consult_in_background(self: &Arc<Self>, service: &str, provider: PeerId) {
+        {
+            let mut state = self.state.lock().expect("reputation lock");
+            let key = (service.to_owned(), provider);
+            if state
+                .consulted
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < CONSULT_EVERY)
+            {
+                return;
+            }
+            make_room(&mut state.consulted, MAX_PAIRS, |at| *at);
+            state.consulted.insert(key, Instant::now());
+        }
+        let Ok(permit) = self.consulting.clone().try_acquire_owned() else {
+            return;
+        };
+        let this = self.clone();
+        let service = service.to_owned();
+        tokio::spawn(async move {
+            let _permit = permit;
+            this.consult(&service, provider).await;
+        });
+    }
+
+    /// Asks `provider`'s advisors for `service` what they saw, and feeds
+    /// what passes every check into the core. Returns the advisors whose
+    /// answers were admitted and refused.
+    pub(crate) async fn consult(&self, service: &str, provider: PeerId) -> (usize, usize) {
+        let me = self.client.peer_id();
+        let mut advisors: Vec<PeerId> = self
+            .client
+            .get_providers(keys::advice_key(service, &provider))
+            .await
+            .into_iter()
+            .filter(|a| *a != me && *a != provider)
+            .collect();
+        advisors.shuffle(&mut rand::thread_rng());
+        advisors.truncate(MAX_ADVISORS_ASKED);
+        let asked = advisors.into_iter().map(|advisor| async move {
+            let request = AdviceRequest {
+                service: service.to_owned(),
+                provider: provider.to_bytes(),
+            };
+            (advisor, self.client.request_advice(advisor, request).await)
+        });
+        let answers = futures::future::join_all(asked).await;
+        let (mut admitted, mut refused) = (0, 0);
+        for (advisor, answer) in answers {
+            let Ok(AdviceResponse::Evaluations(evaluations)) = answer else {
+                continue;
+            };
+            match self.take_advice(service, provider, advisor, &evaluations) {
+                Ok(()) => admitted += 1,
+                Err(reason) => {
+                    refused += 1;
+                    tracing::info!(%advisor, %provider, service, %reason, "advice refused");
+                    let mut state = self.state.lock().expect("reputation lock");
+                    let judged = self.judged(&mut state, service);
+                    judged.advice_refused += 1;
+                    judged.last_refusal = Some(format!("from {advisor}: {reason}"));
+                }
+            }
+        }
+        (admitted, refused)
+    }
+
+    /// Checks an advisor's evaluations of `provider` and, when every one
+    /// passes and the stuffing guard admits the new ones, takes the advice
+    /// they add up to: the mean of their scores, counted by their number.
+    fn take_advice(
+        &self,
+        service: &str,
+        provider: PeerId,
+        advisor: PeerId,
+        evaluations: &[serde_bytes::ByteBuf],
+    ) -> Result<(), String> {
+        if evaluations.is_empty() {
+            return Ok(());
+        }
+        let now_ms = now_ms();
+        let mut scores = Vec::with_capacity(evaluations.len());
+        let mut newest = 0;
+        let mut seen = HashSet::new();
+        for bytes in evaluations {
+            let opened = Evaluation::open(bytes, now_ms).map_err(|e| e.to_string())?;
+            let receipt = &opened.receipt;
+            if receipt.provider != provider || receipt.service != service {
+                return Err("an evaluation of another provider or service".into());
+            }
+            if opened.consumer() != advisor {
+                return Err("an evaluation that is not the advisor's own".into());
+            }
+            if !seen.insert((receipt.call, receipt.result, receipt.at_ms)) {
+                return Err("the same receipt twice".into());
+            }
+            newest = newest.max(receipt.at_ms);
+            scores.push((
+                receipt.at_ms,
+                Rating {
+                    timeliness: opened.evaluation.timeliness,
+                    available: true,
+                    accurate: opened.evaluation.accurate,
+                }
+                .score(),
+            ));
+        }
+        let now = Instant::now();
+        let mut state = self.state.lock().expect("reputation lock");
+        let key = (service.to_owned(), provider, advisor);
+        let counted = state.counted.get(&key).copied().unwrap_or(0);
+        let added = scores.iter().filter(|(at, _)| *at > counted).count();
+        state
+            .guard
+            .admit(now, &advisor, &provider, added as f64)
+            .map_err(|e| e.to_string())?;
+        if !state.counted.contains_key(&key) && state.counted.len() >= 4 * MAX_PAIRS {
+            state.counted.clear();
+        }
+        state.counted.insert(key, newest.max(counted));
+        let count = scores.len() as f64;
+        let score = scores.iter().map(|(_, s)| s).sum::<f64>() / count;
+        let judged = self.judged(&mut state, service);
+        judged
+            .core
+            .advise(now, &provider, &advisor, Advice { score, count });
+        judged.advice_admitted += 1;
+        Ok(())
+    }
+
+    /// A peer asks what this node saw of a provider.
+    pub(crate) fn answer(&self, request: AdviceRequest) -> AdviceResponse {
+        let Ok(provider) = PeerId::from_bytes(&request.provider) else {
+            return AdviceResponse::Evaluations(Vec::new());
+        };
+        let state = self.state.lock().expect("reputation lock");
+        let evaluations = state
+            .kept
+            .get(&(request.service, provider))
+            .map(|k| {
+                k.evaluations
+                    .iter()
+                    .map(|e| serde_bytes::ByteBuf::from(e.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        AdviceResponse::Evaluations(evaluations)
+    }
+
+    /// How the providers of `service` stand, best first.
+    pub(crate) fn standing(&self, service: &str) -> ServiceStanding {
+        let now = Instant::now();
+        let state = self.state.lock().expect("reputation lock");
+        let Some(judged) = state.services.get(service) else {
+            return ServiceStanding {
+                service: service.to_owned(),
+                ..ServiceStanding::default()
+            };
+        };
+        let mut peers: HashSet<PeerId> = judged.calls.keys().copied().collect();
+        peers.extend(
+            state
+                .consulted
+                .keys()
+                .filter(|(s, _)| s == service)
+                .map(|(_, p)| *p),
+        );
+        peers.extend(self.config.pin.iter().copied());
+        peers.extend(self.config.block.iter().copied());
+        let mut providers: Vec<ProviderStanding> = peers
+            .into_iter()
+            .map(|peer| {
+                let score = judged.core.score(now, &peer);
+                ProviderStanding {
+                    peer: peer.to_string(),
+                    reputation: score.value,
+                    newcomer: score.newcomer,
+                    own: score.own,
+                    calls: judged.calls.get(&peer).copied().unwrap_or(0),
+                    advisors: score.advisors,
+                    advised: score.advised,
+                    last_wrong_secs_ago: judged
+                        .last_wrong
+                        .get(&peer)
+                        .and_then(|at| at.elapsed().ok())
+                        .map(|d| d.as_secs()),
+                    pinned: self.config.pin.contains(&peer),
+                    blocked: self.config.block.contains(&peer),
+                }
+            })
+            .collect();
+        providers.sort_by(|a, b| b.reputation.total_cmp(&a.reputation));
+        ServiceStanding {
+            service: service.to_owned(),
+            providers,
+            checks: judged.checks,
+            wrong: judged.wrong,
+            advice_admitted: judged.advice_admitted,
+            advice_refused: judged.advice_refused,
+            last_refusal: judged.last_refusal.clone(),
+        }
+    }
+}
