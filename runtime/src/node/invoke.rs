@@ -6,7 +6,9 @@
 //! reputation role): two providers drawn by reputation, the one that
 //! reported less load first (every answer carries the provider's load;
 //! `Busy` counts as full; a provider not heard from in [`LOAD_TTL`] counts
-//! as half loaded, so new replicas get their share at once), then the
+//! as loaded like the mean of those heard from, or half loaded when none
+//! was, so that neither new replicas nor idle unknown ones are shunned),
+//! then the
 //! others by reputation when a provider answers `Busy`. Every answer this
 //! node gives carries a signed receipt; every answer it gets is rated.
 //! Providers are cached per service for [`PROVIDER_TTL`] and looked up
@@ -37,7 +39,8 @@ const PROVIDER_TTL: Duration = Duration::from_secs(30);
 const PROVIDER_REFRESH: Duration = Duration::from_secs(5);
 /// How long a provider's reported load is believed.
 pub const LOAD_TTL: Duration = Duration::from_secs(5);
-/// The load assumed of a provider without a recent report.
+/// The load assumed of a provider without a recent report when no
+/// provider of the service has reported.
 const UNKNOWN_LOAD: f32 = 0.5;
 /// Providers whose load is remembered.
 const MAX_LOADS: usize = 4096;
@@ -108,13 +111,13 @@ impl Invoker {
     }
 
     /// The load `peer` reported last, if recent.
-    fn load_of(&self, peer: &PeerId, now: Instant) -> f32 {
+    fn load_of(&self, peer: &PeerId, now: Instant) -> Option<f32> {
         self.loads
             .lock()
             .expect("loads lock")
             .get(peer)
             .filter(|(_, at)| now.saturating_duration_since(*at) < LOAD_TTL)
-            .map_or(UNKNOWN_LOAD, |(load, _)| *load)
+            .map(|(load, _)| *load)
     }
 
     fn heard(&self, peer: PeerId, load: f32) {
@@ -133,8 +136,18 @@ impl Invoker {
     /// reputation and load.
     fn order(&self, name: &str, providers: &[PeerId]) -> Vec<PeerId> {
         let now = Instant::now();
-        self.reputation
-            .order(name, providers, |p| self.load_of(p, now))
+        let loads: HashMap<PeerId, f32> = providers
+            .iter()
+            .filter_map(|p| Some((*p, self.load_of(p, now)?)))
+            .collect();
+        let unknown = if loads.is_empty() {
+            UNKNOWN_LOAD
+        } else {
+            loads.values().sum::<f32>() / loads.len() as f32
+        };
+        self.reputation.order(name, providers, |p| {
+            loads.get(p).copied().unwrap_or(unknown)
+        })
     }
 
     /// The cached providers of `target`, if fresh; starts a background

@@ -82,6 +82,13 @@ struct Facts {
     self_tests: Vec<SelfTest>,
 }
 
+/// An answer to check: the call, the value and how timely it came.
+struct Answer<'a> {
+    call: &'a str,
+    value: &'a str,
+    timeliness: f64,
+}
+
 /// One service's providers, as this node judges them.
 struct Judged {
     core: Reputation<PeerId>,
@@ -363,7 +370,12 @@ impl Reputations {
             let this = self.clone();
             let (service, call, value) = (service.to_owned(), call.to_owned(), value.to_owned());
             tokio::spawn(async move {
-                this.check(&service, provider, content_id, &call, &value, &facts)
+                let answer = Answer {
+                    call: &call,
+                    value: &value,
+                    timeliness,
+                };
+                this.check(&service, provider, content_id, answer, &facts)
                     .await;
             });
         }
@@ -482,62 +494,69 @@ impl Reputations {
         Some(facts)
     }
 
-    /// Checks `provider`'s answer `value` to `call`: by running the call
-    /// here when this node runs the package, else by sending it one of the
-    /// self-test vectors.
+    /// Checks `provider`'s answer: by running the call here when this node
+    /// runs the package, else by sending the provider one of the self-test
+    /// vectors. The verdict is recorded as a transaction of its own, as
+    /// timely as the answer checked.
     async fn check(
         &self,
         service: &str,
         provider: PeerId,
         content_id: ContentId,
-        call: &str,
-        value: &str,
+        answer: Answer<'_>,
         facts: &Facts,
     ) {
-        let (right, how, seen, expected) = if let Some(local) = self.services.by_id(&content_id) {
-            let _slot = local.slot().await;
-            let Ok(here) = local.activation.invoke(call).await else {
-                return;
-            };
-            let right = same_wave(&here.value, value);
-            (right, "run here", value.to_owned(), here.value)
-        } else {
-            let Some(test) = facts.self_tests.choose(&mut rand::thread_rng()).cloned() else {
-                return;
-            };
-            let request = InvokeRequest {
-                service: service.to_owned(),
-                content_id: Some(content_id.0),
-                publisher: None,
-                call: test.call.clone(),
-            };
-            let start = Instant::now();
-            let Ok(InvokeResponse::Ok {
-                value: answer,
-                receipt,
-                ..
-            }) = self.client.request_invoke(provider, request).await
-            else {
-                // Busy or gone: no verdict.
-                return;
-            };
-            let right = same_wave(&answer, &test.expect);
-            if let Some(receipt) = receipt {
-                let target = facts.target;
-                let timeliness = Rating::timeliness(start.elapsed(), target);
-                self.evaluate(
-                    service,
-                    provider,
-                    content_id,
-                    &test.call,
-                    &answer,
+        let (right, how, seen, expected, timeliness) =
+            if let Some(local) = self.services.by_id(&content_id) {
+                let _slot = local.slot().await;
+                let Ok(here) = local.activation.invoke(answer.call).await else {
+                    return;
+                };
+                let right = same_wave(&here.value, answer.value);
+                let seen = answer.value.to_owned();
+                (right, "run here", seen, here.value, answer.timeliness)
+            } else {
+                let Some(test) = facts.self_tests.choose(&mut rand::thread_rng()).cloned() else {
+                    return;
+                };
+                let request = InvokeRequest {
+                    service: service.to_owned(),
+                    content_id: Some(content_id.0),
+                    publisher: None,
+                    call: test.call.clone(),
+                };
+                let start = Instant::now();
+                let Ok(InvokeResponse::Ok {
+                    value: reply,
                     receipt,
+                    ..
+                }) = self.client.request_invoke(provider, request).await
+                else {
+                    // Busy or gone: no verdict.
+                    return;
+                };
+                let right = same_wave(&reply, &test.expect);
+                let timeliness = Rating::timeliness(start.elapsed(), facts.target);
+                if let Some(receipt) = receipt {
+                    self.evaluate(
+                        service,
+                        provider,
+                        content_id,
+                        &test.call,
+                        &reply,
+                        receipt,
+                        timeliness,
+                        Some(right),
+                    );
+                }
+                (
+                    right,
+                    "self-test sent as a call",
+                    reply,
+                    test.expect,
                     timeliness,
-                    Some(right),
-                );
-            }
-            (right, "self-test sent as a call", answer, test.expect)
-        };
+                )
+            };
         {
             let mut state = self.state.lock().expect("reputation lock");
             let judged = self.judged(&mut state, service);
@@ -546,7 +565,7 @@ impl Reputations {
                 Instant::now(),
                 &provider,
                 Rating {
-                    timeliness: 1.0,
+                    timeliness,
                     available: true,
                     accurate: Some(right),
                 },
@@ -729,13 +748,7 @@ impl Reputations {
             };
         };
         let mut peers: HashSet<PeerId> = judged.calls.keys().copied().collect();
-        peers.extend(
-            state
-                .consulted
-                .keys()
-                .filter(|(s, _)| s == service)
-                .map(|(_, p)| *p),
-        );
+        peers.extend(judged.core.known());
         peers.extend(self.config.pin.iter().copied());
         peers.extend(self.config.block.iter().copied());
         let mut providers: Vec<ProviderStanding> = peers

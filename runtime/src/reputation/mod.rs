@@ -344,6 +344,18 @@ impl<I: Clone + Ord> Reputation<I> {
         }
     }
 
+    /// The providers this core has evidence or advice about.
+    pub fn known(&self) -> Vec<I> {
+        let mut known: Vec<I> = self.own.keys().cloned().collect();
+        known.extend(
+            self.advice
+                .keys()
+                .filter(|p| !self.own.contains_key(*p))
+                .cloned(),
+        );
+        known
+    }
+
     /// What this consumer would advise about `provider`: its own score and
     /// how many transactions (decayed) it rests on (`None` without own
     /// transactions).
