@@ -354,6 +354,9 @@ async fn network(
         node.shutdown().await;
     }
 
+    step("a cheating provider is caught by an unmarked self-test call, and avoided");
+    crate::cheat::demo(services, key, out, &policy, sandbox).await?;
+
     step(
         "a flash crowd on a live feed: the providers ask standby nodes to pull the live channel, then retire them",
     );

@@ -14,6 +14,7 @@
 //! * [`services`]: packing the example services for all of the above.
 
 pub mod adapt;
+pub mod cheat;
 pub mod demo;
 pub mod diffusion;
 pub mod local;
