@@ -51,6 +51,15 @@ fn nodes_in_separate_processes_find_pull_and_call_through_the_cli() {
         ],
     );
     assert_eq!(remote.trim(), "\"Hello, remote!\"");
+    // The caller judged the provider it called.
+    let provider_id = provider.address.rsplit('/').next().unwrap();
+    let judged = sp2a_ok(dir, &["reputation", "hello", "--data-dir", &data]);
+    assert!(judged.contains(provider_id), "{judged}");
+    assert!(judged.contains("accuracy checks"), "{judged}");
+    let judged = sp2a_ok(dir, &["reputation", "hello", "--data-dir", &data, "--json"]);
+    assert!(judged.contains("\"calls\": 1"), "{judged}");
+    let out = run_sp2a(dir, &["reputation", "../x", "--data-dir", &data]);
+    assert!(!out.status.success());
     // Not pulled yet: a local call is refused.
     let out = run_sp2a(dir, &["call", "hello", "greet(\"x\")", "--data-dir", &data]);
     assert!(!out.status.success());
