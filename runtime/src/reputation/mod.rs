@@ -455,12 +455,16 @@ impl<I: Clone + Ord> Reputation<I> {
         eligible.last().map(|(c, _)| (*c).clone())
     }
 
-    /// The order in which to try `candidates` on a call: two drawn by
-    /// [`choose`](Self::choose) (the second from the rest), the less loaded
-    /// of the two first (the power of two choices; `load` is 0 to 1), then
-    /// the others by reputation, best first, the less loaded first among
-    /// equals. Reputation decides who may be tried first; load decides
-    /// between two that may.
+    /// The order in which to try `candidates` on a call, reputation
+    /// deciding who may be called and load deciding among those who may
+    /// (the power of two choices): one drawn by [`choose`](Self::choose),
+    /// one drawn uniformly from the other *eligible* candidates (newcomers,
+    /// and established providers at or above ½ and the minimum), the less
+    /// loaded of the two first (`load` is 0 to 1). Then the other eligible
+    /// ones, least loaded first, and last those known to be bad, best
+    /// first. A cheat claiming to be idle gains nothing once it is known,
+    /// and a new replica gets calls as soon as it is less loaded than the
+    /// providers already known.
     pub fn order<R: Rng + ?Sized>(
         &self,
         now: Instant,
@@ -468,23 +472,31 @@ impl<I: Clone + Ord> Reputation<I> {
         load: impl Fn(&I) -> f32,
         rng: &mut R,
     ) -> Vec<I> {
-        let mut rest: Vec<I> = candidates.to_vec();
-        let mut order = Vec::with_capacity(rest.len());
-        for _ in 0..2 {
-            if let Some(pick) = self.choose(now, &rest, rng) {
-                rest.retain(|c| *c != pick);
-                order.push(pick);
+        let Some(first) = self.choose(now, candidates, rng) else {
+            return Vec::new();
+        };
+        let floor = self.params.min_reputation.max(0.5);
+        let (mut eligible, mut bad): (Vec<(Score, I)>, Vec<(Score, I)>) = candidates
+            .iter()
+            .filter(|c| **c != first)
+            .map(|c| (self.score(now, c), c.clone()))
+            .partition(|(s, _)| s.newcomer || s.value >= floor);
+        let mut order = vec![first];
+        if !eligible.is_empty() {
+            let (_, second) = eligible.swap_remove(rng.gen_range(0..eligible.len()));
+            if load(&second) < load(&order[0]) {
+                order.insert(0, second);
+            } else {
+                order.push(second);
             }
         }
-        if order.len() == 2 && load(&order[1]) < load(&order[0]) {
-            order.swap(0, 1);
-        }
-        let mut scored: Vec<(f64, f32, I)> = rest
-            .into_iter()
-            .map(|c| (self.score(now, &c).value, load(&c), c))
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.total_cmp(&b.1)));
-        order.extend(scored.into_iter().map(|(_, _, c)| c));
+        eligible.sort_by(|(a, x), (b, y)| {
+            load(x)
+                .total_cmp(&load(y))
+                .then(b.value.total_cmp(&a.value))
+        });
+        bad.sort_by(|(a, _), (b, _)| b.value.total_cmp(&a.value));
+        order.extend(eligible.into_iter().chain(bad).map(|(_, c)| c));
         order
     }
 

@@ -313,7 +313,7 @@ fn the_order_puts_the_less_loaded_of_two_first_and_the_rest_by_reputation() {
 
     // Reputation decides who may go first: a provider caught answering
     // wrongly is never among the two drawn while good ones are there, even
-    // idle; it comes last.
+    // claiming to be idle; it comes last.
     let mut core = Reputation::<u32>::new(Params {
         exploration: 0.0,
         ..Params::default()
