@@ -2,15 +2,15 @@
 //! provider without downloading it, and answering other peers' calls within
 //! the paper's limit L and the services' allow-lists.
 //!
-//! A remote call chooses its provider by reputation and load (see the
-//! reputation role): two providers drawn by reputation, the one that
+//! A remote call chooses its provider by reputation and load (see
+//! [`crate::reputation::Reputation::order`]): one provider drawn by
+//! reputation and one among the others that may be called, the one that
 //! reported less load first (every answer carries the provider's load;
 //! `Busy` counts as full; a provider not heard from in [`LOAD_TTL`] counts
 //! as loaded like the mean of those heard from, or half loaded when none
 //! was, so that neither new replicas nor idle unknown ones are shunned),
-//! then the
-//! others by reputation when a provider answers `Busy`. Every answer this
-//! node gives carries a signed receipt; every answer it gets is rated.
+//! then the others when a provider answers `Busy`. Every answer this node
+//! gives carries a signed receipt; every answer it gets is rated.
 //! Providers are cached per service for [`PROVIDER_TTL`] and looked up
 //! again in the background after [`PROVIDER_REFRESH`], so that replicas
 //! that join are called and those that retire are dropped.

@@ -30,8 +30,9 @@
 //!   left counts only as fast as the [`StuffingGuard`] admits new
 //!   evaluations from that advisor, about that provider and overall.
 //! * **Choice** ([`Reputations::order`]): blocked providers never, pinned
-//!   ones alone when any is found; then [`Reputation::order`]: two drawn by
-//!   reputation, the less loaded of them first, the rest by reputation.
+//!   ones alone when any is found; then [`Reputation::order`]: one drawn
+//!   by reputation, one among the others that may be called, the less
+//!   loaded of the two first.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
