@@ -17,8 +17,10 @@
 //!
 //! A receipt is at most [`MAX_RECEIPT`] bytes and an evaluation (which
 //! carries its receipt) at most [`MAX_EVALUATION`]. Opening an item checks
-//! the sizes, the encoding, the ranges, the key and the signature, in that
-//! order, and says which failed.
+//! its size, the envelope's encoding, the key and the signature, then the
+//! body's encoding, then that the signer is the peer the body names, then
+//! the ranges (an evaluation opens its receipt the same way first), and
+//! says which failed.
 
 use libp2p::PeerId;
 use libp2p::identity::{Keypair, PublicKey};

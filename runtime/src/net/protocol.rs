@@ -120,7 +120,7 @@ pub enum AdviceResponse {
         #[serde(deserialize_with = "at_most::<_, _, MAX_ADVICE_EVALUATIONS>")]
         Vec<serde_bytes::ByteBuf>,
     ),
-    /// Asked too often.
+    /// The advisor's queue of peers' requests is full: ask later.
     Busy,
 }
 

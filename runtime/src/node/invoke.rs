@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::NodeError;
 use super::events::{Events, NodeEvent};
-use super::reputation::Reputations;
+use super::reputation::{Answered, Reputations};
 use super::services::{Services, is_publisher_spec, publisher_matches};
 use super::upload::Uploads;
 use crate::net::protocol::{
@@ -352,17 +352,18 @@ impl Invoker {
                             ),
                         }));
                     }
-                    self.reputation
-                        .answered(
-                            name,
-                            peer,
-                            ContentId(content_id),
-                            call.text,
-                            &value,
-                            receipt,
-                            round_trip,
-                        )
-                        .await;
+                    // Judged beside the call, never on its path.
+                    let answered = Answered {
+                        service: name.to_owned(),
+                        publisher: call.publisher.map(str::to_owned),
+                        provider: peer,
+                        content_id: ContentId(content_id),
+                        call: call.text.to_owned(),
+                        value: value.clone(),
+                        receipt,
+                        round_trip,
+                    };
+                    tokio::spawn(self.reputation.clone().answered(answered));
                     return Some(Ok(RemoteOutcome {
                         peer,
                         value: clip(&value),
@@ -373,12 +374,11 @@ impl Invoker {
                     }));
                 }
                 Ok(InvokeResponse::Failed { kind, message }) => {
-                    // A call that ran out of time, or that the provider
-                    // could not run, is held against the provider; a bad
-                    // call or a trap is the call's own.
-                    if matches!(kind.as_str(), "deadline" | "host") {
-                        self.reputation.unavailable(name, peer);
-                    }
+                    // A failed call counts against the provider whatever
+                    // kind it names (the provider names it, so it could
+                    // excuse every failure); a call that fails everywhere
+                    // costs every provider alike.
+                    self.reputation.unavailable(name, peer);
                     return Some(Err(NodeError::Remote {
                         service: name.to_owned(),
                         peer: peer.to_string(),

@@ -5,26 +5,33 @@
 //!
 //! * **Receipts.** Every call this node answers carries a receipt signed
 //!   with its peer key ([`Reputations::receipt`]).
-//! * **Ratings.** Every call it makes is rated into the service's core:
-//!   timeliness (the round trip against the manifest's `<qos latency>`, or
-//!   [`DEFAULT_TARGET`]), availability (no answer, or a failure on the
-//!   provider's side: `deadline`, `host`) and accuracy when checked. `Busy`
-//!   is not held against a provider: it is load, answered honestly, and the
-//!   load-aware choice already steers around it.
+//! * **Ratings.** Every call it makes is rated into the service's core, off
+//!   the call's path: timeliness (the round trip against the manifest's
+//!   `<qos latency>`, or [`DEFAULT_TARGET`]), availability (no answer, a
+//!   failure of any kind, an answer without a valid receipt, or from a
+//!   package of another service or whose signed advert the provider will
+//!   not show) and accuracy when checked. `Busy` is not held against a
+//!   provider: it is load, answered honestly, and the load-aware choice
+//!   already steers around it.
 //! * **Accuracy checks**, for packages whose manifest declares
 //!   `<deterministic>`: a provider's first answer and then
-//!   [`CHECK_SHARE`] of its answers are checked, by running the same call
-//!   here when this node runs the same package, or else by sending one of
-//!   the manifest's self-test vectors to the provider as an ordinary call
-//!   (same protocol and shape: it cannot tell a check from any other call).
-//!   A wrong answer is strong evidence ([`Params::wrong_weight`]).
+//!   [`CHECK_SHARE`] of its answers are checked. A node that runs the same
+//!   package re-runs the very call and puts the verdict in that answer's
+//!   evaluation. Otherwise it sends one of the manifest's self-test vectors
+//!   in the shape of an ordinary call (the same publisher pin, no package
+//!   id), a transaction of its own; the vectors are public, so a cheat that
+//!   recognises them could answer them alone rightly. A wrong answer is
+//!   strong evidence ([`crate::reputation::Params::wrong_weight`]).
 //! * **Evaluations.** When an answer carried a valid receipt, this node
 //!   signs an evaluation of it, keeps the newest [`KEPT_EVALUATIONS`] per
 //!   (service, provider), and announces itself as an advisor under
 //!   [`keys::advice_key`]. It serves them over `/sp2a/advice/1`.
 //! * **Advice.** Before calling providers it knows little of (newcomers to
 //!   its core), it asks their advisors, at most [`MAX_ADVISORS_ASKED`] and at
-//!   most once per [`CONSULT_EVERY`] per provider. An answer is refused whole
+//!   most once per [`CONSULT_EVERY`] per provider (an answer costs it a
+//!   request of at most 1 KiB; it costs the advisor at most
+//!   [`KEPT_EVALUATIONS`] evaluations, within the node's bound on requests
+//!   answered at once). An answer is refused whole
 //!   if any evaluation in it fails its checks (signatures, the receipt's
 //!   provider and service, the advisor as the receipt's consumer); what is
 //!   left counts only as fast as the [`StuffingGuard`] admits new
@@ -46,7 +53,7 @@ use tokio::sync::Semaphore;
 use super::config::ReputationConfig;
 use super::events::{Events, NodeEvent};
 use super::services::Services;
-use crate::net::evidence::{Evaluation, Receipt};
+use crate::net::evidence::{Evaluation, MAX_CLOCK_SKEW_MS, Receipt};
 use crate::net::protocol::{
     AdvertRequest, AdvertResponse, AdviceRequest, AdviceResponse, InvokeRequest, InvokeResponse,
     MAX_ADVICE_EVALUATIONS,
@@ -72,6 +79,8 @@ pub const CONSULT_EVERY: Duration = Duration::from_secs(60);
 const MAX_SERVICES: usize = 256;
 const MAX_PAIRS: usize = 4096;
 const MAX_FACTS: usize = 256;
+/// How often a service's judgement forgets what has decayed away.
+const TIDY_EVERY: Duration = Duration::from_secs(60);
 /// Consultations at once.
 const MAX_CONSULTING: usize = 4;
 
@@ -83,11 +92,18 @@ struct Facts {
     self_tests: Vec<SelfTest>,
 }
 
-/// An answer to check: the call, the value and how timely it came.
-struct Answer<'a> {
-    call: &'a str,
-    value: &'a str,
-    timeliness: f64,
+/// A provider's answer to a call, as the invoker hands it over.
+#[derive(Clone, Debug)]
+pub(crate) struct Answered {
+    pub(crate) service: String,
+    /// The publisher the call was pinned to, if any.
+    pub(crate) publisher: Option<String>,
+    pub(crate) provider: PeerId,
+    pub(crate) content_id: ContentId,
+    pub(crate) call: String,
+    pub(crate) value: String,
+    pub(crate) receipt: Option<Vec<u8>>,
+    pub(crate) round_trip: Duration,
 }
 
 /// One service's providers, as this node judges them.
@@ -104,6 +120,7 @@ struct Judged {
     advice_refused: u64,
     last_refusal: Option<String>,
     used: Instant,
+    tidied: Instant,
 }
 
 /// What this node keeps to advise others about one (service, provider).
@@ -116,10 +133,12 @@ struct State {
     services: HashMap<String, Judged>,
     kept: HashMap<(String, PeerId), Kept>,
     guard: StuffingGuard<PeerId>,
-    /// Per (service, provider, advisor): the newest receipt time counted.
-    counted: HashMap<(String, PeerId, PeerId), u64>,
+    /// Per (service, provider, advisor): the newest receipt time counted,
+    /// and when.
+    counted: HashMap<(String, PeerId, PeerId), (u64, Instant)>,
     consulted: HashMap<(String, PeerId), Instant>,
-    facts: HashMap<ContentId, (Arc<Facts>, Instant)>,
+    /// By package and the provider that showed it (or did not).
+    facts: HashMap<(ContentId, PeerId), (Option<Arc<Facts>>, Instant)>,
 }
 
 /// How one provider stands, for operators (`sp2a reputation SERVICE`).
@@ -239,11 +258,22 @@ impl Reputations {
                     advice_refused: 0,
                     last_refusal: None,
                     used: Instant::now(),
+                    tidied: Instant::now(),
                 },
             );
         }
         let judged = state.services.get_mut(service).expect("inserted above");
-        judged.used = Instant::now();
+        let now = Instant::now();
+        judged.used = now;
+        if now.saturating_duration_since(judged.tidied) >= TIDY_EVERY {
+            // Forget what has decayed away, and what only it kept.
+            judged.tidied = now;
+            judged.core.prune(now);
+            let known: HashSet<PeerId> = judged.core.known().into_iter().collect();
+            judged.calls.retain(|p, _| known.contains(p));
+            judged.checked.retain(|p| known.contains(p));
+            judged.last_wrong.retain(|p, _| known.contains(p));
+        }
         judged
     }
 
@@ -323,23 +353,41 @@ impl Reputations {
         );
     }
 
-    /// `provider` answered `call` with `value`: rates the answer, signs an
-    /// evaluation when it came with a valid receipt, and checks it when it
-    /// is due (in the background).
-    pub(crate) async fn answered(
-        self: &Arc<Self>,
-        service: &str,
-        provider: PeerId,
-        content_id: ContentId,
-        call: &str,
-        value: &str,
-        receipt: Option<Vec<u8>>,
-        round_trip: Duration,
-    ) {
-        let facts = self.facts(provider, content_id).await;
-        let target = facts.as_ref().map_or(DEFAULT_TARGET, |f| f.target);
-        let timeliness = Rating::timeliness(round_trip, target);
-        let check = {
+    /// A provider answered a call (see [`Answered`]): rates the answer,
+    /// signs an evaluation when it came with a valid receipt, and checks it
+    /// when a check is due. Runs beside the call, never on its path.
+    pub(crate) async fn answered(self: Arc<Self>, answer: Answered) {
+        let Answered {
+            ref service,
+            provider,
+            content_id,
+            ..
+        } = answer;
+        // What ran must be shown: a package of this service whose signed
+        // advert the provider serves. Otherwise the answer cannot be judged,
+        // and counts as a failed transaction.
+        let Some(facts) = self.facts(provider, content_id, service).await else {
+            tracing::debug!(%provider, service, "an answer from a package it does not show");
+            self.unavailable(service, provider);
+            return;
+        };
+        let timeliness = Rating::timeliness(answer.round_trip, facts.target);
+        let receipt = answer
+            .receipt
+            .clone()
+            .filter(|r| self.receipt_is_for(r, &answer));
+        let Some(receipt) = receipt else {
+            // Nothing to evaluate it by, for anyone: a failed transaction.
+            tracing::debug!(%provider, service, "an answer without a valid receipt");
+            self.unavailable(service, provider);
+            return;
+        };
+        let local = self
+            .services
+            .by_id(&content_id)
+            .filter(|_| facts.deterministic);
+        let can_check = local.is_some() || (facts.deterministic && !facts.self_tests.is_empty());
+        let check_due = {
             let mut state = self.state.lock().expect("reputation lock");
             let judged = self.judged(&mut state, service);
             *judged.calls.entry(provider).or_default() += 1;
@@ -352,68 +400,76 @@ impl Reputations {
                     accurate: None,
                 },
             );
-            facts.filter(|f| f.deterministic).filter(|_| {
-                !judged.checked.contains(&provider) || rand::thread_rng().gen_bool(CHECK_SHARE)
-            })
+            let due = can_check
+                && (!judged.checked.contains(&provider)
+                    || rand::thread_rng().gen_bool(CHECK_SHARE));
+            if due {
+                judged.checked.insert(provider);
+            }
+            due
         };
-        if let Some(receipt) = receipt {
-            self.evaluate(
-                service, provider, content_id, call, value, receipt, timeliness, None,
-            );
-        }
-        if let Some(facts) = check {
-            self.state
-                .lock()
-                .expect("reputation lock")
-                .services
-                .get_mut(service)
-                .map(|j| j.checked.insert(provider));
-            let this = self.clone();
-            let (service, call, value) = (service.to_owned(), call.to_owned(), value.to_owned());
-            tokio::spawn(async move {
-                let answer = Answer {
-                    call: &call,
-                    value: &value,
-                    timeliness,
+        match local {
+            // The verdict of a re-run goes into this answer's evaluation.
+            Some(local) if check_due => {
+                let _slot = local.slot().await;
+                let Ok(here) = local.activation.invoke(&answer.call).await else {
+                    self.evaluate(&answer, receipt, timeliness, None);
+                    return;
                 };
-                this.check(&service, provider, content_id, answer, &facts)
-                    .await;
-            });
+                let right = same_wave(&here.value, &answer.value);
+                self.evaluate(&answer, receipt, timeliness, Some(right));
+                self.judged_by_check(
+                    service,
+                    provider,
+                    right,
+                    "run here",
+                    &answer.value,
+                    &here.value,
+                    None,
+                );
+            }
+            _ => {
+                self.evaluate(&answer, receipt, timeliness, None);
+                if check_due {
+                    self.send_self_test(&answer, &facts).await;
+                }
+            }
         }
     }
 
-    /// Signs and keeps an evaluation of an answer, if its receipt is
-    /// valid and for this very call, answer, provider and caller.
-    #[allow(clippy::too_many_arguments)]
+    /// Whether `receipt` is the provider's signed receipt for this very
+    /// call, answer, package and caller, dated no later than a little
+    /// after now (so that every peer will accept an evaluation of it).
+    fn receipt_is_for(&self, receipt: &[u8], answer: &Answered) -> bool {
+        Receipt::open(receipt).is_ok_and(|r| {
+            r.provider == answer.provider
+                && r.consumer == self.client.peer_id()
+                && r.service == answer.service
+                && r.content_id == answer.content_id.0
+                && r.covers(&answer.call, &answer.value)
+                && r.at_ms <= now_ms() + MAX_CLOCK_SKEW_MS / 2
+        })
+    }
+
+    /// Signs and keeps an evaluation of an answer whose receipt was
+    /// checked, and announces this node as an advisor of the provider the
+    /// first time.
     fn evaluate(
         &self,
-        service: &str,
-        provider: PeerId,
-        content_id: ContentId,
-        call: &str,
-        value: &str,
+        answer: &Answered,
         receipt: Vec<u8>,
         timeliness: f64,
         accurate: Option<bool>,
     ) {
-        let valid = Receipt::open(&receipt).is_ok_and(|r| {
-            r.provider == provider
-                && r.consumer == self.client.peer_id()
-                && r.service == service
-                && r.content_id == content_id.0
-                && r.covers(call, value)
-        });
-        if !valid {
-            tracing::debug!(%provider, service, "an answer without a valid receipt: not evaluated");
-            return;
-        }
+        let at_ms = Receipt::open(&receipt).map_or(0, |r| r.at_ms).max(now_ms());
         let signed = Evaluation {
             receipt,
             timeliness,
             accurate,
-            at_ms: now_ms(),
+            at_ms,
         }
         .sign(&self.key);
+        let (service, provider) = (answer.service.as_str(), answer.provider);
         let key = (service.to_owned(), provider);
         let announce = {
             let mut state = self.state.lock().expect("reputation lock");
@@ -451,126 +507,146 @@ impl Reputations {
 
     /// What a package's manifest says about judging its providers: from
     /// this node's own services, or the signed advert fetched from the
-    /// provider (the publisher's signature and the content id checked).
-    async fn facts(&self, provider: PeerId, content_id: ContentId) -> Option<Arc<Facts>> {
+    /// provider (the publisher's signature and the content id checked). A
+    /// package of another service, or one whose advert the provider does
+    /// not serve, is `None` (remembered for a while, like the others).
+    async fn facts(
+        &self,
+        provider: PeerId,
+        content_id: ContentId,
+        service: &str,
+    ) -> Option<Arc<Facts>> {
         if let Some((facts, _)) = self
             .state
             .lock()
             .expect("reputation lock")
             .facts
-            .get(&content_id)
+            .get(&(content_id, provider))
         {
-            return Some(facts.clone());
+            return facts.clone();
         }
         let manifest = match self.services.by_id(&content_id) {
-            Some(local) => local.package.manifest().clone(),
+            Some(local) => Some(local.package.manifest().clone()),
             None => {
                 let request = AdvertRequest::ContentId(content_id.0);
-                let Ok(AdvertResponse::Adverts(adverts)) =
-                    self.client.request_advert(provider, request).await
-                else {
-                    return None;
-                };
-                let advert = adverts.iter().take(1).find_map(|bytes| {
-                    Advert::parse_signed(bytes)
-                        .ok()
-                        .filter(|a| a.content_id() == content_id)
-                })?;
-                advert.manifest().clone()
+                match self.client.request_advert(provider, request).await {
+                    Ok(AdvertResponse::Adverts(adverts)) => {
+                        adverts.iter().take(1).find_map(|bytes| {
+                            Advert::parse_signed(bytes)
+                                .ok()
+                                .filter(|a| a.content_id() == content_id)
+                                .map(|a| a.manifest().clone())
+                        })
+                    }
+                    _ => None,
+                }
             }
         };
-        let facts = Arc::new(Facts {
-            deterministic: manifest.deterministic,
-            target: manifest
-                .replication
-                .as_ref()
-                .map_or(DEFAULT_TARGET, |r| r.latency),
-            self_tests: manifest.self_tests,
+        let facts = manifest.filter(|m| m.name == service).map(|manifest| {
+            Arc::new(Facts {
+                deterministic: manifest.deterministic,
+                target: manifest
+                    .replication
+                    .as_ref()
+                    .map_or(DEFAULT_TARGET, |r| r.latency),
+                self_tests: manifest.self_tests,
+            })
         });
         let mut state = self.state.lock().expect("reputation lock");
         make_room(&mut state.facts, MAX_FACTS, |(_, used)| *used);
         state
             .facts
-            .insert(content_id, (facts.clone(), Instant::now()));
-        Some(facts)
+            .insert((content_id, provider), (facts.clone(), Instant::now()));
+        facts
     }
 
-    /// Checks `provider`'s answer: by running the call here when this node
-    /// runs the package, else by sending the provider one of the self-test
-    /// vectors. The verdict is recorded as a transaction of its own, as
-    /// timely as the answer checked.
-    async fn check(
+    /// Sends `answer`'s provider one of the manifest's self-tests, in the
+    /// shape of an ordinary call (the same publisher pin, no package id):
+    /// the answer is a transaction of its own, evaluated with its verdict.
+    /// The vectors are public, so a cheat that recognises them could pass;
+    /// nodes that run the service check real calls instead (re-run here).
+    async fn send_self_test(&self, answer: &Answered, facts: &Facts) {
+        let Some(test) = facts.self_tests.choose(&mut rand::thread_rng()).cloned() else {
+            return;
+        };
+        let request = InvokeRequest {
+            service: answer.service.clone(),
+            content_id: None,
+            publisher: answer.publisher.clone(),
+            call: test.call.clone(),
+        };
+        let start = Instant::now();
+        let Ok(InvokeResponse::Ok {
+            value,
+            receipt,
+            content_id,
+            ..
+        }) = self.client.request_invoke(answer.provider, request).await
+        else {
+            // Busy or gone: no verdict.
+            return;
+        };
+        if content_id != answer.content_id.0 {
+            // Another package answered: these vectors do not apply.
+            return;
+        }
+        let right = same_wave(&value, &test.expect);
+        let timeliness = Rating::timeliness(start.elapsed(), facts.target);
+        let check = Answered {
+            call: test.call.clone(),
+            value: value.clone(),
+            receipt: None,
+            round_trip: start.elapsed(),
+            ..answer.clone()
+        };
+        match receipt.filter(|r| self.receipt_is_for(r, &check)) {
+            Some(receipt) => self.evaluate(&check, receipt, timeliness, Some(right)),
+            None => self.unavailable(&answer.service, answer.provider),
+        }
+        self.judged_by_check(
+            &answer.service,
+            answer.provider,
+            right,
+            "self-test sent as a call",
+            &value,
+            &test.expect,
+            Some(timeliness),
+        );
+    }
+
+    /// Records a check's verdict: as a transaction of its own when it was
+    /// one (`timeliness`), else on the transaction checked.
+    #[allow(clippy::too_many_arguments)]
+    fn judged_by_check(
         &self,
         service: &str,
         provider: PeerId,
-        content_id: ContentId,
-        answer: Answer<'_>,
-        facts: &Facts,
+        right: bool,
+        how: &'static str,
+        seen: &str,
+        expected: &str,
+        timeliness: Option<f64>,
     ) {
-        let (right, how, seen, expected, timeliness) =
-            if let Some(local) = self.services.by_id(&content_id) {
-                let _slot = local.slot().await;
-                let Ok(here) = local.activation.invoke(answer.call).await else {
-                    return;
-                };
-                let right = same_wave(&here.value, answer.value);
-                let seen = answer.value.to_owned();
-                (right, "run here", seen, here.value, answer.timeliness)
-            } else {
-                let Some(test) = facts.self_tests.choose(&mut rand::thread_rng()).cloned() else {
-                    return;
-                };
-                let request = InvokeRequest {
-                    service: service.to_owned(),
-                    content_id: Some(content_id.0),
-                    publisher: None,
-                    call: test.call.clone(),
-                };
-                let start = Instant::now();
-                let Ok(InvokeResponse::Ok {
-                    value: reply,
-                    receipt,
-                    ..
-                }) = self.client.request_invoke(provider, request).await
-                else {
-                    // Busy or gone: no verdict.
-                    return;
-                };
-                let right = same_wave(&reply, &test.expect);
-                let timeliness = Rating::timeliness(start.elapsed(), facts.target);
-                if let Some(receipt) = receipt {
-                    self.evaluate(
-                        service,
-                        provider,
-                        content_id,
-                        &test.call,
-                        &reply,
-                        receipt,
-                        timeliness,
-                        Some(right),
-                    );
-                }
-                (
-                    right,
-                    "self-test sent as a call",
-                    reply,
-                    test.expect,
-                    timeliness,
-                )
-            };
         {
             let mut state = self.state.lock().expect("reputation lock");
             let judged = self.judged(&mut state, service);
             judged.checks += 1;
-            judged.core.record(
-                Instant::now(),
-                &provider,
-                Rating {
-                    timeliness,
-                    available: true,
-                    accurate: Some(right),
-                },
-            );
+            let now = Instant::now();
+            match timeliness {
+                Some(timeliness) => {
+                    *judged.calls.entry(provider).or_default() += 1;
+                    judged.core.record(
+                        now,
+                        &provider,
+                        Rating {
+                            timeliness,
+                            available: true,
+                            accurate: Some(right),
+                        },
+                    );
+                }
+                None => judged.core.verdict(now, &provider, right),
+            }
             if !right {
                 judged.wrong += 1;
                 judged.last_wrong.insert(provider, SystemTime::now());
@@ -584,28 +660,32 @@ impl Reputations {
             provider,
             right,
             how,
-            answer: crate::net::protocol::clip(&seen),
-            expected: crate::net::protocol::clip(&expected),
+            answer: crate::net::protocol::clip(seen),
+            expected: crate::net::protocol::clip(expected),
         });
     }
 
     fn consult_in_background(self: &Arc<Self>, service: &str, provider: PeerId) {
+        let key = (service.to_owned(), provider);
+        if self
+            .state
+            .lock()
+            .expect("reputation lock")
+            .consulted
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < CONSULT_EVERY)
         {
-            let mut state = self.state.lock().expect("reputation lock");
-            let key = (service.to_owned(), provider);
-            if state
-                .consulted
-                .get(&key)
-                .is_some_and(|at| at.elapsed() < CONSULT_EVERY)
-            {
-                return;
-            }
-            make_room(&mut state.consulted, MAX_PAIRS, |at| *at);
-            state.consulted.insert(key, Instant::now());
+            return;
         }
+        // Marked only once a consultation is sure to run.
         let Ok(permit) = self.consulting.clone().try_acquire_owned() else {
             return;
         };
+        {
+            let mut state = self.state.lock().expect("reputation lock");
+            make_room(&mut state.consulted, MAX_PAIRS, |at| *at);
+            state.consulted.insert(key, Instant::now());
+        }
         let this = self.clone();
         let service = service.to_owned();
         tokio::spawn(async move {
@@ -642,7 +722,8 @@ impl Reputations {
                 continue;
             };
             match self.take_advice(service, provider, advisor, &evaluations) {
-                Ok(()) => admitted += 1,
+                Ok(true) => admitted += 1,
+                Ok(false) => {}
                 Err(reason) => {
                     refused += 1;
                     tracing::info!(%advisor, %provider, service, %reason, "advice refused");
@@ -659,15 +740,16 @@ impl Reputations {
     /// Checks an advisor's evaluations of `provider` and, when every one
     /// passes and the stuffing guard admits the new ones, takes the advice
     /// they add up to: the mean of their scores, counted by their number.
+    /// `Ok(false)`: there was nothing to take.
     fn take_advice(
         &self,
         service: &str,
         provider: PeerId,
         advisor: PeerId,
         evaluations: &[serde_bytes::ByteBuf],
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         if evaluations.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let now_ms = now_ms();
         let mut scores = Vec::with_capacity(evaluations.len());
@@ -699,16 +781,16 @@ impl Reputations {
         let now = Instant::now();
         let mut state = self.state.lock().expect("reputation lock");
         let key = (service.to_owned(), provider, advisor);
-        let counted = state.counted.get(&key).copied().unwrap_or(0);
+        let counted = state.counted.get(&key).map_or(0, |(at, _)| *at);
         let added = scores.iter().filter(|(at, _)| *at > counted).count();
         state
             .guard
             .admit(now, &advisor, &provider, added as f64)
             .map_err(|e| e.to_string())?;
-        if !state.counted.contains_key(&key) && state.counted.len() >= 4 * MAX_PAIRS {
-            state.counted.clear();
+        if !state.counted.contains_key(&key) {
+            make_room(&mut state.counted, 4 * MAX_PAIRS, |(_, used)| *used);
         }
-        state.counted.insert(key, newest.max(counted));
+        state.counted.insert(key, (newest.max(counted), now));
         let count = scores.len() as f64;
         let score = scores.iter().map(|(_, s)| s).sum::<f64>() / count;
         let judged = self.judged(&mut state, service);
@@ -716,7 +798,7 @@ impl Reputations {
             .core
             .advise(now, &provider, &advisor, Advice { score, count });
         judged.advice_admitted += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// A peer asks what this node saw of a provider.

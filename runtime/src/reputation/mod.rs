@@ -309,6 +309,25 @@ impl<I: Clone + Ord> Reputation<I> {
         }
     }
 
+    /// The verdict of an accuracy check on a transaction already recorded
+    /// (a call re-run here): a wrong answer adds [`Params::wrong_weight`]
+    /// bad evidence; a right one adds nothing (the transaction counted as
+    /// good already). Neither counts as another transaction.
+    pub fn verdict(&mut self, now: Instant, provider: &I, right: bool) {
+        if right {
+            return;
+        }
+        let half_life = self.params.half_life;
+        let wrong = self.params.wrong_weight;
+        let own = self.own.entry(provider.clone()).or_insert(Own {
+            evidence: Evidence::new(now),
+            transactions: Evidence::new(now),
+            last_wrong: None,
+        });
+        own.evidence.add(now, half_life, 0.0, wrong);
+        own.last_wrong = Some(now);
+    }
+
     /// An advisor's advice about `provider` (replacing its earlier one).
     /// Advice out of range, and a provider's advice about itself, are
     /// ignored. At most [`Params::max_advisors`] are kept per provider: the
@@ -460,11 +479,12 @@ impl<I: Clone + Ord> Reputation<I> {
     /// (the power of two choices): one drawn by [`choose`](Self::choose),
     /// one drawn uniformly from the other *eligible* candidates (newcomers,
     /// and established providers at or above ½ and the minimum), the less
-    /// loaded of the two first (`load` is 0 to 1). Then the other eligible
-    /// ones, least loaded first, and last those known to be bad, best
-    /// first. A cheat claiming to be idle gains nothing once it is known,
-    /// and a new replica gets calls as soon as it is less loaded than the
-    /// providers already known.
+    /// loaded of the two first. `load` is what each reported, 0 to 1; a
+    /// newcomer's is not believed below the mean of the established
+    /// eligible ones, so a new identity cannot draw calls by claiming to be
+    /// idle, while a new replica still wins against providers loaded above
+    /// the mean. Then the other eligible ones, least loaded first, and last
+    /// those known to be bad, best first.
     pub fn order<R: Rng + ?Sized>(
         &self,
         now: Instant,
@@ -476,27 +496,48 @@ impl<I: Clone + Ord> Reputation<I> {
             return Vec::new();
         };
         let floor = self.params.min_reputation.max(0.5);
-        let (mut eligible, mut bad): (Vec<(Score, I)>, Vec<(Score, I)>) = candidates
+        let scored: Vec<(Score, I)> = candidates
             .iter()
-            .filter(|c| **c != first)
             .map(|c| (self.score(now, c), c.clone()))
+            .collect();
+        let trusted: Vec<f32> = scored
+            .iter()
+            .filter(|(s, _)| !s.newcomer && s.value >= floor)
+            .map(|(_, c)| load(c))
+            .collect();
+        let trusted_mean =
+            (!trusted.is_empty()).then(|| trusted.iter().sum::<f32>() / trusted.len() as f32);
+        let believed: BTreeMap<&I, f32> = scored
+            .iter()
+            .map(|(s, c)| {
+                let reported = load(c);
+                let believed = match trusted_mean {
+                    Some(mean) if s.newcomer => reported.max(mean),
+                    _ => reported,
+                };
+                (c, believed)
+            })
+            .collect();
+        let (mut eligible, mut bad): (Vec<&(Score, I)>, Vec<&(Score, I)>) = scored
+            .iter()
+            .filter(|(_, c)| *c != first)
             .partition(|(s, _)| s.newcomer || s.value >= floor);
-        let mut order = vec![first];
+        let mut order = vec![first.clone()];
         if !eligible.is_empty() {
             let (_, second) = eligible.swap_remove(rng.gen_range(0..eligible.len()));
-            if load(&second) < load(&order[0]) {
-                order.insert(0, second);
+            if believed[second] < believed[&first] {
+                order.insert(0, second.clone());
             } else {
-                order.push(second);
+                order.push(second.clone());
             }
         }
         eligible.sort_by(|(a, x), (b, y)| {
-            load(x)
-                .total_cmp(&load(y))
+            believed[x]
+                .total_cmp(&believed[y])
                 .then(b.value.total_cmp(&a.value))
         });
         bad.sort_by(|(a, _), (b, _)| b.value.total_cmp(&a.value));
-        order.extend(eligible.into_iter().chain(bad).map(|(_, c)| c));
+        order.extend(eligible.into_iter().chain(bad).map(|(_, c)| c.clone()));
         order
     }
 

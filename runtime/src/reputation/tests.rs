@@ -331,6 +331,57 @@ fn the_order_puts_the_less_loaded_of_two_first_and_the_rest_by_reputation() {
 }
 
 #[test]
+fn a_newcomer_claiming_to_be_idle_does_not_jump_the_queue() {
+    let now = Instant::now();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut core = Reputation::<u32>::new(Params {
+        exploration: 0.0,
+        ..Params::default()
+    });
+    // Two known good providers at half load; a new identity (9) that
+    // claims to be idle.
+    for p in [1, 2] {
+        for _ in 0..5 {
+            core.record(now, &p, GOOD);
+        }
+    }
+    let load = |p: &u32| if *p == 9 { 0.0 } else { 0.5 };
+    let firsts = (0..400)
+        .filter(|_| core.order(now, &[1, 2, 9], load, &mut rng)[0] == 9)
+        .count();
+    assert_eq!(firsts, 0, "its claim is not believed below the mean");
+    // Against a known provider loaded above the mean, it may go first (a
+    // new replica relieving a busy one).
+    let load = |p: &u32| match p {
+        9 => 0.0,
+        1 => 0.9,
+        _ => 0.1,
+    };
+    let firsts = (0..400)
+        .filter(|_| core.order(now, &[1, 2, 9], load, &mut rng)[0] == 9)
+        .count();
+    assert!(firsts > 50, "{firsts}");
+}
+
+#[test]
+fn a_verdict_adds_strong_evidence_without_another_transaction() {
+    let now = Instant::now();
+    let mut core = Reputation::<u32>::new(Params::default());
+    core.record(now, &1, SLOW);
+    let before = core.advice_for(now, &1).unwrap().count;
+    core.verdict(now, &1, true);
+    assert_eq!(core.advice_for(now, &1).unwrap().count, before);
+    let fine = core.score(now, &1).value;
+    core.verdict(now, &1, false);
+    assert_eq!(core.advice_for(now, &1).unwrap().count, before);
+    let score = core.score(now, &1);
+    assert!(
+        score.value < fine / 2.0 && score.last_wrong == Some(now),
+        "{score:?}"
+    );
+}
+
+#[test]
 fn the_guard_refuses_counts_that_grow_too_fast() {
     let t0 = Instant::now();
     let mut guard = StuffingGuard::new(GuardParams {

@@ -463,7 +463,6 @@ pub struct SelfTestFailure {
     pub outcome: String,
 }
 
-/// The tail of captured stderr, where a guest's panic message ends up.
 /// Whether two WAVE texts are the same value written the same way, up to
 /// spacing: both parse and render alike (`ok( "a" )` is `ok("a")`; `1.0`
 /// is not `1`). Text that does not parse is compared as it is.
@@ -476,6 +475,7 @@ pub fn same_wave(a: &str, b: &str) -> bool {
     a == b || canonical(a) == canonical(b)
 }
 
+/// The tail of captured stderr, where a guest's panic message ends up.
 fn stderr_tail(stderr: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(stderr);
     let text = text.trim();
