@@ -175,6 +175,8 @@ pub async fn demo(
             println!("  ({quiet} more calls, all answered by honest)");
             quiet = 0;
         }
+        // The answer is judged beside the call: let that land first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         println!(
             "call {:>3}: {call} -> {} answered {} (its reputation now {:.2})",
             i + 1,
