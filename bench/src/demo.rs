@@ -354,7 +354,7 @@ async fn network(
         node.shutdown().await;
     }
 
-    step("a cheating provider is caught by an unmarked self-test call, and avoided");
+    step("a cheating provider is caught by a self-test sent as an ordinary call, and avoided");
     crate::cheat::demo(services, key, out, &policy, sandbox).await?;
 
     step(
