@@ -343,7 +343,9 @@ impl Invoker {
                         && !self.published_by(peer, ContentId(content_id), spec).await
                     {
                         // It ran another publisher's service (an older node
-                        // that ignores the pin, or a liar): not the answer.
+                        // that ignores the pin, or a liar): not the answer,
+                        // and a failed transaction.
+                        self.reputation.unavailable(name, peer);
                         return Some(Err(NodeError::Remote {
                             service: name.to_owned(),
                             peer: peer.to_string(),
