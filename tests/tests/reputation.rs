@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use libp2p::identity::Keypair;
 use serde_bytes::ByteBuf;
 use sp2a::net::evidence::{Evaluation, Receipt};
-use sp2a::net::protocol::{AdviceResponse, MAX_ADVICE_EVALUATIONS};
+use sp2a::net::protocol::{AdviceRequest, AdviceResponse, MAX_ADVICE_EVALUATIONS};
 use sp2a::net::{InboundRequest, Multiaddr, NetConfig, PeerId, keys};
 use sp2a::node::Node;
 use sp2a_tests::net::{FakeProvider, Misbehaviour, TestNet, address, providers_including, within};
@@ -335,6 +335,45 @@ async fn an_evaluation_flood_from_one_consumer_is_capped() {
         flood.extend(batch(2000));
         advisor.answer_with(flood);
         assert_eq!(consumer.consult("hello", p).await, (0, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_asking_for_advice_too_often_is_answered_busy() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let advisor = net.node(&[]).await;
+        let at = address(&advisor).await;
+        let config = NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            ..NetConfig::default()
+        };
+        let (asker, _inbound) = sp2a::net::event_loop::start(Keypair::generate_ed25519(), config)
+            .await
+            .unwrap();
+        let advisor_id = asker.dial(at).await.unwrap();
+        let provider = Keypair::generate_ed25519().public().to_peer_id();
+        let mut answers = Vec::new();
+        for _ in 0..40 {
+            let request = AdviceRequest {
+                service: "hello".into(),
+                provider: provider.to_bytes(),
+            };
+            answers.push(asker.request_advice(advisor_id, request).await.unwrap());
+        }
+        let busy = answers
+            .iter()
+            .filter(|a| matches!(a, AdviceResponse::Busy))
+            .count();
+        // A burst of 16 answered, then about 2 a second.
+        assert!(
+            answers[..16]
+                .iter()
+                .all(|a| matches!(a, AdviceResponse::Evaluations(e) if e.is_empty())),
+            "{answers:?}"
+        );
+        assert!(busy >= 20, "{busy} of 40 busy");
     })
     .await;
 }

@@ -120,7 +120,8 @@ pub enum AdviceResponse {
         #[serde(deserialize_with = "at_most::<_, _, MAX_ADVICE_EVALUATIONS>")]
         Vec<serde_bytes::ByteBuf>,
     ),
-    /// The advisor's queue of peers' requests is full: ask later.
+    /// Asked too often by this peer, or the advisor's queue of peers'
+    /// requests is full: ask later.
     Busy,
 }
 

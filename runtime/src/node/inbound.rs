@@ -92,9 +92,12 @@ pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<Inbo
                         a.client.respond_solicit(channel, response).await;
                     }
                     InboundRequest::Advice {
-                        request, channel, ..
+                        peer,
+                        request,
+                        channel,
+                        ..
                     } => {
-                        let response = a.reputation.answer(request);
+                        let response = a.reputation.answer(peer, request);
                         a.client.respond_advice(channel, response).await;
                     }
                     InboundRequest::Gossip {

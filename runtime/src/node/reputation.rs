@@ -28,10 +28,10 @@
 //!   [`keys::advice_key`]. It serves them over `/sp2a/advice/1`.
 //! * **Advice.** Before calling providers it knows little of (newcomers to
 //!   its core), it asks their advisors, at most [`MAX_ADVISORS_ASKED`] and at
-//!   most once per [`CONSULT_EVERY`] per provider (an answer costs it a
-//!   request of at most 1 KiB; it costs the advisor at most
-//!   [`KEPT_EVALUATIONS`] evaluations, within the node's bound on requests
-//!   answered at once). An answer is refused whole
+//!   most once per [`CONSULT_EVERY`] per provider. (An advisor answers one
+//!   peer at most [`ADVICE_RATE`] times a second, with a burst of
+//!   [`ADVICE_BURST`], and `Busy` beyond: a request of at most 1 KiB buys at
+//!   most [`KEPT_EVALUATIONS`] evaluations.) An answer is refused whole
 //!   if any evaluation in it fails its checks (signatures, the receipt's
 //!   provider and service, the advisor as the receipt's consumer); what is
 //!   left counts only as fast as the [`StuffingGuard`] admits new
@@ -79,6 +79,9 @@ pub const CONSULT_EVERY: Duration = Duration::from_secs(60);
 const MAX_SERVICES: usize = 256;
 const MAX_PAIRS: usize = 4096;
 const MAX_FACTS: usize = 256;
+/// Advice answers per second to one peer, and the burst.
+pub const ADVICE_RATE: f64 = 2.0;
+pub const ADVICE_BURST: f64 = 16.0;
 /// How often a service's judgement forgets what has decayed away.
 const TIDY_EVERY: Duration = Duration::from_secs(60);
 /// Consultations at once.
@@ -137,6 +140,8 @@ struct State {
     /// and when.
     counted: HashMap<(String, PeerId, PeerId), (u64, Instant)>,
     consulted: HashMap<(String, PeerId), Instant>,
+    /// Advice answered per asking peer: tokens left, and when.
+    asked: HashMap<PeerId, (f64, Instant)>,
     /// By package and the provider that showed it (or did not).
     facts: HashMap<(ContentId, PeerId), (Option<Arc<Facts>>, Instant)>,
 }
@@ -236,6 +241,7 @@ impl Reputations {
                 }),
                 counted: HashMap::new(),
                 consulted: HashMap::new(),
+                asked: HashMap::new(),
                 facts: HashMap::new(),
             }),
             consulting: Arc::new(Semaphore::new(MAX_CONSULTING)),
@@ -802,11 +808,29 @@ impl Reputations {
     }
 
     /// A peer asks what this node saw of a provider.
-    pub(crate) fn answer(&self, request: AdviceRequest) -> AdviceResponse {
+    /// Each peer is answered at most [`ADVICE_RATE`] times a second (a
+    /// burst of [`ADVICE_BURST`]); beyond that, `Busy`.
+    pub(crate) fn answer(&self, peer: PeerId, request: AdviceRequest) -> AdviceResponse {
         let Ok(provider) = PeerId::from_bytes(&request.provider) else {
             return AdviceResponse::Evaluations(Vec::new());
         };
-        let state = self.state.lock().expect("reputation lock");
+        let mut state = self.state.lock().expect("reputation lock");
+        let now = Instant::now();
+        if !state.asked.contains_key(&peer) {
+            make_room(&mut state.asked, MAX_PAIRS, |(_, at)| *at);
+        }
+        let (tokens, at) = state
+            .asked
+            .get(&peer)
+            .copied()
+            .unwrap_or((ADVICE_BURST, now));
+        let tokens = (tokens + now.saturating_duration_since(at).as_secs_f64() * ADVICE_RATE)
+            .min(ADVICE_BURST);
+        if tokens < 1.0 {
+            state.asked.insert(peer, (tokens, now));
+            return AdviceResponse::Busy;
+        }
+        state.asked.insert(peer, (tokens - 1.0, now));
         let evaluations = state
             .kept
             .get(&(request.service, provider))
