@@ -370,9 +370,11 @@ struct Run {
     to_whitewashers: u64,
     /// Oscillating providers: honest transactions before the switch (the
     /// 10 rounds before it) and after their 50th bad transaction (the 5
-    /// rounds after it), per round.
+    /// rounds after it; for one that never served 50 bad transactions, the
+    /// last 5 rounds), per round; and how many served 50.
     oscillating_before: f64,
     oscillating_after: Option<f64>,
+    oscillating_reached: usize,
     refused: u64,
     stored: u64,
 }
@@ -429,6 +431,7 @@ fn simulate(scenario: Scenario, strategy: Strategy, options: &Options) -> Run {
         to_whitewashers: 0,
         oscillating_before: 0.0,
         oscillating_after: None,
+        oscillating_reached: 0,
         refused: 0,
         stored: 0,
     };
@@ -527,18 +530,18 @@ fn simulate(scenario: Scenario, strategy: Strategy, options: &Options) -> Run {
             .map(|t| t[switch.saturating_sub(10)..switch].iter().sum::<u64>())
             .sum();
         run.oscillating_before = before as f64 / 10.0;
-        let after: Vec<f64> = oscillator_traffic
+        let last = total.saturating_sub(5);
+        let after: f64 = oscillator_traffic
             .iter()
             .zip(&fiftieth)
-            .filter_map(|(t, at)| {
-                let from = (*at)? + 1;
+            .map(|(t, at)| {
+                let from = at.map_or(last, |r| (r + 1).min(last));
                 let to = (from + 5).min(total);
-                (from < to).then(|| t[from..to].iter().sum::<u64>() as f64 / (to - from) as f64)
+                t[from..to].iter().sum::<u64>() as f64 / (to - from).max(1) as f64
             })
-            .collect();
-        if after.len() == oscillators.len() {
-            run.oscillating_after = Some(after.iter().sum());
-        }
+            .sum();
+        run.oscillating_after = Some(after);
+        run.oscillating_reached = fiftieth.iter().filter(|at| at.is_some()).count();
     }
     run
 }
@@ -671,12 +674,14 @@ pub fn run(options: Options) -> anyhow::Result<std::process::ExitCode> {
         if scenario == Scenario::Oscillating {
             notes.push(match loss {
                 Some(loss) => format!(
-                    "oscillating providers lost {} of their calls after 50 bad transactions ({:.1} -> {:.1} calls per round)",
+                    "oscillating providers lost {} of their calls within 50 bad transactions ({:.1} -> {:.1} calls per round; {} of {} served 50 bad ones, the others are measured over the last 5 rounds)",
                     percent(loss),
                     safe.oscillating_before,
-                    safe.oscillating_after.unwrap_or(0.0)
+                    safe.oscillating_after.unwrap_or(0.0),
+                    safe.oscillating_reached,
+                    options.providers / 10
                 ),
-                None => "oscillating providers never served 50 bad transactions".into(),
+                None => "no oscillating providers".into(),
             });
         }
         if safe.refused > 0 {
