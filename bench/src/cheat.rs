@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sp2a::net::evidence::Receipt;
 use sp2a::net::protocol::{
@@ -68,18 +68,14 @@ async fn start_cheat(package: &Package, bootstrap: &[Multiaddr]) -> anyhow::Resu
                     channel,
                     ..
                 } => {
-                    let (call, result) = Receipt::hashes(&request.call, CANNED);
-                    let receipt = Receipt {
-                        service: request.service.clone(),
-                        content_id: content_id.0,
-                        call,
-                        result,
-                        at_ms: SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
-                        provider: signer.public().to_peer_id(),
-                        consumer: peer,
-                    };
+                    let receipt = Receipt::sign_answer(
+                        &signer,
+                        peer,
+                        &request.service,
+                        content_id.0,
+                        &request.call,
+                        CANNED,
+                    );
                     let response = InvokeResponse::Ok {
                         value: CANNED.into(),
                         fuel: 1,
@@ -87,7 +83,7 @@ async fn start_cheat(package: &Package, bootstrap: &[Multiaddr]) -> anyhow::Resu
                         content_id: content_id.0,
                         // It claims to be idle, to draw calls.
                         load: Some(0.0),
-                        receipt: Some(receipt.sign(&signer)),
+                        receipt: Some(receipt),
                     };
                     serving.respond_invoke(channel, response).await;
                 }

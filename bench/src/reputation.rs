@@ -236,55 +236,43 @@ impl World {
     fn transact(&mut self, slot: usize, round: usize, rng: &mut StdRng) -> (bool, Rating) {
         let checked = rng.gen_bool(CHECKED);
         let roll: f64 = rng.r#gen();
+        // Served badly, and the rating the consumer gives.
+        let slow = (
+            true,
+            Rating {
+                timeliness: 0.2,
+                available: true,
+                accurate: None,
+            },
+        );
+        let good = (
+            false,
+            Rating {
+                timeliness: 1.0,
+                available: true,
+                accurate: checked.then_some(true),
+            },
+        );
         let (bad, rating) = if self.is_bad(slot, round) {
             if roll < 0.45 {
                 // Wrong: noticed only when checked.
-                let accurate = checked.then_some(false);
                 (
                     true,
                     Rating {
                         timeliness: 1.0,
                         available: true,
-                        accurate,
+                        accurate: checked.then_some(false),
                     },
                 )
             } else if roll < 0.9 {
-                (
-                    true,
-                    Rating {
-                        timeliness: 0.2,
-                        available: true,
-                        accurate: None,
-                    },
-                )
+                slow
             } else {
-                (
-                    false,
-                    Rating {
-                        timeliness: 1.0,
-                        available: true,
-                        accurate: checked.then_some(true),
-                    },
-                )
+                good
             }
         } else if roll < 0.02 {
-            (
-                true,
-                Rating {
-                    timeliness: 0.2,
-                    available: true,
-                    accurate: None,
-                },
-            )
+            slow
         } else {
-            (
-                false,
-                Rating {
-                    timeliness: 1.0,
-                    available: true,
-                    accurate: checked.then_some(true),
-                },
-            )
+            good
         };
         let provider = &mut self.providers[slot];
         provider.served += 1;

@@ -109,7 +109,7 @@ pub mod net {
     use std::collections::HashSet;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
 
     use sp2a::blocks::{self, Bitmap};
     use sp2a::net::evidence::Receipt;
@@ -456,27 +456,21 @@ pub mod net {
                             ..
                         } => {
                             let answer = |value: String| {
-                                let (call, result) = Receipt::hashes(&request.call, &value);
-                                let receipt = Receipt {
-                                    service: request.service.clone(),
-                                    content_id: content_id.0,
-                                    call,
-                                    result,
-                                    at_ms: SystemTime::now()
-                                        .duration_since(UNIX_EPOCH)
-                                        .unwrap()
-                                        .as_millis()
-                                        as u64,
-                                    provider: signer.public().to_peer_id(),
-                                    consumer: peer,
-                                };
+                                let receipt = Receipt::sign_answer(
+                                    &signer,
+                                    peer,
+                                    &request.service,
+                                    content_id.0,
+                                    &request.call,
+                                    &value,
+                                );
                                 InvokeResponse::Ok {
                                     value,
                                     fuel: 1,
                                     micros: 1,
                                     content_id: content_id.0,
                                     load: Some(0.0),
-                                    receipt: Some(receipt.sign(&signer)),
+                                    receipt: Some(receipt),
                                 }
                             };
                             let ours = request.service == service;

@@ -176,6 +176,37 @@ impl FakeAdvisor {
     }
 }
 
+/// A consumer node, a provider's key (no node: only its receipts matter)
+/// and a fake advisor of that provider, around a hub node.
+struct Advised {
+    _hub: Node,
+    provider: Keypair,
+    p: PeerId,
+    advisor: FakeAdvisor,
+    a: PeerId,
+    consumer: Node,
+}
+
+impl Advised {
+    async fn start(net: &mut TestNet) -> Self {
+        let hub_node = net.node(&[]).await;
+        let hub = address(&hub_node).await;
+        let provider = Keypair::generate_ed25519();
+        let p = provider.public().to_peer_id();
+        let advisor = FakeAdvisor::start(&hub, p).await;
+        let a = advisor.key.public().to_peer_id();
+        let consumer = net.node(std::slice::from_ref(&hub)).await;
+        Self {
+            _hub: hub_node,
+            provider,
+            p,
+            advisor,
+            a,
+            consumer,
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -213,13 +244,14 @@ fn evaluation(signer: &Keypair, receipt: Vec<u8>) -> Vec<u8> {
 async fn advice_without_a_valid_receipt_or_with_a_forged_signature_is_refused() {
     within(60, async {
         let mut net = TestNet::new();
-        let hub_node = net.node(&[]).await;
-        let hub = address(&hub_node).await;
-        let provider = Keypair::generate_ed25519();
-        let p = provider.public().to_peer_id();
-        let advisor = FakeAdvisor::start(&hub, p).await;
-        let a = advisor.key.public().to_peer_id();
-        let consumer = net.node(std::slice::from_ref(&hub)).await;
+        let Advised {
+            provider,
+            p,
+            advisor,
+            a,
+            consumer,
+            _hub,
+        } = Advised::start(&mut net).await;
         let stranger = Keypair::generate_ed25519();
 
         // Slander without a transaction: the advisor signs the receipt
@@ -287,14 +319,15 @@ async fn advice_without_a_valid_receipt_or_with_a_forged_signature_is_refused() 
 async fn an_evaluation_flood_from_one_consumer_is_capped() {
     within(60, async {
         let mut net = TestNet::new();
-        let hub_node = net.node(&[]).await;
-        let hub = address(&hub_node).await;
         // A colluding provider signs as many receipts as its partner wants.
-        let provider = Keypair::generate_ed25519();
-        let p = provider.public().to_peer_id();
-        let advisor = FakeAdvisor::start(&hub, p).await;
-        let a = advisor.key.public().to_peer_id();
-        let consumer = net.node(std::slice::from_ref(&hub)).await;
+        let Advised {
+            provider,
+            p,
+            advisor,
+            a,
+            consumer,
+            _hub,
+        } = Advised::start(&mut net).await;
         let batch = |from: u64| {
             (from..from + MAX_ADVICE_EVALUATIONS as u64)
                 .map(|n| evaluation(&advisor.key, receipt(&provider, p, a, n)))

@@ -207,6 +207,33 @@ impl Receipt {
         seal(key, RECEIPT_DOMAIN, body)
     }
 
+    /// The signed receipt a provider (`key`) gives `consumer` for answering
+    /// `call` to service `service` with `result` from package `content_id`,
+    /// dated now.
+    pub fn sign_answer(
+        key: &Keypair,
+        consumer: PeerId,
+        service: &str,
+        content_id: [u8; 32],
+        call: &str,
+        result: &str,
+    ) -> Vec<u8> {
+        let (call, result) = Self::hashes(call, result);
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Receipt {
+            service: service.to_owned(),
+            content_id,
+            call,
+            result,
+            at_ms,
+            provider: key.public().to_peer_id(),
+            consumer,
+        }
+        .sign(key)
+    }
+
     /// A signed receipt, checked: the provider it names signed it.
     pub fn open(bytes: &[u8]) -> Result<Self, EvidenceError> {
         const WHAT: &str = "a receipt";

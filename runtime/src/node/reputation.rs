@@ -109,6 +109,19 @@ pub(crate) struct Answered {
     pub(crate) round_trip: Duration,
 }
 
+/// The rating of a call not answered, or failed.
+const UNAVAILABLE: Rating = Rating {
+    timeliness: 0.0,
+    available: false,
+    accurate: None,
+};
+
+/// A receipt that passed [`Reputations::proof`], and its time.
+struct Proof {
+    bytes: Vec<u8>,
+    at_ms: u64,
+}
+
 /// One service's providers, as this node judges them.
 struct Judged {
     core: Reputation<PeerId>,
@@ -124,6 +137,14 @@ struct Judged {
     last_refusal: Option<String>,
     used: Instant,
     tidied: Instant,
+}
+
+impl Judged {
+    /// One more transaction with `provider`, rated `rating`.
+    fn transaction(&mut self, provider: PeerId, rating: Rating) {
+        *self.calls.entry(provider).or_default() += 1;
+        self.core.record(Instant::now(), &provider, rating);
+    }
 }
 
 /// What this node keeps to advise others about one (service, provider).
@@ -330,33 +351,14 @@ impl Reputations {
         result: &str,
         consumer: PeerId,
     ) -> Vec<u8> {
-        let (call, result) = Receipt::hashes(call, result);
-        Receipt {
-            service: service.to_owned(),
-            content_id: content_id.0,
-            call,
-            result,
-            at_ms: now_ms(),
-            provider: self.client.peer_id(),
-            consumer,
-        }
-        .sign(&self.key)
+        Receipt::sign_answer(&self.key, consumer, service, content_id.0, call, result)
     }
 
     /// `provider` did not answer a call, or failed it on its side.
     pub(crate) fn unavailable(&self, service: &str, provider: PeerId) {
         let mut state = self.state.lock().expect("reputation lock");
-        let judged = self.judged(&mut state, service);
-        *judged.calls.entry(provider).or_default() += 1;
-        judged.core.record(
-            Instant::now(),
-            &provider,
-            Rating {
-                timeliness: 0.0,
-                available: false,
-                accurate: None,
-            },
-        );
+        self.judged(&mut state, service)
+            .transaction(provider, UNAVAILABLE);
     }
 
     /// A provider answered a call (see [`Answered`]): rates the answer,
@@ -378,11 +380,7 @@ impl Reputations {
             return;
         };
         let timeliness = Rating::timeliness(answer.round_trip, facts.target);
-        let receipt = answer
-            .receipt
-            .clone()
-            .filter(|r| self.receipt_is_for(r, &answer));
-        let Some(receipt) = receipt else {
+        let Some(receipt) = self.proof(answer.receipt.clone(), &answer) else {
             // Nothing to evaluate it by, for anyone: a failed transaction.
             tracing::debug!(%provider, service, "an answer without a valid receipt");
             self.unavailable(service, provider);
@@ -396,10 +394,8 @@ impl Reputations {
         let check_due = {
             let mut state = self.state.lock().expect("reputation lock");
             let judged = self.judged(&mut state, service);
-            *judged.calls.entry(provider).or_default() += 1;
-            judged.core.record(
-                Instant::now(),
-                &provider,
+            judged.transaction(
+                provider,
                 Rating {
                     timeliness,
                     available: true,
@@ -443,36 +439,34 @@ impl Reputations {
         }
     }
 
-    /// Whether `receipt` is the provider's signed receipt for this very
-    /// call, answer, package and caller, dated no later than a little
-    /// after now (so that every peer will accept an evaluation of it).
-    fn receipt_is_for(&self, receipt: &[u8], answer: &Answered) -> bool {
-        Receipt::open(receipt).is_ok_and(|r| {
-            r.provider == answer.provider
-                && r.consumer == self.client.peer_id()
-                && r.service == answer.service
-                && r.content_id == answer.content_id.0
-                && r.covers(&answer.call, &answer.value)
-                && r.at_ms <= now_ms() + MAX_CLOCK_SKEW_MS / 2
+    /// `receipt` with its time, if it is the provider's signed receipt for
+    /// this very call, answer, package and caller, dated no later than a
+    /// little after now (so that every peer will accept an evaluation of
+    /// it).
+    fn proof(&self, receipt: Option<Vec<u8>>, answer: &Answered) -> Option<Proof> {
+        let bytes = receipt?;
+        let r = Receipt::open(&bytes).ok()?;
+        let valid = r.provider == answer.provider
+            && r.consumer == self.client.peer_id()
+            && r.service == answer.service
+            && r.content_id == answer.content_id.0
+            && r.covers(&answer.call, &answer.value)
+            && r.at_ms <= now_ms() + MAX_CLOCK_SKEW_MS / 2;
+        valid.then_some(Proof {
+            bytes,
+            at_ms: r.at_ms,
         })
     }
 
     /// Signs and keeps an evaluation of an answer whose receipt was
     /// checked, and announces this node as an advisor of the provider the
     /// first time.
-    fn evaluate(
-        &self,
-        answer: &Answered,
-        receipt: Vec<u8>,
-        timeliness: f64,
-        accurate: Option<bool>,
-    ) {
-        let at_ms = Receipt::open(&receipt).map_or(0, |r| r.at_ms).max(now_ms());
+    fn evaluate(&self, answer: &Answered, receipt: Proof, timeliness: f64, accurate: Option<bool>) {
         let signed = Evaluation {
-            receipt,
+            receipt: receipt.bytes,
             timeliness,
             accurate,
-            at_ms,
+            at_ms: receipt.at_ms.max(now_ms()),
         }
         .sign(&self.key);
         let (service, provider) = (answer.service.as_str(), answer.provider);
@@ -605,10 +599,17 @@ impl Reputations {
             round_trip: start.elapsed(),
             ..answer.clone()
         };
-        match receipt.filter(|r| self.receipt_is_for(r, &check)) {
-            Some(receipt) => self.evaluate(&check, receipt, timeliness, Some(right)),
-            None => self.unavailable(&answer.service, answer.provider),
+        // A transaction of its own: without a valid receipt, a failed one.
+        let proof = self.proof(receipt, &check);
+        let available = proof.is_some();
+        if let Some(proof) = proof {
+            self.evaluate(&check, proof, timeliness, Some(right));
         }
+        let transaction = Rating {
+            timeliness,
+            available,
+            accurate: Some(right),
+        };
         self.judged_by_check(
             &answer.service,
             answer.provider,
@@ -616,12 +617,12 @@ impl Reputations {
             "self-test sent as a call",
             &value,
             &test.expect,
-            Some(timeliness),
+            Some(transaction),
         );
     }
 
     /// Records a check's verdict: as a transaction of its own when it was
-    /// one (`timeliness`), else on the transaction checked.
+    /// one (`transaction`), else on the transaction checked.
     #[allow(clippy::too_many_arguments)]
     fn judged_by_check(
         &self,
@@ -631,27 +632,15 @@ impl Reputations {
         how: &'static str,
         seen: &str,
         expected: &str,
-        timeliness: Option<f64>,
+        transaction: Option<Rating>,
     ) {
         {
             let mut state = self.state.lock().expect("reputation lock");
             let judged = self.judged(&mut state, service);
             judged.checks += 1;
-            let now = Instant::now();
-            match timeliness {
-                Some(timeliness) => {
-                    *judged.calls.entry(provider).or_default() += 1;
-                    judged.core.record(
-                        now,
-                        &provider,
-                        Rating {
-                            timeliness,
-                            available: true,
-                            accurate: Some(right),
-                        },
-                    );
-                }
-                None => judged.core.verdict(now, &provider, right),
+            match transaction {
+                Some(rating) => judged.transaction(provider, rating),
+                None => judged.core.verdict(Instant::now(), &provider, right),
             }
             if !right {
                 judged.wrong += 1;
