@@ -24,8 +24,11 @@
 //!   Concurrent `Want`s offer disjoint blocks; at most `max_wants` at once,
 //!   to the providers that failed least.
 //! * A provider with a known bitmap is asked for the rarest chunk (an
-//!   aligned run of `blocks_per_request` blocks) it can contribute, random
-//!   among equally rare ones. At most `parallel` requests are in flight, one
+//!   aligned run of blocks) it can contribute, random among equally rare
+//!   ones. A chunk is `blocks_per_request` blocks at first; per provider it
+//!   doubles while answers of new data take under `fast_answer` and halves
+//!   back when they take over four times that, so a fast path carries a
+//!   component in a few round trips and a slow uplink keeps chunks small. At most `parallel` requests are in flight, one
 //!   per provider. When every missing block is requested, idle providers
 //!   duplicate slow requests (end game, at most `end_game_copies` copies).
 //! * Every request has a deadline that doubles with the provider's failures;

@@ -24,7 +24,8 @@ pub trait Peer: Copy + Ord + Hash + fmt::Debug + fmt::Display {}
 impl<T: Copy + Ord + Hash + fmt::Debug + fmt::Display> Peer for T {}
 
 /// Settings of one download. [`Params::new`] gives the defaults: 4 blocks
-/// per request, 8 requests in flight, a budget of 4 failures, request
+/// per request at first (doubling per provider whose answers take under
+/// 20 ms), 8 requests in flight, a budget of 4 failures, request
 /// deadlines from 5 s doubling to 320 s, lookups every 1 s to 8 s, `Busy`
 /// back-off from 100 ms to 400 ms, 24 providers tracked, `Want` refresh
 /// after 1 s, 3 `Want`s in flight, 2 end-game copies, 3 useless answers
@@ -33,8 +34,15 @@ impl<T: Copy + Ord + Hash + fmt::Debug + fmt::Display> Peer for T {}
 pub struct Params {
     /// Blocks of the component.
     pub blocks: u64,
-    /// Blocks per request: a chunk (1 to [`MAX_BLOCKS_PER_REQUEST`]).
+    /// Blocks per request at first: a chunk (1 to [`MAX_BLOCKS_PER_REQUEST`]).
     pub blocks_per_request: u32,
+    /// A provider whose answer of new data took less than this gets
+    /// requests twice as large (up to [`MAX_BLOCKS_PER_REQUEST`] blocks);
+    /// one that took more than four times this, half as large (down to
+    /// `blocks_per_request`). A fast path sends a component in a few
+    /// round trips; a slow uplink keeps small chunks, spread over many
+    /// providers.
+    pub fast_answer: Duration,
     /// Requests in flight at once, one per provider.
     pub parallel: usize,
     /// Failures after which a provider that never delivered is dropped.
@@ -68,6 +76,7 @@ impl Params {
         Self {
             blocks,
             blocks_per_request: 4,
+            fast_answer: Duration::from_millis(20),
             parallel: 8,
             attempt_budget: 4,
             attempt_timeout: Backoff::new(Duration::from_secs(5), Duration::from_secs(320)),
@@ -208,6 +217,8 @@ struct Provider<A> {
     /// When a `Want` last found it with nothing we needed.
     have_at: Option<Instant>,
     in_flight: Option<RequestId>,
+    /// Blocks per request to it now (see [`Params::fast_answer`]).
+    chunk: u32,
     failures: u32,
     not_before: Option<Instant>,
     /// Verified bytes received from it.
@@ -247,6 +258,7 @@ impl<A> Provider<A> {
 struct InFlight<P> {
     peer: P,
     ask: Ask,
+    sent: Instant,
     deadline: Instant,
 }
 
@@ -478,6 +490,7 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
                 claimed: None,
                 have_at: None,
                 in_flight: None,
+                chunk: self.params.chunk(),
                 failures: self.dropped.remove(&peer).unwrap_or(0),
                 not_before: None,
                 served: 0,
@@ -528,8 +541,18 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
                 for block in first..end {
                     self.have.insert(block);
                 }
+                let took = self.now.saturating_duration_since(request.sent);
+                let fast = self.params.fast_answer;
+                let smallest = self.params.chunk();
                 if let Some(state) = self.providers.get_mut(&peer) {
                     state.served += new_bytes;
+                    if new_bytes > 0 && bad.is_none() {
+                        if took < fast {
+                            state.chunk = (state.chunk * 2).min(MAX_BLOCKS_PER_REQUEST);
+                        } else if took > fast * 4 {
+                            state.chunk = (state.chunk / 2).max(smallest);
+                        }
+                    }
                     // Only new data earns trust back: valid blocks we
                     // already had are no better than no answer.
                     if new_bytes > 0 {
@@ -768,6 +791,7 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             InFlight {
                 peer,
                 ask: ask.clone(),
+                sent: self.now,
                 deadline,
             },
         );
@@ -802,13 +826,14 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             .map(|(peer, _)| *peer)
             .collect();
         idle.shuffle(&mut self.rng);
-        let chunk = self.params.chunk() as usize;
         let copies_allowed = self.params.end_game_copies.max(1);
         for peer in idle {
             if *slots == 0 {
                 break;
             }
-            let holds = self.providers[&peer].have.as_ref().expect("filtered above");
+            let provider = &self.providers[&peer];
+            let chunk = provider.chunk as usize;
+            let holds = provider.have.as_ref().expect("filtered above");
             let wanted = |b: usize| {
                 let copies = self.requested[b] + u8::from(self.offered.contains(b as u64));
                 !self.have.contains(b as u64)
@@ -816,22 +841,24 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
                     // End game: duplicate what is slow to arrive.
                     && (copies == 0 || all_requested && copies < copies_allowed)
             };
-            // A chunk is as rare as its rarest block this provider can give us.
+            // A chunk is as rare as its rarest block this provider can give
+            // us; among equally rare ones, the longest run we would get
+            // wins (so growing chunks do not break what is left into
+            // fragments), random among ties.
             let chunks = (0..blocks.div_ceil(chunk)).filter_map(|c| {
-                (c * chunk..((c + 1) * chunk).min(blocks))
+                let end = ((c + 1) * chunk).min(blocks);
+                let first = (c * chunk..end).find(|b| wanted(*b))?;
+                let run = (first..end).take_while(|b| wanted(*b)).count();
+                let rarest = (first..end)
                     .filter(|b| wanted(*b))
                     .map(|b| rarity[b])
-                    .min()
-                    .map(|r| (c, r))
+                    .min()?;
+                let shortfall = (chunk - run) as u64;
+                Some(((first, run), rarest * (chunk as u64 + 1) + shortfall))
             });
-            let Some(c) = super::pick::lowest(chunks, &mut self.rng) else {
+            let Some((first, count)) = super::pick::lowest(chunks, &mut self.rng) else {
                 continue;
             };
-            let end = ((c + 1) * chunk).min(blocks);
-            let first = (c * chunk..end)
-                .find(|b| wanted(*b))
-                .expect("the chunk has a wanted block");
-            let count = (first..end).take_while(|b| wanted(*b)).count();
             for block in first..first + count {
                 self.requested[block] = self.requested[block].saturating_add(1);
             }
@@ -849,7 +876,6 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
     /// Sends `Want`s (any needed chunk of the provider's choosing) to
     /// providers whose holdings are unknown or offered nothing still needed.
     fn ask_wants(&mut self, now: Instant, slots: &mut usize) {
-        let per_request = self.params.chunk() as usize;
         let blocks = self.params.blocks;
         // Each Want offers blocks no other request in flight covers, so two
         // providers do not answer with the same chunk.
@@ -892,6 +918,7 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             if offerable.is_empty() {
                 break;
             }
+            let per_request = self.providers[&peer].chunk as usize;
             // Split what is left between the Wants still allowed.
             let share = offerable.len().div_ceil(max_wants - wants).max(per_request);
             let mut wanted = Bitmap::empty(blocks);

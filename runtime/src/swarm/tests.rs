@@ -19,6 +19,8 @@ fn params(blocks: u64) -> Params {
     let mut params = Params::new(blocks);
     params.attempt_timeout = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     params.deadline = Duration::from_secs(60);
+    // Answers here come at once: keep chunks fixed unless a test is about them.
+    params.fast_answer = Duration::ZERO;
     params
 }
 
@@ -94,6 +96,62 @@ fn the_rarest_chunk_goes_first() {
             (2, Ask::Blocks { first: 8, count: 4 }),
         ]
     );
+}
+
+/// Serves every request of a single provider holding everything, each
+/// answer arriving `took` after its request (or per `took_for(n)`), and
+/// returns the block counts asked, in order.
+fn sizes_asked_of_one_provider(blocks: u64, took_for: impl Fn(usize) -> Duration) -> Vec<u32> {
+    let t0 = Instant::now();
+    let mut params = params(blocks);
+    params.fast_answer = Duration::from_millis(20);
+    let mut core = SwarmCore::new(params, [(1, ())], t0, 4);
+    let mut now = t0;
+    let mut sizes = Vec::new();
+    let mut pending = requests(&drain(&mut core, now));
+    while let Some((id, _, ask)) = pending.pop() {
+        now += took_for(sizes.len());
+        let (first, count) = match ask {
+            Ask::Want { wanted, max } => (wanted.iter().next().unwrap(), max),
+            Ask::Blocks { first, count } => (first, count),
+        };
+        let count = count.min((blocks - first) as u32);
+        sizes.push(count);
+        let answer = blocks_answer(first, count, Holdings::All);
+        core.handle(now, Event::Answered { id, answer });
+        pending = requests(&drain(&mut core, now));
+        assert!(pending.len() <= 1, "one request in flight per provider");
+    }
+    assert!(core.is_complete(), "asked {sizes:?}");
+    sizes
+}
+
+#[test]
+fn a_fast_provider_gets_ever_larger_requests_and_a_slow_one_small_ones() {
+    let max = crate::blocks::MAX_BLOCKS_PER_REQUEST;
+    // Loopback-fast answers: the size doubles up to the largest requests.
+    // (Chunks are aligned runs chosen at random, so a run can be shorter
+    // than the size where earlier requests took part of it.)
+    let fast = sizes_asked_of_one_provider(256, |_| Duration::from_millis(1));
+    assert_eq!(fast[0], 4, "{fast:?}");
+    assert!(fast.contains(&max), "{fast:?}");
+    assert!(
+        fast.len() <= 12,
+        "{} requests for 256 blocks: {fast:?}",
+        fast.len()
+    );
+    // 64 KiB at 512 KiB/s takes 125 ms: chunks stay small.
+    let slow = sizes_asked_of_one_provider(64, |_| Duration::from_millis(125));
+    assert!(slow.iter().all(|n| *n == 4), "{slow:?}");
+    // Between the two thresholds the size holds.
+    let steady = sizes_asked_of_one_provider(64, |_| Duration::from_millis(50));
+    assert!(steady.iter().all(|n| *n == 4), "{steady:?}");
+    // Fast, then slow: back down to the first size within four answers,
+    // never below it.
+    let slowing =
+        sizes_asked_of_one_provider(512, |n| Duration::from_millis(if n < 5 { 1 } else { 500 }));
+    assert!(slowing[..6].iter().any(|n| *n >= 32), "{slowing:?}");
+    assert!(slowing[10..].iter().all(|n| *n == 4), "{slowing:?}");
 }
 
 #[test]
