@@ -155,10 +155,11 @@ fn upload_chart(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the four charts of `outcomes` into `dir`.
-pub(crate) fn diffusion(dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
+/// Writes the four charts of `outcomes` (runs of one N and one rate) into
+/// `dir`; `tag` ends the file names.
+pub(crate) fn diffusion(dir: &Path, outcomes: &[Outcome], tag: &str) -> anyhow::Result<()> {
     let n = outcomes.first().map_or(0, |o| o.nodes.len());
-    let file = |what: &str| dir.join(format!("{what}-{n}.svg"));
+    let file = |what: &str| dir.join(format!("{what}-{n}{tag}.svg"));
     times_chart(
         &file("discovery"),
         &format!("Discovery time per node (1 seed, {n} downloaders)"),

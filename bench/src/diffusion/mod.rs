@@ -114,12 +114,59 @@ pub struct Outcome {
     pub setup: Duration,
     /// What all nodes (seed included) served, summed.
     pub counters: Counters,
+    /// What the run cost this process (every node is in it).
+    pub cost: Cost,
 }
 
 impl Outcome {
     pub fn completed(&self) -> usize {
         self.nodes.iter().filter(|n| n.completed.is_some()).count()
     }
+
+    /// Bytes of the package delivered: one copy per node that completed.
+    pub fn delivered(&self) -> u64 {
+        self.size * self.completed() as u64
+    }
+
+    /// CPU time per delivered MiB while the pulls ran.
+    pub fn cpu_per_mib(&self) -> Option<Duration> {
+        let mib = self.delivered() as f64 / (1 << 20) as f64;
+        (mib > 0.0).then(|| self.cost.cpu.div_f64(mib))
+    }
+
+    /// Share of the machine's cores busy while the pulls ran (1.0: all).
+    pub fn utilisation(&self) -> f64 {
+        let available = self.cost.elapsed.as_secs_f64() * self.cost.cores as f64;
+        if available > 0.0 {
+            self.cost.cpu.as_secs_f64() / available
+        } else {
+            0.0
+        }
+    }
+
+    /// Resident memory the nodes added, per node (seed included), at the
+    /// run's peak (KiB).
+    pub fn memory_per_node(&self) -> u64 {
+        self.cost.rss_peak.saturating_sub(self.cost.rss_before) / (self.nodes.len() as u64 + 1)
+    }
+}
+
+/// CPU and memory of one run, from `/proc/self` (the kernel's rusage
+/// figures: user plus system time; resident set size).
+#[derive(Clone, Debug, Default)]
+pub struct Cost {
+    /// CPU time this process used from the common start until every pull
+    /// ended (setup excluded).
+    pub cpu: Duration,
+    /// Wall time of the same span.
+    pub elapsed: Duration,
+    /// Cores of the machine.
+    pub cores: usize,
+    /// Resident memory before the seed and the nodes started (KiB).
+    pub rss_before: u64,
+    /// The highest resident memory sampled (every 500 ms) from the nodes'
+    /// start until every pull ended (KiB).
+    pub rss_peak: u64,
 }
 
 /// A snapshot while the experiment runs.
@@ -217,6 +264,18 @@ const SETUP_DIALS: u32 = 5;
 /// shared by all nodes).
 const PEER_CONNECTIONS: u32 = 40;
 
+/// Resident memory of this process now (Linux), KiB.
+pub(crate) fn process_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// CPU time this process has used (Linux), to tell when it is quiet.
 pub(crate) fn process_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -270,6 +329,8 @@ pub async fn run(
     mut progress: impl FnMut(Progress),
 ) -> Result<Outcome, NodeError> {
     let setup_start = Instant::now();
+    let rss_before = process_rss_kib().unwrap_or(0);
+    let mut rss_peak = rss_before;
     let n = experiment.nodes;
     let seed = Node::start(
         node_config(&experiment, 0, n as u32 + 128),
@@ -284,6 +345,7 @@ pub async fn run(
     // Start the downloaders, a batch at a time, each connected to the seed.
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
     for batch in (1..=n).collect::<Vec<_>>().chunks(32) {
+        rss_peak = rss_peak.max(process_rss_kib().unwrap_or(0));
         let started = batch.iter().map(|&index| {
             let mut config = node_config(&experiment, index, PEER_CONNECTIONS);
             config.net.bootstrap = bootstrap.clone();
@@ -323,6 +385,7 @@ pub async fn run(
     // Everyone pulls at once.
     let name = package.manifest().name.clone();
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let mut watches = Vec::with_capacity(n);
     let mut pulls = FuturesUnordered::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -339,6 +402,7 @@ pub async fn run(
                 results.insert(i, (result.map_err(|e| e.to_string()), at));
             }
             _ = tick.tick() => {
+                rss_peak = rss_peak.max(process_rss_kib().unwrap_or(0));
                 let mut downloading = 0;
                 let mut bytes = 0;
                 for watch in &watches {
@@ -359,6 +423,15 @@ pub async fn run(
         }
     }
     let elapsed = start.elapsed();
+    let cost = Cost {
+        cpu: cpu_start
+            .zip(process_cpu())
+            .map_or(Duration::ZERO, |(from, to)| to.saturating_sub(from)),
+        elapsed,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        rss_before,
+        rss_peak: rss_peak.max(process_rss_kib().unwrap_or(0)),
+    };
     progress(Progress {
         elapsed,
         active: results.values().filter(|(r, _)| r.is_ok()).count(),
@@ -427,6 +500,7 @@ pub async fn run(
         all_done,
         setup,
         counters,
+        cost,
     })
 }
 

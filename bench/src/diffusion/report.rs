@@ -33,18 +33,22 @@ pub enum TransportArg {
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Downloaders (the paper: 100, 200, 400).
-    #[arg(long, default_value_t = 400)]
-    nodes: usize,
+    /// Downloaders (the paper: 100, 200, 400); a comma-separated list runs
+    /// each in turn (`--nodes 100,400`).
+    #[arg(long, default_value = "400", value_delimiter = ',')]
+    nodes: Vec<usize>,
     /// Package size; default: the `stream` service (2 MiB media sample).
     #[arg(long)]
     size: Option<String>,
     /// Chunk (request) size, a multiple of 16 KiB.
     #[arg(long, default_value = "64 KiB")]
     chunk: String,
-    /// Upload rate of every node, seed included.
-    #[arg(long, default_value = "512 KiB")]
-    upload_rate: String,
+    /// Upload rate of every node, seed included; a comma-separated list
+    /// sweeps them (`--upload-rate "64 KiB,128 KiB,256 KiB,512 KiB"`), so
+    /// that the protocol's efficiency and the machine's saturation show
+    /// apart.
+    #[arg(long, default_value = "512 KiB", value_delimiter = ',')]
+    upload_rate: Vec<String>,
     #[arg(long, value_enum, default_value_t = ModeArg::Swarm)]
     mode: ModeArg,
     /// Give up on a node after this long.
@@ -134,19 +138,16 @@ fn p50(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
-    let rate = parse_size(&args.upload_rate)?;
+    let rates = args
+        .upload_rate
+        .iter()
+        .map(|r| parse_size(r.trim()))
+        .collect::<Result<Vec<u64>, _>>()?;
+    anyhow::ensure!(
+        !rates.is_empty() && !args.nodes.is_empty(),
+        "--nodes and --upload-rate need at least one value"
+    );
     let chunk = parse_size(&args.chunk)?;
     anyhow::ensure!(
         chunk >= BLOCK_SIZE && chunk % BLOCK_SIZE == 0 && chunk / BLOCK_SIZE <= 64,
@@ -162,7 +163,6 @@ pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
     let package = package(&args, &key)?;
     let size = package.advert().component_len();
     let k = size.div_ceil(chunk);
-    let t_star = lower_bound(size, rate, args.nodes, k);
     let policy = Policy::parse(
         &format!("[trust]\npublishers = [\"{}\"]\n", key.public()),
         Path::new("."),
@@ -185,88 +185,142 @@ pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
     } else {
         std::env::temp_dir()
     };
-    println!(
-        "diffusion: 1 seed -> {} nodes, {} ({} bytes) in k = {k} chunks of {}, upload {}/s per node",
-        args.nodes,
-        package.manifest().name,
-        size,
-        format_size(chunk),
-        format_size(rate)
-    );
-    println!(
-        "lower bound T* = (F/U)(1 + floor(log2 N)/k) = {:.2} s",
-        seconds(t_star)
-    );
-
+    let sweep = rates.len() > 1;
     let mut outcomes = Vec::new();
-    for mode in modes {
-        let scratch = tempfile::tempdir_in(&scratch_root)?;
-        let experiment = Experiment {
-            nodes: args.nodes,
-            mode,
-            upload_rate: Some(rate),
-            blocks_per_request: (chunk / BLOCK_SIZE) as u32,
-            timeout,
-            attempt_timeout: attempt_timeout.unwrap_or(match mode {
-                Mode::Paper => Duration::from_millis(500),
-                Mode::Swarm | Mode::Origin => Duration::from_secs(5),
-            }),
-            data_dir: scratch.path().to_path_buf(),
-            dht_server_every: args.dht_server_every,
-            transport: match args.transport {
-                TransportArg::Tcp => Transport::Tcp,
-                TransportArg::Quic => Transport::Quic,
-            },
-        };
-        println!(
-            "\n== mode {} (first attempt timeout {:.1?})",
-            mode.name(),
-            experiment.attempt_timeout
-        );
-        let mut last = std::time::Instant::now();
-        let outcome = run(experiment, sandbox.clone(), policy.clone(), package.clone(), |p| {
-            if last.elapsed() >= Duration::from_secs(1) || p.active == p.nodes {
-                last = std::time::Instant::now();
-                print!(
-                    "\r  t = {:6.1} s   active providers {:>4}/{}   downloading {:>4}   {:>8} KiB in flight ",
-                    seconds(p.elapsed),
-                    p.active,
-                    p.nodes,
-                    p.downloading,
-                    p.bytes >> 10
-                );
-                let _ = std::io::stdout().flush();
+    for &nodes in &args.nodes {
+        for &rate in &rates {
+            let t_star = lower_bound(size, rate, nodes, k);
+            println!(
+                "\ndiffusion: 1 seed -> {nodes} nodes, {} ({size} bytes) in k = {k} chunks of {}, upload {}/s per node",
+                package.manifest().name,
+                format_size(chunk),
+                format_size(rate)
+            );
+            println!(
+                "lower bound T* = (F/U)(1 + floor(log2 N)/k) = {:.2} s",
+                seconds(t_star)
+            );
+            let mut group = Vec::new();
+            for &mode in &modes {
+                let scratch = tempfile::tempdir_in(&scratch_root)?;
+                let experiment = Experiment {
+                    nodes,
+                    mode,
+                    upload_rate: Some(rate),
+                    blocks_per_request: (chunk / BLOCK_SIZE) as u32,
+                    timeout,
+                    attempt_timeout: attempt_timeout.unwrap_or(match mode {
+                        Mode::Paper => Duration::from_millis(500),
+                        Mode::Swarm | Mode::Origin => Duration::from_secs(5),
+                    }),
+                    data_dir: scratch.path().to_path_buf(),
+                    dht_server_every: args.dht_server_every,
+                    transport: match args.transport {
+                        TransportArg::Tcp => Transport::Tcp,
+                        TransportArg::Quic => Transport::Quic,
+                    },
+                };
+                let outcome = run_one(experiment, &sandbox, &policy, &package).await?;
+                let tag = if sweep {
+                    format!("-{}k", rate >> 10)
+                } else {
+                    String::new()
+                };
+                write_csv(&args.out, &outcome, &tag)?;
+                group.push(outcome);
             }
-        })
-        .await?;
-        println!();
-        println!(
-            "  {} of {} nodes active providers; setup of the nodes took {:.1} s (not measured)",
-            outcome.completed(),
-            args.nodes,
-            seconds(outcome.setup)
-        );
-        let c = &outcome.counters;
-        println!(
-            "  requests served: {} ({} Have, {} answered Busy, {} Queued), {} blocks, {:.1} MiB uploaded in all",
-            c.transfer_requests,
-            c.have_requests,
-            c.busy,
-            c.queued,
-            c.blocks_served,
-            c.bytes_uploaded as f64 / (1 << 20) as f64
-        );
-        if let Some(error) = outcome.nodes.iter().find_map(|n| n.error.clone()) {
-            println!("  first failure: {error}");
+            let tag = if sweep {
+                format!("-{}k", rate >> 10)
+            } else {
+                String::new()
+            };
+            crate::plot::diffusion(&args.out, &group, &tag)?;
+            outcomes.extend(group);
         }
-        write_csv(&args.out, &outcome)?;
-        outcomes.push(outcome);
     }
+    summary(&outcomes, k);
+    targets(&outcomes, k);
+    println!("CSV and SVG plots in {}", args.out.display());
+    let all_ok = outcomes.iter().all(|o| o.all_done.is_some());
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
 
-    // Summary.
+/// Runs one experiment, showing its progress.
+async fn run_one(
+    experiment: Experiment,
+    sandbox: &Sandbox,
+    policy: &Policy,
+    package: &VerifiedPackage,
+) -> anyhow::Result<Outcome> {
+    let nodes = experiment.nodes;
+    println!(
+        "\n== mode {} (first attempt timeout {:.1?})",
+        experiment.mode.name(),
+        experiment.attempt_timeout
+    );
+    let mut last = std::time::Instant::now();
+    let outcome = run(experiment, sandbox.clone(), policy.clone(), package.clone(), |p| {
+        if last.elapsed() >= Duration::from_secs(1) || p.active == p.nodes {
+            last = std::time::Instant::now();
+            print!(
+                "\r  t = {:6.1} s   active providers {:>4}/{}   downloading {:>4}   {:>8} KiB in flight ",
+                seconds(p.elapsed),
+                p.active,
+                p.nodes,
+                p.downloading,
+                p.bytes >> 10
+            );
+            let _ = std::io::stdout().flush();
+        }
+    })
+    .await?;
     println!();
     println!(
-        "{:<8} {:>6} {:>9} {:>5} {:>10} {:>9} {:>9} {:>8} {:>12} {:>12} {:>10} {:>10}",
+        "  {} of {nodes} nodes active providers; setup of the nodes took {:.1} s (not measured)",
+        outcome.completed(),
+        seconds(outcome.setup)
+    );
+    let c = &outcome.counters;
+    println!(
+        "  requests served: {} ({} Have, {} answered Busy, {} Queued), {} blocks, {:.1} MiB uploaded in all",
+        c.transfer_requests,
+        c.have_requests,
+        c.busy,
+        c.queued,
+        c.blocks_served,
+        c.bytes_uploaded as f64 / (1 << 20) as f64
+    );
+    if let Some(error) = outcome.nodes.iter().find_map(|n| n.error.clone()) {
+        println!("  first failure: {error}");
+    }
+    Ok(outcome)
+}
+
+/// The lower bound of an outcome's experiment.
+fn t_star(o: &Outcome, k: u64) -> Duration {
+    let rate = o.experiment.upload_rate.unwrap_or(u64::MAX);
+    lower_bound(o.size, rate, o.nodes.len(), k)
+}
+
+/// Median discovery time of the nodes that completed.
+fn discovery_p50(o: &Outcome) -> f64 {
+    let mut discovery: Vec<f64> = o
+        .nodes
+        .iter()
+        .filter(|n| n.completed.is_some())
+        .map(|n| seconds(n.discovery))
+        .collect();
+    p50(&mut discovery)
+}
+
+fn summary(outcomes: &[Outcome], k: u64) {
+    println!();
+    println!(
+        "{:<7} {:>5} {:>9} {:>4} {:>10} {:>8} {:>9} {:>8} {:>9} {:>10} {:>9} {:>8} {:>11} {:>8} {:>9} {:>9}",
         "mode",
         "N",
         "F",
@@ -278,16 +332,14 @@ pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
         "disc p50",
         "deploy p50",
         "uploaders",
-        "seed up"
+        "seed up",
+        "CPU/MiB",
+        "CPU use",
+        "peak RSS",
+        "per node"
     );
-    for o in &outcomes {
-        // Nodes that failed have no discovery time: they are not counted.
-        let mut discovery: Vec<f64> = o
-            .nodes
-            .iter()
-            .filter(|n| n.completed.is_some())
-            .map(|n| seconds(n.discovery))
-            .collect();
+    for o in outcomes {
+        let t_star = t_star(o, k);
         let mut deploy: Vec<f64> = o
             .nodes
             .iter()
@@ -297,49 +349,103 @@ pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
         let uploaders = o.nodes.iter().filter(|n| n.served_peers > 0).count();
         let t_all = o.all_done.map(seconds);
         println!(
-            "{:<8} {:>6} {:>9} {:>5} {:>10} {:>8.2}s {:>9} {:>8} {:>11.3}s {:>11.2}s {:>9.1}% {:>8.2}xF",
+            "{:<7} {:>5} {:>9} {:>4} {:>10} {:>7.2}s {:>9} {:>8} {:>8.3}s {:>9.2}s {:>8.1}% {:>7.2}F {:>8.1} ms {:>7.0}% {:>5} MiB {:>5.1} MiB",
             o.experiment.mode.name(),
             o.nodes.len(),
             format_size(o.size),
             k,
-            format!("{}/s", format_size(rate)),
+            format!("{}/s", format_size(o.experiment.upload_rate.unwrap_or(0))),
             seconds(t_star),
             t_all.map_or("-".into(), |t| format!("{t:.2}s")),
             t_all.map_or("-".into(), |t| format!("{:.2}", t / seconds(t_star))),
-            p50(&mut discovery),
+            discovery_p50(o),
             p50(&mut deploy),
             100.0 * uploaders as f64 / o.nodes.len().max(1) as f64,
-            o.seed_uploaded as f64 / o.size as f64
+            o.seed_uploaded as f64 / o.size as f64,
+            o.cpu_per_mib().map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
+            100.0 * o.utilisation(),
+            o.cost.rss_peak >> 10,
+            o.memory_per_node() as f64 / 1024.0
         );
     }
-    let swarm = outcomes
-        .iter()
-        .find(|o| o.experiment.mode == Mode::Swarm)
-        .and_then(|o| o.all_done);
-    let paper = outcomes
-        .iter()
-        .find(|o| o.experiment.mode == Mode::Paper)
-        .and_then(|o| o.all_done);
-    if let (Some(swarm), Some(paper)) = (swarm, paper) {
-        println!(
-            "T_all(paper) / T_all(swarm) = {:.1}",
-            seconds(paper) / seconds(swarm)
-        );
-    }
-    if let Some(rss) = peak_rss_kib() {
-        println!("peak RSS of this process (all nodes): {} MiB", rss >> 10);
-    }
-    crate::plot::diffusion(&args.out, &outcomes)?;
-    println!("CSV and SVG plots in {}", args.out.display());
-    let all_ok = outcomes.iter().all(|o| o.all_done.is_some());
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    println!(
+        "(CPU: user + system time of this process, every node in it, from the common start to the last pull; \
+         CPU use: of {} cores; peak RSS: sampled every 500 ms; per node: what the nodes added, over N + 1)",
+        outcomes.first().map_or(0, |o| o.cost.cores)
+    );
 }
 
-fn write_csv(dir: &Path, o: &Outcome) -> anyhow::Result<()> {
+/// Prints each of the experiment's targets next to what this run measured.
+fn targets(outcomes: &[Outcome], k: u64) {
+    let line = |what: &str, target: &str, measured: String, met: bool| {
+        let verdict = if met { "met" } else { "MISSED" };
+        println!("  {what:<48} {target:>10} {measured:>12}  {verdict}");
+    };
+    println!();
+    println!("targets (swarm, per N and U):");
+    for o in outcomes.iter().filter(|o| o.experiment.mode == Mode::Swarm) {
+        let n = o.nodes.len();
+        let u = format_size(o.experiment.upload_rate.unwrap_or(0));
+        println!(" N = {n}, U = {u}/s:");
+        let ratio = o.all_done.map(|t| seconds(t) / seconds(t_star(o, k)));
+        line(
+            "T_all / T*",
+            "<= 1.5",
+            ratio.map_or("failed".into(), |r| format!("{r:.2}")),
+            ratio.is_some_and(|r| r <= 1.5),
+        );
+        let seed = o.seed_uploaded as f64 / o.size as f64;
+        line("seed upload", "<= 2 F", format!("{seed:.2} F"), seed <= 2.0);
+        let cpu = o.cpu_per_mib().map(|d| d.as_secs_f64() * 1e3);
+        line(
+            "CPU per delivered MiB",
+            "<= 20 ms",
+            cpu.map_or("-".into(), |c| format!("{c:.1} ms")),
+            cpu.is_some_and(|c| c <= 20.0),
+        );
+        let memory = o.memory_per_node() as f64 / 1024.0;
+        line(
+            "memory per node",
+            "<= 8 MiB",
+            format!("{memory:.1} MiB"),
+            memory <= 8.0,
+        );
+        let paper = outcomes.iter().find(|p| {
+            p.experiment.mode == Mode::Paper
+                && p.nodes.len() == n
+                && p.experiment.upload_rate == o.experiment.upload_rate
+        });
+        if let (Some(paper), Some(swarm)) = (paper, o.all_done) {
+            let speedup = paper.all_done.map(|p| seconds(p) / seconds(swarm));
+            line(
+                "T_all(paper) / T_all(swarm)",
+                ">= 5",
+                speedup.map_or("paper failed".into(), |s| format!("{s:.1}")),
+                speedup.is_some_and(|s| s >= 5.0),
+            );
+        }
+        let smallest = outcomes
+            .iter()
+            .filter(|s| {
+                s.experiment.mode == Mode::Swarm
+                    && s.experiment.upload_rate == o.experiment.upload_rate
+                    && s.nodes.len() < n
+            })
+            .min_by_key(|s| s.nodes.len());
+        if let Some(small) = smallest {
+            let ratio = discovery_p50(o) / discovery_p50(small);
+            line(
+                &format!("discovery p50 against N = {}", small.nodes.len()),
+                "<= 2x",
+                format!("{ratio:.2}x"),
+                ratio <= 2.0,
+            );
+        }
+    }
+}
+
+/// Writes one run's nodes as CSV; `tag` tells the runs of a sweep apart.
+fn write_csv(dir: &Path, o: &Outcome, tag: &str) -> anyhow::Result<()> {
     let mut csv = String::from(
         "mode,node,peer,discovery_ms,download_ms,deploy_ms,completed_ms,uploaded_bytes,served_nodes,error\n",
     );
@@ -370,7 +476,7 @@ fn write_csv(dir: &Path, o: &Outcome) -> anyhow::Result<()> {
     );
     std::fs::write(
         dir.join(format!(
-            "diffusion-{}-{}.csv",
+            "diffusion-{}-{}{tag}.csv",
             o.experiment.mode.name(),
             o.nodes.len()
         )),
