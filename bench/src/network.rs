@@ -1,6 +1,8 @@
 //! `sp2a bench network`: two nodes on loopback: pull time of the 2 MiB
 //! `stream` package against the same bytes over plain TCP, remote call
-//! latency against a local call, call throughput, and node memory.
+//! latency against a local call and against the same text as a plain TCP
+//! request/response, call throughput, and node memory; each target of the
+//! data path is printed next to what was measured.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -141,13 +143,17 @@ pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
     // Remote calls: a consumer that never downloads the service.
     let caller = node(bootstrap.clone(), &sandbox).await?;
     let call = "greet(\"bench\")";
-    caller.invoke_remote("hello", call).await?;
+    let answer = caller.invoke_remote("hello", call).await?.value;
     let mut remote = Vec::with_capacity(args.calls);
     for _ in 0..args.calls {
         let start = Instant::now();
         caller.invoke_remote("hello", call).await?;
         remote.push(start.elapsed());
     }
+    // Baseline: the same call and answer text, length-prefixed, over one
+    // plain loopback TCP connection kept open (as the nodes' connection is).
+    let tcp_calls = tcp_request_response(call.as_bytes(), answer.as_bytes(), args.calls).await?;
+    let mut remote_tcp = tcp_calls;
     let mut local = Vec::with_capacity(args.calls);
     for _ in 0..args.calls {
         let start = Instant::now();
@@ -234,6 +240,12 @@ pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
     );
     println!(
         "{:<52} {:>12} {:>12}",
+        "baseline: same text as request/response over TCP",
+        micros(median(&mut remote_tcp)),
+        micros(percentile(&mut remote_tcp, 0.9))
+    );
+    println!(
+        "{:<52} {:>12} {:>12}",
         "baseline: local call on the provider",
         micros(median(&mut local)),
         micros(percentile(&mut local, 0.9))
@@ -256,7 +268,91 @@ pub async fn run(args: Options) -> anyhow::Result<ExitCode> {
         "node providing the 2 MiB stream service (RSS)",
         providing >> 10
     );
+
+    println!();
+    println!("targets:");
+    let line = |what: &str, target: &str, measured: String, met: bool| {
+        let verdict = if met { "met" } else { "MISSED" };
+        println!("  {what:<48} {target:>10} {measured:>10}  {verdict}");
+    };
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    let download = ratio(median(&mut download), median(&mut tcp));
+    line(
+        "2 MiB download / plain TCP",
+        "<= 5x",
+        format!("{download:.1}x"),
+        download <= 5.0,
+    );
+    let round_trip = ratio(median(&mut remote), median(&mut remote_tcp));
+    line(
+        "remote call round trip / TCP request-response",
+        "<= 4x",
+        format!("{round_trip:.1}x"),
+        round_trip <= 4.0,
+    );
+    line(
+        &format!("remote calls per second, {} callers", args.concurrency),
+        ">= 15000",
+        format!("{calls_per_second:.0}"),
+        calls_per_second >= 15000.0,
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Round trips of `request` answered by `response`, each length-prefixed,
+/// over one loopback TCP connection with Nagle off.
+async fn tcp_request_response(
+    request: &[u8],
+    response: &[u8],
+    rounds: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read_frame(
+        socket: &mut tokio::net::TcpStream,
+        into: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        let len = socket.read_u32().await? as usize;
+        into.resize(len, 0);
+        socket.read_exact(into).await?;
+        Ok(())
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let answer = response.to_vec();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await?;
+        socket.set_nodelay(true)?;
+        let mut buffer = Vec::new();
+        loop {
+            if read_frame(&mut socket, &mut buffer).await.is_err() {
+                return std::io::Result::Ok(());
+            }
+            let mut frame = Vec::with_capacity(4 + answer.len());
+            frame.extend_from_slice(&(answer.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&answer);
+            socket.write_all(&frame).await?;
+        }
+    });
+    let mut socket = tokio::net::TcpStream::connect(address).await?;
+    socket.set_nodelay(true)?;
+    let mut frame = Vec::with_capacity(4 + request.len());
+    frame.extend_from_slice(&(request.len() as u32).to_be_bytes());
+    frame.extend_from_slice(request);
+    let mut buffer = Vec::new();
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..rounds.max(1) + 1 {
+        let start = Instant::now();
+        socket.write_all(&frame).await?;
+        read_frame(&mut socket, &mut buffer).await?;
+        // The first round trip warms up the connection.
+        if round > 0 {
+            samples.push(start.elapsed());
+        }
+        anyhow::ensure!(buffer == response, "the baseline server answered wrongly");
+    }
+    drop(socket);
+    server.await??;
+    Ok(samples)
 }
 
 /// Starts `sp2a node` as a separate process and reads its resident memory
