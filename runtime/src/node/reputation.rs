@@ -23,9 +23,11 @@
 //!   recognises them could answer them alone rightly. A wrong answer is
 //!   strong evidence ([`crate::reputation::Params::wrong_weight`]).
 //! * **Evaluations.** When an answer carried a valid receipt, this node
-//!   signs an evaluation of it, keeps the newest [`KEPT_EVALUATIONS`] per
-//!   (service, provider), and announces itself as an advisor under
-//!   [`keys::advice_key`]. It serves them over `/sp2a/advice/1`.
+//!   evaluates it, keeps the newest [`KEPT_EVALUATIONS`] per (service,
+//!   provider), and announces itself as an advisor under
+//!   [`keys::advice_key`]. It serves them over `/sp2a/advice/1`, signing
+//!   each the first time an answer includes it (most are never asked for:
+//!   a signature per call would cost every call).
 //! * **Advice.** Before calling providers it knows little of (newcomers to
 //!   its core), it asks their advisors, at most [`MAX_ADVISORS_ASKED`] and at
 //!   most once per [`CONSULT_EVERY`] per provider. (An advisor answers one
@@ -149,8 +151,27 @@ impl Judged {
 
 /// What this node keeps to advise others about one (service, provider).
 struct Kept {
-    evaluations: VecDeque<Vec<u8>>,
+    evaluations: VecDeque<KeptEvaluation>,
     used: Instant,
+}
+
+/// An own evaluation, signed once it is first shown to an advisor's asker.
+enum KeptEvaluation {
+    Unsigned(Evaluation),
+    Signed(Vec<u8>),
+}
+
+impl KeptEvaluation {
+    /// The signed bytes, signing now if this is the first time.
+    fn signed(&mut self, key: &Keypair) -> &[u8] {
+        if let KeptEvaluation::Unsigned(evaluation) = self {
+            *self = KeptEvaluation::Signed(evaluation.sign(key));
+        }
+        match self {
+            KeptEvaluation::Signed(bytes) => bytes,
+            KeptEvaluation::Unsigned(_) => unreachable!("signed above"),
+        }
+    }
 }
 
 struct State {
@@ -458,17 +479,16 @@ impl Reputations {
         })
     }
 
-    /// Signs and keeps an evaluation of an answer whose receipt was
-    /// checked, and announces this node as an advisor of the provider the
-    /// first time.
+    /// Keeps an evaluation of an answer whose receipt was checked (signed
+    /// when first asked for), and announces this node as an advisor of the
+    /// provider the first time.
     fn evaluate(&self, answer: &Answered, receipt: Proof, timeliness: f64, accurate: Option<bool>) {
-        let signed = Evaluation {
+        let evaluation = KeptEvaluation::Unsigned(Evaluation {
             receipt: receipt.bytes,
             timeliness,
             accurate,
             at_ms: receipt.at_ms.max(now_ms()),
-        }
-        .sign(&self.key);
+        });
         let (service, provider) = (answer.service.as_str(), answer.provider);
         let key = (service.to_owned(), provider);
         let announce = {
@@ -487,7 +507,7 @@ impl Reputations {
             if kept.evaluations.len() == KEPT_EVALUATIONS {
                 kept.evaluations.pop_front();
             }
-            kept.evaluations.push_back(signed);
+            kept.evaluations.push_back(evaluation);
             fresh.then_some(evicted)
         };
         if let Some(evicted) = announce {
@@ -820,13 +840,14 @@ impl Reputations {
             return AdviceResponse::Busy;
         }
         state.asked.insert(peer, (tokens - 1.0, now));
+        // At most KEPT_EVALUATIONS signatures, each made once.
         let evaluations = state
             .kept
-            .get(&(request.service, provider))
+            .get_mut(&(request.service, provider))
             .map(|k| {
                 k.evaluations
-                    .iter()
-                    .map(|e| serde_bytes::ByteBuf::from(e.clone()))
+                    .iter_mut()
+                    .map(|e| serde_bytes::ByteBuf::from(e.signed(&self.key).to_vec()))
                     .collect()
             })
             .unwrap_or_default();
