@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use sp2a::package::{Manifest, Package, SecretKey, pack};
-use sp2a::sandbox::{Sandbox, SandboxConfig};
+use sp2a::sandbox::{Sandbox, SandboxConfig, Tiering};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,8 +37,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let package = pack(component, &manifest, &key)?;
 
     if !args.no_check {
+        // The check only needs the component's types: the baseline
+        // compiler gets them fastest.
         let sandbox = Sandbox::new(SandboxConfig {
             max_instances: 1,
+            tiering: Tiering::BaselineOnly,
             ..SandboxConfig::default()
         })?;
         let checked = package.clone();

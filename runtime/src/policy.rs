@@ -27,6 +27,11 @@
 //! max-component-size = "64 MiB"
 //! max-replicas = 64                    # providers this node's decisions aim for at most
 //!
+//! [compile]                            # how a component not yet compiled gets ready
+//! tiering = "baseline-first"           # or "optimised" (wait for the optimising compiler)
+//!                                      # or "baseline-only" (never optimise: least CPU)
+//! baseline-first-from = "1 MiB"        # of code: smaller ones wait for the optimising compiler
+//!
 //! [resources]                          # defaults are read from this machine
 //! cpus = 2
 //! free-memory = "8 GiB"
@@ -56,7 +61,7 @@ use serde::Deserialize;
 use crate::package::manifest::{Access, FeedRequest, Manifest, NetRequest};
 use crate::package::units::{UnitError, format_duration, format_size, parse_duration, parse_size};
 use crate::package::{Advert, KeyError, PublisherKey};
-use crate::sandbox::{DirGrant, FeedGrant, Grants, Limits, NetGrant};
+use crate::sandbox::{DirGrant, FeedGrant, Grants, Limits, NetGrant, Tiering};
 
 /// A policy that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,8 @@ pub enum PolicyError {
     FeedRule { rule: String, reason: String },
     #[error("grants.fs-access {0:?}: use read-only or read-write")]
     FsAccess(String),
+    #[error("compile.tiering {0:?}: use baseline-first, optimised or baseline-only")]
+    Tiering(String),
     #[error("{0}")]
     Key(#[from] KeyError),
     #[error("pin.{name}: {reason}")]
@@ -99,6 +106,8 @@ struct RawPolicy {
     grants: RawGrants,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    compile: RawCompile,
     #[serde(default)]
     resources: RawResources,
     /// Service name -> the publisher (key text) that name means.
@@ -145,6 +154,13 @@ struct RawLimits {
     max_instances: Option<u32>,
     max_component_size: Option<String>,
     max_replicas: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCompile {
+    tiering: Option<String>,
+    baseline_first_from: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -313,6 +329,8 @@ pub struct Policy {
     pub fs_root: Option<PathBuf>,
     pub fs_access: Access,
     pub limits: PolicyLimits,
+    /// Which compiler makes a component ready to call.
+    pub tiering: Tiering,
     pub resources: Resources,
     /// Which publisher's service a name means, where several provide it.
     pub pins: BTreeMap<String, PublisherKey>,
@@ -339,6 +357,7 @@ impl Default for Policy {
             fs_root: None,
             fs_access: Access::ReadOnly,
             limits: PolicyLimits::default(),
+            tiering: crate::sandbox::SandboxConfig::default().tiering,
             resources: Resources::detect(),
             pins: BTreeMap::new(),
         }
@@ -543,6 +562,19 @@ impl Policy {
             limits.max_replicas = v.max(1);
         }
         policy.limits = limits;
+        let from = match raw.compile.baseline_first_from {
+            Some(v) => usize::try_from(
+                parse_size(&v).map_err(|e| value("compile.baseline-first-from", e))?,
+            )
+            .unwrap_or(usize::MAX),
+            None => crate::sandbox::engine::BASELINE_FIRST_FROM,
+        };
+        policy.tiering = match raw.compile.tiering.as_deref() {
+            None | Some("baseline-first") => Tiering::BaselineFirst { from },
+            Some("optimised") => Tiering::Optimised,
+            Some("baseline-only") => Tiering::BaselineOnly,
+            Some(other) => return Err(PolicyError::Tiering(other.to_owned())),
+        };
         if let Some(cpus) = raw.resources.cpus {
             policy.resources.cpus = cpus;
         }
@@ -560,6 +592,7 @@ impl Policy {
             max_instances: self.limits.max_instances,
             max_memory: self.limits.max_memory,
             cache_dir,
+            tiering: self.tiering,
             ..Default::default()
         }
     }
@@ -885,6 +918,61 @@ mod tests {
             }
         );
         assert!(refusals[1].to_string().contains("at most read-only"));
+    }
+
+    #[test]
+    fn compile_tiering_is_the_operators_choice() {
+        let parse = |text: &str| Policy::parse(text, Path::new("."));
+        assert_eq!(
+            parse("").unwrap().sandbox_config(None).tiering,
+            Tiering::BaselineFirst {
+                from: crate::sandbox::engine::BASELINE_FIRST_FROM
+            }
+        );
+        let policy = parse(
+            "[compile]
+baseline-first-from = \"8 MiB\"",
+        )
+        .unwrap();
+        assert_eq!(policy.tiering, Tiering::BaselineFirst { from: 8 << 20 });
+        assert_eq!(
+            parse(
+                "[compile]
+tiering = \"optimised\""
+            )
+            .unwrap()
+            .tiering,
+            Tiering::Optimised
+        );
+        assert_eq!(
+            parse(
+                "[compile]
+tiering = \"baseline-only\""
+            )
+            .unwrap()
+            .tiering,
+            Tiering::BaselineOnly
+        );
+        let err = parse(
+            "[compile]
+tiering = \"fast\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("use baseline-first"), "{err}");
+        assert!(
+            parse(
+                "[compile]
+baseline-first-from = \"lots\""
+            )
+            .is_err()
+        );
+        assert!(
+            parse(
+                "[compile]
+jit = true"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sp2a::policy::{Refusal, Refusals};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sp2a::sandbox::InvokeError;
+use sp2a::sandbox::{InvokeError, Sandbox, SandboxConfig, Tier, Tiering};
 use sp2a_tests::{component, manifest, policy, sandbox};
 
 struct Hostile {
@@ -21,6 +21,15 @@ struct Hostile {
 const CAPS: &str = "<capabilities><clocks/><dir name=\"sandbox\" path=\"/sandbox\" access=\"read-write\"/></capabilities>";
 
 async fn hostile_with(requirements: &str, capabilities: &str, grants: &str) -> Hostile {
+    hostile_on(&sandbox(), requirements, capabilities, grants).await
+}
+
+async fn hostile_on(
+    sandbox: &Sandbox,
+    requirements: &str,
+    capabilities: &str,
+    grants: &str,
+) -> Hostile {
     let key = SecretKey::generate();
     let data = tempfile::tempdir().unwrap();
     let m = manifest(
@@ -29,7 +38,7 @@ async fn hostile_with(requirements: &str, capabilities: &str, grants: &str) -> H
     );
     let package = pack(component("hostile"), &m, &key).unwrap();
     let policy = policy(&key, data.path(), grants);
-    let service = activate(&sandbox(), &policy, package.into_inner())
+    let service = activate(sandbox, &policy, package.into_inner())
         .await
         .unwrap();
     let publisher_root = data.path().join(sp2a::policy::publisher_dir(&key.public()));
@@ -81,6 +90,54 @@ async fn infinite_loop_hits_the_wall_clock_deadline() {
         assert!(err.to_string().contains("200ms"), "{err}");
     }
     h.assert_healthy().await;
+}
+
+/// A big component runs on the baseline compiler's code until its
+/// optimised build is ready: fuel, the deadline, the memory limit and the
+/// stack bound hold there too.
+#[tokio::test]
+async fn limits_hold_on_baseline_code_too() {
+    let baseline = Sandbox::new(SandboxConfig {
+        max_instances: 16,
+        tiering: Tiering::BaselineOnly,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let h = hostile_on(
+        &baseline,
+        "<fuel-per-call>50000000</fuel-per-call><time-per-call>30s</time-per-call><max-memory>16 MiB</max-memory>",
+        CAPS,
+        "",
+    )
+    .await;
+    assert_eq!(h.service.activation.tier(), Tier::Baseline);
+    let err = h.call("spin()").await.unwrap_err();
+    assert!(
+        matches!(err, InvokeError::OutOfFuel { limit: 50_000_000 }),
+        "{err}"
+    );
+    let err = h.call("allocate(1024)").await.unwrap_err();
+    assert!(
+        matches!(err, InvokeError::Memory { limit, .. } if limit == 16 << 20),
+        "{err}"
+    );
+    let err = h.call("recurse-native(100000000)").await.unwrap_err();
+    assert!(matches!(err, InvokeError::StackOverflow), "{err}");
+    h.assert_healthy().await;
+
+    let h = hostile_on(
+        &baseline,
+        "<fuel-per-call>9000000000</fuel-per-call><time-per-call>200ms</time-per-call>",
+        CAPS,
+        "",
+    )
+    .await;
+    for call in ["spin()", "spin-clock()"] {
+        let err = h.call(call).await.unwrap_err();
+        assert!(matches!(err, InvokeError::Deadline { .. }), "{call}: {err}");
+    }
+    h.assert_healthy().await;
+    assert_eq!(h.service.activation.tier(), Tier::Baseline);
 }
 
 #[tokio::test]

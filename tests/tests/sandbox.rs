@@ -3,8 +3,8 @@
 
 use sp2a::node::activate;
 use sp2a::package::{SecretKey, pack};
-use sp2a::sandbox::executor::CompileSource;
-use sp2a::sandbox::{Sandbox, SandboxConfig};
+use sp2a::sandbox::executor::{CompileSource, code_size};
+use sp2a::sandbox::{Sandbox, SandboxConfig, Tier, Tiering};
 use sp2a_tests::{manifest, policy, service_package};
 
 fn cached_sandbox(dir: &std::path::Path) -> Sandbox {
@@ -75,17 +75,142 @@ async fn second_activation_skips_compilation_and_tampered_artifacts_are_discarde
     );
 }
 
+/// Baseline-first: a component is ready on the baseline compiler's build,
+/// answers on it, and moves to the optimised build once the background
+/// compile is done; only that build is cached, in memory and on disk.
+#[tokio::test]
+async fn a_service_starts_on_its_baseline_build_and_moves_to_the_optimised_one() {
+    let key = SecretKey::generate();
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let policy = policy(&key, data.path(), "");
+    let package = service_package("checksum", &key);
+    let tiered = |from| {
+        Sandbox::new(SandboxConfig {
+            max_instances: 8,
+            cache_dir: Some(cache.path().to_path_buf()),
+            tiering: Tiering::BaselineFirst { from },
+            ..SandboxConfig::default()
+        })
+        .unwrap()
+    };
+    let call = "blake3-text(\"abc\")";
+    let expected = "\"6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85\"";
+
+    // Smaller than the threshold: the optimising compiler, as ever.
+    let small = activate(&tiered(usize::MAX), &policy, package.clone().into_inner())
+        .await
+        .unwrap();
+    assert_eq!(small.activation.compiled().source, CompileSource::Compiled);
+    assert_eq!(small.activation.tier(), Tier::Optimised);
+    std::fs::remove_dir_all(cache.path()).unwrap();
+
+    let sandbox = tiered(0);
+    let service = activate(&sandbox, &policy, package.clone().into_inner())
+        .await
+        .unwrap();
+    let compiled = service.activation.compiled();
+    assert_eq!(compiled.source, CompileSource::Baseline);
+    assert_eq!(compiled.tier, Tier::Baseline);
+    assert!(
+        artifacts_in(cache.path()).is_empty(),
+        "a baseline build went to the disk cache"
+    );
+    assert_eq!(
+        service.activation.invoke(call).await.unwrap().value,
+        expected
+    );
+
+    service.activation.optimised().await.unwrap();
+    assert_eq!(service.activation.tier(), Tier::Optimised);
+    assert_eq!(
+        service.activation.invoke(call).await.unwrap().value,
+        expected
+    );
+    // Another activation in this process gets the optimised build from
+    // memory; a restarted node from its disk cache.
+    let again = activate(&sandbox, &policy, package.clone().into_inner())
+        .await
+        .unwrap();
+    assert_eq!(again.activation.compiled().source, CompileSource::Memory);
+    assert_eq!(again.activation.tier(), Tier::Optimised);
+    let restarted = activate(&tiered(0), &policy, package.into_inner())
+        .await
+        .unwrap();
+    assert_eq!(
+        restarted.activation.compiled().source,
+        CompileSource::DiskCache
+    );
+    assert_eq!(restarted.activation.tier(), Tier::Optimised);
+}
+
+/// Tiering goes by the code a component holds, not its data: the stream
+/// service carries 2 MiB of data and little code.
+#[test]
+fn code_size_counts_function_bodies_only() {
+    let stream = sp2a_tests::component("stream");
+    let code = code_size(&stream);
+    assert!(stream.len() > 2 << 20);
+    assert!(code > 0 && code < 512 << 10, "{code} bytes of code");
+    let hello = sp2a_tests::component("hello");
+    assert!(code_size(&hello) > 0 && code_size(&hello) < hello.len());
+    assert_eq!(code_size(b"not wasm at all"), 0);
+    assert!(code_size(&hello[..hello.len() / 2]) <= code_size(&hello));
+}
+
+/// Baseline-only tiering never optimises, and says so when asked to wait.
+#[tokio::test]
+async fn baseline_only_tiering_stays_on_the_baseline_build() {
+    let key = SecretKey::generate();
+    let data = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_instances: 4,
+        tiering: Tiering::BaselineOnly,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let service = activate(
+        &sandbox,
+        &policy(&key, data.path(), ""),
+        service_package("hello", &key).into_inner(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        service
+            .activation
+            .invoke("greet(\"sp2a\")")
+            .await
+            .unwrap()
+            .value,
+        "\"Hello, sp2a!\""
+    );
+    let err = service.activation.optimised().await.unwrap_err();
+    assert!(err.to_string().contains("baseline build"), "{err}");
+    assert_eq!(service.activation.tier(), Tier::Baseline);
+    assert_eq!(sandbox.components_in_memory(), 0);
+}
+
 /// The compiled artifact in a cache directory.
 fn artifact_in(cache: &std::path::Path) -> std::path::PathBuf {
+    artifacts_in(cache)
+        .into_iter()
+        .next()
+        .expect("an artifact was written")
+}
+
+/// The compiled artifacts in a cache directory.
+fn artifacts_in(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(cache)
-        .unwrap()
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .flat_map(|d| std::fs::read_dir(d.path()).unwrap())
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
-        .expect("an artifact was written")
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect()
 }
 
 #[tokio::test]

@@ -1,11 +1,20 @@
-//! The process-wide wasmtime engine: component model, async execution, fuel,
+//! The process-wide wasmtime engines: component model, async execution, fuel,
 //! epoch interruption driven by a ticker thread, a bounded wasm stack and the
 //! pooling instance allocator; plus the linker shared by every activation and
 //! the compile cache.
 //!
+//! Two compilers, two engines configured alike: the optimising one
+//! (Cranelift) runs services in the steady state; the baseline one (Winch)
+//! compiles about ten times faster into slower code, so a node that has
+//! just pulled a big component answers within a second while the optimised
+//! build is made in the background ([`Tiering`]). Winch supports fuel,
+//! epochs and the component model on x86-64 and aarch64; elsewhere the
+//! sandbox compiles with Cranelift only.
+//!
 //! Defaults ([`SandboxConfig::default`]): 128 concurrent instances, 256 MiB
 //! largest linear memory, 512 KiB wasm stack, 10 ms epoch tick, no on-disk
-//! cache.
+//! cache, components with 1 MiB of code or more compiled by the baseline
+//! compiler first.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -15,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Strategy,
+};
 
 use super::SandboxError;
 use super::caps::HostState;
@@ -35,7 +46,33 @@ pub struct SandboxConfig {
     pub max_wasm_stack: usize,
     /// Directory for compiled artifacts; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Which compiler makes a component ready to call.
+    pub tiering: Tiering,
 }
+
+/// Which compiler makes a component that is not in a compile cache ready
+/// to call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tiering {
+    /// The optimising compiler only: the first call waits for it (about
+    /// 2.4 MB of component per second on one core).
+    Optimised,
+    /// Components with at least `from` bytes of code
+    /// ([`code_size`](super::executor::code_size)): the baseline compiler
+    /// first, the optimised build swapped in when a background thread has
+    /// made it (and stored in the disk cache); others as
+    /// [`Tiering::Optimised`].
+    BaselineFirst { from: usize },
+    /// The baseline compiler only, never optimised: for inspecting a
+    /// component (`pack`, audits) or machines where compile time matters
+    /// more than speed.
+    BaselineOnly,
+}
+
+/// Components with this much code or more are compiled by the baseline
+/// compiler first by default: below it the optimising compiler takes well
+/// under a second here.
+pub const BASELINE_FIRST_FROM: usize = 1 << 20;
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -44,6 +81,9 @@ impl Default for SandboxConfig {
             max_memory: 256 << 20,
             max_wasm_stack: 512 << 10,
             cache_dir: None,
+            tiering: Tiering::BaselineFirst {
+                from: BASELINE_FIRST_FROM,
+            },
         }
     }
 }
@@ -59,12 +99,37 @@ impl Drop for Ticker {
     }
 }
 
-pub(crate) struct Inner {
+/// One compiler's engine and the linker bound to it.
+pub(crate) struct Tier {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
+}
+
+impl Tier {
+    fn new(config: &Config) -> Result<Self, SandboxError> {
+        let engine = Engine::new(config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        super::caps::add_host_imports(&mut linker)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        Ok(Self { engine, linker })
+    }
+}
+
+pub(crate) struct Inner {
+    /// The optimising compiler's engine.
+    pub(crate) optimised: Tier,
+    /// The baseline compiler's, unless tiering is off or Winch does not
+    /// support this machine.
+    pub(crate) baseline: Option<Tier>,
     pub(crate) config: SandboxConfig,
-    /// Components compiled or loaded in this process, by component hash.
+    /// Optimised components compiled or loaded in this process, by
+    /// component hash.
     pub(crate) compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Baseline builds, by component hash, each with the receiver of its
+    /// optimised build while one is being made.
+    pub(crate) quick: Mutex<HashMap<[u8; 32], super::executor::Quick>>,
     /// `<cache_dir>/<engine hash>`, when caching to disk.
     pub(crate) cache_dir: Option<PathBuf>,
     pub(crate) cache_key: Option<[u8; 32]>,
@@ -100,43 +165,62 @@ impl Sandbox {
         }
     }
 
-    /// Builds the engine and linker and starts the epoch ticker.
+    /// Builds the engines and linkers and starts the epoch ticker.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
-        let engine = Engine::new(&wasmtime_config(&config))
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        super::caps::add_host_imports(&mut linker)
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let optimised = Tier::new(&wasmtime_config(&config))?;
+        let baseline = match config.tiering {
+            Tiering::Optimised => None,
+            Tiering::BaselineFirst { .. } | Tiering::BaselineOnly => {
+                let mut baseline = wasmtime_config(&config);
+                // Winch compiles the functions; Cranelift still makes the
+                // entry trampolines (one per escaping function: thousands
+                // in an interpreter), where optimising only costs time.
+                baseline
+                    .strategy(Strategy::Winch)
+                    .cranelift_opt_level(OptLevel::None);
+                match Tier::new(&baseline) {
+                    Ok(tier) => Some(tier),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the baseline compiler is not available here: compiling with the optimising compiler only");
+                        None
+                    }
+                }
+            }
+        };
 
         let (cache_dir, cache_key) = match &config.cache_dir {
             Some(dir) => {
                 let key = super::executor::cache_key(dir)?;
-                (Some(artifact_dir(dir, &engine)), Some(key))
+                (Some(artifact_dir(dir, &optimised.engine)), Some(key))
             }
             None => (None, None),
         };
 
         let stop = Arc::new(AtomicBool::new(false));
-        let ticking = engine.clone();
+        let ticking: Vec<Engine> = std::iter::once(&optimised)
+            .chain(&baseline)
+            .map(|tier| tier.engine.clone())
+            .collect();
         let flag = stop.clone();
         std::thread::Builder::new()
             .name("sp2a-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
+                    for engine in &ticking {
+                        engine.increment_epoch();
+                    }
                 }
             })
             .map_err(|e| SandboxError::Engine(format!("cannot start the epoch ticker: {e}")))?;
 
         Ok(Self {
             inner: Arc::new(Inner {
-                engine,
-                linker,
+                optimised,
+                baseline,
                 config,
                 compiled: Mutex::new(HashMap::new()),
+                quick: Mutex::new(HashMap::new()),
                 cache_dir,
                 cache_key,
                 _ticker: Ticker { stop },
@@ -145,9 +229,19 @@ impl Sandbox {
         })
     }
 
-    /// The wasmtime engine.
+    /// The optimising compiler's wasmtime engine.
     pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+        &self.inner.optimised.engine
+    }
+
+    /// The linker bound to the engine `component` was compiled by.
+    pub(crate) fn linker_for(&self, component: &Component) -> &Linker<HostState> {
+        match &self.inner.baseline {
+            Some(baseline) if Engine::same(component.engine(), &baseline.engine) => {
+                &baseline.linker
+            }
+            _ => &self.inner.optimised.linker,
+        }
     }
 
     /// The settings this sandbox was built with.

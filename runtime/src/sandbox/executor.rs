@@ -11,6 +11,11 @@
 //!   one host may share the directory (opt-in): a per-artifact file lock makes
 //!   the first one compile while the others wait and load its artifact; each
 //!   node still verifies every package itself before asking for a compile.
+//! * Tiering: a big component that no cache holds is compiled first by the
+//!   baseline compiler, so that it answers within a second; a background
+//!   thread compiles the optimised build, stores it in the caches and hands
+//!   it to the activations, which pre-instantiate it and start their next
+//!   calls on it. Only optimised builds go to the disk cache.
 //! * Activation: compile, audit against the manifest (refusing undeclared
 //!   imports), pre-instantiate once (`InstancePre`), prepare grants.
 //! * Invocation: a fresh `Store` per call with fuel, an epoch deadline, the
@@ -18,6 +23,8 @@
 //!   results are WAVE text typed by the export's signature.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::types::ComponentItem;
@@ -28,7 +35,7 @@ use wasmtime::{Store, Trap};
 
 use super::audit::{Audit, audit};
 use super::caps::{CallContext, HostState, MemoryLimitExceeded, ServiceIdentity};
-use super::engine::{EPOCH_TICK, Sandbox};
+use super::engine::{EPOCH_TICK, Sandbox, Tiering};
 use super::{Grants, SandboxError};
 use crate::package::VerifiedPackage;
 use crate::package::manifest::{Capabilities, SelfTest};
@@ -45,10 +52,33 @@ const MAX_OUTPUT_IN_ERROR: usize = 1024;
 pub enum CompileSource {
     /// Compiled from the component bytes just now.
     Compiled,
+    /// Compiled from the component bytes just now by the baseline compiler.
+    Baseline,
     /// Loaded from this node's on-disk artifact cache.
     DiskCache,
     /// Already compiled in this process.
     Memory,
+}
+
+/// Which compiler's code runs a service's calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// The baseline compiler's (Winch): ready fast, runs slower.
+    Baseline,
+    /// The optimising compiler's (Cranelift).
+    Optimised,
+}
+
+/// Delivers the optimised build of a component whose baseline build is in
+/// use: `Some` once the background compile finished; the sender is dropped
+/// without a value if it failed.
+pub(crate) type Optimising = tokio::sync::watch::Receiver<Option<Component>>;
+
+/// A baseline build kept in memory.
+#[derive(Clone)]
+pub(crate) struct Quick {
+    component: Component,
+    optimising: Option<Optimising>,
 }
 
 /// A compiled component and how long it took to get it.
@@ -56,7 +86,10 @@ pub enum CompileSource {
 pub struct Compiled {
     pub component: Component,
     pub source: CompileSource,
+    pub tier: Tier,
     pub elapsed: Duration,
+    /// For a baseline build: its optimised build, when one is being made.
+    pub(crate) optimising: Option<Optimising>,
 }
 
 /// Reads or creates the cache MAC key in `dir`.
@@ -90,17 +123,28 @@ pub(crate) fn cache_key(dir: &Path) -> Result<[u8; 32], SandboxError> {
 }
 
 impl Sandbox {
-    /// Compiles a verified package's component, using the caches.
-    /// CPU-heavy: call from a blocking context.
+    /// Compiles a verified package's component, using the caches, with the
+    /// compiler the sandbox's [`Tiering`](super::engine::Tiering) picks: a
+    /// big component not in a cache comes back as a baseline build while
+    /// a background thread makes the optimised one. CPU-heavy: call from a
+    /// blocking context.
     pub fn compile(&self, package: &VerifiedPackage) -> Result<Compiled, SandboxError> {
         let start = Instant::now();
         let hash = *package.advert().component_hash().as_bytes();
+        let ready = |component: Component, source, tier, optimising| Compiled {
+            component,
+            source,
+            tier,
+            elapsed: start.elapsed(),
+            optimising,
+        };
         if let Some(component) = self.inner.compiled.lock().expect("cache lock").get(&hash) {
-            return Ok(Compiled {
-                component: component.clone(),
-                source: CompileSource::Memory,
-                elapsed: start.elapsed(),
-            });
+            return Ok(ready(
+                component.clone(),
+                CompileSource::Memory,
+                Tier::Optimised,
+                None,
+            ));
         }
         let bytes = package.component();
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -114,35 +158,147 @@ impl Sandbox {
                     .into(),
             ));
         }
-        let (component, source) = match self.load_cached(&hash) {
+        if let Some(component) = self.load_cached(&hash) {
+            self.keep_optimised(hash, component.clone());
+            return Ok(ready(
+                component,
+                CompileSource::DiskCache,
+                Tier::Optimised,
+                None,
+            ));
+        }
+        if let Some(quick) = self.inner.quick.lock().expect("cache lock").get(&hash) {
+            return Ok(ready(
+                quick.component.clone(),
+                CompileSource::Memory,
+                Tier::Baseline,
+                quick.optimising.clone(),
+            ));
+        }
+        let baseline_first = match self.inner.config.tiering {
+            Tiering::Optimised => false,
+            Tiering::BaselineFirst { from } => code_size(bytes) >= from,
+            Tiering::BaselineOnly => true,
+        };
+        if let (true, Some(baseline)) = (baseline_first, &self.inner.baseline) {
+            let component = Component::new(&baseline.engine, bytes)
+                .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+            let optimising = self.keep_baseline(hash, component, package)?;
+            return Ok(ready(
+                optimising.component,
+                CompileSource::Baseline,
+                Tier::Baseline,
+                optimising.optimising,
+            ));
+        }
+        let (component, source) = self.compile_optimised(&hash, bytes)?;
+        Ok(ready(component, source, Tier::Optimised, None))
+    }
+
+    /// The optimised build of `bytes`: from the disk cache if another node
+    /// sharing it made one meanwhile, else compiled (and stored there).
+    /// Nodes sharing a cache directory compile each component once: the
+    /// first takes the lock, the others wait and load.
+    fn compile_optimised(
+        &self,
+        hash: &[u8; 32],
+        bytes: &[u8],
+    ) -> Result<(Component, CompileSource), SandboxError> {
+        let _lock = self.lock_artifact(hash);
+        let (component, source) = match self.load_cached(hash) {
             Some(component) => (component, CompileSource::DiskCache),
             None => {
-                // Nodes sharing a cache directory compile each component
-                // once: the first takes the lock, the others wait and load.
-                let _lock = self.lock_artifact(&hash);
-                match self.load_cached(&hash) {
-                    Some(component) => (component, CompileSource::DiskCache),
-                    None => {
-                        let component = Component::new(&self.inner.engine, bytes)
-                            .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
-                        self.store_cached(&hash, &component);
-                        (component, CompileSource::Compiled)
-                    }
-                }
+                let component = Component::new(&self.inner.optimised.engine, bytes)
+                    .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+                self.store_cached(hash, &component);
+                (component, CompileSource::Compiled)
             }
         };
+        self.keep_optimised(*hash, component.clone());
+        Ok((component, source))
+    }
+
+    fn keep_optimised(&self, hash: [u8; 32], component: Component) {
         let mut compiled = self.inner.compiled.lock().expect("cache lock");
         if compiled.len() >= MAX_IN_MEMORY
             && let Some(evict) = compiled.keys().next().copied()
         {
             compiled.remove(&evict);
         }
-        compiled.insert(hash, component.clone());
-        Ok(Compiled {
+        compiled.insert(hash, component);
+    }
+
+    /// Keeps a fresh baseline build and, unless tiering is baseline-only,
+    /// starts making the optimised build on a background thread. If another
+    /// thread kept one first, that one is used (and only its optimised build
+    /// is made).
+    fn keep_baseline(
+        &self,
+        hash: [u8; 32],
+        component: Component,
+        package: &VerifiedPackage,
+    ) -> Result<Quick, SandboxError> {
+        let mut quick = self.inner.quick.lock().expect("cache lock");
+        if let Some(theirs) = quick.get(&hash) {
+            return Ok(theirs.clone());
+        }
+        let optimising = match self.inner.config.tiering {
+            Tiering::BaselineOnly => None,
+            Tiering::Optimised | Tiering::BaselineFirst { .. } => {
+                let (deliver, optimising) = tokio::sync::watch::channel(None);
+                let sandbox = self.clone();
+                let package = package.clone();
+                std::thread::Builder::new()
+                    .name("sp2a-optimise".into())
+                    .spawn(move || sandbox.optimise_in_background(hash, &package, deliver))
+                    .map_err(|e| {
+                        SandboxError::Compile(format!("cannot start the optimising compile: {e}"))
+                    })?;
+                Some(optimising)
+            }
+        };
+        if quick.len() >= MAX_IN_MEMORY
+            && let Some(evict) = quick.keys().next().copied()
+        {
+            quick.remove(&evict);
+        }
+        let kept = Quick {
             component,
-            source,
-            elapsed: start.elapsed(),
-        })
+            optimising,
+        };
+        quick.insert(hash, kept.clone());
+        Ok(kept)
+    }
+
+    /// The background half of baseline-first tiering: compiles the
+    /// optimised build, keeps it for later activations (memory and disk
+    /// cache), forgets the baseline build and hands the optimised one to the
+    /// activations running on the baseline build.
+    fn optimise_in_background(
+        &self,
+        hash: [u8; 32],
+        package: &VerifiedPackage,
+        deliver: tokio::sync::watch::Sender<Option<Component>>,
+    ) {
+        let start = Instant::now();
+        let result = self.compile_optimised(&hash, package.component());
+        self.inner.quick.lock().expect("cache lock").remove(&hash);
+        match result {
+            Ok((component, _)) => {
+                tracing::debug!(
+                    service = %package.manifest().name,
+                    elapsed = ?start.elapsed(),
+                    "optimised build ready"
+                );
+                // No receiver left is fine: the build is cached for later.
+                let _ = deliver.send(Some(component));
+            }
+            Err(e) => tracing::warn!(
+                service = %package.manifest().name,
+                error = %e,
+                "the optimised compile failed: the service stays on its baseline build"
+            ),
+        }
     }
 
     /// An exclusive lock on compiling `hash` into the disk cache, released
@@ -190,7 +346,7 @@ impl Sandbox {
         // renamed or moved artifact fails); the bytes were read into memory
         // before checking, so they cannot change between the check and the
         // load.
-        match unsafe { Component::deserialize(&self.inner.engine, &data[32..]) } {
+        match unsafe { Component::deserialize(&self.inner.optimised.engine, &data[32..]) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "discarding an unusable compiled artifact");
@@ -240,7 +396,7 @@ impl Sandbox {
 
     /// Audits a compiled component against declared capabilities.
     pub fn audit(&self, component: &Component, declared: &Capabilities) -> Audit {
-        audit(&self.inner.engine, component, declared)
+        audit(component.engine(), component, declared)
     }
 
     /// Compiles (or loads), audits and pre-instantiates a verified package
@@ -271,12 +427,8 @@ impl Sandbox {
         if !audit.refusals.is_empty() {
             return Err(SandboxError::Refused(audit.refusals.join("; ")));
         }
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&compiled.component)
-            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
-        let functions = exported_functions(self, &compiled.component);
+        let functions = exported_functions(&compiled.component);
+        let ready = Ready::new(self, &compiled.component, compiled.tier, &functions)?;
         let identity = ServiceIdentity {
             name: manifest.name.clone(),
             version: manifest.version.to_string(),
@@ -285,12 +437,64 @@ impl Sandbox {
         let context = CallContext::prepare(identity, grants, self.feeds.clone()).await?;
         Ok(Activation {
             sandbox: self.clone(),
-            pre,
+            ready: std::sync::RwLock::new(Arc::new(ready)),
+            optimising: compiled.optimising.clone(),
+            stay_baseline: Default::default(),
             context,
             functions,
             compiled,
         })
     }
+}
+
+/// One build of a service, pre-instantiated: what a call instantiates.
+struct Ready {
+    pre: InstancePre<HostState>,
+    /// Each exported function's index in this build, by
+    /// [`ExportedFunc::position`].
+    exports: Vec<ComponentExportIndex>,
+    tier: Tier,
+}
+
+impl Ready {
+    fn new(
+        sandbox: &Sandbox,
+        component: &Component,
+        tier: Tier,
+        functions: &[ExportedFunc],
+    ) -> Result<Self, SandboxError> {
+        let pre = sandbox
+            .linker_for(component)
+            .instantiate_pre(component)
+            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        let exports = functions
+            .iter()
+            .map(|f| {
+                export_index(component, f.interface.as_deref(), &f.name).ok_or_else(|| {
+                    SandboxError::Link(format!("{} is missing from this build", f.display_name()))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { pre, exports, tier })
+    }
+}
+
+/// Bytes of function bodies in a component's core modules: what compile
+/// time follows (data, however big, costs the compilers nothing). A
+/// component that does not parse counts as having none here; compiling it
+/// says what is wrong.
+pub fn code_size(component: &[u8]) -> usize {
+    let mut total = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        match payload {
+            Ok(wasmparser::Payload::CodeSectionStart { size, .. }) => {
+                total = total.saturating_add(size as usize);
+            }
+            Ok(_) => {}
+            Err(_) => return total,
+        }
+    }
+    total
 }
 
 /// An exported function callable by name.
@@ -303,7 +507,9 @@ pub struct ExportedFunc {
     pub params: Vec<(String, Type)>,
     pub results: Vec<Type>,
     pub signature: String,
-    index: ComponentExportIndex,
+    /// Its place in the activation's list, and in each build's export
+    /// indices ([`Ready::exports`]).
+    position: usize,
 }
 
 impl ExportedFunc {
@@ -347,25 +553,19 @@ impl ExportedFunc {
     }
 }
 
-fn exported_functions(sandbox: &Sandbox, component: &Component) -> Vec<ExportedFunc> {
-    let engine = sandbox.engine();
+fn exported_functions(component: &Component) -> Vec<ExportedFunc> {
+    let engine = component.engine();
     let mut out = Vec::new();
     let mut push =
         |interface: Option<&str>, name: &str, func: &wasmtime::component::types::ComponentFunc| {
-            let index = match interface {
-                Some(interface) => component
-                    .get_export_index(None, interface)
-                    .and_then(|i| component.get_export_index(Some(&i), name)),
-                None => component.get_export_index(None, name),
-            };
-            if let Some(index) = index {
+            if export_index(component, interface, name).is_some() {
                 out.push(ExportedFunc {
                     interface: interface.map(str::to_owned),
                     name: name.to_owned(),
                     params: func.params().map(|(n, t)| (n.to_owned(), t)).collect(),
                     results: func.results().collect(),
                     signature: super::wit::func_text(func),
-                    index,
+                    position: out.len(),
                 });
             }
         };
@@ -383,6 +583,20 @@ fn exported_functions(sandbox: &Sandbox, component: &Component) -> Vec<ExportedF
         }
     }
     out
+}
+
+/// Where a function is exported in one build of a component.
+fn export_index(
+    component: &Component,
+    interface: Option<&str>,
+    name: &str,
+) -> Option<ComponentExportIndex> {
+    match interface {
+        Some(interface) => component
+            .get_export_index(None, interface)
+            .and_then(|i| component.get_export_index(Some(&i), name)),
+        None => component.get_export_index(None, name),
+    }
 }
 
 /// The outcome of a successful call.
@@ -534,6 +748,7 @@ fn classify(error: wasmtime::Error, activation: &Activation, stderr: &[u8]) -> I
 /// call; benchmarks use it to time instantiation and the call apart.
 pub struct Instance<'a> {
     activation: &'a Activation,
+    ready: Arc<Ready>,
     store: Store<HostState>,
     instance: Option<wasmtime::component::Instance>,
 }
@@ -563,11 +778,7 @@ impl Instance<'_> {
 
     async fn raw_instantiate(&mut self) -> wasmtime::Result<()> {
         if self.instance.is_none() {
-            let instance = self
-                .activation
-                .pre
-                .instantiate_async(&mut self.store)
-                .await?;
+            let instance = self.ready.pre.instantiate_async(&mut self.store).await?;
             self.instance = Some(instance);
         }
         Ok(())
@@ -580,8 +791,11 @@ impl Instance<'_> {
     ) -> wasmtime::Result<Vec<Val>> {
         self.raw_instantiate().await?;
         let instance = self.instance.expect("instantiated above");
-        let function = instance
-            .get_func(&mut self.store, func.index)
+        let function = self
+            .ready
+            .exports
+            .get(func.position)
+            .and_then(|index| instance.get_func(&mut self.store, index))
             .ok_or_else(|| wasmtime::format_err!("export {} disappeared", func.display_name()))?;
         let mut results = vec![Val::Bool(false); func.results.len()];
         function
@@ -595,10 +809,16 @@ impl Instance<'_> {
     }
 }
 
-/// A service ready to be called: compiled, audited, pre-instantiated.
+/// A service ready to be called: compiled, audited, pre-instantiated. A
+/// baseline build is replaced by the optimised one at the first call after
+/// the latter is ready; calls under way finish on the build they started on.
 pub struct Activation {
     sandbox: Sandbox,
-    pre: InstancePre<HostState>,
+    ready: std::sync::RwLock<Arc<Ready>>,
+    /// The optimised build, while this activation runs a baseline one.
+    optimising: Option<Optimising>,
+    /// The optimised build came but could not be linked: stay on baseline.
+    stay_baseline: std::sync::atomic::AtomicBool,
     context: CallContext,
     functions: Vec<ExportedFunc>,
     compiled: Compiled,
@@ -626,6 +846,57 @@ impl Activation {
     /// How the component was obtained (compiled, disk cache, memory) and how long it took.
     pub fn compiled(&self) -> &Compiled {
         &self.compiled
+    }
+
+    /// Which compiler's code the next call runs on.
+    pub fn tier(&self) -> Tier {
+        self.current().tier
+    }
+
+    /// Waits until calls run on the optimised build, and says when they
+    /// never will (baseline-only tiering, or the optimised compile failed).
+    pub async fn optimised(&self) -> Result<(), SandboxError> {
+        if let Some(optimising) = &self.optimising {
+            // The value is kept once sent; an error means it never will be.
+            let _ = optimising.clone().wait_for(Option::is_some).await;
+        }
+        match self.current().tier {
+            Tier::Optimised => Ok(()),
+            Tier::Baseline => Err(SandboxError::Compile(
+                "this service runs on its baseline build: no optimised build is coming".into(),
+            )),
+        }
+    }
+
+    /// The build calls start on now: the optimised one as soon as it is
+    /// ready (pre-instantiated here, once).
+    fn current(&self) -> Arc<Ready> {
+        let ready = self.ready.read().expect("ready lock").clone();
+        if ready.tier == Tier::Optimised || self.stay_baseline.load(Ordering::Relaxed) {
+            return ready;
+        }
+        let Some(component) = self
+            .optimising
+            .as_ref()
+            .and_then(|optimising| optimising.borrow().clone())
+        else {
+            return ready;
+        };
+        let mut current = self.ready.write().expect("ready lock");
+        if current.tier == Tier::Baseline {
+            match Ready::new(&self.sandbox, &component, Tier::Optimised, &self.functions) {
+                Ok(optimised) => *current = Arc::new(optimised),
+                Err(e) => {
+                    self.stay_baseline.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        service = %self.context.service().name,
+                        error = %e,
+                        "cannot switch to the optimised build: staying on the baseline build"
+                    );
+                }
+            }
+        }
+        current.clone()
     }
 
     /// Finds the export a call names.
@@ -690,7 +961,8 @@ impl Activation {
             .context
             .host_state()
             .map_err(|e| InvokeError::Host(e.to_string()))?;
-        let mut store = Store::new(self.sandbox.engine(), state);
+        let ready = self.current();
+        let mut store = Store::new(ready.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         let setup = |e: wasmtime::Error| InvokeError::Host(format!("cannot set up the call: {e}"));
         store.set_fuel(limits.fuel_per_call).map_err(setup)?;
@@ -706,6 +978,7 @@ impl Activation {
         store.epoch_deadline_trap();
         Ok(Instance {
             activation: self,
+            ready,
             store,
             instance: None,
         })

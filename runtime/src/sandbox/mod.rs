@@ -2,14 +2,16 @@
 //! with fuel, memory, stack and wall-time limits and only the WASI
 //! capabilities that the manifest asks for and the node's policy grants.
 //!
-//! * [`engine`]: the one wasmtime `Engine` per process (pooling allocator,
-//!   fuel, epoch interruption, bounded stacks) and its epoch ticker.
+//! * [`engine`]: the wasmtime engines of a process, one per compiler
+//!   (optimising and baseline; pooling allocator, fuel, epoch interruption,
+//!   bounded stacks), their epoch ticker and the tiering setting.
 //! * [`caps`]: per-call host state: the WASI context built from [`Grants`],
 //!   captured stdio and the `sp2a:rps` host imports (live feeds read from
 //!   the node's [`crate::feed::Feeds`], granted ones only).
 //! * [`audit`]: the component's real imports and exports compared with the
 //!   manifest's declared capabilities.
-//! * [`executor`]: compile cache, activation (`InstancePre`), dynamic
+//! * [`executor`]: compile cache, baseline-first compiling with the
+//!   optimised build swapped in, activation (`InstancePre`), dynamic
 //!   invocation with WAVE values, trap classification, self-tests.
 //! * [`wit`]: renders component types as WIT text for audits.
 
@@ -25,9 +27,9 @@ use std::time::Duration;
 use crate::package::manifest::{Access, Protocol};
 
 pub use audit::{Audit, ImportClass, ImportReport};
-pub use engine::{Sandbox, SandboxConfig};
+pub use engine::{Sandbox, SandboxConfig, Tiering};
 pub use executor::{
-    Activation, CallOutcome, ExportedFunc, Instance, InvokeError, SelfTestFailure, same_wave,
+    Activation, CallOutcome, ExportedFunc, Instance, InvokeError, SelfTestFailure, Tier, same_wave,
 };
 
 /// Per-call limits.
