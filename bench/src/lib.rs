@@ -5,6 +5,8 @@
 //! * [`demo`]: the whole flow on the example services, on one node and
 //!   then across six nodes (`./run demo`).
 //! * [`local`]: the sandbox's costs against plain wasmtime.
+//! * [`first_call`]: how soon a big component answers after a pull, with
+//!   baseline-first compiling against the optimising compiler only.
 //! * [`network`]: two nodes on loopback against plain TCP and local calls.
 //! * [`diffusion`]: the paper's 1 -> N experiment, with CSV and SVG plots.
 //! * [`adapt`]: the live-streaming scenario: a flash crowd, providers that
@@ -17,6 +19,7 @@ pub mod adapt;
 pub mod cheat;
 pub mod demo;
 pub mod diffusion;
+pub mod first_call;
 pub mod local;
 pub mod network;
 mod plot;

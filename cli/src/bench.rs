@@ -6,6 +6,10 @@ use std::process::ExitCode;
 pub enum Command {
     /// Single-node sandbox costs: compile, cached activation, instantiate, call.
     Local(sp2a_bench::local::Options),
+    /// The first call of a big component (an 18 MB Python component) after
+    /// it arrives: baseline-first compiling against the optimising compiler
+    /// only, and calls on each build.
+    FirstCall(sp2a_bench::first_call::Options),
     /// Two nodes on loopback: pull time of the 2 MiB stream package, remote
     /// call latency and throughput, memory of an idle node.
     Network(sp2a_bench::network::Options),
@@ -26,6 +30,7 @@ pub enum Command {
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Local(options) => sp2a_bench::local::run(options).await,
+        Command::FirstCall(options) => sp2a_bench::first_call::run(options).await,
         Command::Network(options) => sp2a_bench::network::run(options).await,
         Command::Diffusion(options) => sp2a_bench::diffusion::run_bench(options).await,
         Command::Adapt(options) => sp2a_bench::adapt::run(options).await,
