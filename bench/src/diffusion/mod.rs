@@ -145,9 +145,12 @@ impl Outcome {
     }
 
     /// Resident memory the nodes added, per node (seed included), at the
-    /// run's peak (KiB).
-    pub fn memory_per_node(&self) -> u64 {
-        self.cost.rss_peak.saturating_sub(self.cost.rss_before) / (self.nodes.len() as u64 + 1)
+    /// run's peak (KiB); `None` after an earlier run in this process, whose
+    /// freed memory the allocator hands to this one unseen.
+    pub fn memory_per_node(&self) -> Option<u64> {
+        self.cost.first_run.then(|| {
+            self.cost.rss_peak.saturating_sub(self.cost.rss_before) / (self.nodes.len() as u64 + 1)
+        })
     }
 }
 
@@ -167,7 +170,13 @@ pub struct Cost {
     /// The highest resident memory sampled (every 500 ms) from the nodes'
     /// start until every pull ended (KiB).
     pub rss_peak: u64,
+    /// The first run in this process (the only one whose memory per node
+    /// can be read off the process).
+    pub first_run: bool,
 }
+
+/// Set once a run has started in this process.
+static RAN_BEFORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A snapshot while the experiment runs.
 #[derive(Clone, Debug)]
@@ -329,6 +338,7 @@ pub async fn run(
     mut progress: impl FnMut(Progress),
 ) -> Result<Outcome, NodeError> {
     let setup_start = Instant::now();
+    let first_run = !RAN_BEFORE.swap(true, std::sync::atomic::Ordering::Relaxed);
     let rss_before = process_rss_kib().unwrap_or(0);
     let mut rss_peak = rss_before;
     let n = experiment.nodes;
@@ -431,6 +441,7 @@ pub async fn run(
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         rss_before,
         rss_peak: rss_peak.max(process_rss_kib().unwrap_or(0)),
+        first_run,
     };
     progress(Progress {
         elapsed,

@@ -349,7 +349,7 @@ fn summary(outcomes: &[Outcome], k: u64) {
         let uploaders = o.nodes.iter().filter(|n| n.served_peers > 0).count();
         let t_all = o.all_done.map(seconds);
         println!(
-            "{:<7} {:>5} {:>9} {:>4} {:>10} {:>7.2}s {:>9} {:>8} {:>8.3}s {:>9.2}s {:>8.1}% {:>7.2}F {:>8.1} ms {:>7.0}% {:>5} MiB {:>5.1} MiB",
+            "{:<7} {:>5} {:>9} {:>4} {:>10} {:>7.2}s {:>9} {:>8} {:>8.3}s {:>9.2}s {:>8.1}% {:>7.2}F {:>8.1} ms {:>7.0}% {:>5} MiB {:>9}",
             o.experiment.mode.name(),
             o.nodes.len(),
             format_size(o.size),
@@ -365,12 +365,14 @@ fn summary(outcomes: &[Outcome], k: u64) {
             o.cpu_per_mib().map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
             100.0 * o.utilisation(),
             o.cost.rss_peak >> 10,
-            o.memory_per_node() as f64 / 1024.0
+            o.memory_per_node()
+                .map_or("n/a".into(), |m| format!("{:.1} MiB", m as f64 / 1024.0))
         );
     }
     println!(
         "(CPU: user + system time of this process, every node in it, from the common start to the last pull; \
-         CPU use: of {} cores; peak RSS: sampled every 500 ms; per node: what the nodes added, over N + 1)",
+         CPU use: of {} cores; peak RSS: sampled every 500 ms; per node: what the nodes added, over N + 1, \
+         first run of the process only)",
         outcomes.first().map_or(0, |o| o.cost.cores)
     );
 }
@@ -403,12 +405,12 @@ fn targets(outcomes: &[Outcome], k: u64) {
             cpu.map_or("-".into(), |c| format!("{c:.1} ms")),
             cpu.is_some_and(|c| c <= 20.0),
         );
-        let memory = o.memory_per_node() as f64 / 1024.0;
+        let memory = o.memory_per_node().map(|m| m as f64 / 1024.0);
         line(
             "memory per node",
             "<= 8 MiB",
-            format!("{memory:.1} MiB"),
-            memory <= 8.0,
+            memory.map_or("n/a".into(), |m| format!("{m:.1} MiB")),
+            memory.is_some_and(|m| m <= 8.0),
         );
         let paper = outcomes.iter().find(|p| {
             p.experiment.mode == Mode::Paper
