@@ -13,6 +13,8 @@
 //!   spread and retire, against static and all-active baselines.
 //! * [`reputation`]: the reputation core (SAFE) against attacks, in a
 //!   seeded simulation.
+//! * [`simulate`]: the diffusion experiment as a discrete-event simulation
+//!   of the real swarm core, to 10^5 nodes.
 //! * [`services`]: packing the example services for all of the above.
 
 pub mod adapt;
@@ -25,6 +27,7 @@ pub mod network;
 mod plot;
 pub mod reputation;
 pub mod services;
+pub mod simulate;
 
 use std::time::Duration;
 

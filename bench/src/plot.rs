@@ -184,3 +184,58 @@ pub(crate) fn diffusion(dir: &Path, outcomes: &[Outcome], tag: &str) -> anyhow::
     upload_chart(&file("uploads"), outcomes)?;
     Ok(())
 }
+
+/// Simulated runs: the share of downloaders that are active providers
+/// against time in units of each run's lower bound T*, one line per N.
+pub(crate) fn simulated(path: &Path, runs: &[crate::simulate::Simulated]) -> anyhow::Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    let right = runs
+        .iter()
+        .filter_map(|r| {
+            let last = r.completed.last()?;
+            Some(last.as_secs_f64() / r.t_star.as_secs_f64())
+        })
+        .fold(1.0f64, f64::max)
+        * 1.05;
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Simulated diffusion: share of nodes providing, time in units of T*",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..right, 0f64..1.0)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("time / T*")
+        .y_desc("share of downloaders providing")
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, run) in runs.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let total = run.model.nodes.max(1) as f64;
+        let t_star = run.t_star.as_secs_f64();
+        let points = run
+            .completed
+            .iter()
+            .enumerate()
+            .map(|(rank, done)| (done.as_secs_f64() / t_star, (rank + 1) as f64 / total));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(format!("N = {}", run.model.nodes))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

@@ -16,6 +16,10 @@ pub enum Command {
     /// The paper's experiment: 1 seed, N nodes pull at once (swarm, paper,
     /// origin), against the uplink-sharing lower bound; CSV and SVG plots.
     Diffusion(sp2a_bench::diffusion::Options),
+    /// The diffusion experiment simulated to 10^5 nodes: the real swarm
+    /// core and upload decisions over a modelled network (uplinks,
+    /// downlinks, round trips, DHT lookups, churn); CSV and a plot.
+    Simulate(sp2a_bench::simulate::Options),
     /// The live-streaming scenario: a flash crowd of viewers; providers
     /// that spread to standby nodes and retire (adaptive), against the
     /// initial providers only (static) and every standby active (all).
@@ -33,6 +37,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::FirstCall(options) => sp2a_bench::first_call::run(options).await,
         Command::Network(options) => sp2a_bench::network::run(options).await,
         Command::Diffusion(options) => sp2a_bench::diffusion::run_bench(options).await,
+        Command::Simulate(options) => sp2a_bench::simulate::run(options),
         Command::Adapt(options) => sp2a_bench::adapt::run(options).await,
         Command::Reputation(options) => sp2a_bench::reputation::run(options),
     }

@@ -193,6 +193,19 @@ impl PullConfig {
         Backoff::new(self.rediscover_delay, self.max_rediscover_delay)
     }
 
+    /// The swarm core's settings for a download of `blocks` blocks under
+    /// this configuration (the simulator uses the same).
+    pub fn swarm_params(&self, blocks: u64) -> crate::swarm::Params {
+        let mut params = crate::swarm::Params::new(blocks);
+        params.blocks_per_request = self.blocks_per_request;
+        params.parallel = self.parallel.max(1);
+        params.attempt_budget = self.attempt_budget;
+        params.attempt_timeout = self.attempt_timeout();
+        params.rediscover = self.rediscover();
+        params.deadline = self.total_timeout;
+        params
+    }
+
     /// Attempts per provider for a result vector of `providers` entries:
     /// few providers, more attempts each.
     pub fn attempts_per_provider(&self, providers: usize) -> u32 {

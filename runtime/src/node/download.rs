@@ -23,7 +23,7 @@ use crate::blocks::{BadData, Bitmap, Download, MAX_BLOCKS_PER_REQUEST};
 use crate::net::protocol::{MAX_PEX_PEERS, PeerInfo, TransferRequest, TransferResponse};
 use crate::net::{Client, Multiaddr, PeerId, RequestError, keys};
 use crate::package::ContentId;
-use crate::swarm::{Action, Answer, Ask, Event, Holdings, Params, RequestId, SwarmCore};
+use crate::swarm::{Action, Answer, Ask, Event, Holdings, RequestId, SwarmCore};
 
 /// How the swarm core reaches a peer: addresses to dial if not connected.
 type Contact = Vec<Multiaddr>;
@@ -62,12 +62,7 @@ impl Fetch<'_> {
     async fn run_swarm(&self, initial: Vec<PeerId>) -> Result<Vec<PeerId>, PullError> {
         let blocks = self.download.lock().expect("download lock").blocks();
         let config = self.config;
-        let mut params = Params::new(blocks);
-        params.blocks_per_request = config.blocks_per_request;
-        params.parallel = config.parallel.max(1);
-        params.attempt_budget = config.attempt_budget;
-        params.attempt_timeout = config.attempt_timeout();
-        params.rediscover = config.rediscover();
+        let mut params = config.swarm_params(blocks);
         params.deadline = config.total_timeout.saturating_sub(self.start.elapsed());
         let providers = self.usable(initial);
         tracing::debug!(blocks, providers = providers.len(), "downloading");
