@@ -139,6 +139,9 @@ pub struct Simulated {
     pub lookups: u64,
     pub requests: u64,
     pub busy: u64,
+    /// Answers that carried blocks, and the blocks they carried.
+    pub answers_with_data: u64,
+    pub blocks_sent: u64,
     pub events: u64,
     /// Wall time the simulation took.
     pub wall: Duration,
@@ -230,6 +233,8 @@ struct Sim {
     lookups: u64,
     requests: u64,
     busy: u64,
+    answers_with_data: u64,
+    blocks_sent: u64,
     processed: u64,
 }
 
@@ -278,6 +283,8 @@ impl Sim {
             lookups: 0,
             requests: 0,
             busy: 0,
+            answers_with_data: 0,
+            blocks_sent: 0,
             processed: 0,
             model,
         };
@@ -406,6 +413,8 @@ impl Sim {
             lookups: self.lookups,
             requests: self.requests,
             busy: self.busy,
+            answers_with_data: self.answers_with_data,
+            blocks_sent: self.blocks_sent,
             events: self.processed,
             wall: started.elapsed(),
             model,
@@ -650,6 +659,8 @@ impl Sim {
             provider.uploads_per_block[b as usize] += 1;
         }
         provider.uploaded += bytes;
+        self.answers_with_data += 1;
+        self.blocks_sent += u64::from(count);
         let sent = provider.uplink.reserve(bytes, now);
         provider.answering.push(sent);
         let mut arrives = sent + back;
@@ -785,14 +796,14 @@ pub fn run(args: Options) -> anyhow::Result<ExitCode> {
 fn write_csv(dir: &std::path::Path, results: &[Simulated]) -> anyhow::Result<()> {
     use std::fmt::Write;
     let mut summary = String::from(
-        "nodes,upload_rate,churn,t_star_s,t_all_s,ratio,p50_done_s,seed_uploaded_f,hops,discovery_p50_s,left,failed,lookups,requests,busy,events,wall_s\n",
+        "nodes,upload_rate,churn,t_star_s,t_all_s,ratio,p50_done_s,seed_uploaded_f,hops,discovery_p50_s,left,failed,lookups,requests,busy,answers_with_data,blocks_sent,events,wall_s\n",
     );
     let mut completions = String::from("nodes,rank,completed_s\n");
     for r in results {
         let t_all = r.t_all.map(|t| t.as_secs_f64());
         writeln!(
             summary,
-            "{},{},{},{:.3},{},{},{:.3},{:.3},{},{:.3},{},{},{},{},{},{},{:.2}",
+            "{},{},{},{:.3},{},{},{:.3},{:.3},{},{:.3},{},{},{},{},{},{},{},{},{:.2}",
             r.model.nodes,
             r.model.upload_rate,
             r.model.churn,
@@ -813,6 +824,8 @@ fn write_csv(dir: &std::path::Path, results: &[Simulated]) -> anyhow::Result<()>
             r.lookups,
             r.requests,
             r.busy,
+            r.answers_with_data,
+            r.blocks_sent,
             r.events,
             r.wall.as_secs_f64()
         )?;
