@@ -19,9 +19,9 @@
 //!   askers as hints with data.
 //! * **Discovery**: a node publishes its provider record when its download
 //!   starts; the record becomes visible one lookup later. The DHT servers
-//!   keep at most 64 providers per key, evicting the one farthest (XOR) from
-//!   the key, as `net::records` does, and answer with a random sample of
-//!   them. A lookup takes `hops` round trips, `hops = 1 + ceil(log_20 S)`
+//!   keep at most 64 providers per key (`--records-per-key`), evicting the
+//!   one farthest (XOR) from the key, as `net::records` does, and answer
+//!   with a random sample of them. A lookup takes `hops` round trips, `hops = 1 + ceil(log_20 S)`
 //!   for S DHT servers (one node in 10).
 //! * **Churn**: a fraction of the downloaders leaves at a uniformly random
 //!   moment of the first 2 T*; a request to a node that left fails after a
@@ -57,7 +57,7 @@ const MAX_BACKLOG: Duration = Duration::from_secs(1);
 const MAX_ASKERS: usize = 32;
 const HINTS_WITH_DATA: usize = 2;
 const HINTS_WHEN_BUSY: usize = 8;
-/// Providers a DHT server keeps per key (`net::records`).
+/// Providers a DHT server keeps per key by default (`net::records`).
 const RECORDS_PER_KEY: usize = 64;
 /// Kademlia's bucket size: a lookup gains about log2(20) bits per hop.
 const KAD_K: f64 = 20.0;
@@ -88,6 +88,10 @@ pub struct Options {
     /// One node in this many is a DHT server.
     #[arg(long, default_value_t = 10)]
     dht_server_every: usize,
+    /// Providers the DHT keeps per key (the node's default: 64, the ones
+    /// closest to the key).
+    #[arg(long, default_value_t = RECORDS_PER_KEY)]
+    records_per_key: usize,
     /// From a completed download to an active provider.
     #[arg(long, default_value = "100ms")]
     deploy: String,
@@ -113,6 +117,7 @@ pub struct Model {
     pub rtt_max: Duration,
     pub churn: f64,
     pub dht_server_every: usize,
+    pub records_per_key: usize,
     pub deploy: Duration,
     pub blocks_per_request: u32,
     pub seed: u64,
@@ -351,7 +356,7 @@ impl Sim {
             return;
         }
         self.records.push(node);
-        if self.records.len() > RECORDS_PER_KEY {
+        if self.records.len() > self.model.records_per_key.max(1) {
             let (farthest, _) = self
                 .records
                 .iter()
@@ -429,7 +434,7 @@ impl Sim {
                     return;
                 }
                 self.lookups += 1;
-                let found = self.providers_for(node, RECORDS_PER_KEY);
+                let found = self.providers_for(node, self.model.records_per_key);
                 self.nodes[node as usize].discovery = Some(now - self.base);
                 // The node's settings, as the diffusion benchmark sets them.
                 let mut config = PullConfig {
@@ -718,13 +723,14 @@ pub fn run(args: Options) -> anyhow::Result<ExitCode> {
     let deploy = parse_duration(&args.deploy).context("--deploy")?;
     std::fs::create_dir_all(&args.out)?;
     println!(
-        "simulated diffusion: F = {}, U = {}/s, D = {}, RTT {:?}-{:?}, churn {:.0}%, deploy {:?}, seed {}",
+        "simulated diffusion: F = {}, U = {}/s, D = {}, RTT {:?}-{:?}, churn {:.0}%, {} DHT records per key, deploy {:?}, seed {}",
         format_size(size),
         format_size(upload_rate),
         download_rate.map_or("unlimited".into(), |d| format!("{}/s", format_size(d))),
         rtt_min,
         rtt_max,
         args.churn * 100.0,
+        args.records_per_key,
         deploy,
         args.seed
     );
@@ -754,6 +760,7 @@ pub fn run(args: Options) -> anyhow::Result<ExitCode> {
             rtt_max,
             churn: args.churn,
             dht_server_every: args.dht_server_every,
+            records_per_key: args.records_per_key,
             deploy,
             blocks_per_request: args.blocks_per_request,
             seed: args.seed,
@@ -796,17 +803,18 @@ pub fn run(args: Options) -> anyhow::Result<ExitCode> {
 fn write_csv(dir: &std::path::Path, results: &[Simulated]) -> anyhow::Result<()> {
     use std::fmt::Write;
     let mut summary = String::from(
-        "nodes,upload_rate,churn,t_star_s,t_all_s,ratio,p50_done_s,seed_uploaded_f,hops,discovery_p50_s,left,failed,lookups,requests,busy,answers_with_data,blocks_sent,events,wall_s\n",
+        "nodes,upload_rate,churn,records_per_key,t_star_s,t_all_s,ratio,p50_done_s,seed_uploaded_f,hops,discovery_p50_s,left,failed,lookups,requests,busy,answers_with_data,blocks_sent,events,wall_s\n",
     );
     let mut completions = String::from("nodes,rank,completed_s\n");
     for r in results {
         let t_all = r.t_all.map(|t| t.as_secs_f64());
         writeln!(
             summary,
-            "{},{},{},{:.3},{},{},{:.3},{:.3},{},{:.3},{},{},{},{},{},{},{},{},{:.2}",
+            "{},{},{},{},{:.3},{},{},{:.3},{:.3},{},{:.3},{},{},{},{},{},{},{},{},{:.2}",
             r.model.nodes,
             r.model.upload_rate,
             r.model.churn,
+            r.model.records_per_key,
             r.t_star.as_secs_f64(),
             t_all.map_or(String::new(), |t| format!("{t:.3}")),
             t_all.map_or(String::new(), |t| format!(
@@ -858,6 +866,7 @@ mod tests {
             rtt_max: Duration::from_millis(100),
             churn: 0.0,
             dht_server_every: 10,
+            records_per_key: RECORDS_PER_KEY,
             deploy: Duration::from_millis(100),
             blocks_per_request: 4,
             seed: 7,
@@ -911,6 +920,21 @@ mod tests {
         assert!(r.left > 30, "{} left", r.left);
         assert_eq!(r.failed, 0, "a node that stayed did not complete");
         assert_eq!(r.completed.len(), 200 - r.left);
+    }
+
+    #[test]
+    fn a_dht_that_names_all_providers_spreads_the_load() {
+        let capped = simulate(model(400));
+        let mut open = model(400);
+        open.records_per_key = usize::MAX;
+        let open = simulate(open);
+        assert!(
+            open.t_all.unwrap() < capped.t_all.unwrap(),
+            "{:?} vs {:?}",
+            open.t_all,
+            capped.t_all
+        );
+        assert!(open.seed_uploaded < capped.seed_uploaded);
     }
 
     #[test]
