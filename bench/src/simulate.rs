@@ -177,6 +177,8 @@ struct SimNode {
     wake_at: Option<Instant>,
     /// This node's distance to the package key (its id XOR the key).
     distance: u64,
+    /// Its provider record is among those the DHT keeps.
+    published: bool,
 }
 
 enum Ev {
@@ -268,6 +270,7 @@ impl Sim {
                 uploaded: 0,
                 wake_at: None,
                 distance: rng.r#gen(),
+                published: false,
             })
             .collect();
         let servers = (model.nodes + 1)
@@ -331,15 +334,17 @@ impl Sim {
             .sum()
     }
 
-    /// Up to `limit` providers the DHT would name to `node`.
+    /// Up to `limit` providers the DHT would name to `node`: a random
+    /// sample of the records it keeps (time linear in `limit`, not in the
+    /// records).
     fn providers_for(&mut self, node: u32, limit: usize) -> Vec<u32> {
-        let mut found: Vec<u32> = self
-            .records
-            .iter()
-            .copied()
-            .filter(|p| *p != node)
-            .collect();
-        found.shuffle(&mut self.rng);
+        let amount = limit.saturating_add(1).min(self.records.len());
+        let mut found: Vec<u32> =
+            rand::seq::index::sample(&mut self.rng, self.records.len(), amount)
+                .into_iter()
+                .map(|i| self.records[i])
+                .filter(|p| *p != node)
+                .collect();
         found.truncate(limit);
         found
     }
@@ -352,7 +357,7 @@ impl Sim {
 
     /// A provider record arrives: kept if among the closest to the key.
     fn publish(&mut self, node: u32) {
-        if self.records.contains(&node) {
+        if std::mem::replace(&mut self.nodes[node as usize].published, true) {
             return;
         }
         self.records.push(node);
@@ -363,7 +368,8 @@ impl Sim {
                 .enumerate()
                 .max_by_key(|(_, p)| self.nodes[**p as usize].distance)
                 .expect("not empty");
-            self.records.swap_remove(farthest);
+            let evicted = self.records.swap_remove(farthest);
+            self.nodes[evicted as usize].published = false;
         }
     }
 
@@ -501,6 +507,7 @@ impl Sim {
                 let n = &mut self.nodes[node as usize];
                 n.left = true;
                 n.core = None;
+                n.published = false;
                 self.records.retain(|p| *p != node);
             }
             Ev::Active { node } => {
