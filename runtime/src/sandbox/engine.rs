@@ -54,8 +54,8 @@ pub struct SandboxConfig {
 /// to call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tiering {
-    /// The optimising compiler only: the first call waits for it (about
-    /// 2.4 MB of component per second on one core).
+    /// The optimising compiler only: the first call waits for it (7 s
+    /// here for an 18 MB Python component).
     Optimised,
     /// Components with at least `from` bytes of code
     /// ([`code_size`](super::executor::code_size)): the baseline compiler
@@ -100,12 +100,12 @@ impl Drop for Ticker {
 }
 
 /// One compiler's engine and the linker bound to it.
-pub(crate) struct Tier {
+pub(crate) struct Backend {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
 }
 
-impl Tier {
+impl Backend {
     fn new(config: &Config) -> Result<Self, SandboxError> {
         let engine = Engine::new(config).map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut linker = Linker::<HostState>::new(&engine);
@@ -119,10 +119,10 @@ impl Tier {
 
 pub(crate) struct Inner {
     /// The optimising compiler's engine.
-    pub(crate) optimised: Tier,
+    pub(crate) optimised: Backend,
     /// The baseline compiler's, unless tiering is off or Winch does not
     /// support this machine.
-    pub(crate) baseline: Option<Tier>,
+    pub(crate) baseline: Option<Backend>,
     pub(crate) config: SandboxConfig,
     /// Optimised components compiled or loaded in this process, by
     /// component hash.
@@ -167,7 +167,7 @@ impl Sandbox {
 
     /// Builds the engines and linkers and starts the epoch ticker.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
-        let optimised = Tier::new(&wasmtime_config(&config))?;
+        let optimised = Backend::new(&wasmtime_config(&config))?;
         let baseline = match config.tiering {
             Tiering::Optimised => None,
             Tiering::BaselineFirst { .. } | Tiering::BaselineOnly => {
@@ -178,7 +178,7 @@ impl Sandbox {
                 baseline
                     .strategy(Strategy::Winch)
                     .cranelift_opt_level(OptLevel::None);
-                match Tier::new(&baseline) {
+                match Backend::new(&baseline) {
                     Ok(tier) => Some(tier),
                     Err(e) => {
                         tracing::warn!(error = %e, "the baseline compiler is not available here: compiling with the optimising compiler only");
@@ -199,7 +199,7 @@ impl Sandbox {
         let stop = Arc::new(AtomicBool::new(false));
         let ticking: Vec<Engine> = std::iter::once(&optimised)
             .chain(&baseline)
-            .map(|tier| tier.engine.clone())
+            .map(|backend| backend.engine.clone())
             .collect();
         let flag = stop.clone();
         std::thread::Builder::new()
