@@ -406,6 +406,12 @@ async fn a_provider_with_one_slot_serves_the_others_in_line_not_busy() {
         assert_eq!(counters.busy, 0, "{counters:?}");
         let blocks = sp2a::blocks::block_count(package.component().len() as u64);
         assert_eq!(counters.blocks_served, 3 * blocks, "{counters:?}");
+        // Every answer with data carried 1 to 64 blocks.
+        let most = u64::from(sp2a::blocks::MAX_BLOCKS_PER_REQUEST);
+        assert!(
+            (3 * blocks.div_ceil(most)..=3 * blocks).contains(&counters.answers_with_data),
+            "{counters:?}"
+        );
     })
     .await;
 }

@@ -286,12 +286,14 @@ async fn run_one(
     );
     let c = &outcome.counters;
     println!(
-        "  requests served: {} ({} Have, {} answered Busy, {} Queued), {} blocks, {:.1} MiB uploaded in all",
+        "  requests served: {} ({} Have, {} answered Busy, {} Queued, {} with data), {} blocks ({:.2} per answer with data), {:.1} MiB uploaded in all",
         c.transfer_requests,
         c.have_requests,
         c.busy,
         c.queued,
+        c.answers_with_data,
         c.blocks_served,
+        c.blocks_served as f64 / c.answers_with_data.max(1) as f64,
         c.bytes_uploaded as f64 / (1 << 20) as f64
     );
     if let Some(error) = outcome.nodes.iter().find_map(|n| n.error.clone()) {

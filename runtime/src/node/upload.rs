@@ -71,6 +71,9 @@ pub struct Counters {
     /// Requests answered `Queued` (waiting in line for an upload slot).
     #[serde(default)]
     pub queued: u64,
+    /// Requests answered with blocks.
+    #[serde(default)]
+    pub answers_with_data: u64,
 }
 
 impl std::ops::AddAssign for Counters {
@@ -81,6 +84,7 @@ impl std::ops::AddAssign for Counters {
         self.bytes_uploaded += other.bytes_uploaded;
         self.busy += other.busy;
         self.queued += other.queued;
+        self.answers_with_data += other.answers_with_data;
     }
 }
 
@@ -92,6 +96,7 @@ struct Stats {
     bytes_uploaded: AtomicU64,
     busy: AtomicU64,
     queued: AtomicU64,
+    answers_with_data: AtomicU64,
 }
 
 /// A bounded map from package to something, forgotten wholesale when too
@@ -264,6 +269,7 @@ impl Uploads {
             bytes_uploaded: s.bytes_uploaded.load(Ordering::Relaxed),
             busy: s.busy.load(Ordering::Relaxed),
             queued: s.queued.load(Ordering::Relaxed),
+            answers_with_data: s.answers_with_data.load(Ordering::Relaxed),
         }
     }
 
@@ -473,6 +479,7 @@ impl Uploads {
         let s = &self.stats;
         s.blocks_served
             .fetch_add(u64::from(blocks), Ordering::Relaxed);
+        s.answers_with_data.fetch_add(1, Ordering::Relaxed);
         s.bytes_uploaded
             .fetch_add(encoded.len() as u64, Ordering::Relaxed);
         self.events.emit(NodeEvent::Served {
