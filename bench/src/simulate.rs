@@ -65,7 +65,7 @@ const KAD_K: f64 = 20.0;
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// Downloaders per run (a list: one run each).
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    #[arg(long, value_delimiter = ',', default_value = "100,400,1000")]
     nodes: Vec<usize>,
     /// Package size.
     #[arg(long, default_value = "2 MiB")]
