@@ -5,7 +5,7 @@
 //!
 //! Two compilers, two engines configured alike: the optimising one
 //! (Cranelift) runs services in the steady state; the baseline one (Winch)
-//! compiles about ten times faster into slower code, so a node that has
+//! compiles about seven times faster into slower code, so a node that has
 //! just pulled a big component answers within a second while the optimised
 //! build is made in the background ([`Tiering`]). Winch supports fuel,
 //! epochs and the component model on x86-64 and aarch64; elsewhere the
