@@ -12,7 +12,7 @@
 //!   the first one compile while the others wait and load its artifact; each
 //!   node still verifies every package itself before asking for a compile.
 //! * Tiering: a big component that no cache holds is compiled first by the
-//!   baseline compiler, so that it answers within a second; a background
+//!   baseline compiler, so that it answers in about a second; a background
 //!   thread compiles the optimised build, stores it in the caches and hands
 //!   it to the activations, which pre-instantiate it and start their next
 //!   calls on it. Only optimised builds go to the disk cache.
