@@ -586,20 +586,18 @@ impl Sim {
         }
     }
 
+    /// An answer without data reaches the requester `to` at `at`.
+    fn reply(&mut self, at: Instant, to: u32, id: RequestId, answer: Answer<u32, ()>) {
+        self.push(at, Ev::Answer { to, id, answer });
+    }
+
     /// A request arrives at `to`: answered as `node::upload` answers it.
     fn serve(&mut self, now: Instant, from: u32, to: u32, id: RequestId, ask: Ask) {
         let back = self.one_way(to, from);
         let provider = &mut self.nodes[to as usize];
         if provider.left {
             let answer = Answer::Failed("connection closed".into());
-            self.push(
-                now + back,
-                Ev::Answer {
-                    to: from,
-                    id,
-                    answer,
-                },
-            );
+            self.reply(now + back, from, id, answer);
             return;
         }
         // Recent askers, for peer exchange.
@@ -616,14 +614,7 @@ impl Sim {
             let answer = Answer::Busy {
                 hints: hints.into_iter().map(|p| (p, ())).collect(),
             };
-            self.push(
-                now + back,
-                Ev::Answer {
-                    to: from,
-                    id,
-                    answer,
-                },
-            );
+            self.reply(now + back, from, id, answer);
             return;
         }
         let blocks = self.blocks;
@@ -649,14 +640,7 @@ impl Sim {
             }
         };
         let Some((first, count)) = selected else {
-            self.push(
-                now + back,
-                Ev::Answer {
-                    to: from,
-                    id,
-                    answer: Answer::NotFound,
-                },
-            );
+            self.reply(now + back, from, id, Answer::NotFound);
             return;
         };
         let holdings = if complete {
