@@ -28,6 +28,7 @@ mod plot;
 pub mod reputation;
 pub mod services;
 pub mod simulate;
+pub mod testbed;
 
 use std::time::Duration;
 

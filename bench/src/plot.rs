@@ -34,7 +34,7 @@ fn times_chart(
             if sorted {
                 values.sort_by(|a, b| a.total_cmp(b));
             }
-            (o.experiment.mode.name().to_owned(), values)
+            (o.label(), values)
         })
         .collect();
     let n = series
@@ -95,17 +95,19 @@ fn times_chart(
 fn upload_chart(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
     let max_served = outcomes
         .iter()
-        .flat_map(|o| o.nodes.iter().map(|n| n.served_peers))
+        .flat_map(|o| o.nodes.iter().filter_map(|n| n.served_peers))
         .max()
         .unwrap_or(0);
+    // Runs whose nodes' peers were not observed (other processes) are left out.
     let counts: Vec<(String, Vec<usize>)> = outcomes
         .iter()
+        .filter(|o| o.nodes.iter().all(|n| n.served_peers.is_some()))
         .map(|o| {
             let mut counts = vec![0usize; max_served + 1];
-            for n in &o.nodes {
-                counts[n.served_peers] += 1;
+            for served in o.nodes.iter().filter_map(|n| n.served_peers) {
+                counts[served] += 1;
             }
-            (o.experiment.mode.name().to_owned(), counts)
+            (o.label(), counts)
         })
         .collect();
     let top = counts

@@ -20,6 +20,11 @@ pub enum Command {
     /// core and upload decisions over a modelled network (uplinks,
     /// downlinks, round trips, DHT lookups, churn); CSV and a plot.
     Simulate(sp2a_bench::simulate::Options),
+    /// The diffusion experiment with every node as its own `sp2a node`
+    /// process in its own network namespace, uplinks shaped by the kernel,
+    /// against the in-process run with the same parameters (needs root and
+    /// `ip netns`; `--clean` removes what a killed run left).
+    Testbed(sp2a_bench::testbed::Options),
     /// The live-streaming scenario: a flash crowd of viewers; providers
     /// that spread to standby nodes and retire (adaptive), against the
     /// initial providers only (static) and every standby active (all).
@@ -38,6 +43,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Network(options) => sp2a_bench::network::run(options).await,
         Command::Diffusion(options) => sp2a_bench::diffusion::run_bench(options).await,
         Command::Simulate(options) => sp2a_bench::simulate::run(options),
+        Command::Testbed(options) => sp2a_bench::testbed::run(options).await,
         Command::Adapt(options) => sp2a_bench::adapt::run(options).await,
         Command::Reputation(options) => sp2a_bench::reputation::run(options),
     }

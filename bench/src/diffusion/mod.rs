@@ -29,7 +29,7 @@ use sp2a::package::{ContentId, VerifiedPackage};
 use sp2a::policy::Policy;
 use sp2a::sandbox::Sandbox;
 
-mod report;
+pub(crate) mod report;
 
 pub use report::{Options, run_bench};
 
@@ -92,8 +92,9 @@ pub struct NodeRecord {
     /// When it became an active provider, from the common start.
     pub completed: Option<Duration>,
     pub uploaded: u64,
-    /// How many distinct nodes it sent blocks to.
-    pub served_peers: usize,
+    /// How many distinct nodes it sent blocks to (`None`: not observed, as
+    /// for a node in another process).
+    pub served_peers: Option<usize>,
     /// The providers it received verified blocks from, most first.
     pub sources: Vec<PeerId>,
     pub content_id: Option<ContentId>,
@@ -114,11 +115,25 @@ pub struct Outcome {
     pub setup: Duration,
     /// What all nodes (seed included) served, summed.
     pub counters: Counters,
-    /// What the run cost this process (every node is in it).
+    /// What the run cost: this process (every node in it), or the node
+    /// processes (a testbed).
     pub cost: Cost,
+    /// Every node ran as its own process in its own network namespace
+    /// (the testbed), not in this process.
+    pub processes: bool,
 }
 
 impl Outcome {
+    /// The run's name in tables and charts: its mode, and where it ran.
+    pub fn label(&self) -> String {
+        let mode = self.experiment.mode.name();
+        if self.processes {
+            format!("{mode} (processes)")
+        } else {
+            mode.to_owned()
+        }
+    }
+
     pub fn completed(&self) -> usize {
         self.nodes.iter().filter(|n| n.completed.is_some()).count()
     }
@@ -215,7 +230,8 @@ fn track_uploads(node: &Node) -> (Arc<Mutex<Uploads>>, tokio::task::JoinHandle<(
     (uploads, task)
 }
 
-fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeConfig {
+/// Node `index`'s configuration in `experiment` (0 is the seed).
+pub(crate) fn node_config(experiment: &Experiment, index: usize, connections: u32) -> NodeConfig {
     let mut config = NodeConfig::new(experiment.data_dir.join(format!("node-{index}")));
     let listen = match experiment.transport {
         Transport::Tcp => "/ip4/127.0.0.1/tcp/0",
@@ -271,11 +287,19 @@ const SETUP_DIALS: u32 = 5;
 
 /// Connections a downloader may hold (the process's file descriptors are
 /// shared by all nodes).
-const PEER_CONNECTIONS: u32 = 40;
+pub(crate) const PEER_CONNECTIONS: u32 = 40;
+
+/// Connections the seed may hold beyond one per downloader.
+pub(crate) const SEED_SPARE_CONNECTIONS: u32 = 128;
 
 /// Resident memory of this process now (Linux), KiB.
 pub(crate) fn process_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    rss_kib("/proc/self/status")
+}
+
+/// Resident memory (KiB) in a `/proc/<pid>/status` file.
+pub(crate) fn rss_kib(status: impl AsRef<std::path::Path>) -> Option<u64> {
+    let status = std::fs::read_to_string(status).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))?
@@ -287,7 +311,12 @@ pub(crate) fn process_rss_kib() -> Option<u64> {
 
 /// CPU time this process has used (Linux), to tell when it is quiet.
 pub(crate) fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_time("/proc/self/stat")
+}
+
+/// User plus system CPU time in a `/proc/<pid>/stat` file.
+pub(crate) fn cpu_time(stat: impl AsRef<std::path::Path>) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat).ok()?;
     // Fields after the parenthesised command name; utime and stime are the
     // 12th and 13th of them, in clock ticks (100 per second on Linux).
     let rest = stat.rsplit_once(')')?.1;
@@ -297,12 +326,13 @@ pub(crate) fn process_cpu() -> Option<Duration> {
 }
 
 /// Waits until the nodes are done forming the network (identify, Kademlia
-/// bootstrap): until the CPU this process uses per half-second has stopped
-/// falling (four windows within 5% of a core of each other, or below 20%),
-/// at most two minutes; five seconds where CPU time cannot be read. What
-/// remains is the network's idle load (keep-alives), present in any run.
-async fn settle() {
-    let Some(mut last) = process_cpu() else {
+/// bootstrap): until the CPU they use (`cpu`: their total so far) per
+/// half-second has stopped falling (four windows within 5% of a core of
+/// each other, or below 20%), at most two minutes; five seconds where CPU
+/// time cannot be read. What remains is the network's idle load
+/// (keep-alives), present in any run.
+pub(crate) async fn settle(cpu: impl Fn() -> Option<Duration>) {
+    let Some(mut last) = cpu() else {
         tokio::time::sleep(Duration::from_secs(5)).await;
         return;
     };
@@ -310,7 +340,7 @@ async fn settle() {
     let mut windows: Vec<Duration> = Vec::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = process_cpu().unwrap_or(last);
+        let now = cpu().unwrap_or(last);
         windows.push(now.saturating_sub(last));
         last = now;
         let recent = &windows[windows.len().saturating_sub(4)..];
@@ -343,7 +373,7 @@ pub async fn run(
     let mut rss_peak = rss_before;
     let n = experiment.nodes;
     let seed = Node::start(
-        node_config(&experiment, 0, n as u32 + 128),
+        node_config(&experiment, 0, n as u32 + SEED_SPARE_CONNECTIONS),
         policy.clone(),
         sandbox.clone(),
     )
@@ -389,7 +419,7 @@ pub async fn run(
     // Let the network form (identify, Kademlia bootstrap; each node meets
     // dozens of others) before the measurement starts: the experiment is
     // about pulling in a running network, not about booting one.
-    settle().await;
+    settle(process_cpu).await;
     let setup = setup_start.elapsed();
 
     // Everyone pulls at once.
@@ -465,7 +495,7 @@ pub async fn run(
             deploy: Duration::ZERO,
             completed: None,
             uploaded: uploads.bytes,
-            served_peers: uploads.peers.len(),
+            served_peers: Some(uploads.peers.len()),
             sources: Vec::new(),
             content_id: None,
             error: None,
@@ -512,6 +542,7 @@ pub async fn run(
         setup,
         counters,
         cost,
+        processes: false,
     })
 }
 

@@ -113,9 +113,15 @@ fn pad_component(mut bytes: Vec<u8>, size: usize) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn package(args: &Options, key: &SecretKey) -> anyhow::Result<VerifiedPackage> {
-    let read = |name: &str| crate::services::component_and_manifest(&args.services, name);
-    Ok(match &args.size {
+/// The experiment's package: the `stream` service, or `hello` padded to
+/// `size` and renamed `bulk`.
+pub(crate) fn package(
+    services: &Path,
+    size: Option<&str>,
+    key: &SecretKey,
+) -> anyhow::Result<VerifiedPackage> {
+    let read = |name: &str| crate::services::component_and_manifest(services, name);
+    Ok(match size {
         None => {
             let (component, manifest) = read("stream")?;
             pack(component, &manifest, key)?
@@ -129,11 +135,11 @@ fn package(args: &Options, key: &SecretKey) -> anyhow::Result<VerifiedPackage> {
     })
 }
 
-fn seconds(d: Duration) -> f64 {
+pub(crate) fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn p50(values: &mut [f64]) -> f64 {
+pub(crate) fn p50(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -160,7 +166,7 @@ pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
         .map(parse_duration)
         .transpose()?;
     let key = SecretKey::generate();
-    let package = package(&args, &key)?;
+    let package = package(&args.services, args.size.as_deref(), &key)?;
     let size = package.advert().component_len();
     let k = size.div_ceil(chunk);
     let policy = Policy::parse(
@@ -209,10 +215,7 @@ pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
                     upload_rate: Some(rate),
                     blocks_per_request: (chunk / BLOCK_SIZE) as u32,
                     timeout,
-                    attempt_timeout: attempt_timeout.unwrap_or(match mode {
-                        Mode::Paper => Duration::from_millis(500),
-                        Mode::Swarm | Mode::Origin => Duration::from_secs(5),
-                    }),
+                    attempt_timeout: attempt_timeout.unwrap_or(self::attempt_timeout(mode)),
                     data_dir: scratch.path().to_path_buf(),
                     dht_server_every: args.dht_server_every,
                     transport: match args.transport {
@@ -249,8 +252,16 @@ pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A mode's default first-attempt timeout (see `--attempt-timeout`).
+pub(crate) fn attempt_timeout(mode: Mode) -> Duration {
+    match mode {
+        Mode::Paper => Duration::from_millis(500),
+        Mode::Swarm | Mode::Origin => Duration::from_secs(5),
+    }
+}
+
 /// Runs one experiment, showing its progress.
-async fn run_one(
+pub(crate) async fn run_one(
     experiment: Experiment,
     sandbox: &Sandbox,
     policy: &Policy,
@@ -303,13 +314,13 @@ async fn run_one(
 }
 
 /// The lower bound of an outcome's experiment.
-fn t_star(o: &Outcome, k: u64) -> Duration {
+pub(crate) fn t_star(o: &Outcome, k: u64) -> Duration {
     let rate = o.experiment.upload_rate.unwrap_or(u64::MAX);
     lower_bound(o.size, rate, o.nodes.len(), k)
 }
 
 /// Median discovery time of the nodes that completed.
-fn discovery_p50(o: &Outcome) -> f64 {
+pub(crate) fn discovery_p50(o: &Outcome) -> f64 {
     let mut discovery: Vec<f64> = o
         .nodes
         .iter()
@@ -319,10 +330,10 @@ fn discovery_p50(o: &Outcome) -> f64 {
     p50(&mut discovery)
 }
 
-fn summary(outcomes: &[Outcome], k: u64) {
+pub(crate) fn summary(outcomes: &[Outcome], k: u64) {
     println!();
     println!(
-        "{:<7} {:>5} {:>9} {:>4} {:>10} {:>8} {:>9} {:>8} {:>9} {:>10} {:>9} {:>8} {:>11} {:>8} {:>9} {:>9}",
+        "{:<17} {:>5} {:>9} {:>4} {:>10} {:>8} {:>9} {:>8} {:>9} {:>10} {:>9} {:>8} {:>11} {:>8} {:>9} {:>9}",
         "mode",
         "N",
         "F",
@@ -348,11 +359,11 @@ fn summary(outcomes: &[Outcome], k: u64) {
             .filter(|n| n.completed.is_some())
             .map(|n| seconds(n.deploy))
             .collect();
-        let uploaders = o.nodes.iter().filter(|n| n.served_peers > 0).count();
+        let uploaders = o.nodes.iter().filter(|n| n.uploaded > 0).count();
         let t_all = o.all_done.map(seconds);
         println!(
-            "{:<7} {:>5} {:>9} {:>4} {:>10} {:>7.2}s {:>9} {:>8} {:>8.3}s {:>9.2}s {:>8.1}% {:>7.2}F {:>8.1} ms {:>7.0}% {:>5} MiB {:>9}",
-            o.experiment.mode.name(),
+            "{:<17} {:>5} {:>9} {:>4} {:>10} {:>7.2}s {:>9} {:>8} {:>8.3}s {:>9.2}s {:>8.1}% {:>7.2}F {:>8.1} ms {:>7.0}% {:>5} MiB {:>9}",
+            o.label(),
             o.nodes.len(),
             format_size(o.size),
             k,
@@ -449,7 +460,7 @@ fn targets(outcomes: &[Outcome], k: u64) {
 }
 
 /// Writes one run's nodes as CSV; `tag` tells the runs of a sweep apart.
-fn write_csv(dir: &Path, o: &Outcome, tag: &str) -> anyhow::Result<()> {
+pub(crate) fn write_csv(dir: &Path, o: &Outcome, tag: &str) -> anyhow::Result<()> {
     let mut csv = String::from(
         "mode,node,peer,discovery_ms,download_ms,deploy_ms,completed_ms,uploaded_bytes,served_nodes,error\n",
     );
@@ -467,7 +478,7 @@ fn write_csv(dir: &Path, o: &Outcome, tag: &str) -> anyhow::Result<()> {
             n.completed
                 .map_or(String::new(), |c| format!("{:.1}", ms(c))),
             n.uploaded,
-            n.served_peers,
+            n.served_peers.map_or(String::new(), |p| p.to_string()),
             n.error.as_deref().unwrap_or("").replace(',', ";")
         );
     }
