@@ -48,8 +48,10 @@ pub struct Params {
     /// Failures after which a provider that never delivered is dropped.
     pub attempt_budget: u32,
     /// The deadline of a request to a provider with `n` failures is
-    /// `attempt_timeout.delay(n)`; a failed provider is left alone for a
-    /// quarter of `attempt_timeout.delay(min(n, 4))`.
+    /// `attempt_timeout.delay(n)`, or longer where answers have been taking
+    /// longer (see [`AnswerTime`]; at most `attempt_timeout.max`); a failed
+    /// provider is left alone for a quarter of
+    /// `attempt_timeout.delay(min(n, 4))`.
     pub attempt_timeout: Backoff,
     /// Time between provider lookups: `rediscover.delay(n)` after `n`
     /// lookups in a row that found nobody new.
@@ -233,6 +235,8 @@ struct Provider<A> {
     contradictions: u32,
     /// Sent bad data: never asked again (kept to credit its good blocks).
     banned: bool,
+    /// How long its answers with new data take.
+    answer_time: Option<AnswerTime>,
 }
 
 /// `Busy` answers in a row after which a provider no longer counts as
@@ -251,6 +255,43 @@ impl<A> Provider<A> {
             && self.failures == 0
             && self.useless_streak == 0
             && self.busy_streak < BUSY_STREAK_UNPROMISING
+    }
+}
+
+/// How long answers take, smoothed as TCP smooths round trips (RFC 6298):
+/// a mean and a mean deviation. On a link whose queue holds answers for
+/// seconds (a home uplink shared by acknowledgements, requests and other
+/// answers), a fixed deadline shorter than that throws away every answer
+/// that was on its way and asks again elsewhere; a request's deadline is
+/// therefore at least the mean plus four deviations.
+#[derive(Clone, Copy, Debug)]
+struct AnswerTime {
+    mean: Duration,
+    deviation: Duration,
+}
+
+impl AnswerTime {
+    fn new(took: Duration) -> Self {
+        Self {
+            mean: took,
+            deviation: took / 2,
+        }
+    }
+
+    fn sample(estimate: &mut Option<AnswerTime>, took: Duration) {
+        match estimate {
+            None => *estimate = Some(AnswerTime::new(took)),
+            Some(e) => {
+                let error = took.abs_diff(e.mean);
+                e.deviation = (e.deviation * 3 + error) / 4;
+                e.mean = (e.mean * 7 + took) / 8;
+            }
+        }
+    }
+
+    /// The time within which an answer can be expected.
+    fn expected(&self) -> Duration {
+        self.mean + self.deviation * 4
     }
 }
 
@@ -299,6 +340,9 @@ pub struct SwarmCore<P: Peer, A> {
     more_outcomes: usize,
     state: State,
     rng: StdRng,
+    /// How long answers with new data take, from any provider: the
+    /// estimate for providers that have not answered yet.
+    answer_time: Option<AnswerTime>,
 }
 
 impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
@@ -332,6 +376,7 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             more_outcomes: 0,
             state: State::Running,
             rng: StdRng::seed_from_u64(seed),
+            answer_time: None,
         };
         for (peer, contact) in providers {
             core.learn(peer, contact, Origin::Dht);
@@ -498,6 +543,7 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
                 useless_streak: 0,
                 contradictions: 0,
                 banned: false,
+                answer_time: None,
             },
         );
     }
@@ -544,9 +590,13 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
                 let took = self.now.saturating_duration_since(request.sent);
                 let fast = self.params.fast_answer;
                 let smallest = self.params.chunk();
+                if new_bytes > 0 && bad.is_none() {
+                    AnswerTime::sample(&mut self.answer_time, took);
+                }
                 if let Some(state) = self.providers.get_mut(&peer) {
                     state.served += new_bytes;
                     if new_bytes > 0 && bad.is_none() {
+                        AnswerTime::sample(&mut state.answer_time, took);
                         if took < fast {
                             state.chunk = (state.chunk * 2).min(MAX_BLOCKS_PER_REQUEST);
                         } else if took > fast * 4 {
@@ -784,7 +834,12 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             .get_mut(&peer)
             .expect("requests go to providers");
         state.in_flight = Some(id);
-        let deadline = self.now + self.params.attempt_timeout.delay(state.failures);
+        let timeout = self.params.attempt_timeout;
+        let expected = state
+            .answer_time
+            .or(self.answer_time)
+            .map_or(Duration::ZERO, |a| a.expected().min(timeout.max));
+        let deadline = self.now + timeout.delay(state.failures).max(expected);
         let contact = state.contact.clone();
         self.requests.insert(
             id,

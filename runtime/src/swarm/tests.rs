@@ -852,6 +852,23 @@ impl Model {
     }
 }
 
+/// A provider whose answers take longer than the first deadline (a home
+/// uplink with a full queue): after its first answer, requests wait for it
+/// instead of timing out and throwing away what was on its way.
+#[test]
+fn deadlines_follow_how_long_answers_take() {
+    for seed in 0..20 {
+        let mut model = Model::new(24, vec![Kind::Seed], vec![300], seed);
+        assert_eq!(model.run(), End::Complete);
+        let asked = model.asked[&1];
+        let answered = model.data[&1];
+        assert!(
+            asked - answered <= 1,
+            "seed {seed}: {asked} requests, {answered} answered in time"
+        );
+    }
+}
+
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
         3 => Just(Kind::Seed),
