@@ -341,9 +341,17 @@ pub struct SwarmCore<P: Peer, A> {
     state: State,
     rng: StdRng,
     /// How long answers with new data take, from any provider: the
-    /// estimate for providers that have not answered yet.
+    /// estimate for providers that have not answered yet (at most
+    /// [`PRIOR_TIMEOUTS`] first deadlines, so that one provider that
+    /// trickles its answers cannot make every silent provider hold a
+    /// request for minutes).
     answer_time: Option<AnswerTime>,
 }
+
+/// The most first deadlines (`attempt_timeout.initial`) a request to a
+/// provider that has not answered yet waits, however slow other providers'
+/// answers were.
+const PRIOR_TIMEOUTS: u32 = 4;
 
 impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
     /// A download of `params.blocks` blocks starting at `now` with the
@@ -835,10 +843,16 @@ impl<P: Peer, A: Clone + Default + PartialEq> SwarmCore<P, A> {
             .expect("requests go to providers");
         state.in_flight = Some(id);
         let timeout = self.params.attempt_timeout;
-        let expected = state
-            .answer_time
-            .or(self.answer_time)
-            .map_or(Duration::ZERO, |a| a.expected().min(timeout.max));
+        // A provider's own answers bound only its own requests; others'
+        // answers are a prior, capped.
+        let expected = match (state.answer_time, self.answer_time) {
+            (Some(own), _) => own.expected(),
+            (None, Some(prior)) => prior
+                .expected()
+                .min(timeout.initial.saturating_mul(PRIOR_TIMEOUTS)),
+            (None, None) => Duration::ZERO,
+        }
+        .min(timeout.max);
         let deadline = self.now + timeout.delay(state.failures).max(expected);
         let contact = state.contact.clone();
         self.requests.insert(

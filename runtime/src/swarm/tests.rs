@@ -869,6 +869,63 @@ fn deadlines_follow_how_long_answers_take() {
     }
 }
 
+/// A provider that trickles its answers cannot stretch the deadlines of
+/// providers that have not answered: after answers that took 50 times the
+/// first deadline, a silent newcomer's request still times out within
+/// four first deadlines.
+#[test]
+fn slow_answers_stretch_a_new_providers_deadline_only_so_far() {
+    let t0 = Instant::now();
+    let mut params = params(64);
+    params.parallel = 2;
+    let first_deadline = params.attempt_timeout.initial;
+    let mut core = SwarmCore::new(params, [(1, ())], t0, 7);
+    let mut now = t0;
+    for _ in 0..4 {
+        let asked = requests(&drain(&mut core, now));
+        let (id, peer, ask) = asked
+            .first()
+            .cloned()
+            .expect("a request to the slow provider");
+        assert_eq!(peer, 1);
+        let (first, count) = match ask {
+            Ask::Want { wanted, max } => (wanted.iter().next().unwrap(), max.min(4)),
+            Ask::Blocks { first, count } => (first, count),
+        };
+        now += first_deadline * 50;
+        core.handle(
+            now,
+            Event::Answered {
+                id,
+                answer: blocks_answer(first, count, Holdings::All),
+            },
+        );
+    }
+    core.handle(now, Event::Discovered(vec![(2, ())]));
+    let asked = requests(&drain(&mut core, now));
+    let (id, _, _) = asked
+        .iter()
+        .find(|(_, peer, _)| *peer == 2)
+        .cloned()
+        .expect("the newcomer is asked");
+    let sent = now;
+    loop {
+        now = core.next_timeout().expect("running");
+        let cancelled = drain(&mut core, now)
+            .iter()
+            .any(|a| matches!(a, Action::Cancel { id: c } if *c == id));
+        if cancelled {
+            break;
+        }
+        assert!(now - sent < first_deadline * 100, "never timed out");
+    }
+    assert!(
+        now - sent <= first_deadline * 4,
+        "a silent newcomer's request waited {:?}",
+        now - sent
+    );
+}
+
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
         3 => Just(Kind::Seed),
