@@ -18,11 +18,15 @@
 //!   full, a `Want` answered with [`choose_for_want`], and up to 2 recent
 //!   askers as hints with data.
 //! * **Discovery**: a node publishes its provider record when its download
-//!   starts; the record becomes visible one lookup later. The DHT servers
-//!   keep at most 64 providers per key (`--records-per-key`), evicting the
-//!   one farthest (XOR) from the key, as `net::records` does, and answer
-//!   with a random sample of them. A lookup takes `hops` round trips, `hops = 1 + ceil(log_20 S)`
-//!   for S DHT servers (one node in 10).
+//!   starts; the record becomes visible one lookup later on the key's 20
+//!   replica servers. Each keeps at most 64 providers per key
+//!   (`--records-per-key`), evicting the one with the highest draw under its
+//!   own secret, as `net::records` does (`--record-ranking closest`: the one
+//!   farthest from the key, the same on every server), and answers with a
+//!   random 20 of them. A lookup merges the answers of 3 replicas (the
+//!   node's query ends shortly after the second answer) and takes `hops`
+//!   round trips, `hops = 1 + ceil(log_20 S)` for S DHT servers (one node
+//!   in 10).
 //! * **Churn**: a fraction of the downloaders leaves at a uniformly random
 //!   moment of the first 2 T*; a request to a node that left fails after a
 //!   round trip, and T_all counts the nodes that stayed.
@@ -59,8 +63,22 @@ const HINTS_WITH_DATA: usize = 2;
 const HINTS_WHEN_BUSY: usize = 8;
 /// Providers a DHT server keeps per key by default (`net::records`).
 const RECORDS_PER_KEY: usize = 64;
-/// Kademlia's bucket size: a lookup gains about log2(20) bits per hop.
-const KAD_K: f64 = 20.0;
+/// Kademlia's bucket size: a lookup gains about log2(20) bits per hop, a
+/// key's records are replicated on this many servers, and a server names at
+/// most this many providers in an answer.
+const KAD_K: usize = 20;
+/// Replicas whose answers a lookup merges.
+const LOOKUP_ANSWERS: usize = 3;
+
+/// Which providers a DHT server keeps when a key has more than it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordRanking {
+    /// Those with the lowest draw under the server's own secret: each
+    /// server keeps a different uniform sample (the node's store).
+    Drawn,
+    /// Those closest (XOR) to the key: every server keeps the same ones.
+    Closest,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -88,10 +106,12 @@ pub struct Options {
     /// One node in this many is a DHT server.
     #[arg(long, default_value_t = 10)]
     dht_server_every: usize,
-    /// Providers the DHT keeps per key (the node's default: 64, the ones
-    /// closest to the key).
+    /// Providers a DHT server keeps per key (the node's default: 64).
     #[arg(long, default_value_t = RECORDS_PER_KEY)]
     records_per_key: usize,
+    /// Which of a crowded key's providers a DHT server keeps.
+    #[arg(long, value_enum, default_value_t = RecordRanking::Drawn)]
+    record_ranking: RecordRanking,
     /// From a completed download to an active provider.
     #[arg(long, default_value = "100ms")]
     deploy: String,
@@ -118,6 +138,7 @@ pub struct Model {
     pub churn: f64,
     pub dht_server_every: usize,
     pub records_per_key: usize,
+    pub record_ranking: RecordRanking,
     pub deploy: Duration,
     pub blocks_per_request: u32,
     pub seed: u64,
@@ -177,7 +198,7 @@ struct SimNode {
     wake_at: Option<Instant>,
     /// This node's distance to the package key (its id XOR the key).
     distance: u64,
-    /// Its provider record is among those the DHT keeps.
+    /// It announced its provider record.
     published: bool,
 }
 
@@ -234,8 +255,9 @@ struct Sim {
     free: Vec<usize>,
     seq: u64,
     rng: StdRng,
-    /// Provider records the DHT keeps (closest to the key), as node ids.
-    records: Vec<u32>,
+    /// The provider records each replica server of the key keeps, as node
+    /// ids, and the secret it draws them under.
+    replicas: Vec<(u64, Vec<u32>)>,
     hops: u32,
     lookups: u64,
     requests: u64,
@@ -276,7 +298,13 @@ impl Sim {
         let servers = (model.nodes + 1)
             .div_ceil(model.dht_server_every.max(1))
             .max(1);
-        let hops = 1 + ((servers as f64).ln() / KAD_K.ln()).ceil().max(0.0) as u32;
+        let hops = 1
+            + ((servers as f64).ln() / (KAD_K as f64).ln())
+                .ceil()
+                .max(0.0) as u32;
+        let replicas = (0..servers.min(KAD_K))
+            .map(|_| (rng.r#gen(), Vec::new()))
+            .collect();
         let mut sim = Self {
             blocks,
             base,
@@ -286,7 +314,7 @@ impl Sim {
             free: Vec::new(),
             seq: 0,
             rng,
-            records: Vec::new(),
+            replicas,
             hops,
             lookups: 0,
             requests: 0,
@@ -334,19 +362,41 @@ impl Sim {
             .sum()
     }
 
-    /// Up to `limit` providers the DHT would name to `node`: a random
-    /// sample of the records it keeps (time linear in `limit`, not in the
-    /// records).
+    /// The providers a lookup from `node` finds: the answers of
+    /// [`LOOKUP_ANSWERS`] random replicas, each a random [`KAD_K`] of the
+    /// records it keeps, ending early once `limit` are known after two
+    /// answers (time linear in the answers, not in the records).
     fn providers_for(&mut self, node: u32, limit: usize) -> Vec<u32> {
-        let amount = limit.saturating_add(1).min(self.records.len());
-        let mut found: Vec<u32> =
-            rand::seq::index::sample(&mut self.rng, self.records.len(), amount)
-                .into_iter()
-                .map(|i| self.records[i])
-                .filter(|p| *p != node)
-                .collect();
-        found.truncate(limit);
+        let asked = rand::seq::index::sample(
+            &mut self.rng,
+            self.replicas.len(),
+            LOOKUP_ANSWERS.min(self.replicas.len()),
+        );
+        let mut found: Vec<u32> = Vec::new();
+        for (answers, replica) in asked.into_iter().enumerate() {
+            if answers >= 2 && found.len() >= limit {
+                break;
+            }
+            let records = &self.replicas[replica].1;
+            let named =
+                rand::seq::index::sample(&mut self.rng, records.len(), KAD_K.min(records.len()));
+            for i in named {
+                let provider = records[i];
+                if provider != node && !found.contains(&provider) {
+                    found.push(provider);
+                }
+            }
+        }
         found
+    }
+
+    /// Where `node` ranks among the key's providers on replica `replica`:
+    /// the highest goes first when the key is full.
+    fn rank(&self, replica: usize, node: u32) -> u64 {
+        match self.model.record_ranking {
+            RecordRanking::Closest => self.nodes[node as usize].distance,
+            RecordRanking::Drawn => mix(self.replicas[replica].0 ^ u64::from(node)),
+        }
     }
 
     /// `node`'s provider record reaches the DHT a lookup from now.
@@ -355,21 +405,24 @@ impl Sim {
         self.push(now + delay, Ev::Published { node });
     }
 
-    /// A provider record arrives: kept if among the closest to the key.
+    /// A provider record arrives at every replica: each keeps it if it
+    /// ranks among the lowest there.
     fn publish(&mut self, node: u32) {
         if std::mem::replace(&mut self.nodes[node as usize].published, true) {
             return;
         }
-        self.records.push(node);
-        if self.records.len() > self.model.records_per_key.max(1) {
-            let (farthest, _) = self
-                .records
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, p)| self.nodes[**p as usize].distance)
-                .expect("not empty");
-            let evicted = self.records.swap_remove(farthest);
-            self.nodes[evicted as usize].published = false;
+        let cap = self.model.records_per_key.max(1);
+        for replica in 0..self.replicas.len() {
+            self.replicas[replica].1.push(node);
+            if self.replicas[replica].1.len() > cap {
+                let (highest, _) = self.replicas[replica]
+                    .1
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, p)| self.rank(replica, **p))
+                    .expect("not empty");
+                self.replicas[replica].1.swap_remove(highest);
+            }
         }
     }
 
@@ -507,8 +560,9 @@ impl Sim {
                 let n = &mut self.nodes[node as usize];
                 n.left = true;
                 n.core = None;
-                n.published = false;
-                self.records.retain(|p| *p != node);
+                for (_, records) in &mut self.replicas {
+                    records.retain(|p| *p != node);
+                }
             }
             Ev::Active { node } => {
                 let n = &mut self.nodes[node as usize];
@@ -690,6 +744,14 @@ impl Sim {
     }
 }
 
+/// SplitMix64's finaliser: a replica's draw of a node.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// Runs one simulation.
 pub fn simulate(model: Model) -> Simulated {
     Sim::new(model).run()
@@ -714,7 +776,7 @@ pub fn run(args: Options) -> anyhow::Result<ExitCode> {
     let deploy = parse_duration(&args.deploy).context("--deploy")?;
     std::fs::create_dir_all(&args.out)?;
     println!(
-        "simulated diffusion: F = {}, U = {}/s, D = {}, RTT {:?}-{:?}, churn {:.0}%, {} DHT records per key, deploy {:?}, seed {}",
+        "simulated diffusion: F = {}, U = {}/s, D = {}, RTT {:?}-{:?}, churn {:.0}%, {} DHT records per key ({:?}), deploy {:?}, seed {}",
         format_size(size),
         format_size(upload_rate),
         download_rate.map_or("unlimited".into(), |d| format!("{}/s", format_size(d))),
@@ -722,6 +784,7 @@ pub fn run(args: Options) -> anyhow::Result<ExitCode> {
         rtt_max,
         args.churn * 100.0,
         args.records_per_key,
+        args.record_ranking,
         deploy,
         args.seed
     );
@@ -752,6 +815,7 @@ pub fn run(args: Options) -> anyhow::Result<ExitCode> {
             churn: args.churn,
             dht_server_every: args.dht_server_every,
             records_per_key: args.records_per_key,
+            record_ranking: args.record_ranking,
             deploy,
             blocks_per_request: args.blocks_per_request,
             seed: args.seed,
@@ -794,18 +858,22 @@ pub fn run(args: Options) -> anyhow::Result<ExitCode> {
 fn write_csv(dir: &std::path::Path, results: &[Simulated]) -> anyhow::Result<()> {
     use std::fmt::Write;
     let mut summary = String::from(
-        "nodes,upload_rate,churn,records_per_key,t_star_s,t_all_s,ratio,p50_done_s,seed_uploaded_f,hops,discovery_p50_s,left,failed,lookups,requests,busy,answers_with_data,blocks_sent,events,wall_s\n",
+        "nodes,upload_rate,churn,records_per_key,record_ranking,t_star_s,t_all_s,ratio,p50_done_s,seed_uploaded_f,hops,discovery_p50_s,left,failed,lookups,requests,busy,answers_with_data,blocks_sent,events,wall_s\n",
     );
     let mut completions = String::from("nodes,rank,completed_s\n");
     for r in results {
         let t_all = r.t_all.map(|t| t.as_secs_f64());
         writeln!(
             summary,
-            "{},{},{},{},{:.3},{},{},{:.3},{:.3},{},{:.3},{},{},{},{},{},{},{},{},{:.2}",
+            "{},{},{},{},{},{:.3},{},{},{:.3},{:.3},{},{:.3},{},{},{},{},{},{},{},{},{:.2}",
             r.model.nodes,
             r.model.upload_rate,
             r.model.churn,
             r.model.records_per_key,
+            match r.model.record_ranking {
+                RecordRanking::Drawn => "drawn",
+                RecordRanking::Closest => "closest",
+            },
             r.t_star.as_secs_f64(),
             t_all.map_or(String::new(), |t| format!("{t:.3}")),
             t_all.map_or(String::new(), |t| format!(
@@ -858,6 +926,7 @@ mod tests {
             churn: 0.0,
             dht_server_every: 10,
             records_per_key: RECORDS_PER_KEY,
+            record_ranking: RecordRanking::Drawn,
             deploy: Duration::from_millis(100),
             blocks_per_request: 4,
             seed: 7,
@@ -914,18 +983,40 @@ mod tests {
     }
 
     #[test]
-    fn a_dht_that_names_all_providers_spreads_the_load() {
-        let capped = simulate(model(400));
-        let mut open = model(400);
-        open.records_per_key = usize::MAX;
-        let open = simulate(open);
+    fn drawn_records_spread_the_load_that_the_closest_concentrate() {
+        let drawn = simulate(model(400));
+        let mut closest = model(400);
+        closest.record_ranking = RecordRanking::Closest;
+        let closest = simulate(closest);
         assert!(
-            open.t_all.unwrap() < capped.t_all.unwrap(),
+            drawn.t_all.unwrap() < closest.t_all.unwrap(),
             "{:?} vs {:?}",
-            open.t_all,
-            capped.t_all
+            drawn.t_all,
+            closest.t_all
         );
-        assert!(open.seed_uploaded < capped.seed_uploaded);
+        assert!(drawn.seed_uploaded < closest.seed_uploaded);
+    }
+
+    #[test]
+    fn replicas_keep_different_samples_unless_ranked_by_distance() {
+        let mut sim = Sim::new(model(1000));
+        for node in 1..=1000 {
+            sim.publish(node);
+        }
+        let kept = |sim: &Sim, r: usize| -> std::collections::HashSet<u32> {
+            sim.replicas[r].1.iter().copied().collect()
+        };
+        assert_eq!(sim.replicas.len(), KAD_K);
+        assert_eq!(kept(&sim, 0).len(), RECORDS_PER_KEY);
+        let shared = kept(&sim, 0).intersection(&kept(&sim, 1)).count();
+        assert!(shared < RECORDS_PER_KEY / 2, "{shared} shared");
+        let mut closest = model(1000);
+        closest.record_ranking = RecordRanking::Closest;
+        let mut sim = Sim::new(closest);
+        for node in 1..=1000 {
+            sim.publish(node);
+        }
+        assert_eq!(kept(&sim, 0), kept(&sim, 1));
     }
 
     #[test]

@@ -9,10 +9,19 @@
 //! * **Quotas**: at most `per_peer` records from one provider, `per_key`
 //!   providers per key and `total` records in all. A record that would break a
 //!   quota evicts the record of the peer that holds the most; between equals
-//!   the provider farthest (XOR) from the key goes. A flood from a few ids
-//!   therefore only displaces the flooders' own records, and a key filled by
-//!   Sybil ids still takes later providers (the attacker would have to grind
-//!   ids closer to the key than theirs to hold them out).
+//!   the one with the highest *draw* goes, a keyed hash of key and provider
+//!   under a secret this store picked at random. A flood from a few ids
+//!   therefore only displaces the flooders' own records.
+//! * **A fair sample of a crowded key.** The draw ranks a key's providers in
+//!   an order nobody else can predict, so the `per_key` providers a store
+//!   keeps are a uniform sample of all that announced, whenever they came:
+//!   Sybil ids hold places only in proportion to their number (grinding ids
+//!   is useless against a secret), and the stores that replicate a key each
+//!   keep a different sample. Lookups that ask several of them, from several
+//!   nodes, therefore name many more of a popular service's providers than
+//!   `per_key`, which is what spreads a swarm's load. (Ranking by XOR
+//!   distance to the key, as before, made every store keep the same
+//!   `per_key` providers and let ids ground close to the key hold it.)
 //! * Lookups answer with this node's own record first and the others in a
 //!   random order, so records that arrived first do not always win the k
 //!   places of an answer.
@@ -26,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::kad::store::{Error, RecordStore, Result};
-use libp2p::kad::{KBucketKey, ProviderRecord, Record, RecordKey};
+use libp2p::kad::{ProviderRecord, Record, RecordKey};
 use rand::seq::SliceRandom;
 
 const MAX_VALUE_RECORDS: usize = 256;
@@ -73,6 +82,8 @@ pub enum Stored {
 pub struct NodeStore {
     local: PeerId,
     limits: ProviderLimits,
+    /// The secret under which providers are drawn.
+    salt: [u8; 32],
     own: HashMap<RecordKey, ProviderRecord>,
     others: HashMap<RecordKey, Vec<ProviderRecord>>,
     per_peer: HashMap<PeerId, usize>,
@@ -85,6 +96,7 @@ impl NodeStore {
         Self {
             local,
             limits,
+            salt: rand::random(),
             own: HashMap::new(),
             others: HashMap::new(),
             per_peer: HashMap::new(),
@@ -146,9 +158,19 @@ impl NodeStore {
         }
     }
 
+    /// `provider`'s draw for `key`: its rank among the key's providers.
+    fn draw(&self, key: &RecordKey, provider: &PeerId) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.salt);
+        let key = key.as_ref();
+        hasher.update(&(key.len() as u64).to_le_bytes());
+        hasher.update(key);
+        hasher.update(&provider.to_bytes());
+        *hasher.finalize().as_bytes()
+    }
+
     /// The record that should make room for `newcomer` among those matching
     /// `competing` (the newcomer itself included): the one whose provider
-    /// holds the most records, then the one farthest from its key. It is the
+    /// holds the most records, then the one with the highest draw. It is the
     /// newcomer's own key and provider when the newcomer ranks lowest.
     fn pick_victim(
         &self,
@@ -157,9 +179,7 @@ impl NodeStore {
     ) -> (RecordKey, PeerId) {
         let rank = |record: &ProviderRecord, extra: usize| {
             let held = self.per_peer.get(&record.provider).copied().unwrap_or(0) + extra;
-            let distance =
-                KBucketKey::new(record.key.clone()).distance(&KBucketKey::from(record.provider));
-            (held, distance)
+            (held, self.draw(&record.key, &record.provider))
         };
         let stored = self
             .others
@@ -363,7 +383,7 @@ mod tests {
         let mut taken = 0;
         for _ in 0..50 {
             // Sybils fill the key; a later honest provider (one record, like
-            // each Sybil) gets in unless it is the farthest of all.
+            // each Sybil) gets in unless its draw is the highest of all.
             let mut store_round = NodeStore::new(PeerId::random(), limits());
             for _ in 0..4 {
                 store_round.add_at(record(&service, PeerId::random()), now);
@@ -374,12 +394,91 @@ mod tests {
                 assert_eq!(store_round.providers(&service).len(), 4);
             }
         }
-        // Farthest of five ids by chance: 1 in 5.
+        // The highest of five draws by chance: 1 in 5.
         assert!(taken >= 25, "taken in {taken} of 50 rounds");
         // Refreshing an existing record never evicts anyone.
         let peer = PeerId::random();
         store.add_at(record(&service, peer), now);
         assert_eq!(store.add_at(record(&service, peer), now), Stored::Refreshed);
+    }
+
+    /// The `count` of `tries` random ids closest (XOR) to `key`: what an
+    /// attacker grinding ids for a key would hold.
+    fn ground_ids(key: &RecordKey, count: usize, tries: usize) -> Vec<PeerId> {
+        use libp2p::kad::KBucketKey;
+        let target = KBucketKey::new(key.clone());
+        let mut ids: Vec<PeerId> = (0..tries).map(|_| PeerId::random()).collect();
+        ids.sort_by_key(|id| target.distance(&KBucketKey::from(*id)));
+        ids.truncate(count);
+        ids
+    }
+
+    #[test]
+    fn ids_ground_close_to_a_key_do_not_hold_it() {
+        let service = key(42);
+        let now = Instant::now();
+        let mut taken = 0;
+        for _ in 0..50 {
+            // The 4 closest of 500 ids fill the key; an honest provider
+            // comes later. Ranked by distance it would be refused (it is
+            // closer than all four only about once in a hundred tries).
+            let mut store = NodeStore::new(PeerId::random(), limits());
+            for sybil in ground_ids(&service, 4, 500) {
+                assert_ne!(store.add_at(record(&service, sybil), now), Stored::Refused);
+            }
+            if store.add_at(record(&service, PeerId::random()), now) != Stored::Refused {
+                taken += 1;
+            }
+        }
+        // Drawn under a secret, the grinding buys nothing: 4 in 5.
+        assert!(taken >= 30, "taken in {taken} of 50 rounds");
+    }
+
+    #[test]
+    fn stores_keep_different_fair_samples_of_a_crowded_key() {
+        let service = key(42);
+        let now = Instant::now();
+        let limits = ProviderLimits {
+            per_key: 16,
+            ..ProviderLimits::default()
+        };
+        let providers: Vec<PeerId> = (0..400).map(|_| PeerId::random()).collect();
+        let kept_by = |store: &NodeStore| -> std::collections::HashSet<PeerId> {
+            store
+                .providers(&service)
+                .iter()
+                .map(|r| r.provider)
+                .collect()
+        };
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let mut store = NodeStore::new(PeerId::random(), limits);
+            for provider in &providers {
+                store.add_at(record(&service, *provider), now);
+            }
+            let kept = kept_by(&store);
+            assert_eq!(kept.len(), 16);
+            samples.push(kept);
+        }
+        // Two stores share about 16 * 16 / 400 < 1 provider, not all 16.
+        let shared = samples[0].intersection(&samples[1]).count();
+        assert!(shared <= 6, "{shared} of 16 shared");
+        // Twenty stores together name most of what 20 x 16 places can
+        // (about 320 places over 400 providers: some 220 distinct) ...
+        let named: std::collections::HashSet<&PeerId> = samples.iter().flatten().collect();
+        assert!(named.len() >= 180, "{} named", named.len());
+        // ... and late arrivals as often as early ones (about 160 each).
+        let early: std::collections::HashSet<&PeerId> = providers[..200].iter().collect();
+        let kept_early = samples
+            .iter()
+            .flatten()
+            .filter(|p| early.contains(p))
+            .count();
+        let kept_late = 320 - kept_early;
+        assert!(
+            (110..=210).contains(&kept_early),
+            "{kept_early} early, {kept_late} late"
+        );
     }
 
     #[test]
