@@ -31,6 +31,15 @@ pub enum TransportArg {
     Quic,
 }
 
+impl From<TransportArg> for Transport {
+    fn from(arg: TransportArg) -> Self {
+        match arg {
+            TransportArg::Tcp => Transport::Tcp,
+            TransportArg::Quic => Transport::Quic,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// Downloaders (the paper: 100, 200, 400); a comma-separated list runs
@@ -218,10 +227,7 @@ pub async fn run_bench(args: Options) -> anyhow::Result<ExitCode> {
                     attempt_timeout: attempt_timeout.unwrap_or(self::attempt_timeout(mode)),
                     data_dir: scratch.path().to_path_buf(),
                     dht_server_every: args.dht_server_every,
-                    transport: match args.transport {
-                        TransportArg::Tcp => Transport::Tcp,
-                        TransportArg::Quic => Transport::Quic,
-                    },
+                    transport: args.transport.into(),
                 };
                 let outcome = run_one(experiment, &sandbox, &policy, &package).await?;
                 let tag = if sweep {

@@ -188,10 +188,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
                 timeout,
                 attempt_timeout: attempt_timeout.unwrap_or(report::attempt_timeout(mode)),
                 data_dir: scratch.path().to_path_buf(),
-                transport: match options.transport {
-                    TransportArg::Tcp => Transport::Tcp,
-                    TransportArg::Quic => Transport::Quic,
-                },
+                transport: options.transport.into(),
                 dht_server_every: options.dht_server_every,
             };
             let own_limit = if options.node_rate > 0.0 {
