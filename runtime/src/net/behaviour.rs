@@ -203,8 +203,8 @@ impl Behaviour {
             .with_max_established_per_peer(Some(config.max_connections_per_peer))
             .with_max_pending_incoming(Some(config.max_connections / 2 + 1));
 
-        let store = NodeStore::new(peer_id, config.provider_records);
         let k = std::num::NonZeroUsize::new(config.kad_bucket_size).unwrap_or(kad::K_VALUE);
+        let store = NodeStore::new(peer_id, config.provider_records, k.get());
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config
             .set_query_timeout(config.query_timeout)

@@ -6,25 +6,36 @@
 //! * **Others' provider records** expire on a local TTL (whatever expiry the
 //!   record claims, never later) and are swept, so a record nobody looks up
 //!   still goes away.
-//! * **Quotas**: at most `per_peer` records from one provider, `per_key`
-//!   providers per key and `total` records in all. A record that would break a
-//!   quota evicts the record of the peer that holds the most; between equals
-//!   the one with the highest *draw* goes, a keyed hash of key and provider
-//!   under a secret this store picked at random. A flood from a few ids
-//!   therefore only displaces the flooders' own records.
+//! * **Quotas**: at most `per_peer` records from one provider and `total`
+//!   records in all. A record that would break the provider's quota evicts
+//!   one of that provider's own records. Between equals the one with the
+//!   highest *draw* goes, a keyed hash of key and provider under a secret
+//!   this store picked at random.
+//! * **Room by popularity.** A key takes as many providers as the store has
+//!   room for, so a popular service's key can hold thousands. When the store
+//!   is full, room is taken from the key that holds the most (counting the
+//!   newcomer's key with the newcomer), as long as that key holds more than
+//!   `per_key`: every key keeps `per_key` places, and a crowd on one key
+//!   takes only the room others leave. A newcomer to the largest key
+//!   competes within that key. When no key holds more than `per_key`, the
+//!   record of the peer that holds the most records goes, so ids that flood
+//!   many keys with one record each displace their own records, never a
+//!   peer's only one.
 //! * **A fair sample of a crowded key.** The draw ranks a key's providers in
-//!   an order nobody else can predict, so the `per_key` providers a store
-//!   keeps are a uniform sample of all that announced, whenever they came:
-//!   Sybil ids hold places only in proportion to their number (grinding ids
-//!   is useless against a secret), and the stores that replicate a key each
+//!   an order nobody else can predict, so the providers a full store keeps
+//!   are a uniform sample of all that announced, whenever they came: Sybil
+//!   ids hold places only in proportion to their number (grinding ids is
+//!   useless against a secret), and the stores that replicate a key each
 //!   keep a different sample. Lookups that ask several of them, from several
 //!   nodes, therefore name many more of a popular service's providers than
-//!   `per_key`, which is what spreads a swarm's load. (Ranking by XOR
-//!   distance to the key, as before, made every store keep the same
-//!   `per_key` providers and let ids ground close to the key hold it.)
-//! * Lookups answer with this node's own record first and the others in a
-//!   random order, so records that arrived first do not always win the k
-//!   places of an answer.
+//!   one store keeps, which is what spreads a swarm's load. (Ranking by XOR
+//!   distance to the key made every store keep the same providers and let
+//!   ids ground close to the key hold it.)
+//! * Lookups answer with this node's own record first and a random sample of
+//!   the others (a few more than Kademlia's answer takes, `answer`), so
+//!   records that arrived first do not always win the k places of an answer
+//!   and a key of thousands of providers costs an answer no more than one of
+//!   twenty.
 //!
 //! Value records (`put`) are not used by sp2a; the store keeps a small,
 //! bounded map so the trait stays honest.
@@ -46,7 +57,9 @@ const MAX_VALUE_BYTES: usize = 16 * 1024;
 pub struct ProviderLimits {
     /// Records from one provider.
     pub per_peer: usize,
-    /// Providers of one key (besides this node).
+    /// Providers of one key (besides this node) that a full store keeps
+    /// for it; a key takes more while the store has room, and gives back
+    /// what is above this first when another key needs room.
     pub per_key: usize,
     /// Records from others in all.
     pub total: usize,
@@ -78,24 +91,36 @@ pub enum Stored {
     Refused,
 }
 
+/// A record from another peer, with its draw under the store's secret.
+struct Held {
+    record: ProviderRecord,
+    draw: [u8; 32],
+}
+
 /// The record store (see the module documentation).
 pub struct NodeStore {
     local: PeerId,
     limits: ProviderLimits,
+    /// Other providers an answer names at most.
+    answer: usize,
     /// The secret under which providers are drawn.
     salt: [u8; 32],
     own: HashMap<RecordKey, ProviderRecord>,
-    others: HashMap<RecordKey, Vec<ProviderRecord>>,
+    others: HashMap<RecordKey, Vec<Held>>,
     per_peer: HashMap<PeerId, usize>,
     total: usize,
     values: HashMap<RecordKey, Record>,
 }
 
 impl NodeStore {
-    pub fn new(local: PeerId, limits: ProviderLimits) -> Self {
+    /// A store for `local`'s node whose answers name up to `answer` other
+    /// providers of a key (Kademlia's replication factor, and one more for
+    /// the asker, whom Kademlia leaves out).
+    pub fn new(local: PeerId, limits: ProviderLimits, answer: usize) -> Self {
         Self {
             local,
             limits,
+            answer: answer.max(1),
             salt: rand::random(),
             own: HashMap::new(),
             others: HashMap::new(),
@@ -115,28 +140,30 @@ impl NodeStore {
         record.expires = Some(record.expires.map_or(deadline, |e| e.min(deadline)));
         if let Some(slot) = self.others.get_mut(&record.key).and_then(|list| {
             list.iter_mut()
-                .find(|existing| existing.provider == record.provider)
+                .find(|existing| existing.record.provider == record.provider)
         }) {
-            *slot = record;
+            slot.record = record;
             return Stored::Refreshed;
         }
+        let newcomer = Held {
+            draw: self.draw(&record.key, &record.provider),
+            record,
+        };
         // Competing for a place: the provider's own records when it has its
-        // quota, the key's list when it is full, the whole store when it is
-        // full. Each round evicts one record, so this ends.
+        // quota; when the store is full, the largest key's records if it
+        // holds more than its `per_key`, else the whole store's. Each round
+        // evicts one record, so this ends.
         let mut evicted = None;
         loop {
-            let provider = record.provider;
-            let key = record.key.clone();
+            let provider = newcomer.record.provider;
+            let key = &newcomer.record.key;
             let victim = if self.held(Some(&provider)) >= self.limits.per_peer {
-                self.pick_victim(&record, |r| r.provider == provider)
-            } else if self
-                .others
-                .get(&key)
-                .is_some_and(|list| list.len() >= self.limits.per_key)
-            {
-                self.pick_victim(&record, |r| r.key == key)
+                self.pick_victim(&newcomer, |r| r.provider == provider)
             } else if self.total >= self.limits.total {
-                self.pick_victim(&record, |_| true)
+                match self.crowded_key(key) {
+                    Some(crowded) => self.pick_victim(&newcomer, |r| r.key == crowded),
+                    None => self.pick_victim(&newcomer, |_| true),
+                }
             } else {
                 break;
             };
@@ -146,12 +173,12 @@ impl NodeStore {
             self.remove_other(&victim.0, &victim.1);
             evicted = Some(victim.1);
         }
-        *self.per_peer.entry(record.provider).or_default() += 1;
+        *self.per_peer.entry(newcomer.record.provider).or_default() += 1;
         self.total += 1;
         self.others
-            .entry(record.key.clone())
+            .entry(newcomer.record.key.clone())
             .or_default()
-            .push(record);
+            .push(newcomer);
         match evicted {
             Some(evicted) => Stored::Replaced { evicted },
             None => Stored::Added,
@@ -168,39 +195,57 @@ impl NodeStore {
         *hasher.finalize().as_bytes()
     }
 
+    /// The key that gives room in a full store for a newcomer to `key`: the
+    /// one holding the most records, `key` counted with the newcomer and
+    /// preferred among equals (moving a place between two keys of the same
+    /// size only churns), if it holds more than `per_key`.
+    fn crowded_key(&self, key: &RecordKey) -> Option<RecordKey> {
+        let own = self.others.get(key).map_or(0, Vec::len) + 1;
+        let (largest, held) = self
+            .others
+            .iter()
+            .filter(|(other, _)| *other != key)
+            .map(|(other, list)| (other, list.len()))
+            .max_by_key(|(_, held)| *held)
+            .filter(|(_, held)| *held > own)
+            .unwrap_or((key, own));
+        (held > self.limits.per_key).then(|| largest.clone())
+    }
+
     /// The record that should make room for `newcomer` among those matching
-    /// `competing` (the newcomer itself included): the one whose provider
+    /// `competing` (the newcomer too, if it matches): the one whose provider
     /// holds the most records, then the one with the highest draw. It is the
     /// newcomer's own key and provider when the newcomer ranks lowest.
     fn pick_victim(
         &self,
-        newcomer: &ProviderRecord,
+        newcomer: &Held,
         competing: impl Fn(&ProviderRecord) -> bool,
     ) -> (RecordKey, PeerId) {
-        let rank = |record: &ProviderRecord, extra: usize| {
-            let held = self.per_peer.get(&record.provider).copied().unwrap_or(0) + extra;
-            (held, self.draw(&record.key, &record.provider))
+        let rank = |held: &Held, extra: usize| {
+            let record = &held.record;
+            let count = self.per_peer.get(&record.provider).copied().unwrap_or(0) + extra;
+            (count, held.draw)
         };
         let stored = self
             .others
             .values()
             .flatten()
-            .filter(|r| competing(r))
-            .map(|r| (rank(r, 0), r.key.clone(), r.provider));
+            .filter(|h| competing(&h.record))
+            .map(|h| (rank(h, 0), &h.record));
         // The newcomer counts with the record it would add.
-        let newcomer = (rank(newcomer, 1), newcomer.key.clone(), newcomer.provider);
-        let (_, key, provider) = stored
-            .chain(std::iter::once(newcomer.clone()))
+        let entering = competing(&newcomer.record).then(|| (rank(newcomer, 1), &newcomer.record));
+        let (_, victim) = stored
+            .chain(entering)
             .max_by(|a, b| a.0.cmp(&b.0))
-            .unwrap_or(newcomer);
-        (key, provider)
+            .unwrap_or((Default::default(), &newcomer.record));
+        (victim.key.clone(), victim.provider)
     }
 
     fn remove_other(&mut self, key: &RecordKey, provider: &PeerId) {
         let Some(list) = self.others.get_mut(key) else {
             return;
         };
-        let Some(index) = list.iter().position(|r| &r.provider == provider) else {
+        let Some(index) = list.iter().position(|h| &h.record.provider == provider) else {
             return;
         };
         list.swap_remove(index);
@@ -223,6 +268,7 @@ impl NodeStore {
             .others
             .values()
             .flatten()
+            .map(|h| &h.record)
             .filter(|r| r.is_expired(now))
             .map(|r| (r.key.clone(), r.provider))
             .collect();
@@ -290,14 +336,18 @@ impl RecordStore for NodeStore {
         Ok(())
     }
 
+    /// This node's own record first, then a random sample of the others,
+    /// in random order.
     fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
-        let mut others = self.others.get(key).cloned().unwrap_or_default();
-        others.shuffle(&mut rand::thread_rng());
+        let others = self.others.get(key).map_or(&[][..], Vec::as_slice);
+        let sample = others
+            .choose_multiple(&mut rand::thread_rng(), self.answer + 1)
+            .map(|h| h.record.clone());
         self.own
             .get(key)
             .cloned()
             .into_iter()
-            .chain(others)
+            .chain(sample)
             .collect()
     }
 
@@ -326,6 +376,9 @@ mod tests {
         RecordKey::new(&n.to_be_bytes())
     }
 
+    /// Kademlia's answer size.
+    const ANSWER: usize = 20;
+
     fn limits() -> ProviderLimits {
         ProviderLimits {
             per_peer: 8,
@@ -335,10 +388,31 @@ mod tests {
         }
     }
 
+    /// A store that holds `places` records, as many as a key keeps for sure:
+    /// one key fills it.
+    fn crowded(places: usize) -> ProviderLimits {
+        ProviderLimits {
+            per_key: places,
+            total: places,
+            ..ProviderLimits::default()
+        }
+    }
+
+    /// The providers `store` keeps for `key`.
+    fn kept(store: &NodeStore, key: &RecordKey) -> std::collections::HashSet<PeerId> {
+        store
+            .others
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|h| h.record.provider)
+            .collect()
+    }
+
     #[test]
     fn own_records_are_never_refused_however_full_the_store() {
         let local = PeerId::random();
-        let mut store = NodeStore::new(local, limits());
+        let mut store = NodeStore::new(local, limits(), ANSWER);
         let now = Instant::now();
         for n in 0..64 {
             store.add_at(record(&key(100 + n), PeerId::random()), now);
@@ -353,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_flooding_peer_only_displaces_its_own_records() {
-        let mut store = NodeStore::new(PeerId::random(), limits());
+        let mut store = NodeStore::new(PeerId::random(), limits(), ANSWER);
         let now = Instant::now();
         let honest = PeerId::random();
         store.add_at(record(&key(1), honest), now);
@@ -377,21 +451,21 @@ mod tests {
 
     #[test]
     fn a_key_full_of_sybils_still_takes_a_later_provider() {
-        let mut store = NodeStore::new(PeerId::random(), limits());
+        let mut store = NodeStore::new(PeerId::random(), limits(), ANSWER);
         let now = Instant::now();
         let service = key(42);
         let mut taken = 0;
         for _ in 0..50 {
             // Sybils fill the key; a later honest provider (one record, like
             // each Sybil) gets in unless its draw is the highest of all.
-            let mut store_round = NodeStore::new(PeerId::random(), limits());
+            let mut store_round = NodeStore::new(PeerId::random(), crowded(4), ANSWER);
             for _ in 0..4 {
                 store_round.add_at(record(&service, PeerId::random()), now);
             }
             let honest = PeerId::random();
             if store_round.add_at(record(&service, honest), now) != Stored::Refused {
                 taken += 1;
-                assert_eq!(store_round.providers(&service).len(), 4);
+                assert_eq!(kept(&store_round, &service).len(), 4);
             }
         }
         // The highest of five draws by chance: 1 in 5.
@@ -400,6 +474,90 @@ mod tests {
         let peer = PeerId::random();
         store.add_at(record(&service, peer), now);
         assert_eq!(store.add_at(record(&service, peer), now), Stored::Refreshed);
+    }
+
+    #[test]
+    fn a_popular_key_takes_the_room_others_leave() {
+        let mut store = NodeStore::new(PeerId::random(), limits(), ANSWER);
+        let now = Instant::now();
+        let (popular, later) = (key(1), key(2));
+        for _ in 0..30 {
+            assert_eq!(
+                store.add_at(record(&popular, PeerId::random()), now),
+                Stored::Added
+            );
+        }
+        assert_eq!(kept(&store, &popular).len(), 30, "far beyond per_key (4)");
+        // A second popular key takes room from the first until they hold
+        // the same, then competes within itself (where a newcomer whose
+        // draw ranks last is refused).
+        for arrival in 0..40 {
+            let stored = store.add_at(record(&later, PeerId::random()), now);
+            if arrival < 16 {
+                assert_ne!(stored, Stored::Refused, "arrival {arrival}");
+            }
+        }
+        assert_eq!(kept(&store, &popular).len(), 16);
+        assert_eq!(kept(&store, &later).len(), 16);
+        assert_eq!(store.held(None), 32);
+    }
+
+    #[test]
+    fn a_crowd_on_one_key_leaves_every_other_key_its_places() {
+        let mut store = NodeStore::new(PeerId::random(), limits(), ANSWER);
+        let now = Instant::now();
+        let honest: Vec<(RecordKey, Vec<PeerId>)> = (10..14)
+            .map(|n| (key(n), (0..4).map(|_| PeerId::random()).collect()))
+            .collect();
+        for (key, providers) in &honest {
+            for provider in providers {
+                store.add_at(record(key, *provider), now);
+            }
+        }
+        // A thousand Sybil ids announce one key.
+        let flooded = key(99);
+        for _ in 0..1000 {
+            store.add_at(record(&flooded, PeerId::random()), now);
+        }
+        for (key, providers) in &honest {
+            let kept = kept(&store, key);
+            assert!(providers.iter().all(|p| kept.contains(p)), "{kept:?}");
+        }
+        assert_eq!(kept(&store, &flooded).len(), 16, "only the room left");
+        // A new key still gets its places, from the crowd's.
+        let fresh = key(20);
+        for _ in 0..4 {
+            let crowd = kept(&store, &flooded);
+            match store.add_at(record(&fresh, PeerId::random()), now) {
+                Stored::Replaced { evicted } => assert!(crowd.contains(&evicted)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(kept(&store, &fresh).len(), 4);
+        assert_eq!(kept(&store, &flooded).len(), 12);
+    }
+
+    #[test]
+    fn answers_name_a_random_sample_of_a_large_key() {
+        let local = PeerId::random();
+        let mut store = NodeStore::new(local, ProviderLimits::default(), ANSWER);
+        let now = Instant::now();
+        let service = key(42);
+        for _ in 0..500 {
+            store.add_at(record(&service, PeerId::random()), now);
+        }
+        store.add_at(record(&service, local), now);
+        let first = store.providers(&service);
+        let second = store.providers(&service);
+        // Our own record, then the answer's k and one for the asker.
+        assert_eq!(first.len(), 1 + ANSWER + 1);
+        assert_eq!(first[0].provider, local);
+        let named = |answer: &[ProviderRecord]| -> std::collections::HashSet<PeerId> {
+            answer[1..].iter().map(|r| r.provider).collect()
+        };
+        assert_eq!(named(&first).len(), ANSWER + 1, "no repeats");
+        assert!(named(&first).is_subset(&kept(&store, &service)));
+        assert_ne!(named(&first), named(&second), "a fresh sample each time");
     }
 
     /// The `count` of `tries` random ids closest (XOR) to `key`: what an
@@ -422,7 +580,7 @@ mod tests {
             // The 4 closest of 500 ids fill the key; an honest provider
             // comes later. Ranked by distance it would be refused (it is
             // closer than all four only about once in a hundred tries).
-            let mut store = NodeStore::new(PeerId::random(), limits());
+            let mut store = NodeStore::new(PeerId::random(), crowded(4), ANSWER);
             for sybil in ground_ids(&service, 4, 500) {
                 assert_ne!(store.add_at(record(&service, sybil), now), Stored::Refused);
             }
@@ -438,25 +596,14 @@ mod tests {
     fn stores_keep_different_fair_samples_of_a_crowded_key() {
         let service = key(42);
         let now = Instant::now();
-        let limits = ProviderLimits {
-            per_key: 16,
-            ..ProviderLimits::default()
-        };
         let providers: Vec<PeerId> = (0..400).map(|_| PeerId::random()).collect();
-        let kept_by = |store: &NodeStore| -> std::collections::HashSet<PeerId> {
-            store
-                .providers(&service)
-                .iter()
-                .map(|r| r.provider)
-                .collect()
-        };
         let mut samples = Vec::new();
         for _ in 0..20 {
-            let mut store = NodeStore::new(PeerId::random(), limits);
+            let mut store = NodeStore::new(PeerId::random(), crowded(16), ANSWER);
             for provider in &providers {
                 store.add_at(record(&service, *provider), now);
             }
-            let kept = kept_by(&store);
+            let kept = kept(&store, &service);
             assert_eq!(kept.len(), 16);
             samples.push(kept);
         }
@@ -484,7 +631,7 @@ mod tests {
     #[test]
     fn records_from_others_expire_on_the_local_ttl_whatever_they_claim() {
         let local = PeerId::random();
-        let mut store = NodeStore::new(local, limits());
+        let mut store = NodeStore::new(local, limits(), ANSWER);
         let now = Instant::now();
         let mut long_lived = record(&key(1), PeerId::random());
         long_lived.expires = Some(now + Duration::from_secs(48 * 3600));
@@ -504,7 +651,7 @@ mod tests {
 
     #[test]
     fn removing_keeps_the_counts_right() {
-        let mut store = NodeStore::new(PeerId::random(), limits());
+        let mut store = NodeStore::new(PeerId::random(), limits(), ANSWER);
         let now = Instant::now();
         let peer = PeerId::random();
         for n in 0..5 {

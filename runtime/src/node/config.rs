@@ -27,7 +27,7 @@
 //! inbound-queue = 256
 //! max-concurrent-streams = 64
 //! provider-records-per-peer = 512     # records from others held, per peer ...
-//! provider-records-per-key = 64       # ... per key
+//! provider-records-per-key = 64       # ... per key for sure (more while there is room)
 //! provider-records = 16384            # ... in all
 //! provider-record-ttl = "2h"          # ... each at most this long
 //! kad-bucket-size = 20
