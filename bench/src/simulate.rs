@@ -19,8 +19,10 @@
 //!   askers as hints with data.
 //! * **Discovery**: a node publishes its provider record when its download
 //!   starts; the record becomes visible one lookup later on the key's 20
-//!   replica servers. Each keeps at most 64 providers per key
-//!   (`--records-per-key`), evicting the one with the highest draw under its
+//!   replica servers. Each keeps up to its store's total of 16,384 records
+//!   for the key (`--records-per-key`; `net::records` lets a popular key
+//!   take the room other keys leave, and the key's replicas are assumed to
+//!   hold little else), evicting the one with the highest draw under its
 //!   own secret, as `net::records` does (`--record-ranking closest`: the one
 //!   farthest from the key, the same on every server), and answers with a
 //!   random 20 of them. A lookup merges the answers of 3 replicas (the
@@ -61,8 +63,9 @@ const MAX_BACKLOG: Duration = Duration::from_secs(1);
 const MAX_ASKERS: usize = 32;
 const HINTS_WITH_DATA: usize = 2;
 const HINTS_WHEN_BUSY: usize = 8;
-/// Providers a DHT server keeps per key by default (`net::records`).
-const RECORDS_PER_KEY: usize = 64;
+/// Providers a DHT server keeps for the key by default: its store's total
+/// (`net::records::ProviderLimits`), which a popular key may fill.
+const RECORDS_PER_KEY: usize = 16384;
 /// Kademlia's bucket size: a lookup gains about log2(20) bits per hop, a
 /// key's records are replicated on this many servers, and a server names at
 /// most this many providers in an answer.
@@ -106,7 +109,8 @@ pub struct Options {
     /// One node in this many is a DHT server.
     #[arg(long, default_value_t = 10)]
     dht_server_every: usize,
-    /// Providers a DHT server keeps per key (the node's default: 64).
+    /// Providers a DHT server keeps for the key (the node's store holds
+    /// 16,384 records, and a key keeps 64 for sure when others need room).
     #[arg(long, default_value_t = RECORDS_PER_KEY)]
     records_per_key: usize,
     /// Which of a crowded key's providers a DHT server keeps.
@@ -245,6 +249,14 @@ enum Ev {
     },
 }
 
+/// One of the key's replica servers: the provider records it keeps, as
+/// node ids with their rank (the highest goes first when the key is full),
+/// and the secret it draws them under.
+struct Replica {
+    salt: u64,
+    kept: BinaryHeap<(u64, u32)>,
+}
+
 struct Sim {
     model: Model,
     blocks: u64,
@@ -255,9 +267,8 @@ struct Sim {
     free: Vec<usize>,
     seq: u64,
     rng: StdRng,
-    /// The provider records each replica server of the key keeps, as node
-    /// ids, and the secret it draws them under.
-    replicas: Vec<(u64, Vec<u32>)>,
+    /// The provider records each replica server of the key keeps.
+    replicas: Vec<Replica>,
     hops: u32,
     lookups: u64,
     requests: u64,
@@ -303,7 +314,10 @@ impl Sim {
                 .ceil()
                 .max(0.0) as u32;
         let replicas = (0..servers.min(KAD_K))
-            .map(|_| (rng.r#gen(), Vec::new()))
+            .map(|_| Replica {
+                salt: rng.r#gen(),
+                kept: BinaryHeap::new(),
+            })
             .collect();
         let mut sim = Self {
             blocks,
@@ -377,11 +391,11 @@ impl Sim {
             if answers >= 2 && found.len() >= limit {
                 break;
             }
-            let records = &self.replicas[replica].1;
+            let records = self.replicas[replica].kept.as_slice();
             let named =
                 rand::seq::index::sample(&mut self.rng, records.len(), KAD_K.min(records.len()));
             for i in named {
-                let provider = records[i];
+                let (_, provider) = records[i];
                 if provider != node && !found.contains(&provider) {
                     found.push(provider);
                 }
@@ -395,7 +409,7 @@ impl Sim {
     fn rank(&self, replica: usize, node: u32) -> u64 {
         match self.model.record_ranking {
             RecordRanking::Closest => self.nodes[node as usize].distance,
-            RecordRanking::Drawn => mix(self.replicas[replica].0 ^ u64::from(node)),
+            RecordRanking::Drawn => mix(self.replicas[replica].salt ^ u64::from(node)),
         }
     }
 
@@ -413,15 +427,11 @@ impl Sim {
         }
         let cap = self.model.records_per_key.max(1);
         for replica in 0..self.replicas.len() {
-            self.replicas[replica].1.push(node);
-            if self.replicas[replica].1.len() > cap {
-                let (highest, _) = self.replicas[replica]
-                    .1
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, p)| self.rank(replica, **p))
-                    .expect("not empty");
-                self.replicas[replica].1.swap_remove(highest);
+            let rank = self.rank(replica, node);
+            let kept = &mut self.replicas[replica].kept;
+            kept.push((rank, node));
+            if kept.len() > cap {
+                kept.pop();
             }
         }
     }
@@ -560,8 +570,8 @@ impl Sim {
                 let n = &mut self.nodes[node as usize];
                 n.left = true;
                 n.core = None;
-                for (_, records) in &mut self.replicas {
-                    records.retain(|p| *p != node);
+                for replica in &mut self.replicas {
+                    replica.kept.retain(|(_, p)| *p != node);
                 }
             }
             Ev::Active { node } => {
@@ -982,10 +992,21 @@ mod tests {
         assert_eq!(r.completed.len(), 200 - r.left);
     }
 
+    /// Places per key on a replica whose store is crowded by other keys:
+    /// what each keeps for sure.
+    const CROWDED: usize = 64;
+
+    fn crowded(nodes: usize) -> Model {
+        Model {
+            records_per_key: CROWDED,
+            ..model(nodes)
+        }
+    }
+
     #[test]
     fn drawn_records_spread_the_load_that_the_closest_concentrate() {
-        let drawn = simulate(model(400));
-        let mut closest = model(400);
+        let drawn = simulate(crowded(400));
+        let mut closest = crowded(400);
         closest.record_ranking = RecordRanking::Closest;
         let closest = simulate(closest);
         assert!(
@@ -998,19 +1019,38 @@ mod tests {
     }
 
     #[test]
+    fn a_key_given_the_room_spreads_the_load_further() {
+        let roomy = simulate(model(1000));
+        let crowded = simulate(crowded(1000));
+        assert!(
+            roomy.t_all.unwrap() < crowded.t_all.unwrap(),
+            "{:?} vs {:?}",
+            roomy.t_all,
+            crowded.t_all
+        );
+        assert!(roomy.seed_uploaded < crowded.seed_uploaded);
+    }
+
+    #[test]
     fn replicas_keep_different_samples_unless_ranked_by_distance() {
-        let mut sim = Sim::new(model(1000));
+        let mut sim = Sim::new(crowded(1000));
         for node in 1..=1000 {
             sim.publish(node);
         }
         let kept = |sim: &Sim, r: usize| -> std::collections::HashSet<u32> {
-            sim.replicas[r].1.iter().copied().collect()
+            sim.replicas[r].kept.iter().map(|(_, p)| *p).collect()
         };
         assert_eq!(sim.replicas.len(), KAD_K);
-        assert_eq!(kept(&sim, 0).len(), RECORDS_PER_KEY);
+        assert_eq!(kept(&sim, 0).len(), CROWDED);
         let shared = kept(&sim, 0).intersection(&kept(&sim, 1)).count();
-        assert!(shared < RECORDS_PER_KEY / 2, "{shared} shared");
-        let mut closest = model(1000);
+        assert!(shared < CROWDED / 2, "{shared} shared");
+        // Given the room, a replica keeps every provider (the seed too).
+        let mut sim = Sim::new(model(1000));
+        for node in 1..=1000 {
+            sim.publish(node);
+        }
+        assert_eq!(kept(&sim, 0).len(), 1 + 1000);
+        let mut closest = crowded(1000);
         closest.record_ranking = RecordRanking::Closest;
         let mut sim = Sim::new(closest);
         for node in 1..=1000 {
