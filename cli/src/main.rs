@@ -9,6 +9,7 @@ mod call;
 mod demo;
 mod feed;
 mod keygen;
+mod manual;
 mod node;
 mod pack;
 mod remote;
@@ -66,6 +67,10 @@ enum Command {
     /// Measure the runtime (see `sp2a bench --help`).
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Print shell completions for bash, zsh, fish, elvish or PowerShell.
+    Completions(manual::CompletionsArgs),
+    /// Print the manual page, or write one per subcommand with `--out`.
+    Man(manual::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +130,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Feed(command) => feed::run(command).await,
         Command::Demo(options) => demo::run(options).await,
         Command::Bench(command) => bench::run(command).await,
+        Command::Completions(args) => manual::completions(args),
+        Command::Man(args) => manual::man(args),
     }
 }
 
