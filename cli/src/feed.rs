@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use sp2a::feed::{MAX_SEGMENT_DATA, is_feed_name};
-use sp2a::package::SecretKey;
 use sp2a::package::units::{format_size, parse_duration, parse_size};
 
 use crate::node::NodeArgs;
@@ -29,8 +28,9 @@ pub struct PublishArgs {
     /// The feed's name.
     #[arg(long)]
     name: String,
-    /// The source's private key (PEM, from `sp2a keygen`); its public key
-    /// is what manifests declare as the feed's publisher.
+    /// The source's private key (PEM from `sp2a keygen`, or an OpenSSH
+    /// ed25519 key); its public key is what manifests declare as the feed's
+    /// publisher.
     #[arg(long)]
     key: PathBuf,
     /// Cut the segments from this file, played on repeat; without it a
@@ -80,8 +80,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
             args.name
         );
     }
-    let key = SecretKey::read_pem_file(&args.key)
-        .with_context(|| format!("cannot read the key {}", args.key.display()))?;
+    let key = crate::read_secret_key(&args.key)?;
     let segment = parse_size(&args.segment).map_err(|e| anyhow::anyhow!("--segment: {e}"))?;
     let segment = usize::try_from(segment).unwrap_or(usize::MAX);
     if segment == 0 || segment > MAX_SEGMENT_DATA {

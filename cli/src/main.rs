@@ -175,6 +175,23 @@ fn sandbox_for(
         .context("cannot start the sandbox")
 }
 
+/// Reads a publisher's private key. A passphrase-protected OpenSSH key
+/// takes its passphrase from `SP2A_KEY_PASSPHRASE`, else from the terminal.
+fn read_secret_key(path: &Path) -> anyhow::Result<sp2a::package::SecretKey> {
+    let passphrase = || {
+        if let Ok(passphrase) = std::env::var("SP2A_KEY_PASSPHRASE") {
+            return Ok(passphrase);
+        }
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err("set SP2A_KEY_PASSPHRASE, or run on a terminal to be asked".to_string());
+        }
+        rpassword::prompt_password(format!("passphrase for {}: ", path.display()))
+            .map_err(|e| format!("cannot read the passphrase: {e}"))
+    };
+    sp2a::package::SecretKey::read_file(path, passphrase)
+        .with_context(|| format!("cannot read the key {}", path.display()))
+}
+
 /// Reads a package file, naming it in errors.
 fn read_package(path: &Path) -> anyhow::Result<sp2a::package::Package> {
     sp2a::package::Package::read_file(path)

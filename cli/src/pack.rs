@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use sp2a::package::{Manifest, Package, SecretKey, pack};
+use sp2a::package::{Manifest, Package, pack};
 use sp2a::sandbox::{Sandbox, SandboxConfig, Tiering};
 
 #[derive(Debug, clap::Args)]
@@ -14,7 +14,9 @@ pub struct Args {
     /// The manifest (`rps.xml`).
     #[arg(short, long)]
     manifest: PathBuf,
-    /// The publisher's private key (PKCS#8 PEM, from `sp2a keygen`).
+    /// The publisher's private key: PKCS#8 PEM from `sp2a keygen`, or an
+    /// OpenSSH ed25519 key (`ssh-keygen -t ed25519`; the passphrase from
+    /// `SP2A_KEY_PASSPHRASE` or the terminal).
     #[arg(short, long)]
     key: PathBuf,
     /// The package file to write.
@@ -33,7 +35,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read manifest {}", args.manifest.display()))?;
     let manifest =
         Manifest::parse(&manifest_bytes).with_context(|| format!("{}", args.manifest.display()))?;
-    let key = SecretKey::read_pem_file(&args.key)?;
+    let key = crate::read_secret_key(&args.key)?;
     let package = pack(component, &manifest, &key)?;
 
     if !args.no_check {

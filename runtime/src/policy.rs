@@ -4,8 +4,9 @@
 //!
 //! ```toml
 //! [trust]
-//! publishers = ["ed25519:…"]          # trusted publisher keys
-//! publisher-files = ["alice.pem.pub"]  # or SPKI PEM files (relative to this file)
+//! publishers = ["ed25519:…"]          # trusted publisher keys, or OpenSSH lines
+//!                                      # ("ssh-ed25519 AAAA… alice@host")
+//! publisher-files = ["alice.pem.pub"]  # or files: SPKI PEM or OpenSSH .pub (relative to this file)
 //!
 //! [grants]                             # everything defaults to "never"
 //! clocks = true
@@ -501,7 +502,7 @@ impl Policy {
         for file in &raw.trust.publisher_files {
             policy
                 .trusted
-                .push(PublisherKey::read_pem_file(&base.join(file))?);
+                .push(PublisherKey::read_file(&base.join(file))?);
         }
         for (name, key) in &raw.pin {
             if !crate::package::is_service_name(name) {
@@ -796,6 +797,31 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::package::{SecretKey, pack};
+
+    #[test]
+    fn openssh_public_keys_name_trusted_publishers() {
+        use crate::package::keys::tests::{pub_line, ssh_keygen};
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["a", "b", "c"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let inline = ssh_keygen(&dir.path().join("a"), "ed25519", "");
+        let file = ssh_keygen(&dir.path().join("b"), "ed25519", "");
+        let text = format!(
+            "[trust]\npublishers = [{:?}]\npublisher-files = [\"b/id_ed25519.pub\"]\n",
+            pub_line(&inline).trim()
+        );
+        let policy = Policy::parse(&text, dir.path()).unwrap();
+        let never = || -> Result<String, String> { panic!("no passphrase") };
+        let expected =
+            [&inline, &file].map(|path| SecretKey::read_file(path, never).unwrap().public());
+        assert_eq!(policy.trusted, expected);
+        // An RSA key is refused by name, not skipped.
+        let rsa = pub_line(&ssh_keygen(&dir.path().join("c"), "rsa", ""));
+        let text = format!("[trust]\npublishers = [{:?}]\n", rsa.trim());
+        let refused = Policy::parse(&text, dir.path()).unwrap_err().to_string();
+        assert!(refused.contains("ssh-rsa"), "{refused}");
+    }
 
     /// The advert of a package whose manifest has `extra` after name and
     /// version, signed by `key`, with a `size`-byte component.

@@ -88,6 +88,7 @@ pub fn run_sp2a(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("SP2A_KEY_PASSPHRASE")
         .output()
         .unwrap()
 }

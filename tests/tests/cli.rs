@@ -127,6 +127,59 @@ fn round_trip_every_example_service() {
 }
 
 #[test]
+fn a_passphrase_protected_ssh_key_signs_and_its_public_line_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "open sesame",
+            "-C",
+            "alice@example",
+        ])
+        .args(["-f", "key.pem"])
+        .current_dir(dir.path())
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(status.success());
+    let line = std::fs::read_to_string(dir.path().join("key.pem.pub")).unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("[trust]\npublishers = [{:?}]\n", line.trim()),
+    )
+    .unwrap();
+    let manifest = services_dir().join("hello").join("rps.xml");
+    // Without a terminal or SP2A_KEY_PASSPHRASE the key stays shut.
+    let out = pack(dir.path(), "hello", &manifest, &[]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("passphrase-protected") && stderr.contains("SP2A_KEY_PASSPHRASE"),
+        "{stderr}"
+    );
+    let component = guests_dir().join("hello.wasm");
+    let out = std::process::Command::new(sp2a_tests::sp2a_bin())
+        .current_dir(dir.path())
+        .args(["pack", component.to_str().unwrap(), "--manifest"])
+        .arg(&manifest)
+        .args(["--key", "key.pem", "-o", "hello.rps"])
+        .env("SP2A_KEY_PASSPHRASE", "open sesame")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = run_sp2a(
+        dir.path(),
+        &["audit", "hello.rps", "--policy", "policy.toml"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("(trusted)"), "{stdout}");
+    assert!(stdout.contains("verdict: WOULD ACTIVATE"), "{stdout}");
+}
+
+#[test]
 fn audit_without_policy_refuses_and_names_every_reason() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

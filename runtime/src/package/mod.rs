@@ -7,7 +7,7 @@
 //! a [`VerifiedPackage`], which is what the sandbox accepts.
 
 mod format;
-mod keys;
+pub(crate) mod keys;
 pub mod manifest;
 pub mod units;
 
