@@ -9,6 +9,7 @@ mod call;
 mod demo;
 mod feed;
 mod keygen;
+mod manifest;
 mod manual;
 mod node;
 mod pack;
@@ -46,6 +47,9 @@ enum Command {
     Pack(pack::Args),
     /// Show what a package is, what it asks for and whether this node would run it.
     Audit(audit::Args),
+    /// Manifests (see `sp2a manifest init --help`).
+    #[command(subcommand)]
+    Manifest(manifest::Command),
     /// Verify, audit, self-test, activate and invoke a package locally.
     Call(call::Args),
     /// Run a node until Ctrl-C: provide services, pull, answer peers.
@@ -121,6 +125,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen::run(args),
         Command::Pack(args) => pack::run(args).await,
         Command::Audit(args) => audit::run(args).await,
+        Command::Manifest(command) => manifest::run(command).await,
         Command::Call(args) => call::run(args).await,
         Command::Node(args) => node::run(args).await,
         Command::Find(args) => remote::find(args).await,

@@ -180,6 +180,54 @@ fn a_passphrase_protected_ssh_key_signs_and_its_public_line_is_trusted() {
 }
 
 #[test]
+fn manifest_init_writes_a_manifest_that_packs_and_activates() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let component = guests_dir().join("notes.wasm");
+    let component = component.to_str().unwrap();
+    let out = run_sp2a(
+        dir.path(),
+        &["manifest", "init", component, "-o", "init.xml"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("clocks   declared"), "{stdout}");
+    let xml = std::fs::read_to_string(dir.path().join("init.xml")).unwrap();
+    assert!(
+        xml.contains("<name>notes</name>") && xml.contains("<clocks/>"),
+        "{xml}"
+    );
+    assert!(xml.contains("wasi:filesystem/preopens@"), "{xml}");
+    // It packs (the check finds every import declared) and would activate.
+    let out = pack(dir.path(), "notes", &dir.path().join("init.xml"), &[]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = run_sp2a(
+        dir.path(),
+        &["audit", "notes.rps", "--policy", "policy.toml"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("verdict: WOULD ACTIVATE"), "{stdout}");
+    // An existing file stays unless --force; what is not a component is named.
+    let again = run_sp2a(
+        dir.path(),
+        &["manifest", "init", component, "-o", "init.xml"],
+    );
+    assert!(!again.status.success());
+    assert!(text(&again).1.contains("--force"), "{:?}", text(&again));
+    let out = run_sp2a(
+        dir.path(),
+        &["manifest", "init", "init.xml", "--name", "x", "-o", "x.xml"],
+    );
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("asm header"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("x.xml").exists());
+}
+
+#[test]
 fn audit_without_policy_refuses_and_names_every_reason() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

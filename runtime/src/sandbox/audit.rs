@@ -237,9 +237,185 @@ pub fn audit(engine: &Engine, component: &Component, declared: &Capabilities) ->
     }
 }
 
+/// An `rps.xml` skeleton for a component from its audit (made against no
+/// declared capabilities): every capability it imports declared, every
+/// linked interface and unsupported import explained in a comment, its
+/// exports listed above a self-test to fill in. Defaults elsewhere, each
+/// commented. `name` must be a service name; `source` is what the
+/// component was read from, named in the header.
+pub fn manifest_skeleton(audit: &Audit, name: &str, source: &str) -> String {
+    use crate::package::manifest::{
+        DEFAULT_FUEL_PER_CALL, DEFAULT_MAX_MEMORY, DEFAULT_TIME_PER_CALL,
+    };
+    use crate::package::units::{format_duration, format_size};
+    use std::fmt::Write;
+
+    // Text from the component goes into comments only, where `--` may not.
+    let safe = |text: &str| text.replace("--", "- -");
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(r#"<?xml version="1.0" encoding="UTF-8"?>"#.into());
+    line(format!(
+        "<!-- Written by `sp2a manifest init` from {} (its imports and exports).\n     Review every line: what this declares is what auditors and nodes see. -->",
+        safe(source)
+    ));
+    line(r#"<rps format="1">"#.into());
+    line(format!("  <name>{name}</name>"));
+    line("  <version>0.1.0</version>".into());
+    line(format!("  <description>{name}</description>"));
+    line("  <requirements>".into());
+    line("    <!-- The defaults: set them to what one call needs. -->".into());
+    line(format!(
+        "    <max-memory>{}</max-memory>",
+        format_size(DEFAULT_MAX_MEMORY)
+    ));
+    line(format!(
+        "    <fuel-per-call>{DEFAULT_FUEL_PER_CALL}</fuel-per-call>"
+    ));
+    line(format!(
+        "    <time-per-call>{}</time-per-call>",
+        format_duration(DEFAULT_TIME_PER_CALL)
+    ));
+    line("  </requirements>".into());
+    line("  <capabilities>".into());
+    let mut declared = std::collections::BTreeSet::new();
+    let mut shown = std::collections::BTreeSet::new();
+    for import in &audit.imports {
+        let name = safe(&import.name);
+        match &import.class {
+            ImportClass::Capability { capability, .. } => {
+                if !declared.insert(*capability) {
+                    continue;
+                }
+                match *capability {
+                    "feed" => {
+                        line(format!(
+                            "    <!-- {name}: reads a live feed. Name it and its source's key, or the package is refused:"
+                        ));
+                        line(r#"    <feed name="FEED" publisher="ed25519:KEY"/> -->"#.into());
+                    }
+                    capability => {
+                        line(format!("    <!-- {name}: imported, so declared. -->"));
+                        line(format!("    <{capability}/>"));
+                    }
+                }
+            }
+            ImportClass::Linked { grants } => {
+                let example = match import.name.split('/').next() {
+                    Some("wasi:filesystem") => {
+                        Some(r#"<dir name="data" path="/data" access="read-only"/>"#)
+                    }
+                    Some("wasi:sockets") => {
+                        Some(r#"<net host="api.example.org" port="443" protocol="tcp"/>"#)
+                    }
+                    _ => match import.name.rsplit_once('@').map(|(path, _)| path) {
+                        Some("wasi:cli/stdout") => Some("<stdout/>"),
+                        Some("wasi:cli/stderr") => Some("<stderr/>"),
+                        Some("wasi:cli/environment") => Some(r#"<env name="LANG"/>"#),
+                        _ => None,
+                    },
+                };
+                match example.filter(|example| shown.insert(*example)) {
+                    Some(example) => line(format!(
+                        "    <!-- {name}: linked; {grants}. To use it: {example} -->"
+                    )),
+                    None => line(format!("    <!-- {name}: linked; {grants}. -->")),
+                }
+            }
+            ImportClass::Host => line(format!("    <!-- {name}: offered by every node. -->")),
+            ImportClass::Unsupported { reason } => line(format!(
+                "    <!-- {name}: NOT PROVIDED: {}; nodes refuse this component. -->",
+                safe(reason)
+            )),
+        }
+    }
+    line("  </capabilities>".into());
+    line("  <!-- Calls a node makes before it activates the service, with the answers".into());
+    line("       as `sp2a call` prints them. The component exports:".into());
+    for export in &audit.exports {
+        for (function, signature) in &export.functions {
+            let item = match function.is_empty() {
+                true => export.name.clone(),
+                false => format!("{} {function}", export.name),
+            };
+            let _ = writeln!(out, "         {}: {}", safe(&item), safe(signature));
+        }
+    }
+    let mut line = |text: &str| {
+        out.push_str(text);
+        out.push('\n');
+    };
+    line("  <self-test>");
+    line(r#"    <call expect='"ANSWER"'>FUNCTION("ARGUMENT")</call>"#);
+    line("  </self-test> -->");
+    line("</rps>");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn import(name: &str) -> ImportReport {
+        ImportReport {
+            name: name.into(),
+            class: classify(name, &Capabilities::default()),
+            functions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_skeleton_declares_what_the_component_imports_and_parses() {
+        let audit = Audit {
+            imports: vec![
+                import("wasi:clocks/wall-clock@0.2.3"),
+                import("wasi:clocks/monotonic-clock@0.2.3"),
+                import("wasi:filesystem/preopens@0.2.3"),
+                import("wasi:cli/stdout@0.2.3"),
+                import("sp2a:rps/log@0.1.0"),
+                // A hostile name must not end the comment it is quoted in.
+                import("evil:pkg/a--><x/>@1.0.0"),
+            ],
+            exports: vec![ExportReport {
+                name: "greet".into(),
+                functions: vec![(String::new(), "func(name: string) -> string".into())],
+            }],
+            refusals: Vec::new(),
+            notes: Vec::new(),
+        };
+        let xml = manifest_skeleton(&audit, "hello", "hello.wasm");
+        let manifest = crate::package::Manifest::parse(xml.as_bytes()).unwrap();
+        assert_eq!(manifest.name, "hello");
+        let declared = &manifest.capabilities;
+        assert!(declared.clocks, "{xml}");
+        assert!(!declared.random && !declared.stdout && declared.dirs.is_empty());
+        assert_eq!(xml.matches("<clocks/>").count(), 1, "declared once");
+        assert!(xml.contains(r#"<dir name="data""#), "{xml}");
+        assert!(xml.contains("NOT PROVIDED"), "{xml}");
+        assert!(xml.contains("greet: func(name: string) -> string"), "{xml}");
+        // Declared as the skeleton says, the component's audit is clean.
+        let again = Audit {
+            imports: audit
+                .imports
+                .iter()
+                .map(|i| ImportReport {
+                    class: classify(&i.name, declared),
+                    ..i.clone()
+                })
+                .collect(),
+            ..audit.clone()
+        };
+        assert!(again.imports.iter().all(|i| !matches!(
+            i.class,
+            ImportClass::Capability {
+                declared: false,
+                ..
+            }
+        )));
+    }
 
     #[test]
     fn classification() {

@@ -122,6 +122,22 @@ pub(crate) fn cache_key(dir: &Path) -> Result<[u8; 32], SandboxError> {
     }
 }
 
+/// Refuses bytes that are not a component, saying what they are instead.
+fn check_header(bytes: &[u8]) -> Result<(), SandboxError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(SandboxError::NotComponent(
+            "missing the \\0asm header".into(),
+        ));
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(SandboxError::NotComponent(
+            "this is a core wasm module; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Sandbox {
     /// Compiles a verified package's component, using the caches, with the
     /// compiler the sandbox's [`Tiering`](super::engine::Tiering) picks: a
@@ -147,17 +163,7 @@ impl Sandbox {
             ));
         }
         let bytes = package.component();
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(SandboxError::NotComponent(
-                "missing the \\0asm header".into(),
-            ));
-        }
-        if bytes[4..8] == [1, 0, 0, 0] {
-            return Err(SandboxError::NotComponent(
-                "this is a core wasm module; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
-                    .into(),
-            ));
-        }
+        check_header(bytes)?;
         if let Some(component) = self.load_cached(&hash) {
             self.keep_optimised(hash, component.clone());
             return Ok(ready(
@@ -397,6 +403,26 @@ impl Sandbox {
     /// Audits a compiled component against declared capabilities.
     pub fn audit(&self, component: &Component, declared: &Capabilities) -> Audit {
         audit(component.engine(), component, declared)
+    }
+
+    /// Audits an author's own component file against `declared`, before it
+    /// is packed: compiled by the fastest compiler this sandbox has (only
+    /// its types are needed), and not cached. For bytes on the author's own
+    /// machine only: nothing from a peer comes here unverified. CPU-heavy:
+    /// call from a blocking context.
+    pub fn audit_component(
+        &self,
+        bytes: &[u8],
+        declared: &Capabilities,
+    ) -> Result<Audit, SandboxError> {
+        check_header(bytes)?;
+        let engine = match &self.inner.baseline {
+            Some(baseline) => &baseline.engine,
+            None => &self.inner.optimised.engine,
+        };
+        let component =
+            Component::new(engine, bytes).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+        Ok(audit(engine, &component, declared))
     }
 
     /// Compiles (or loads), audits and pre-instantiates a verified package
