@@ -11,6 +11,7 @@ mod feed;
 mod keygen;
 mod manifest;
 mod manual;
+mod new;
 mod node;
 mod pack;
 mod remote;
@@ -43,6 +44,8 @@ struct Cli {
 enum Command {
     /// Generate a publisher keypair (PKCS#8 PEM private key, SPKI PEM public key).
     Keygen(keygen::Args),
+    /// Create a Rust service project that builds and packs as it is.
+    New(new::Args),
     /// Pack a component and its manifest into a signed package.
     Pack(pack::Args),
     /// Show what a package is, what it asks for and whether this node would run it.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Keygen(args) => keygen::run(args),
+        Command::New(args) => new::run(args),
         Command::Pack(args) => pack::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Manifest(command) => manifest::run(command).await,

@@ -180,6 +180,53 @@ fn a_passphrase_protected_ssh_key_signs_and_its_public_line_is_trusted() {
 }
 
 #[test]
+fn a_new_service_builds_packs_and_answers_outside_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_sp2a(dir.path(), &["new", "hello2"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let printed = |label: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label} line: {stdout}"))
+            .trim()
+            .to_owned()
+    };
+    let (build, pack) = (printed("build:"), printed("pack:"));
+    let project = dir.path().join("hello2");
+    setup(&project);
+    // Exactly the printed commands: build, then pack with our key.
+    let sp2a = sp2a_tests::sp2a_bin();
+    let pack = pack
+        .replacen("sp2a ", &format!("{} ", sp2a.display()), 1)
+        .replace("KEY", "key.pem");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{build} && {pack}"))
+        .current_dir(dir.path())
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = run_sp2a(
+        &project,
+        &[
+            "call",
+            "hello2.rps",
+            "greet(\"new\")",
+            "--policy",
+            "policy.toml",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "\"Hello, new!\"");
+}
+
+#[test]
 fn manifest_init_writes_a_manifest_that_packs_and_activates() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
