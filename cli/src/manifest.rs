@@ -49,7 +49,7 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     };
     if !is_service_name(&name) {
         bail!(
-            "{name:?} is not a service name (1-64 of a-z, 0-9 and '-', starting with a letter): pass --name"
+            "{name:?} is not a service name (1-63 of a-z, 0-9 and '-', starting with a letter): pass --name"
         );
     }
     if args.out.exists() && !args.force {
@@ -80,8 +80,13 @@ async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     // What is written must be a manifest `pack` reads.
     sp2a::package::Manifest::parse(xml.as_bytes())
         .context("the skeleton does not parse: a bug, please report it")?;
-    std::fs::write(&args.out, &xml)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let written = if args.force {
+        std::fs::write(&args.out, &xml)
+    } else {
+        // Refused, not replaced, if it appeared meanwhile.
+        sp2a::files::write_new(&args.out, xml.as_bytes(), 0o644)
+    };
+    written.with_context(|| format!("cannot write {}", args.out.display()))?;
 
     println!("wrote {} for {name}", args.out.display());
     let mut listed = std::collections::BTreeSet::new();

@@ -80,12 +80,23 @@ fn commands(name: &str, dir: &Path) -> (String, String) {
     (
         format!(
             "cd {} && cargo build --release --target wasm32-wasip2",
-            dir.display()
+            shell_quoted(&dir.display().to_string())
         ),
         format!(
             "sp2a pack target/wasm32-wasip2/release/{wasm}.wasm --manifest rps.xml --key KEY -o {name}.rps"
         ),
     )
+}
+
+/// `text` as one shell word: as it is when only safe characters make it,
+/// else in single quotes.
+fn shell_quoted(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./+,:@%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// The project's files, relative to its directory.
@@ -243,6 +254,18 @@ mod tests {
         for bad in ["", "Hello", "2go", "my-2nd", "a_b", "a-", "../x", "a b"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn printed_paths_survive_the_shell() {
+        assert_eq!(shell_quoted("hello2"), "hello2");
+        assert_eq!(shell_quoted("my dir/it's"), r"'my dir/it'\''s'");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", shell_quoted("a b'c$d")))
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"a b'c$d");
     }
 
     #[test]
