@@ -11,6 +11,7 @@ mod feed;
 mod keygen;
 mod manifest;
 mod manual;
+mod metrics;
 mod new;
 mod node;
 mod pack;

@@ -85,6 +85,11 @@ pub struct Args {
     /// providers may ask it to host the service when load grows.
     #[arg(long, value_name = "NAME")]
     standby: Vec<String>,
+    /// Serve Prometheus metrics (OpenMetrics text) at
+    /// `http://ADDR/metrics`, e.g. `127.0.0.1:9464`. Off unless given;
+    /// read-only, and bound only where this says.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -104,6 +109,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let control = sp2a::node::control::serve(node.clone(), &config.data_dir)
         .await
         .context("cannot open the control socket")?;
+    let metrics = match args.metrics {
+        Some(address) => {
+            let (bound, server) = crate::metrics::serve(node.clone(), address).await?;
+            println!("metrics on http://{bound}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
     for path in &config.share {
         let package = super::read_package(path)?;
         let name = package.manifest().name.clone();
@@ -141,6 +154,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("shutting down: withdrawing provider records");
     control.abort();
     printer.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     let _ = std::fs::remove_file(sp2a::node::control::socket_path(&config.data_dir));
     node.shutdown().await;
     println!("stopped");

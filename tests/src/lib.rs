@@ -524,6 +524,8 @@ pub struct NodeProcess {
     /// The first address it printed, with its `/p2p/<peer id>`.
     pub address: String,
     pub data_dir: PathBuf,
+    /// What it printed up to `ready`.
+    pub printed: Vec<String>,
 }
 
 impl NodeProcess {
@@ -579,6 +581,7 @@ impl NodeProcess {
             child,
             address: String::new(),
             data_dir,
+            printed: Vec::new(),
         };
         let (lines_tx, lines_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -601,6 +604,7 @@ impl NodeProcess {
             if line == "ready" {
                 break;
             }
+            node.printed.push(line);
         }
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || while lines_rx.recv().is_ok() {});

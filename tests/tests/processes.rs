@@ -134,6 +134,85 @@ fn nodes_in_separate_processes_find_pull_and_call_through_the_cli() {
     assert!(status.contains("hello 0.1.0"), "{status}");
 }
 
+/// A plain HTTP/1.1 GET: the status line, the headers and the body.
+fn http_get(address: &str, path: &str) -> (String, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_owned(), headers.to_lowercase(), body.to_owned())
+}
+
+#[test]
+fn metrics_count_a_services_calls_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_packages_and_policy(dir);
+    let node = NodeProcess::start(
+        dir,
+        "metered",
+        &[
+            "--policy",
+            "policy.toml",
+            "--share",
+            "hello.rps",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let url = node
+        .printed
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .expect("the node prints where its metrics are")
+        .to_owned();
+    let address = url.strip_suffix("/metrics").unwrap();
+    let ok_calls = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(r#"sp2a_calls_total{service="hello",outcome="ok"} "#))
+            .map_or(0, |v| v.parse::<u64>().unwrap())
+    };
+    let (status, headers, before) = http_get(address, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        headers.contains("application/openmetrics-text"),
+        "{headers}"
+    );
+    assert!(before.ends_with("# EOF\n"), "{before}");
+    assert!(before.contains("sp2a_services 1"), "{before}");
+    for _ in 0..3 {
+        sp2a_ok(
+            dir,
+            &[
+                "call",
+                "hello",
+                "greet(\"m\")",
+                "--data-dir",
+                node.data_dir(),
+            ],
+        );
+    }
+    let (_, _, after) = http_get(address, "/metrics");
+    assert_eq!(ok_calls(&after), ok_calls(&before) + 3, "{after}");
+    assert!(
+        after.contains(r#"sp2a_call_duration_seconds_count{service="hello"} "#),
+        "{after}"
+    );
+    // Only /metrics, and only reading.
+    let (status, _, _) = http_get(address, "/status");
+    assert!(status.contains("404"), "{status}");
+}
+
 /// A node sharing `stream` with its uplink limited to `rate` per second.
 fn slow_stream_provider(dir: &Path, rate: &str) -> NodeProcess {
     let config = format!(

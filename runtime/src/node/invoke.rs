@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use super::NodeError;
 use super::events::{Events, NodeEvent};
+use super::metrics::Metrics;
 use super::reputation::{Answered, Reputations};
 use super::services::{Services, is_publisher_spec, publisher_matches};
 use super::upload::Uploads;
@@ -79,6 +80,7 @@ pub(crate) struct Invoker {
     /// The load each provider reported last, and when.
     loads: Mutex<HashMap<PeerId, (f32, Instant)>>,
     reputation: Arc<Reputations>,
+    metrics: Arc<Metrics>,
 }
 
 /// The providers of a service, when they were looked up, and whether a
@@ -97,6 +99,7 @@ impl Invoker {
         events: Events,
         allow: HashMap<String, HashSet<PeerId>>,
         reputation: Arc<Reputations>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             client,
@@ -104,6 +107,7 @@ impl Invoker {
             uploads,
             events,
             allow,
+            metrics,
             providers: Arc::new(Mutex::new(HashMap::new())),
             loads: Mutex::new(HashMap::new()),
             reputation,
@@ -206,6 +210,11 @@ impl Invoker {
         let start = Instant::now();
         let outcome = service.activation.invoke(call).instrument(span).await;
         service.answered(start.elapsed());
+        self.metrics.call(
+            &service.package.manifest().name,
+            outcome.as_ref().map(|o| o.fuel_used).map_err(|e| e.kind()),
+            start.elapsed(),
+        );
         Ok(outcome?)
     }
 
@@ -478,6 +487,8 @@ impl Invoker {
             && !allowed.contains(&peer)
         {
             tracing::debug!("denied: not on the allow-list");
+            self.metrics
+                .refused(&provided.package.manifest().name, "denied");
             return InvokeResponse::Denied(format!(
                 "peer {peer} is not on the allow-list of service {}",
                 request.service
@@ -490,6 +501,8 @@ impl Invoker {
             if provided.at_limit() {
                 provided.turned_away();
             }
+            self.metrics
+                .refused(&provided.package.manifest().name, "busy");
             return InvokeResponse::Busy;
         };
         self.events.emit(NodeEvent::Invoked {
@@ -505,6 +518,11 @@ impl Invoker {
             self.uploads.pace(outcome.value.len() as u64).await;
         }
         provided.answered(start.elapsed());
+        self.metrics.call(
+            &provided.package.manifest().name,
+            outcome.as_ref().map(|o| o.fuel_used).map_err(|e| e.kind()),
+            start.elapsed(),
+        );
         // The others in flight, this call being done.
         let limit_l = provided.limit().max(1);
         let others = provided.busy_invocations(limit_l).saturating_sub(1);

@@ -36,6 +36,7 @@ mod feed;
 mod inbound;
 mod invoke;
 pub mod load;
+mod metrics;
 mod partial;
 mod per_peer;
 mod pull;
@@ -149,6 +150,7 @@ struct Inner {
     /// The live feeds' buffers (also read by the sandbox).
     feed_buffers: crate::feed::Feeds,
     reputation: Arc<reputation::Reputations>,
+    metrics: Arc<metrics::Metrics>,
     started: Instant,
 }
 
@@ -186,6 +188,7 @@ impl Node {
         let store = Store::open(&config.data_dir.join("store"))?;
         let (client, inbound) = net::event_loop::start(keypair.clone(), config.net.clone()).await?;
         let events = Events::new();
+        let metrics = Arc::new(metrics::Metrics::new());
         let feed_buffers = crate::feed::Feeds::default();
         let services = Arc::new(Services::new(
             sandbox.with_feeds(feed_buffers.clone()),
@@ -220,6 +223,7 @@ impl Node {
             events.clone(),
             config.allow.clone(),
             reputation.clone(),
+            metrics.clone(),
         ));
         let pulls = Arc::new(Pulls::new(
             config.pull.clone(),
@@ -234,6 +238,7 @@ impl Node {
                 config.pull.keep_partial,
                 config.pull.max_partial,
             ),
+            metrics.clone(),
         ));
         let feeds = Arc::new(feed::FeedRole::new(
             client.clone(),
@@ -289,6 +294,7 @@ impl Node {
                 feeds,
                 feed_buffers,
                 reputation,
+                metrics,
                 started: Instant::now(),
             }),
         })
@@ -472,6 +478,13 @@ impl Node {
     /// advisors whose answers were admitted and refused.
     pub async fn consult(&self, name: &str, provider: PeerId) -> (usize, usize) {
         self.inner.reputation.consult(name, provider).await
+    }
+
+    /// The node's metrics in the OpenMetrics text format (see
+    /// `node::metrics`): its counters, and its status now.
+    pub async fn metrics_text(&self) -> String {
+        let status = self.status().await;
+        self.inner.metrics.render(&status)
     }
 
     /// Peers, services, transfers and counters.

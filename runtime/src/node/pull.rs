@@ -19,6 +19,7 @@ use super::config::{PullConfig, Strategy};
 use super::discovery::{Discovery, Lookup};
 use super::download::Fetch;
 use super::events::{Events, NodeEvent};
+use super::metrics::Metrics;
 use super::partial::Partials;
 use super::services::Services;
 use super::upload::Uploads;
@@ -53,6 +54,19 @@ pub enum PullError {
         target: String,
         error: Box<NodeError>,
     },
+}
+
+impl PullError {
+    /// A short machine-readable kind: `not-found`, `refused`, `gave-up`,
+    /// `activate`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PullError::NotFound(_) => "not-found",
+            PullError::Refused { .. } => "refused",
+            PullError::GaveUp { .. } => "gave-up",
+            PullError::Activate { .. } => "activate",
+        }
+    }
 }
 
 /// A version of a service this node would not run.
@@ -112,9 +126,12 @@ pub struct Pulled {
     pub downloaded: bool,
 }
 
-/// Peers that sent bad data for a package, bounded.
+/// Peers that sent bad data for a package, bounded; each new ban counted.
 #[derive(Debug, Default)]
-pub(crate) struct Bans(Mutex<HashMap<ContentId, HashSet<PeerId>>>);
+pub(crate) struct Bans(
+    Mutex<HashMap<ContentId, HashSet<PeerId>>>,
+    prometheus_client::metrics::counter::Counter,
+);
 
 impl Bans {
     pub(crate) fn contains(&self, id: &ContentId, peer: &PeerId) -> bool {
@@ -131,8 +148,8 @@ impl Bans {
             banned.clear();
         }
         let peers = banned.entry(id).or_default();
-        if peers.len() < MAX_BANNED_PER_PACKAGE {
-            peers.insert(peer);
+        if peers.len() < MAX_BANNED_PER_PACKAGE && peers.insert(peer) {
+            self.1.inc();
         }
     }
 }
@@ -156,6 +173,7 @@ pub(crate) struct Pulls {
     events: Events,
     running: Mutex<HashMap<String, (PullFuture, watch::Receiver<PullProgress>)>>,
     bans: Bans,
+    metrics: Arc<Metrics>,
     /// Downloads in progress, saved to resume after a restart.
     partials: Partials,
 }
@@ -172,6 +190,7 @@ impl Pulls {
         uploads: Arc<Uploads>,
         events: Events,
         partials: Partials,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             config,
@@ -182,7 +201,8 @@ impl Pulls {
             uploads,
             events,
             running: Mutex::new(HashMap::new()),
-            bans: Bans::default(),
+            bans: Bans(Mutex::default(), metrics.bans()),
+            metrics,
             partials,
         }
     }
@@ -221,8 +241,21 @@ impl Pulls {
                 }
             });
             match &result {
-                Ok(pulled) => tracing::info!(deploy = ?pulled.deploy, "pulled"),
-                Err(e) => tracing::info!(error = %e, "pull failed"),
+                Ok(pulled) => {
+                    tracing::info!(deploy = ?pulled.deploy, "pulled");
+                    let stages = [
+                        ("discovery", pulled.discovery),
+                        ("download", pulled.download),
+                        ("deploy", pulled.deploy),
+                    ];
+                    let stages = if pulled.downloaded { &stages[..] } else { &[] };
+                    let bytes = if pulled.downloaded { pulled.bytes } else { 0 };
+                    pulls.metrics.pull("ok", stages, bytes);
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "pull failed");
+                    pulls.metrics.pull(e.kind(), &[], 0);
+                }
             }
             pulls.running.lock().expect("pulls lock").remove(&key);
             result

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 pub use super::upload::Counters;
 
 /// A snapshot of a node.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Status {
     pub peer_id: String,
     pub listen: Vec<String>,
