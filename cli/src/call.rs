@@ -54,6 +54,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::io::stderr().write_all(&outcome.stderr)?;
     std::io::stdout().write_all(&outcome.stdout)?;
     println!("{}", outcome.value);
+    for refused in &outcome.refused {
+        eprintln!("refused by the sandbox: {refused}");
+    }
     tracing::info!(fuel = outcome.fuel_used, elapsed = ?outcome.elapsed, "call finished");
     Ok(ExitCode::SUCCESS)
 }

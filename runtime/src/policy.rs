@@ -15,6 +15,8 @@
 //! stderr = false
 //! env = { LANG = "C.UTF-8" }           # variables a service may ask for, with values
 //! net = ["api.example.org:443", "10.0.0.7:*"]   # destinations that may be granted
+//! http = ["https://api.example.org/", "http://10.0.0.7:*/v1"]  # URL prefixes that may be
+//!                                      # granted over wasi:http (scheme, host, port or *, path)
 //! feeds = ["live", "news@ed25519:…"]  # live feeds a service may read: a name (from the
 //!                                      # source its manifest names), name@source, or "*"
 //! fs-root = "/var/lib/sp2a/data"       # granted dirs: <fs-root>/ed25519-<publisher hex>/<service>/<dir name>
@@ -61,6 +63,7 @@ use serde::Deserialize;
 
 use crate::package::manifest::{Access, FeedRequest, Manifest, NetRequest};
 use crate::package::units::{UnitError, format_duration, format_size, parse_duration, parse_size};
+use crate::package::url::HttpUrl;
 use crate::package::{Advert, KeyError, PublisherKey};
 use crate::sandbox::{DirGrant, FeedGrant, Grants, Limits, NetGrant, Tiering};
 
@@ -86,6 +89,8 @@ pub enum PolicyError {
     },
     #[error("net rule {rule:?}: {reason}")]
     NetRule { rule: String, reason: &'static str },
+    #[error("http rule {rule:?}: {reason}")]
+    HttpRule { rule: String, reason: String },
     #[error("feed rule {rule:?}: {reason}")]
     FeedRule { rule: String, reason: String },
     #[error("grants.fs-access {0:?}: use read-only or read-write")]
@@ -140,6 +145,8 @@ struct RawGrants {
     env: BTreeMap<String, String>,
     #[serde(default)]
     net: Vec<String>,
+    #[serde(default)]
+    http: Vec<String>,
     #[serde(default)]
     feeds: Vec<String>,
     fs_root: Option<PathBuf>,
@@ -326,6 +333,8 @@ pub struct Policy {
     pub stderr: bool,
     pub env: BTreeMap<String, String>,
     pub net: Vec<NetRule>,
+    /// URL prefixes that may be granted for outgoing HTTP (port `None`: any).
+    pub http: Vec<HttpUrl>,
     pub feeds: Vec<FeedRule>,
     pub fs_root: Option<PathBuf>,
     pub fs_access: Access,
@@ -354,6 +363,7 @@ impl Default for Policy {
             stderr: false,
             env: BTreeMap::new(),
             net: Vec::new(),
+            http: Vec::new(),
             feeds: Vec::new(),
             fs_root: None,
             fs_access: Access::ReadOnly,
@@ -391,6 +401,8 @@ pub enum Refusal {
     Env(String),
     #[error("requests network {0}, which this node's policy does not grant")]
     Net(NetRequest),
+    #[error("requests HTTP to {0}, which this node's policy does not grant")]
+    Http(HttpUrl),
     #[error("reads live feed {:?} from {}, which this node's policy does not grant", .0.name, .0.publisher)]
     Feed(FeedRequest),
     #[error(
@@ -419,6 +431,7 @@ impl Refusal {
             Refusal::Capability(_) => "capability",
             Refusal::Env(_) => "env",
             Refusal::Net(_) => "net",
+            Refusal::Http(_) => "http",
             Refusal::Feed(_) => "feed",
             Refusal::NoFileSystem { .. } => "no-file-system",
             Refusal::FileSystemAccess { .. } => "file-system-access",
@@ -527,6 +540,16 @@ impl Policy {
             .net
             .iter()
             .map(|r| NetRule::parse(r))
+            .collect::<Result<_, _>>()?;
+        policy.http = g
+            .http
+            .iter()
+            .map(|r| {
+                HttpUrl::parse_rule(r).map_err(|reason| PolicyError::HttpRule {
+                    rule: r.clone(),
+                    reason,
+                })
+            })
             .collect::<Result<_, _>>()?;
         policy.feeds = g
             .feeds
@@ -710,6 +733,13 @@ impl Policy {
                 refusals.push(Refusal::Net(net.clone()));
             }
         }
+        for url in &c.http {
+            if self.http.iter().any(|rule| rule.covers(url)) {
+                grants.http.push(url.clone());
+            } else {
+                refusals.push(Refusal::Http(url.clone()));
+            }
+        }
         for feed in &c.feeds {
             if self.feeds.iter().any(|r| r.allows(feed)) {
                 grants.feeds.push(FeedGrant {
@@ -888,6 +918,7 @@ mod tests {
             clocks = true
             env = {{ LANG = "C" }}
             net = ["example.org:443"]
+            http = ["https://api.example.org/v1", "http://10.0.0.7:*/"]
             fs-root = "data"
             fs-access = "read-only"
             [limits]
@@ -903,11 +934,40 @@ mod tests {
         let a = advert(
             r#"<requirements><max-memory>32 MiB</max-memory><time-per-call>500ms</time-per-call></requirements>
                <capabilities><clocks/><env name="LANG"/><net host="example.org" port="443"/>
+               <http url="https://api.example.org/v1/items"/><http url="http://10.0.0.7:9000/x"/>
                <dir name="d" path="/d" access="read-only"/></capabilities>"#,
             &key,
             8,
         );
         let admission = policy.admit(&a).unwrap();
+        let http: Vec<String> = admission
+            .grants
+            .http
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(
+            http,
+            ["https://api.example.org/v1/items", "http://10.0.0.7:9000/x"]
+        );
+        // Only what a rule covers: another path, port or scheme is refused.
+        for url in [
+            "https://api.example.org/v2",
+            "https://api.example.org:8443/v1",
+            "http://api.example.org/v1",
+        ] {
+            let other = advert(
+                &format!(r#"<capabilities><http url="{url}"/></capabilities>"#),
+                &key,
+                8,
+            );
+            let refusals = policy.admit(&other).unwrap_err();
+            assert_eq!(refusals.0[0].kind(), "http", "{url}");
+            assert!(
+                refusals.0[0].to_string().contains("requests HTTP to"),
+                "{url}"
+            );
+        }
         assert_eq!(admission.grants.limits.max_memory, 8 << 20);
         assert_eq!(
             admission.grants.limits.time_per_call,
@@ -1042,6 +1102,10 @@ jit = true"
         assert!(matches!(
             Policy::parse("[grants]\nclock = true", Path::new(".")),
             Err(PolicyError::Toml(_))
+        ));
+        assert!(matches!(
+            Policy::parse("[grants]\nhttp = [\"ftp://example.org/\"]", Path::new(".")),
+            Err(PolicyError::HttpRule { .. })
         ));
         assert!(matches!(
             Policy::parse("[grants]\nnet = [\"nohost\"]", Path::new(".")),

@@ -666,3 +666,40 @@ pub fn write_packages_and_policy(dir: &Path) {
     )
     .unwrap();
 }
+
+/// `sp2a keygen -o key.pem` in `dir`; returns the publisher it prints.
+pub fn keygen(dir: &Path) -> String {
+    let out = run_sp2a(dir, &["keygen", "-o", "key.pem"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("publisher:"))
+        .expect("keygen prints the publisher")
+        .trim()
+        .to_owned()
+}
+
+/// The JavaScript test service (`tests/guests/js-web`), built with
+/// componentize-js by its build script the first time a test asks (the
+/// script installs its pinned npm packages with `npm ci`; it needs Node.js
+/// and npm). Returns the component's path.
+pub fn js_component() -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.as_ref() {
+        return path.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = root.join("target/fixtures/js-web.wasm");
+    let status = Command::new(root.join("tests/guests/js-web/build"))
+        .arg(&out)
+        .status()
+        .expect("cannot run tests/guests/js-web/build (it needs bash)");
+    assert!(
+        status.success(),
+        "tests/guests/js-web/build failed: it needs Node.js 18 or later and npm (Debian: apt-get install nodejs npm)"
+    );
+    *built = Some(out.clone());
+    out
+}

@@ -7,15 +7,7 @@ use sp2a_tests::{guests_dir, run_sp2a, services_dir, text};
 
 /// keygen + a policy trusting the new key, in `dir`.
 fn setup(dir: &Path) -> String {
-    let out = run_sp2a(dir, &["keygen", "-o", "key.pem"]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let publisher = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("publisher:"))
-        .expect("keygen prints the publisher")
-        .trim()
-        .to_owned();
+    let publisher = sp2a_tests::keygen(dir);
     assert!(dir.join("key.pem.pub").exists());
     std::fs::create_dir_all(dir.join("data")).unwrap();
     std::fs::write(

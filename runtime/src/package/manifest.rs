@@ -23,6 +23,7 @@
 //!     <clocks/> <random/> <stdout/> <stderr/>
 //!     <dir name="notes" path="/notes" access="read-write"/>
 //!     <net host="example.org" port="443" protocol="tcp"/>
+//!     <http url="https://api.example.org/v1/"/>  <!-- outgoing HTTP under this URL -->
 //!     <env name="LANG"/>
 //!     <feed name="live" publisher="ed25519:…"/> <!-- a live feed and its source's key -->
 //!   </capabilities>
@@ -53,6 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::PublisherKey;
 use super::units::{format_duration, parse_count, parse_duration, parse_size};
+use super::url::HttpUrl;
 
 /// Largest manifest accepted, in bytes.
 pub const MAX_MANIFEST_SIZE: usize = 64 * 1024;
@@ -228,6 +230,8 @@ pub struct Capabilities {
     pub stderr: bool,
     pub dirs: Vec<DirRequest>,
     pub net: Vec<NetRequest>,
+    /// URLs (scheme, host, port, path prefix) reachable over `wasi:http`.
+    pub http: Vec<HttpUrl>,
     pub env: Vec<String>,
     pub feeds: Vec<FeedRequest>,
 }
@@ -254,6 +258,9 @@ impl Capabilities {
         }
         for net in &self.net {
             out.push(format!("network {net}"));
+        }
+        for url in &self.http {
+            out.push(format!("HTTP requests to {url}"));
         }
         for env in &self.env {
             out.push(format!("environment variable {env}"));
@@ -433,6 +440,8 @@ struct RawCapabilities {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     net: Vec<RawNet>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    http: Vec<RawHttp>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     env: Vec<RawEnv>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     feed: Vec<RawFeed>,
@@ -464,6 +473,12 @@ struct RawNet {
     port: Option<String>,
     #[serde(rename = "@protocol", default, skip_serializing_if = "Option::is_none")]
     protocol: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct RawHttp {
+    #[serde(rename = "@url")]
+    url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -543,6 +558,7 @@ fn schema(parent: &str) -> Option<&'static [(&'static str, bool)]> {
             ("stderr", false),
             ("dir", true),
             ("net", true),
+            ("http", true),
             ("env", true),
             ("feed", true),
         ],
@@ -559,6 +575,7 @@ fn attributes(element: &str) -> &'static [&'static str] {
         "rps" => &["format"],
         "dir" => &["name", "path", "access"],
         "net" => &["host", "port", "protocol"],
+        "http" => &["url"],
         "env" => &["name"],
         "feed" => &["name", "publisher"],
         "call" => &["expect"],
@@ -806,7 +823,9 @@ fn is_env_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
-fn is_host(host: &str) -> bool {
+/// A host name (letters, digits and `-` in dot-separated labels) or an IP
+/// address.
+pub(crate) fn is_host(host: &str) -> bool {
     host.parse::<std::net::IpAddr>().is_ok()
         || (!host.is_empty()
             && host.len() <= 253
@@ -1144,6 +1163,13 @@ impl Manifest {
                 protocol,
             });
         }
+        for http in raw.http {
+            let url = HttpUrl::parse(attr(&http.url, "http", "url")?)
+                .map_err(|reason| invalid("http", format!("url: {reason}")))?;
+            if !out.http.contains(&url) {
+                out.http.push(url);
+            }
+        }
         for env in raw.env {
             let name = attr(&env.name, "env", "name")?.to_owned();
             if !is_env_name(&name) {
@@ -1213,6 +1239,13 @@ impl Manifest {
                     host: Some(n.host.clone()),
                     port: Some(n.port.to_string()),
                     protocol: Some(n.protocol.to_string()),
+                })
+                .collect(),
+            http: c
+                .http
+                .iter()
+                .map(|u| RawHttp {
+                    url: Some(u.to_string()),
                 })
                 .collect(),
             env: c
@@ -1296,6 +1329,8 @@ mod tests {
     <stderr/>
     <dir name="notes" path="/notes" access="read-write"/>
     <net host="Example.org" port="443"/>
+    <http url="https://API.example.org/v1/"/>
+    <http url="http://127.0.0.1:8080"/>
     <env name="LANG"/>
     <feed name="live" publisher="ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"/>
   </capabilities>
@@ -1329,6 +1364,11 @@ mod tests {
         assert_eq!(m.capabilities.dirs[0].access, Access::ReadWrite);
         assert_eq!(m.capabilities.net[0].host, "example.org");
         assert_eq!(m.capabilities.net[0].protocol, Protocol::Tcp);
+        let urls: Vec<String> = m.capabilities.http.iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            urls,
+            ["https://api.example.org/v1/", "http://127.0.0.1:8080/"]
+        );
         assert_eq!(m.capabilities.env, ["LANG"]);
         assert_eq!(m.capabilities.feeds[0].name, "live");
         assert_eq!(

@@ -10,6 +10,7 @@ mod format;
 pub(crate) mod keys;
 pub mod manifest;
 pub mod units;
+pub mod url;
 
 pub use format::{
     Advert, ContentId, ContentIdError, Integrity, MAX_COMPONENT_SIZE, MAX_MANIFEST_SIZE, Package,

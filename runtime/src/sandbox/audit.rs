@@ -5,7 +5,9 @@
 //! * **linked**: interfaces that grant nothing by themselves. `wasi:io`,
 //!   `wasi:cli` (environment has only granted variables, stdio is captured),
 //!   `wasi:filesystem` (no directory unless granted), `wasi:sockets` (no
-//!   address unless granted). Most toolchains' standard libraries import these.
+//!   address unless granted), `wasi:http` (no URL unless granted). Most
+//!   toolchains' standard libraries import these; JavaScript's always
+//!   imports `wasi:http`.
 //! * **capability**: the import itself is the capability (`wasi:clocks`,
 //!   `wasi:random`, `sp2a:rps/feed`); it must be declared in the manifest.
 //! * **host**: the `sp2a:rps` interfaces every node offers.
@@ -92,8 +94,8 @@ fn classify(name: &str, declared: &Capabilities) -> ImportClass {
     };
     let in_range = |major: u64, minor: u64| version.major == major && version.minor == minor;
     match package {
-        "wasi:io" | "wasi:cli" | "wasi:filesystem" | "wasi:sockets" | "wasi:clocks"
-        | "wasi:random"
+        "wasi:io" | "wasi:cli" | "wasi:filesystem" | "wasi:sockets" | "wasi:http"
+        | "wasi:clocks" | "wasi:random"
             if !in_range(0, 2) =>
         {
             unsupported(format!("WASI {version}; this runtime provides WASI 0.2.x"))
@@ -116,6 +118,12 @@ fn classify(name: &str, declared: &Capabilities) -> ImportClass {
         "wasi:sockets" => ImportClass::Linked {
             grants: "only granted addresses (none unless declared and granted)",
         },
+        "wasi:http" if matches!(interface, "types" | "outgoing-handler") => ImportClass::Linked {
+            grants: "requests only to granted URLs (none unless declared and granted)",
+        },
+        "wasi:http" => unsupported(format!(
+            "wasi:http/{interface} is not offered by this runtime (outgoing requests only)"
+        )),
         "wasi:clocks" => ImportClass::Capability {
             capability: "clocks",
             declared: declared.clocks,
@@ -186,6 +194,9 @@ pub fn audit(engine: &Engine, component: &Component, declared: &Capabilities) ->
                 if name.starts_with("wasi:sockets/") {
                     used.insert("net");
                 }
+                if name.starts_with("wasi:http/outgoing-handler") {
+                    used.insert("http");
+                }
                 if name.starts_with("wasi:cli/environment") {
                     used.insert("env");
                 }
@@ -212,6 +223,7 @@ pub fn audit(engine: &Engine, component: &Component, declared: &Capabilities) ->
         (declared.stderr, "stderr"),
         (!declared.dirs.is_empty(), "dir"),
         (!declared.net.is_empty(), "net"),
+        (!declared.http.is_empty(), "http"),
         (!declared.env.is_empty(), "env"),
         (!declared.feeds.is_empty(), "feed"),
     ] {
@@ -311,6 +323,7 @@ pub fn manifest_skeleton(audit: &Audit, name: &str, source: &str) -> String {
                     Some("wasi:sockets") => {
                         Some(r#"<net host="api.example.org" port="443" protocol="tcp"/>"#)
                     }
+                    Some("wasi:http") => Some(r#"<http url="https://api.example.org/"/>"#),
                     _ => match import.name.rsplit_once('@').map(|(path, _)| path) {
                         Some("wasi:cli/stdout") => Some("<stdout/>"),
                         Some("wasi:cli/stderr") => Some("<stderr/>"),
@@ -454,8 +467,15 @@ mod tests {
                 declared: false
             }
         );
+        for name in ["wasi:http/types@0.2.10", "wasi:http/outgoing-handler@0.2.0"] {
+            assert!(
+                matches!(classify(name, &none), ImportClass::Linked { .. }),
+                "{name}"
+            );
+        }
         for name in [
-            "wasi:http/outgoing-handler@0.2.0",
+            "wasi:http/incoming-handler@0.2.0",
+            "wasi:http/types@0.3.0",
             "wasi:io/streams@0.3.0",
             "wasi:io/streams",
             "sp2a:rps/admin@0.1.0",

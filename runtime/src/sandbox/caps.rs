@@ -5,8 +5,11 @@
 //! variables, no arguments, stdin closed, stdout/stderr captured into bounded
 //! per-call buffers (not shown unless granted, except that the tail of
 //! stderr is quoted in a trap's error, where a panic message ends up), every
-//! socket address refused and name lookup disabled. Every WASI 0.2 interface
-//! is linked; clocks and random reach only components whose manifest
+//! socket address refused and name lookup disabled, every outgoing HTTP
+//! request refused. Every WASI 0.2 interface and `wasi:http`'s outgoing
+//! half are linked; an HTTP request goes out only to a URL the manifest
+//! declares and the policy grants ([`HttpGate`]), within the call's
+//! deadline. Clocks and random reach only components whose manifest
 //! declares them (the audit refuses an undeclared import) on nodes whose
 //! policy grants them (the policy refuses the package otherwise). A live
 //! feed (`sp2a:rps/feed`) reads only the feeds granted, by name; any other
@@ -15,16 +18,19 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::{Grants, SandboxError};
 use crate::feed::{FeedId, Feeds};
 use crate::package::manifest::{Access, Protocol};
+use crate::package::url::{HttpUrl, Target};
 
 /// Bytes of stdout (and of stderr) kept per call.
 pub const MAX_CAPTURED_OUTPUT: usize = 256 << 10;
@@ -34,6 +40,12 @@ const MAX_LOG_MESSAGE: usize = 4096;
 const MAX_LOG_FIELDS: usize = 16;
 const MAX_LOG_FIELD: usize = 256;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Outgoing HTTP requests one call may make.
+pub const MAX_HTTP_REQUESTS: u32 = 256;
+/// Largest piece of a request body copied out of the guest at once.
+const MAX_HTTP_BODY_CHUNK: usize = 256 << 10;
+/// Refused requests kept per call, with their reasons, for the caller.
+const MAX_REFUSALS_KEPT: usize = 16;
 
 /// Host bindings for the `sp2a:rps/service` world.
 mod bindings {
@@ -107,6 +119,8 @@ pub struct CapturedOutput {
 /// Everything a store holds for one call.
 pub struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_gate: HttpGate,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     service: Arc<ServiceIdentity>,
@@ -127,6 +141,13 @@ impl HostState {
         }
     }
 
+    /// What the sandbox refused during this call, with the reason (the
+    /// guest itself only sees an error code): the first
+    /// [`MAX_REFUSALS_KEPT`].
+    pub fn refused(&self) -> Vec<String> {
+        self.http_gate.refused.clone()
+    }
+
     /// Log records dropped because the guest exceeded [`MAX_LOG_RECORDS`].
     pub fn dropped_log_records(&self) -> u32 {
         self.log_records.saturating_sub(MAX_LOG_RECORDS)
@@ -139,6 +160,134 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_gate,
+        }
+    }
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+/// The gate of one call's outgoing HTTP requests: each must lie within a
+/// granted URL (scheme, host, port and path prefix, see
+/// [`crate::package::url`]), the call may make at most [`MAX_HTTP_REQUESTS`],
+/// and none may outlive the call's deadline (connecting, waiting for the
+/// first byte and between bytes are all bounded by the time left). A
+/// refused request gets `HTTP-request-denied`; the node logs why and the
+/// call's outcome lists it.
+pub struct HttpGate {
+    granted: Arc<[HttpUrl]>,
+    service: Arc<ServiceIdentity>,
+    deadline: Instant,
+    requests: u32,
+    body_chunk: usize,
+    refused: Vec<String>,
+}
+
+impl HttpGate {
+    /// Where the request goes, if it may.
+    fn check(
+        &mut self,
+        request: &http::Request<wasmtime_wasi_http::WasiBody>,
+    ) -> Result<Target, String> {
+        self.requests = self.requests.saturating_add(1);
+        if self.requests > MAX_HTTP_REQUESTS {
+            return Err(format!(
+                "more than {MAX_HTTP_REQUESTS} requests in one call"
+            ));
+        }
+        let uri = request.uri();
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        let target = Target::parse(
+            uri.scheme_str().unwrap_or(""),
+            authority,
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        )?;
+        // The host names the server sees must be the one checked.
+        if request
+            .headers()
+            .get_all(http::header::HOST)
+            .iter()
+            .any(|host| host.as_bytes() != authority.as_bytes())
+        {
+            return Err("a Host header other than the URL's".into());
+        }
+        if !self.granted.iter().any(|url| url.admits(&target)) {
+            return Err(match self.granted.is_empty() {
+                true => "this service was granted no HTTP destination".into(),
+                false => format!(
+                    "not under a granted URL ({})",
+                    self.granted
+                        .iter()
+                        .map(|u| u.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        Ok(target)
+    }
+}
+
+impl WasiHttpHooks for HttpGate {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        use wasmtime_wasi_http::Error;
+        let checked = self.check(&request);
+        let service = self.service.name.as_str();
+        let target = match checked {
+            Ok(target) => target,
+            Err(reason) => {
+                tracing::warn!(service, url = %request.uri(), "outgoing HTTP request refused: {reason}");
+                if self.refused.len() < MAX_REFUSALS_KEPT {
+                    self.refused.push(format!(
+                        "HTTP {} {}: {reason}",
+                        request.method(),
+                        request.uri()
+                    ));
+                }
+                return Box::new(async { Err(Error::HttpRequestDenied) });
+            }
+        };
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Box::new(async { Err(Error::ConnectionTimeout) });
+        }
+        let within = |asked: Option<Duration>| Some(asked.map_or(left, |asked| asked.min(left)));
+        let options = options.unwrap_or_default();
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: within(options.connect_timeout),
+            first_byte_timeout: within(options.first_byte_timeout),
+            between_bytes_timeout: within(options.between_bytes_timeout),
+        };
+        tracing::debug!(service, url = %target, method = %request.method(), "outgoing HTTP request");
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        self.body_chunk
     }
 }
 
@@ -250,6 +399,8 @@ pub struct CallContext {
     feed_source: Feeds,
     /// Socket addresses granted, per protocol.
     addresses: Arc<HashSet<(Protocol, SocketAddr)>>,
+    /// URLs granted for outgoing HTTP.
+    http: Arc<[HttpUrl]>,
     max_memory: usize,
 }
 
@@ -300,6 +451,7 @@ impl CallContext {
             }
         }
         let max_memory = usize::try_from(grants.limits.max_memory).unwrap_or(usize::MAX);
+        let http = grants.http.clone().into();
         let feeds = grants
             .feeds
             .iter()
@@ -318,6 +470,7 @@ impl CallContext {
             feeds,
             feed_source,
             addresses: Arc::new(addresses),
+            http,
             max_memory,
         })
     }
@@ -371,8 +524,18 @@ impl CallContext {
             };
             Box::pin(async move { allowed })
         });
+        let http_gate = HttpGate {
+            granted: self.http.clone(),
+            service: self.service.clone(),
+            deadline: Instant::now() + self.grants.limits.time_per_call,
+            requests: 0,
+            body_chunk: MAX_HTTP_BODY_CHUNK.min(self.max_memory),
+            refused: Vec::new(),
+        };
         Ok(HostState {
             wasi: builder.build(),
+            http: WasiHttpCtx::new(),
+            http_gate,
             table: ResourceTable::new(),
             limiter: Limiter {
                 max_memory: self.max_memory,

@@ -112,6 +112,8 @@ impl Backend {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
         super::caps::add_host_imports(&mut linker)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         Ok(Self { engine, linker })

@@ -636,6 +636,10 @@ pub struct CallOutcome {
     pub stderr: Vec<u8>,
     pub fuel_used: u64,
     pub elapsed: Duration,
+    /// What the sandbox refused the guest during the call, each with the
+    /// reason (the guest only saw an error code), e.g. an HTTP request to
+    /// a URL it was not granted.
+    pub refused: Vec<String>,
 }
 
 /// Why a call did not return a value.
@@ -1030,6 +1034,7 @@ impl Activation {
         let elapsed = start.elapsed();
         let fuel_used = instance.fuel_used();
         let output = instance.store.data().output();
+        let refused = instance.store.data().refused();
         let dropped = instance.store.data().dropped_log_records();
         if dropped > 0 {
             tracing::warn!(service = %self.context.service().name, dropped, "guest exceeded its log budget");
@@ -1065,6 +1070,7 @@ impl Activation {
             },
             fuel_used,
             elapsed,
+            refused,
         })
     }
 

@@ -87,6 +87,8 @@ pub struct Grants {
     pub stderr: bool,
     pub env: Vec<(String, String)>,
     pub net: Vec<NetGrant>,
+    /// URL prefixes outgoing HTTP requests may go to.
+    pub http: Vec<crate::package::url::HttpUrl>,
     pub dirs: Vec<DirGrant>,
     pub feeds: Vec<FeedGrant>,
 }
