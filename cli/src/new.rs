@@ -1,8 +1,11 @@
-//! `sp2a new NAME`: a Rust service that builds and packs on the first try,
-//! in any directory. The project carries what it needs: the guest SDK of
-//! this sp2a version (`sp2a-guest/`) and the `sp2a:rps` WIT package
-//! (`wit/deps/sp2a-rps/`), so nothing points back at sp2a's own sources and
-//! only crates from the registry are fetched.
+//! `sp2a new NAME [--lang rust|js|python]`: a service that builds and
+//! packs on the first try, in any directory. The project carries what it
+//! needs: the `sp2a:rps` WIT package (`wit/deps/sp2a-rps/`) and, in Rust,
+//! the guest SDK of this sp2a version (`sp2a-guest/`), so nothing points
+//! back at sp2a's own sources. Rust fetches crates from the registry;
+//! JavaScript (componentize-js) and Python (componentize-py) projects have
+//! a `build` script that installs their pinned toolchain with npm or pip
+//! the first time.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +20,23 @@ const RPS_WIT: &str = include_str!("../../wit/rps.wit");
 /// The wit-bindgen the SDK is built against (the workspace's; a test
 /// keeps them equal).
 const WIT_BINDGEN: &str = "0.63.0";
+/// The toolchains other languages' projects pin (the versions this
+/// repository's tests build with: `tests/guests/js-web`,
+/// `bench/fixtures/python-hello`).
+const COMPONENTIZE_JS: &str = "0.23.0";
+const PREVIEW2_SHIM: &str = "0.25.0";
+const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// The language a new service is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust with the guest SDK (wit-bindgen).
+    Rust,
+    /// JavaScript with componentize-js (needs Node.js and npm).
+    Js,
+    /// Python with componentize-py (needs python3 with venv).
+    Python,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,6 +47,9 @@ pub struct Args {
     /// be an empty directory.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// The language to write it in.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: Lang,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -41,7 +64,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         bail!("{} exists and is not empty", dir.display());
     }
-    let files = project(name);
+    let files = match args.lang {
+        Lang::Rust => rust_project(name),
+        Lang::Js => js_project(name),
+        Lang::Python => python_project(name),
+    };
     for (path, text) in &files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
@@ -50,12 +77,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let (build, pack) = commands(name, &dir);
-    println!(
-        "created {} (a Rust sp2a service, {} files; the guest SDK and the sp2a:rps WIT are in it)",
-        dir.display(),
-        files.len()
-    );
+    #[cfg(unix)]
+    if args.lang != Lang::Rust {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("build");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot make {} executable", script.display()))?;
+    }
+    let (build, pack) = commands(name, &dir, args.lang);
+    let what = match args.lang {
+        Lang::Rust => "a Rust sp2a service; the guest SDK and the sp2a:rps WIT are in it",
+        Lang::Js => "a JavaScript sp2a service (componentize-js); the sp2a:rps WIT is in it",
+        Lang::Python => "a Python sp2a service (componentize-py); the sp2a:rps WIT is in it",
+    };
+    println!("created {} ({what}, {} files)", dir.display(), files.len());
     println!("build: {build}");
     println!("pack:  {pack}");
     Ok(ExitCode::SUCCESS)
@@ -75,16 +110,21 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// The commands that build and pack the project made in `dir`.
-fn commands(name: &str, dir: &Path) -> (String, String) {
-    let wasm = name.replace('-', "_");
+fn commands(name: &str, dir: &Path, lang: Lang) -> (String, String) {
+    let dir = shell_quoted(&dir.display().to_string());
+    let (build, wasm) = match lang {
+        Lang::Rust => (
+            "cargo build --release --target wasm32-wasip2".to_owned(),
+            format!(
+                "target/wasm32-wasip2/release/{}.wasm",
+                name.replace('-', "_")
+            ),
+        ),
+        Lang::Js | Lang::Python => ("./build".to_owned(), format!("{name}.wasm")),
+    };
     (
-        format!(
-            "cd {} && cargo build --release --target wasm32-wasip2",
-            shell_quoted(&dir.display().to_string())
-        ),
-        format!(
-            "sp2a pack target/wasm32-wasip2/release/{wasm}.wasm --manifest rps.xml --key KEY -o {name}.rps"
-        ),
+        format!("cd {dir} && {build}"),
+        format!("sp2a pack {wasm} --manifest rps.xml --key KEY -o {name}.rps"),
     )
 }
 
@@ -99,8 +139,8 @@ fn shell_quoted(text: &str) -> String {
     }
 }
 
-/// The project's files, relative to its directory.
-fn project(name: &str) -> Vec<(&'static str, String)> {
+/// A Rust project's files, relative to its directory.
+fn rust_project(name: &str) -> Vec<(&'static str, String)> {
     let version = env!("CARGO_PKG_VERSION");
     let wasm = name.replace('-', "_");
     vec![
@@ -191,29 +231,7 @@ export!(Service);
 "#
             ),
         ),
-        (
-            "rps.xml",
-            format!(
-                r#"<?xml version="1.0" encoding="UTF-8"?>
-<rps format="1">
-  <name>{name}</name>
-  <version>0.1.0</version>
-  <description>The {name} service.</description>
-  <requirements>
-    <max-memory>4 MiB</max-memory>
-    <fuel-per-call>10000000</fuel-per-call>
-    <time-per-call>1s</time-per-call>
-  </requirements>
-  <!-- Declare here what the service may use (clocks, random, dirs, net,
-       env, feeds); `sp2a pack` refuses a component that imports more. -->
-  <self-test>
-    <call expect='"Hello, sp2a!"'>greet("sp2a")</call>
-  </self-test>
-  <deterministic>true</deterministic>
-</rps>
-"#
-            ),
-        ),
+        ("rps.xml", manifest(name, Lang::Rust)),
         (
             ".gitignore",
             "/target\n/Cargo.lock\n*.rps\n*.pem\n".to_owned(),
@@ -237,6 +255,214 @@ sp2a call {name}.rps 'greet("world")' --policy node.toml
 `sp2a-guest/` is the guest SDK of sp2a {version} and `wit/deps/sp2a-rps/`
 the WIT package every node offers; `sp2a new` put them here.
 "#
+            ),
+        ),
+    ]
+}
+
+/// The `rps.xml` of a new project: the requirements its language's
+/// runtime needs, and what it imports declared.
+fn manifest(name: &str, lang: Lang) -> String {
+    let (requirements, capabilities) = match lang {
+        Lang::Rust => (
+            "    <max-memory>4 MiB</max-memory>\n    <fuel-per-call>10000000</fuel-per-call>\n    <time-per-call>1s</time-per-call>",
+            "",
+        ),
+        Lang::Js => (
+            "    <!-- SpiderMonkey's heap lives in the instance's memory. -->\n    <max-memory>64 MiB</max-memory>\n    <fuel-per-call>2000000000</fuel-per-call>\n    <time-per-call>5s</time-per-call>",
+            "    <!-- The JavaScript engine reads the clocks (Date, timers) and random\n         (Math.random, crypto); fetch() reaches only URLs declared as\n         <http url=\"https://api.example.org/\"/> and granted. -->\n    <clocks/>\n    <random/>\n",
+        ),
+        Lang::Python => (
+            "    <max-memory>64 MiB</max-memory>\n    <fuel-per-call>10000000000</fuel-per-call>\n    <time-per-call>10s</time-per-call>",
+            "    <!-- The interpreter's start-up reads the clocks and seeds its hashing. -->\n    <clocks/>\n    <random/>\n",
+        ),
+    };
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<rps format="1">
+  <name>{name}</name>
+  <version>0.1.0</version>
+  <description>The {name} service.</description>
+  <requirements>
+{requirements}
+  </requirements>
+  <!-- Declare here what the service may use (clocks, random, dirs, net,
+       http, env, feeds); `sp2a pack` refuses a component that imports more. -->
+  <capabilities>
+{capabilities}  </capabilities>
+  <self-test>
+    <call expect='"Hello, sp2a!"'>greet("sp2a")</call>
+  </self-test>
+  <deterministic>true</deterministic>
+</rps>
+"#
+    )
+}
+
+/// The WIT world of a JavaScript or Python service: the `sp2a:rps`
+/// interfaces imported one by one (these toolchains import every
+/// interface of their world).
+fn world_importing(name: &str) -> String {
+    format!(
+        r#"package {name}:service@0.1.0;
+
+interface api {{
+    /// A greeting for `name`.
+    greet: func(name: string) -> string;
+}}
+
+world {name} {{
+    import sp2a:rps/log@0.1.0;
+    import sp2a:rps/host@0.1.0;
+    // import sp2a:rps/feed@0.1.0;  (a live feed: declare it in rps.xml)
+    export api;
+}}
+"#
+    )
+}
+
+/// A JavaScript or Python project's README.
+fn readme(name: &str, lang: &str, code: &str, installs: &str) -> String {
+    format!(
+        r#"# {name}
+
+An sp2a service in {lang}. Its interface is `wit/service.wit`, its code
+`{code}`, what it needs to run `rps.xml`.
+
+```sh
+./build                               # {installs} the first time
+sp2a keygen -o me.pem                 # once; prints your publisher key
+sp2a pack {name}.wasm --manifest rps.xml --key me.pem -o {name}.rps
+printf '[trust]\npublishers = ["%s"]\n[grants]\nclocks = true\nrandom = true\n' ed25519:... > node.toml   # the key keygen printed
+sp2a call {name}.rps 'greet("world")' --policy node.toml
+```
+
+`wit/deps/sp2a-rps/` is the WIT package every node offers; `sp2a new` put
+it here.
+"#
+    )
+}
+
+/// A JavaScript project (componentize-js).
+fn js_project(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("wit/deps/sp2a-rps/rps.wit", RPS_WIT.to_owned()),
+        ("wit/service.wit", world_importing(name)),
+        (
+            "app.js",
+            format!(
+                r#"// The {name} service: componentize-js makes this module a component of
+// the `{name}` world (wit/service.wit). Exported functions may be async
+// (and use fetch()); the component runs the event loop until they settle.
+import {{ log }} from 'sp2a:rps/log@0.1.0';
+
+export const api = {{
+  greet(name) {{
+    log('info', `greeting ${{name}}`, []);
+    return `Hello, ${{name}}!`;
+  }},
+}};
+"#
+            ),
+        ),
+        (
+            "package.json",
+            format!(
+                r#"{{
+  "name": "{name}",
+  "private": true,
+  "type": "module",
+  "scripts": {{
+    "build": "componentize-js app.js --wit wit --world-name {name} -o {name}.wasm"
+  }},
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}"
+  }}
+}}
+"#
+            ),
+        ),
+        (
+            "build",
+            format!(
+                r#"#!/bin/sh
+# Builds {name}.wasm with componentize-js, which npm installs into
+# node_modules the first time (Node.js 18 or later).
+set -eu
+cd "$(dirname "$0")"
+[ -x node_modules/.bin/componentize-js ] || npm install --no-audit --no-fund --loglevel=error
+node_modules/.bin/componentize-js app.js --wit wit --world-name {name} -o {name}.wasm
+"#
+            ),
+        ),
+        ("rps.xml", manifest(name, Lang::Js)),
+        (
+            ".gitignore",
+            "/node_modules\n/package-lock.json\n*.wasm\n*.rps\n*.pem\n".to_owned(),
+        ),
+        (
+            "README.md",
+            readme(
+                name,
+                "JavaScript (componentize-js)",
+                "app.js",
+                "npm installs componentize-js",
+            ),
+        ),
+    ]
+}
+
+/// A Python project (componentize-py).
+fn python_project(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("wit/deps/sp2a-rps/rps.wit", RPS_WIT.to_owned()),
+        ("wit/service.wit", world_importing(name)),
+        (
+            "app.py",
+            format!(
+                r#""""The {name} service: componentize-py makes this module a component of
+the `{name}` world (wit/service.wit)."""
+
+from wit_world import exports
+from wit_world.imports import log
+
+
+class Api(exports.Api):
+    def greet(self, name: str) -> str:
+        log.log(log.Level.INFO, f"greeting {{name}}", [])
+        return f"Hello, {{name}}!"
+"#
+            ),
+        ),
+        (
+            "build",
+            format!(
+                r#"#!/bin/sh
+# Builds {name}.wasm with componentize-py, which pip installs into .venv
+# the first time (python3 with venv).
+set -eu
+cd "$(dirname "$0")"
+if [ ! -x .venv/bin/componentize-py ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check componentize-py=={COMPONENTIZE_PY}
+fi
+PYTHONDONTWRITEBYTECODE=1 .venv/bin/componentize-py -d wit -w {name} componentize app -o {name}.wasm
+"#
+            ),
+        ),
+        ("rps.xml", manifest(name, Lang::Python)),
+        (
+            ".gitignore",
+            "/.venv\n__pycache__/\n*.wasm\n*.rps\n*.pem\n".to_owned(),
+        ),
+        (
+            "README.md",
+            readme(
+                name,
+                "Python (componentize-py)",
+                "app.py",
+                "pip installs componentize-py",
             ),
         ),
     ]
@@ -278,12 +504,26 @@ mod tests {
     }
 
     #[test]
+    fn other_languages_pin_the_toolchains_the_tests_build_with() {
+        let js = include_str!("../../tests/guests/js-web/package.json");
+        assert!(js.contains(&format!(
+            "\"@bytecodealliance/componentize-js\": \"{COMPONENTIZE_JS}\""
+        )));
+        assert!(js.contains(&format!(
+            "\"@bytecodealliance/preview2-shim\": \"{PREVIEW2_SHIM}\""
+        )));
+        let python = include_str!("../../bench/fixtures/python-hello/build");
+        assert!(python.contains(&format!("version={COMPONENTIZE_PY}\n")));
+    }
+
+    #[test]
     fn an_existing_directory_with_files_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("keep"), "mine").unwrap();
         let args = Args {
             name: "hello".into(),
             dir: Some(dir.path().to_owned()),
+            lang: Lang::Rust,
         };
         assert!(run(args).is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

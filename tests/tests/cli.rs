@@ -171,10 +171,13 @@ fn a_passphrase_protected_ssh_key_signs_and_its_public_line_is_trusted() {
     assert!(stdout.contains("verdict: WOULD ACTIVATE"), "{stdout}");
 }
 
-#[test]
-fn a_new_service_builds_packs_and_answers_outside_the_repository() {
+/// `sp2a new NAME [--lang LANG]` in an empty directory, then exactly the
+/// build and pack commands it prints, then a call of the packed service.
+fn new_service_builds_packs_and_answers(name: &str, lang: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_sp2a(dir.path(), &["new", "hello2"]);
+    let mut args = vec!["new", name];
+    args.extend_from_slice(lang);
+    let out = run_sp2a(dir.path(), &args);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     let printed = |label: &str| {
@@ -186,8 +189,16 @@ fn a_new_service_builds_packs_and_answers_outside_the_repository() {
             .to_owned()
     };
     let (build, pack) = (printed("build:"), printed("pack:"));
-    let project = dir.path().join("hello2");
+    let project = dir.path().join(name);
     setup(&project);
+    // The JavaScript and Python runtimes read the clocks and random.
+    let policy = project.join("policy.toml");
+    let text_of_policy = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &policy,
+        text_of_policy.replace("clocks = true", "clocks = true\nrandom = true"),
+    )
+    .unwrap();
     // Exactly the printed commands: build, then pack with our key.
     let sp2a = sp2a_tests::sp2a_bin();
     let pack = pack
@@ -207,7 +218,7 @@ fn a_new_service_builds_packs_and_answers_outside_the_repository() {
         &project,
         &[
             "call",
-            "hello2.rps",
+            &format!("{name}.rps"),
             "greet(\"new\")",
             "--policy",
             "policy.toml",
@@ -216,6 +227,25 @@ fn a_new_service_builds_packs_and_answers_outside_the_repository() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout.trim(), "\"Hello, new!\"");
+    // The service's log record reached the node's log.
+    assert!(stderr.contains("greeting new"), "{stderr}");
+}
+
+#[test]
+fn a_new_service_builds_packs_and_answers_outside_the_repository() {
+    new_service_builds_packs_and_answers("hello2", &[]);
+}
+
+/// Needs Node.js and npm (`./run test` installs them on Debian as root).
+#[test]
+fn a_new_javascript_service_builds_packs_and_answers() {
+    new_service_builds_packs_and_answers("hello-js", &["--lang", "js"]);
+}
+
+/// Needs python3 with venv.
+#[test]
+fn a_new_python_service_builds_packs_and_answers() {
+    new_service_builds_packs_and_answers("hello-py", &["--lang", "python"]);
 }
 
 #[test]
