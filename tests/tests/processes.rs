@@ -153,6 +153,24 @@ fn http_get(address: &str, path: &str) -> (String, String, String) {
     (status.to_owned(), headers.to_lowercase(), body.to_owned())
 }
 
+/// The value of the sample `name` (a metric with its labels) in an
+/// OpenMetrics text, or 0 when absent.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// The metrics URL a node printed, as `host:port`.
+fn metrics_address(node: &NodeProcess) -> String {
+    node.printed
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .and_then(|url| url.strip_suffix("/metrics"))
+        .expect("the node prints where its metrics are")
+        .to_owned()
+}
+
 #[test]
 fn metrics_count_a_services_calls_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,18 +188,8 @@ fn metrics_count_a_services_calls_over_http() {
             "127.0.0.1:0",
         ],
     );
-    let url = node
-        .printed
-        .iter()
-        .find_map(|l| l.strip_prefix("metrics on http://"))
-        .expect("the node prints where its metrics are")
-        .to_owned();
-    let address = url.strip_suffix("/metrics").unwrap();
-    let ok_calls = |body: &str| {
-        body.lines()
-            .find_map(|l| l.strip_prefix(r#"sp2a_calls_total{service="hello",outcome="ok"} "#))
-            .map_or(0, |v| v.parse::<u64>().unwrap())
-    };
+    let address = &metrics_address(&node);
+    let ok_calls = |body: &str| sample(body, r#"sp2a_calls_total{service="hello",outcome="ok"}"#);
     let (status, headers, before) = http_get(address, "/metrics");
     assert!(status.contains("200"), "{status}");
     assert!(
@@ -203,7 +211,7 @@ fn metrics_count_a_services_calls_over_http() {
         );
     }
     let (_, _, after) = http_get(address, "/metrics");
-    assert_eq!(ok_calls(&after), ok_calls(&before) + 3, "{after}");
+    assert_eq!(ok_calls(&after), ok_calls(&before) + 3.0, "{after}");
     assert!(
         after.contains(r#"sp2a_call_duration_seconds_count{service="hello"} "#),
         "{after}"
@@ -211,6 +219,73 @@ fn metrics_count_a_services_calls_over_http() {
     // Only /metrics, and only reading.
     let (status, _, _) = http_get(address, "/status");
     assert!(status.contains("404"), "{status}");
+}
+
+#[test]
+fn metrics_show_a_pull_its_stages_events_and_libp2ps_own_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_packages_and_policy(dir);
+    let provider = NodeProcess::start(
+        dir,
+        "provider",
+        &["--policy", "policy.toml", "--share", "hello.rps"],
+    );
+    let consumer = NodeProcess::start(
+        dir,
+        "consumer",
+        &[
+            "--policy",
+            "policy.toml",
+            "--bootstrap",
+            &provider.address,
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let address = metrics_address(&consumer);
+    let (_, _, before) = http_get(&address, "/metrics");
+    assert_eq!(sample(&before, r#"sp2a_pulls_total{outcome="ok"}"#), 0.0);
+    sp2a_ok(dir, &["pull", "hello", "--data-dir", consumer.data_dir()]);
+    let (_, _, after) = http_get(&address, "/metrics");
+    let size = std::fs::metadata(sp2a_tests::guests_dir().join("hello.wasm"))
+        .unwrap()
+        .len() as f64;
+    for (name, expected) in [
+        (r#"sp2a_pulls_total{outcome="ok"}"#, 1.0),
+        (
+            r#"sp2a_pull_stage_duration_seconds_count{stage="discovery"}"#,
+            1.0,
+        ),
+        (
+            r#"sp2a_pull_stage_duration_seconds_count{stage="download"}"#,
+            1.0,
+        ),
+        (
+            r#"sp2a_pull_stage_duration_seconds_count{stage="deploy"}"#,
+            1.0,
+        ),
+        ("sp2a_downloaded_bytes_total", size),
+        (r#"sp2a_events_total{event="pull-started"}"#, 1.0),
+        (r#"sp2a_events_total{event="pulled"}"#, 1.0),
+        (r#"sp2a_events_total{event="shared"}"#, 1.0),
+    ] {
+        assert_eq!(sample(&after, name), expected, "{name} in {after}");
+    }
+    // libp2p's own: the download's bytes came in over TCP, the provider
+    // lookup was a Kademlia query, and the node dialled its bootstrap peer.
+    let inbound = sample(
+        &after,
+        r#"sp2a_libp2p_bandwidth_bytes_total{protocols="/ip4/tcp/p2p",direction="Inbound"}"#,
+    );
+    assert!(inbound > size, "{inbound} bytes in: {after}");
+    for name in [
+        "sp2a_libp2p_kad_query_result_get_providers_ok_count",
+        r#"sp2a_libp2p_kad_query_result_num_requests_count{type="GetProviders"}"#,
+        r#"sp2a_libp2p_swarm_connections_established_total{role="Dialer",protocols="/ip4/tcp/p2p"}"#,
+    ] {
+        assert!(sample(&after, name) >= 1.0, "{name} in {after}");
+    }
 }
 
 /// A node sharing `stream` with its uplink limited to `rate` per second.

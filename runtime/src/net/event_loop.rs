@@ -51,6 +51,19 @@ pub async fn start(
     keypair: libp2p::identity::Keypair,
     config: NetConfig,
 ) -> Result<(Client, mpsc::Receiver<InboundRequest>), NetError> {
+    start_with_metrics(keypair, config, None).await
+}
+
+/// [`start`], recording libp2p's own metrics into `registry` (bytes per
+/// transport and protocol, connections, Kademlia queries and requests,
+/// identify, ping and gossipsub), or into one nobody reads.
+pub async fn start_with_metrics(
+    keypair: libp2p::identity::Keypair,
+    config: NetConfig,
+    registry: Option<&mut prometheus_client::registry::Registry>,
+) -> Result<(Client, mpsc::Receiver<InboundRequest>), NetError> {
+    let mut unread = prometheus_client::registry::Registry::default();
+    let registry = registry.unwrap_or(&mut unread);
     let behaviour_config = config.clone();
     let idle_timeout = config.idle_timeout;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -62,6 +75,7 @@ pub async fn start(
         )
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_quic()
+        .with_bandwidth_metrics(registry)
         .with_behaviour(|key| Behaviour::new(key, &behaviour_config))
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
@@ -98,6 +112,7 @@ pub async fn start(
     let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
     let mut event_loop = EventLoop {
         addresses: addresses.clone(),
+        metrics: libp2p::metrics::Metrics::new(registry),
         swarm,
         commands: commands_rx,
         inbound: inbound_tx,
@@ -211,6 +226,8 @@ impl PendingProviders {
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
+    /// libp2p's own metrics, recorded from every swarm event.
+    metrics: libp2p::metrics::Metrics,
     /// Identify's listen addresses of peers, shared with the client.
     addresses: std::sync::Arc<std::sync::Mutex<AddressBook>>,
     commands: mpsc::Receiver<Command>,
@@ -551,6 +568,15 @@ impl EventLoop {
     }
 
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder;
+        self.metrics.record(&event);
+        match &event {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(e)) => self.metrics.record(e),
+            _ => {}
+        }
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.handle_kad(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {

@@ -1,5 +1,7 @@
 //! What happens on a node, as events for progress displays, demos,
-//! experiments and logs: every role emits through one [`Events`] sender.
+//! experiments and logs: every role emits through one [`Events`] sender,
+//! which also counts each kind for the node's metrics (counted when
+//! emitted, so no slow subscriber can make a count miss).
 
 use std::time::Duration;
 
@@ -80,24 +82,53 @@ pub enum NodeEvent {
     },
 }
 
+impl NodeEvent {
+    /// A stable name for the kind of event (metrics, dashboards).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeEvent::Shared { .. } => "shared",
+            NodeEvent::PullStarted { .. } => "pull-started",
+            NodeEvent::Found { .. } => "found",
+            NodeEvent::Downloaded { .. } => "downloaded",
+            NodeEvent::Pulled { .. } => "pulled",
+            NodeEvent::Prefetched { .. } => "prefetched",
+            NodeEvent::PeerBanned { .. } => "peer-banned",
+            NodeEvent::Served { .. } => "served",
+            NodeEvent::Invoked { .. } => "invoked",
+            NodeEvent::Diffusion { .. } => "diffusion",
+            NodeEvent::Checked { right: true, .. } => "checked-right",
+            NodeEvent::Checked { right: false, .. } => "checked-wrong",
+            NodeEvent::Regression { .. } => "regression",
+        }
+    }
+}
+
 /// Events recent enough for a slow subscriber to still see.
 const BACKLOG: usize = 1024;
 
-/// The sender every role emits through. Cheap to clone.
+/// The sender every role emits through, and the count of each kind.
+/// Cheap to clone.
 #[derive(Clone, Debug)]
-pub(crate) struct Events(broadcast::Sender<NodeEvent>);
+pub(crate) struct Events {
+    sender: broadcast::Sender<NodeEvent>,
+    counts: super::metrics::EventCounts,
+}
 
 impl Events {
-    pub(crate) fn new() -> Self {
-        Self(broadcast::channel(BACKLOG).0)
+    pub(crate) fn new(counts: super::metrics::EventCounts) -> Self {
+        Self {
+            sender: broadcast::channel(BACKLOG).0,
+            counts,
+        }
     }
 
     pub(crate) fn emit(&self, event: NodeEvent) {
+        self.counts.count(event.kind());
         // Nobody listening is fine.
-        let _ = self.0.send(event);
+        let _ = self.sender.send(event);
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.0.subscribe()
+        self.sender.subscribe()
     }
 }

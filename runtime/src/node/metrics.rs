@@ -10,9 +10,19 @@
 //! `Busy` answers, blocks and bytes served), provider records held,
 //! announcements per state, connected peers, transfers in progress.
 //!
+//! Every node event, by kind (`sp2a_events_total{event}`): shares, pulls
+//! and their steps, peers banned, uploads served, calls from peers,
+//! replication's decisions (`diffusion`: standbys asked to pull;
+//! `regression`: this replica retired; `prefetched`) and reputation's
+//! answer checks (`checked-right`, `checked-wrong`). libp2p's own metrics
+//! under `sp2a_libp2p_`: bytes in and out per transport and protocol,
+//! connections, dial and listen errors, Kademlia queries (results,
+//! durations, steps) and inbound requests, identify, ping, gossipsub.
+//!
 //! Labels are service names (checked names from signed manifests) and
 //! fixed words, so a peer cannot grow the number of series beyond the
-//! services this node runs.
+//! services this node runs (libp2p's labels are protocol names and error
+//! kinds; identify's protocol labels are limited to those libp2p knows).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -53,6 +63,21 @@ struct StateLabel {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+/// Node events counted by kind, shared with the event sender.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EventCounts(Family<EventLabel, Counter>);
+
+impl EventCounts {
+    pub(crate) fn count(&self, event: &'static str) {
+        self.0.get_or_create(&EventLabel { event }).inc();
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 50 us to about 26 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
@@ -73,6 +98,7 @@ pub(crate) struct Metrics {
     pull_seconds: Family<StageLabel, Histogram, fn() -> Histogram>,
     downloaded_bytes: Counter,
     bans: Counter,
+    events: EventCounts,
     /// One scrape at a time builds the status-derived part.
     scrape: Mutex<()>,
 }
@@ -128,8 +154,15 @@ impl Metrics {
             "Peers banned from a download for sending data that failed verification",
             bans.clone(),
         );
+        let events = EventCounts::default();
+        registry.register(
+            "events",
+            "Node events by kind: shared, pull-started, found, downloaded, pulled, prefetched, peer-banned, served, invoked, diffusion, regression, checked-right, checked-wrong",
+            events.0.clone(),
+        );
         Self {
             registry,
+            events,
             calls,
             call_seconds,
             fuel,
@@ -190,6 +223,17 @@ impl Metrics {
                 .observe(time.as_secs_f64());
         }
         self.downloaded_bytes.inc_by(bytes);
+    }
+
+    /// Where libp2p records its own metrics (before the node starts; it
+    /// adds its `libp2p_` prefix itself).
+    pub(crate) fn libp2p_registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The count of node events by kind, shared with the event sender.
+    pub(crate) fn event_counts(&self) -> EventCounts {
+        self.events.clone()
     }
 
     /// The counter of peers banned, shared with whoever bans them.

@@ -186,9 +186,15 @@ impl Node {
         })?;
         let keypair = net::load_or_create_identity(&config.data_dir.join("identity.key"))?;
         let store = Store::open(&config.data_dir.join("store"))?;
-        let (client, inbound) = net::event_loop::start(keypair.clone(), config.net.clone()).await?;
-        let events = Events::new();
-        let metrics = Arc::new(metrics::Metrics::new());
+        let mut metrics = metrics::Metrics::new();
+        let (client, inbound) = net::event_loop::start_with_metrics(
+            keypair.clone(),
+            config.net.clone(),
+            Some(metrics.libp2p_registry()),
+        )
+        .await?;
+        let metrics = Arc::new(metrics);
+        let events = Events::new(metrics.event_counts());
         let feed_buffers = crate::feed::Feeds::default();
         let services = Arc::new(Services::new(
             sandbox.with_feeds(feed_buffers.clone()),
