@@ -6,6 +6,7 @@
 mod audit;
 mod bench;
 mod call;
+mod dashboard;
 mod demo;
 mod feed;
 mod keygen;

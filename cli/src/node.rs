@@ -90,6 +90,12 @@ pub struct Args {
     /// read-only, and bound only where this says.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve a read-only dashboard of this node at `http://ADDR/`, e.g.
+    /// `127.0.0.1:9465`. Off unless given. Beyond loopback every request
+    /// needs the token printed with the address (SP2A_DASHBOARD_TOKEN sets
+    /// it, at least 16 characters; else it is random).
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -113,6 +119,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(address) => {
             let (bound, server) = crate::metrics::serve(node.clone(), address).await?;
             println!("metrics on http://{bound}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
+    let dashboard = match args.dashboard {
+        Some(address) => {
+            let (bound, token, server) = crate::dashboard::serve(node.clone(), address).await?;
+            match token {
+                Some(token) => println!("dashboard on http://{bound}/?token={token}"),
+                None => println!("dashboard on http://{bound}/"),
+            }
             Some(server)
         }
         None => None,
@@ -154,8 +171,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("shutting down: withdrawing provider records");
     control.abort();
     printer.abort();
-    if let Some(metrics) = metrics {
-        metrics.abort();
+    for server in [metrics, dashboard].into_iter().flatten() {
+        server.abort();
     }
     let _ = std::fs::remove_file(sp2a::node::control::socket_path(&config.data_dir));
     node.shutdown().await;
