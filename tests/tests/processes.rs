@@ -266,6 +266,9 @@ fn metrics_show_a_pull_its_stages_events_and_libp2ps_own_counts() {
             1.0,
         ),
         ("sp2a_downloaded_bytes_total", size),
+        // Every 16 KiB block, from a provider that sends good data.
+        ("sp2a_blocks_verified_total", (size / 16384.0).ceil()),
+        ("sp2a_blocks_rejected_total", 0.0),
         (r#"sp2a_events_total{event="pull-started"}"#, 1.0),
         (r#"sp2a_events_total{event="pulled"}"#, 1.0),
         (r#"sp2a_events_total{event="shared"}"#, 1.0),

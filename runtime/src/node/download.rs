@@ -45,6 +45,7 @@ pub(crate) struct Fetch<'a> {
     pub(crate) client: &'a Client,
     pub(crate) config: &'a PullConfig,
     pub(crate) bans: &'a Bans,
+    pub(crate) metrics: &'a super::metrics::Metrics,
     pub(crate) events: &'a Events,
     pub(crate) progress: &'a watch::Sender<PullProgress>,
     /// When the pull started (its deadline counts from here).
@@ -182,6 +183,7 @@ impl Fetch<'_> {
             Ok(accepted) => accepted,
             Err(rejected) => &rejected.kept,
         };
+        self.metrics.blocks(kept.verified, accepted.is_err());
         if kept.new_bytes > 0 {
             self.partials.save(&self.id, download, first, kept.verified);
         }

@@ -97,6 +97,8 @@ pub(crate) struct Metrics {
     pulls: Family<OutcomeLabel, Counter>,
     pull_seconds: Family<StageLabel, Histogram, fn() -> Histogram>,
     downloaded_bytes: Counter,
+    blocks_verified: Counter,
+    blocks_rejected: Counter,
     bans: Counter,
     events: EventCounts,
     /// One scrape at a time builds the status-derived part.
@@ -148,6 +150,18 @@ impl Metrics {
             "Component bytes downloaded and verified by pulls",
             downloaded_bytes.clone(),
         );
+        let blocks_verified = Counter::default();
+        registry.register(
+            "blocks_verified",
+            "Blocks of downloads that verified against the advert's hash as they arrived",
+            blocks_verified.clone(),
+        );
+        let blocks_rejected = Counter::default();
+        registry.register(
+            "blocks_rejected",
+            "Answers to block requests that failed verification (bad data, out of range)",
+            blocks_rejected.clone(),
+        );
         let bans = Counter::default();
         registry.register(
             "peers_banned",
@@ -169,6 +183,8 @@ impl Metrics {
             pulls,
             pull_seconds,
             downloaded_bytes,
+            blocks_verified,
+            blocks_rejected,
             bans,
             scrape: Mutex::new(()),
         }
@@ -234,6 +250,15 @@ impl Metrics {
     /// The count of node events by kind, shared with the event sender.
     pub(crate) fn event_counts(&self) -> EventCounts {
         self.events.clone()
+    }
+
+    /// A download's answer checked: the blocks in it that verified, and
+    /// whether the rest of it was refused.
+    pub(crate) fn blocks(&self, verified: u32, rejected: bool) {
+        self.blocks_verified.inc_by(u64::from(verified));
+        if rejected {
+            self.blocks_rejected.inc();
+        }
     }
 
     /// The counter of peers banned, shared with whoever bans them.
@@ -407,6 +432,8 @@ mod tests {
         );
         metrics.pull("not-found", &[], 0);
         metrics.bans().inc();
+        metrics.blocks(16, false);
+        metrics.blocks(3, true);
         let status = Status {
             provider_records: 7,
             ..Status::default()
@@ -425,6 +452,8 @@ mod tests {
             Some(2097152.0)
         );
         assert_eq!(sample(&text, "sp2a_peers_banned_total"), Some(1.0));
+        assert_eq!(sample(&text, "sp2a_blocks_verified_total"), Some(19.0));
+        assert_eq!(sample(&text, "sp2a_blocks_rejected_total"), Some(1.0));
         assert_eq!(sample(&text, "sp2a_provider_records"), Some(7.0));
         assert_eq!(
             sample(

@@ -389,6 +389,7 @@ impl Pulls {
             client: &self.client,
             config: &self.config,
             bans: &self.bans,
+            metrics: &self.metrics,
             events: &self.events,
             progress,
             start,
