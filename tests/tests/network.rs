@@ -1422,6 +1422,49 @@ async fn a_loopback_address_from_a_lookup_answer_is_not_dialled_outside_local_mo
     .await;
 }
 
+/// Whether v dials y at the host name another peer's lookup answer gives
+/// for it: x was told y's address as `/dns4/localhost/...` (as an operator
+/// names a bootstrap peer), and v asks x.
+async fn dials_a_named_address_from_a_lookup(local: bool) -> bool {
+    let mut net = TestNet::new();
+    let start = async |net: &mut TestNet, local: bool, bootstrap: &[Multiaddr]| {
+        let dir = net.dir();
+        let mut config = net.config(dir);
+        config.net.local_addresses = local;
+        let policy = net.policy();
+        net.start(config, policy, bootstrap).await
+    };
+    let y = start(&mut net, false, &[]).await;
+    let named: Multiaddr = address(&y)
+        .await
+        .to_string()
+        .replacen("/ip4/127.0.0.1/", "/dns4/localhost/", 1)
+        .parse()
+        .unwrap();
+    let x = start(&mut net, false, &[named]).await;
+    let x_address = address(&x).await;
+    let v = start(&mut net, local, &[x_address]).await;
+    let v_id = v.peer_id().to_string();
+    for _ in 0..3 {
+        v.find_all("anything").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if y.status().await.peers.contains(&v_id) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_host_name_from_a_lookup_answer_is_not_dialled_outside_local_mode() {
+    within(60, async {
+        assert!(!dials_a_named_address_from_a_lookup(false).await);
+        // In local mode the same answer is followed and reaches y.
+        assert!(dials_a_named_address_from_a_lookup(true).await);
+    })
+    .await;
+}
+
 /// Latencies of `count` remote `nap(20)` calls from `node`, sorted, in ms.
 async fn nap_latencies(node: &sp2a::node::Node, count: usize) -> Vec<f64> {
     let mut latencies = Vec::new();

@@ -291,6 +291,33 @@ fn metrics_show_a_pull_its_stages_events_and_libp2ps_own_counts() {
     }
 }
 
+#[test]
+fn a_bootstrap_peer_named_by_host_name_in_the_config_file_is_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_packages_and_policy(dir);
+    let provider = NodeProcess::start(
+        dir,
+        "provider",
+        &["--policy", "policy.toml", "--share", "hello.rps"],
+    );
+    // The provider's address with its host named, as a config file would
+    // name a bootstrap node on the internet: resolved by the system's
+    // resolver (here from the hosts file).
+    let named = provider
+        .address
+        .replacen("/ip4/127.0.0.1/", "/dns4/localhost/", 1);
+    assert!(named.starts_with("/dns4/localhost/tcp/"), "{named}");
+    std::fs::write(
+        dir.join("named.toml"),
+        format!("policy = \"policy.toml\"\n[net]\nbootstrap = [\"{named}\"]\n"),
+    )
+    .unwrap();
+    let consumer = NodeProcess::start(dir, "consumer", &["--config", "named.toml"]);
+    let pulled = sp2a_ok(dir, &["pull", "hello", "--data-dir", consumer.data_dir()]);
+    assert!(pulled.contains("pulled hello"), "{pulled}");
+}
+
 /// A node sharing `stream` with its uplink limited to `rate` per second.
 fn slow_stream_provider(dir: &Path, rate: &str) -> NodeProcess {
     let config = format!(

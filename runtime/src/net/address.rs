@@ -12,16 +12,23 @@ use libp2p::multiaddr::Protocol;
 pub enum Scope {
     Loopback,
     Private,
+    /// A host name (`/dns`, `/dns4`, `/dns6`, `/dnsaddr`): it resolves
+    /// wherever its owner points it, this host or its network included, so
+    /// it is dialled only when this node was given it (bootstrap peers).
+    Named,
     Global,
 }
 
-/// The reach of the first IP component of `address` (`Global` when it has
-/// none, e.g. a DNS name).
+/// The reach of the first IP component of `address`, or [`Scope::Named`]
+/// when a host name comes first (`Global` when it has neither).
 pub fn scope(address: &Multiaddr) -> Scope {
     for part in address.iter() {
         match part {
             Protocol::Ip4(ip) => return ip4_scope(ip),
             Protocol::Ip6(ip) => return ip6_scope(ip),
+            Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_) => {
+                return Scope::Named;
+            }
             _ => {}
         }
     }
@@ -94,7 +101,15 @@ mod tests {
         assert_eq!(scope(&a("/ip4/192.168.0.9/udp/1/quic-v1")), Scope::Private);
         assert_eq!(scope(&a("/ip6/fe80::1/tcp/1")), Scope::Private);
         assert_eq!(scope(&a("/ip4/8.8.8.8/tcp/1")), Scope::Global);
-        assert_eq!(scope(&a("/dns4/example.org/tcp/1")), Scope::Global);
+        // A name may resolve to this host: not dialled on a peer's word.
+        for named in [
+            "/dns4/example.org/tcp/1",
+            "/dns4/localhost/tcp/22",
+            "/dns/example.org/udp/1/quic-v1",
+            "/dnsaddr/example.org",
+        ] {
+            assert_eq!(scope(&a(named)), Scope::Named, "{named}");
+        }
         assert_eq!(scope(&a("/ip4/100.64.0.1/tcp/1")), Scope::Private);
         assert_eq!(scope(&a("/ip4/100.127.255.254/tcp/1")), Scope::Private);
         assert_eq!(scope(&a("/ip4/100.128.0.1/tcp/1")), Scope::Global);

@@ -66,6 +66,16 @@ pub async fn start_with_metrics(
     let registry = registry.unwrap_or(&mut unread);
     let behaviour_config = config.clone();
     let idle_timeout = config.idle_timeout;
+    // `/dns4`, `/dns6`, `/dns` and `/dnsaddr` addresses (bootstrap peers
+    // named by host name) resolve with the system's resolver settings.
+    let (dns_config, dns_options) = hickory_resolver::system_conf::read_system_conf()
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the system's DNS settings: host names resolve from the hosts file only");
+            (
+                libp2p::dns::ResolverConfig::from_name_servers(Vec::new()),
+                libp2p::dns::ResolverOpts::default(),
+            )
+        });
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -75,6 +85,7 @@ pub async fn start_with_metrics(
         )
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_quic()
+        .with_dns_config(dns_config, dns_options)
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key| Behaviour::new(key, &behaviour_config))
         .map_err(|e| NetError::Build(e.to_string()))?

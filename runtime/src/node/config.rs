@@ -16,7 +16,7 @@
 //!
 //! [net]
 //! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
-//! bootstrap = ["/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW..."]
+//! bootstrap = ["/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...", "/dns4/boot.example.org/tcp/4001/p2p/12D3KooW..."]
 //! mdns = false
 //! local-addresses = false             # dial private/loopback addresses from peer exchange
 //! max-connections = 512
