@@ -25,6 +25,12 @@ pub enum Command {
     /// against the in-process run with the same parameters (needs root and
     /// `ip netns`; `--clean` removes what a killed run left).
     Testbed(sp2a_bench::testbed::Options),
+    /// Emulated home networks for nodes behind NATs, in network
+    /// namespaces: two public hosts on an "internet" bridge and three homes
+    /// behind NAT routers (two port-preserving, one symmetric). `up` builds
+    /// them and prints each host's namespace; `down` removes them (needs
+    /// root, `ip netns` and `iptables`).
+    Homes(sp2a_bench::testbed::homes::Options),
     /// The live-streaming scenario: a flash crowd of viewers; providers
     /// that spread to standby nodes and retire (adaptive), against the
     /// initial providers only (static) and every standby active (all).
@@ -44,6 +50,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Diffusion(options) => sp2a_bench::diffusion::run_bench(options).await,
         Command::Simulate(options) => sp2a_bench::simulate::run(options),
         Command::Testbed(options) => sp2a_bench::testbed::run(options).await,
+        Command::Homes(options) => sp2a_bench::testbed::homes::run(options),
         Command::Adapt(options) => sp2a_bench::adapt::run(options).await,
         Command::Reputation(options) => sp2a_bench::reputation::run(options),
     }

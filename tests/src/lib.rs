@@ -667,6 +667,28 @@ pub fn write_packages_and_policy(dir: &Path) {
     .unwrap();
 }
 
+/// `sp2a ARGS` as an unprivileged user (nobody, no capabilities), from a
+/// copy of the binary that user may run.
+pub fn run_sp2a_unprivileged(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("sp2a");
+    std::fs::copy(sp2a_bin(), &program).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&program)
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .expect("setpriv (util-linux) runs")
+}
+
 /// `sp2a keygen -o key.pem` in `dir`; returns the publisher it prints.
 pub fn keygen(dir: &Path) -> String {
     let out = run_sp2a(dir, &["keygen", "-o", "key.pem"]);

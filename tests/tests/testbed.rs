@@ -147,24 +147,7 @@ fn what_a_killed_run_left_is_refused_then_cleaned() {
 
 #[test]
 fn without_root_the_testbed_refuses_and_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    // A copy of the binary an unprivileged user may run.
-    let program = dir.path().join("sp2a");
-    std::fs::copy(sp2a_bin(), &program).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&program)
-        .args(["bench", "testbed", "--nodes", "2"])
-        .current_dir(dir.path())
-        .output()
-        .expect("setpriv (util-linux) runs");
+    let out = sp2a_tests::run_sp2a_unprivileged(&["bench", "testbed", "--nodes", "2"]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
     assert!(stderr.contains("the testbed needs root"), "{stderr}");

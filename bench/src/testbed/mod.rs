@@ -16,6 +16,7 @@
 //! node processes' own (`/proc/<pid>`). Everything is torn down at the end,
 //! on an error and on Ctrl-C; `--clean` removes what a killed run left.
 
+pub mod homes;
 pub mod netns;
 
 use std::fmt::Write as _;

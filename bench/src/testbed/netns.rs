@@ -82,19 +82,7 @@ pub fn preflight() -> anyhow::Result<()> {
              traffic shaping (run it as root, e.g. with sudo)"
         );
     }
-    let netns = Command::new("ip")
-        .args(["netns", "list"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output();
-    match netns {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => bail!(
-            "`ip netns` does not work here: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => bail!("the testbed needs `ip` with netns support (iproute2): {e}"),
-    }
+    check_ip_netns("the testbed")?;
     let tc = Command::new("tc")
         .arg("-V")
         .stdout(Stdio::null())
@@ -115,10 +103,33 @@ pub fn preflight() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `ip netns` works here; the error names what needs it (`who`).
+pub(super) fn check_ip_netns(who: &str) -> anyhow::Result<()> {
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match netns {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => bail!(
+            "`ip netns` does not work here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => bail!("{who} needs `ip` with netns support (iproute2): {e}"),
+    }
+}
+
 /// Removes every namespace whose name starts with [`PREFIX`] (what a killed
 /// run left behind); returns how many.
 pub fn clean() -> anyhow::Result<usize> {
-    let left = leftovers()?;
+    clean_prefixed(PREFIX)
+}
+
+/// Removes every namespace whose name starts with `prefix`, ending the
+/// processes still inside; returns how many.
+pub(super) fn clean_prefixed(prefix: &str) -> anyhow::Result<usize> {
+    let left = leftovers_prefixed(prefix)?;
     for namespace in &left {
         // Processes still inside keep a namespace alive: end them first.
         let _ = Command::new("ip")
@@ -135,6 +146,11 @@ pub fn clean() -> anyhow::Result<usize> {
 }
 
 fn leftovers() -> anyhow::Result<Vec<String>> {
+    leftovers_prefixed(PREFIX)
+}
+
+/// The namespaces whose names start with `prefix`.
+pub(super) fn leftovers_prefixed(prefix: &str) -> anyhow::Result<Vec<String>> {
     let out = Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -142,13 +158,13 @@ fn leftovers() -> anyhow::Result<Vec<String>> {
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(PREFIX))
+        .filter(|n| n.starts_with(prefix))
         .map(str::to_owned)
         .collect())
 }
 
 /// The effective user id, from `/proc/self/status` (Linux).
-fn effective_uid() -> Option<u32> {
+pub(super) fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
@@ -311,7 +327,7 @@ fn shaping(rate: u64, link: Link) -> String {
 }
 
 /// Runs `program` with `-batch -`, feeding it `script`.
-fn batch(program: &[&str], script: &str) -> anyhow::Result<()> {
+pub(super) fn batch(program: &[&str], script: &str) -> anyhow::Result<()> {
     let mut child = Command::new(program[0])
         .args(&program[1..])
         .args(["-batch", "-"])
@@ -336,7 +352,7 @@ fn batch(program: &[&str], script: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(super) fn run(command: &mut Command) -> anyhow::Result<()> {
     let out = command.output().context("cannot run a command")?;
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
