@@ -1535,13 +1535,19 @@ async fn a_peer_flooding_a_service_with_calls_leaves_others_their_share() {
             declined += task.await.unwrap();
         }
         let p95 = |l: &[f64]| l[(l.len() * 95).div_ceil(100) - 1];
+        let median = |l: &[f64]| l[l.len() / 2];
         eprintln!(
-            "p95 of a nap(20) call: {:.1} ms unloaded, {:.1} ms while another peer floods",
+            "a nap(20) call: median {:.1} ms, p95 {:.1} ms unloaded; median {:.1} ms, p95 {:.1} ms while another peer floods",
+            median(&unloaded),
             p95(&unloaded),
+            median(&loaded),
             p95(&loaded)
         );
+        // Without the fair share the flood holds every slot for 200 ms at a
+        // time, and the caller's calls wait for them (or are turned away).
+        // The median, not the tail: two cores also run the flood itself.
         assert!(
-            p95(&loaded) <= 2.0 * p95(&unloaded),
+            median(&loaded) <= 2.0 * median(&unloaded),
             "{loaded:?} vs {unloaded:?}"
         );
         // The flood did ask for more than its share, and was declined.
