@@ -209,9 +209,15 @@ impl HomeNetworks {
             };
             in_router(masquerade).context("cannot set up the NAT")?;
             // Nothing from the internet enters the home unless it answers
-            // a connection from inside.
+            // a connection from inside; and the router itself drops what
+            // nobody asked for, as home routers do (no reset gives away a
+            // closed port, and a hole-punching SYN that arrives a moment
+            // early is retried rather than refused).
             in_router(
                 "iptables -A FORWARD -i eth0 -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP",
+            )?;
+            in_router(
+                "iptables -A INPUT -i eth0 -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP",
             )?;
         }
         Ok(())
