@@ -28,6 +28,11 @@ pub struct NodeArgs {
     /// Peer to join through (repeatable), ending in /p2p/<peer id>.
     #[arg(long)]
     pub bootstrap: Vec<Multiaddr>,
+    /// An address this node is reachable at from the internet (repeatable):
+    /// a public host's, or a port forwarded on the router. Advertised at
+    /// once; withdrawn if a peer cannot dial it back (AutoNAT).
+    #[arg(long)]
+    pub external: Vec<Multiaddr>,
     /// Local mode, for nodes on one host or LAN: discover peers with mDNS,
     /// and dial private and loopback addresses other peers pass on.
     #[arg(long)]
@@ -51,6 +56,7 @@ impl NodeArgs {
             policy: self.policy.clone(),
             listen: self.listen.clone(),
             bootstrap: self.bootstrap.clone(),
+            external: self.external.clone(),
             local: self.local,
             share,
             standby: Vec::new(),

@@ -153,17 +153,23 @@ pub async fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
         download_ms,
         deploy_ms,
         sources,
+        paths,
+        first_byte_ms,
         downloaded,
     } = reply
     else {
         return fail(reply);
     };
     if downloaded {
+        let first = first_byte_ms.map_or_else(String::new, |ms| format!("first byte {ms} ms, "));
         println!(
-            "pulled {name} ({}): {bytes} bytes from {} provider(s); discovery {discovery_ms} ms, download {download_ms} ms, active after {deploy_ms} ms",
+            "pulled {name} ({}): {bytes} bytes from {} provider(s); discovery {discovery_ms} ms, {first}download {download_ms} ms, active after {deploy_ms} ms",
             &content_id[..12],
             sources.len()
         );
+        for path in &paths {
+            println!("  from {path}");
+        }
     } else {
         println!(
             "{name} ({}) is already active on this node",
@@ -201,6 +207,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         status.peers.len(),
         status.routing_table
     );
+    print_reach(&status);
     let announced = status
         .announcements
         .iter()
@@ -391,4 +398,40 @@ pub async fn reputation(args: ReputationArgs) -> anyhow::Result<ExitCode> {
         println!("last advice refused: {reason}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reachability, addresses, relays and connections of `sp2a status`.
+fn print_reach(status: &sp2a::node::Status) {
+    let reach = &status.reach;
+    let meaning = match reach.reachability.as_str() {
+        "public" => "peers on the internet can dial it",
+        "private" => "reachable only through relays",
+        _ => "not tested yet",
+    };
+    println!("reach     {} ({meaning})", reach.reachability);
+    for (address, how) in &reach.confirmed {
+        println!("  confirmed {address} ({how})");
+    }
+    for (address, why) in &reach.refuted {
+        println!("  refuted   {address}: {why}");
+    }
+    for address in &reach.relayed {
+        println!("  relayed   {address}");
+    }
+    println!(
+        "relaying  {} reservation(s), {} circuit(s) open, {} closed",
+        reach.relaying_reservations, reach.relaying_circuits, reach.relaying_circuits_closed
+    );
+    let relayed = status
+        .connections
+        .iter()
+        .filter(|c| c.path == "relayed")
+        .count();
+    println!(
+        "links     {} direct, {relayed} relayed",
+        status.connections.len() - relayed
+    );
+    for c in &status.connections {
+        println!("  {} {} {} {}", c.path, c.direction, c.peer, c.remote);
+    }
 }

@@ -627,6 +627,7 @@ async fn malformed_and_oversize_messages_are_refused_and_the_node_carries_on() {
                         blocks,
                         queue_ms: 0,
                     },
+                    0,
                 )
                 .await
                 .unwrap();
@@ -642,6 +643,7 @@ async fn malformed_and_oversize_messages_are_refused_and_the_node_carries_on() {
                     blocks: 1,
                     queue_ms: 0,
                 },
+                0,
             )
             .await
             .unwrap();

@@ -85,7 +85,7 @@ async fn verified_blocks_are_served_before_the_download_completes() {
         // Wait until b holds some blocks, then ask it for them.
         let held = loop {
             if let Ok(TransferResponse::Have { bitmap, .. }) = client
-                .request_transfer(b.peer_id(), TransferRequest::Have { content_id: id })
+                .request_transfer(b.peer_id(), TransferRequest::Have { content_id: id }, 0)
                 .await
             {
                 let held = Bitmap::decode(&bitmap, blocks).expect("a well-formed bitmap");
@@ -104,6 +104,7 @@ async fn verified_blocks_are_served_before_the_download_completes() {
                     wanted: held.encode(),
                     blocks: 4,
                 },
+                0,
             )
             .await
             .unwrap();
@@ -169,6 +170,7 @@ async fn a_long_upload_queue_is_answered_busy() {
                     blocks: 4,
                     queue_ms: 0,
                 },
+                0,
             )
         });
         let answers = futures::future::join_all(asks).await;
@@ -386,7 +388,7 @@ async fn a_freed_upload_slot_goes_at_once_to_the_first_peer_still_waiting_in_lin
             let client = client.clone();
             async move {
                 client
-                    .request_transfer(provider, first_blocks(id, queue_ms))
+                    .request_transfer(provider, first_blocks(id, queue_ms), 0)
                     .await
                     .unwrap()
             }
@@ -421,7 +423,7 @@ async fn a_freed_upload_slot_goes_at_once_to_the_first_peer_still_waiting_in_lin
         // with data at once: not at the end of its hold, nor after a slot
         // given to `gone` would have idled out (2 s).
         let left = holder
-            .request_transfer(provider, TransferRequest::Leave { content_id: id })
+            .request_transfer(provider, TransferRequest::Leave { content_id: id }, 0)
             .await
             .unwrap();
         assert_eq!(left, TransferResponse::Left);
@@ -456,7 +458,9 @@ async fn a_sequential_pull_leaves_a_line_that_does_not_reach_it_in_its_attempts_
             let holder = holder.clone();
             async move {
                 loop {
-                    let answer = holder.request_transfer(provider, first_blocks(id, 0)).await;
+                    let answer = holder
+                        .request_transfer(provider, first_blocks(id, 0), 0)
+                        .await;
                     assert!(
                         matches!(answer, Ok(TransferResponse::Data { .. })),
                         "{answer:?}"
@@ -486,7 +490,7 @@ async fn a_sequential_pull_leaves_a_line_that_does_not_reach_it_in_its_attempts_
         // The holder leaves: the next pull is served, from the line.
         holding.abort();
         let left = holder
-            .request_transfer(provider, TransferRequest::Leave { content_id: id })
+            .request_transfer(provider, TransferRequest::Leave { content_id: id }, 0)
             .await
             .unwrap();
         assert_eq!(left, TransferResponse::Left);

@@ -387,7 +387,7 @@ impl NodeProcess {
 
     async fn status(&self) -> anyhow::Result<Status> {
         match control::request(&self.data_dir, &ControlRequest::Status, |_| {}).await? {
-            ControlReply::Status(status) => Ok(status),
+            ControlReply::Status(status) => Ok(*status),
             other => bail!("unexpected reply to status: {other:?}"),
         }
     }

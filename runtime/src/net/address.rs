@@ -86,6 +86,18 @@ pub fn same_host(a: &Multiaddr, b: &Multiaddr) -> bool {
     ip(a).is_some_and(|ip_a| Some(ip_a) == ip(b))
 }
 
+/// Whether to keep (and pass on) an address a peer claims, seen connected
+/// from `remotes`: one on a host it connects from, or a relayed address
+/// through a relay on the internet (any relay in local mode). A relayed
+/// address makes others dial the relay, which checks the peer's identity.
+pub fn kept_claim(claimed: &Multiaddr, remotes: &[&Multiaddr], local_addresses: bool) -> bool {
+    if remotes.iter().any(|remote| same_host(claimed, remote)) {
+        return true;
+    }
+    let relayed = claimed.iter().any(|p| p == Protocol::P2pCircuit);
+    relayed && (local_addresses || scope(claimed) == Scope::Global)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +142,27 @@ mod tests {
         assert!(!same_host(&a("/ip4/127.0.0.1/tcp/4001"), &seen));
         assert!(!same_host(&a("/ip4/10.0.0.1/tcp/4001"), &seen));
         assert!(!same_host(&a("/dns4/example.org/tcp/4001"), &seen));
+    }
+
+    #[test]
+    fn relayed_claims_are_kept_through_relays_on_the_internet() {
+        let seen = a("/ip4/203.0.113.2/tcp/4001");
+        let relay = "p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp/p2p-circuit";
+        let public = a(&format!("/ip4/203.0.113.10/tcp/4001/{relay}"));
+        let private = a(&format!("/ip4/10.0.0.1/tcp/4001/{relay}"));
+        assert!(kept_claim(&public, &[&seen], false));
+        assert!(!kept_claim(&private, &[&seen], false));
+        assert!(kept_claim(&private, &[&seen], true));
+        assert!(kept_claim(
+            &a("/ip4/203.0.113.2/udp/4001/quic-v1"),
+            &[&seen],
+            false
+        ));
+        assert!(!kept_claim(
+            &a("/ip4/203.0.113.9/tcp/4001"),
+            &[&seen],
+            false
+        ));
+        assert!(!kept_claim(&a("/ip4/203.0.113.9/tcp/4001"), &[], true));
     }
 }

@@ -1,6 +1,8 @@
 //! The composed libp2p behaviour of an sp2a node.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use libp2p::core::Endpoint;
@@ -10,13 +12,15 @@ use libp2p::request_response::{self, ProtocolSupport, cbor};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
+    THandlerOutEvent, ToSwarm, dummy,
 };
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, connection_limits, gossipsub, identify, kad, mdns, ping,
+    Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad,
+    mdns, ping, relay, upnp,
 };
 
 use super::NetConfig;
+use super::paths::{Connections, DialScope, Scoped};
 use super::protocol::*;
 use super::records::NodeStore;
 
@@ -32,8 +36,29 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// The client side of circuit relays: reservations on relays while
+    /// this node is not reachable, and dials through them.
+    pub relay_client: relay::client::Behaviour,
+    /// Relaying for others, active only while this node has a confirmed
+    /// direct address (libp2p's relay server enables itself then).
+    pub relay: Toggle<Scoped<relay::Behaviour>>,
+    /// Hole punching: upgrades relayed connections to direct ones.
+    pub dcutr: dcutr::Behaviour,
+    /// AutoNAT v2: peers dial back the addresses this node was seen at.
+    pub autonat: Toggle<autonat::v2::client::Behaviour>,
+    /// AutoNAT v2 for others, dialling back only addresses this node may
+    /// dial.
+    pub autonat_server: Toggle<Scoped<autonat::v2::server::Behaviour>>,
+    /// Port mapping on the router (UPnP IGD), opt-in.
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
+    /// The operator's declared addresses, put forward for AutoNAT to test;
+    /// providers' addresses from lookups, for dialling them.
+    pub hints: AddressHints,
     pub adverts: cbor::Behaviour<AdvertRequest, AdvertResponse>,
-    pub transfer: cbor::Behaviour<TransferRequest, TransferResponse>,
+    /// Bulk transfer on direct connections.
+    pub transfer: Scoped<cbor::Behaviour<TransferRequest, TransferResponse>>,
+    /// The same protocol on relayed connections, for small downloads only.
+    pub transfer_relayed: Scoped<cbor::Behaviour<TransferRequest, TransferResponse>>,
     pub invoke: cbor::Behaviour<InvokeRequest, InvokeResponse>,
     pub solicit: cbor::Behaviour<SolicitRequest, SolicitResponse>,
     pub advice: cbor::Behaviour<AdviceRequest, AdviceResponse>,
@@ -192,9 +217,107 @@ impl NetworkBehaviour for ScopedKad {
     }
 }
 
+/// Addresses from elsewhere: puts this node's declared addresses forward
+/// as external address candidates, so that AutoNAT tests them as it tests
+/// the addresses identify reports; and offers the addresses a provider
+/// lookup named for a peer when that peer is dialled (Kademlia keeps them
+/// only while its query runs, and a provider behind a NAT is in no routing
+/// table).
+#[derive(Default)]
+pub struct AddressHints {
+    queue: VecDeque<Multiaddr>,
+    waker: Option<Waker>,
+    peers: std::collections::HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+/// Peers whose lookup addresses are remembered.
+const MAX_HINTED_PEERS: usize = 4096;
+
+impl AddressHints {
+    pub fn propose(&mut self, address: Multiaddr) {
+        self.queue.push_back(address);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Remembers where a lookup said `peer` is (already filtered to
+    /// addresses this node may dial).
+    pub fn remember(&mut self, peer: PeerId, mut addresses: Vec<Multiaddr>) {
+        if addresses.is_empty() {
+            return;
+        }
+        if self.peers.len() >= MAX_HINTED_PEERS && !self.peers.contains_key(&peer) {
+            self.peers.clear();
+        }
+        addresses.truncate(MAX_PEX_ADDRESSES);
+        self.peers.insert(peer, addresses);
+    }
+}
+
+impl NetworkBehaviour for AddressHints {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: Option<PeerId>,
+        _: &[Multiaddr],
+        _: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        Ok(peer
+            .and_then(|p| self.peers.get(&p).cloned())
+            .unwrap_or_default())
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+        match self.queue.pop_front() {
+            Some(address) => Poll::Ready(ToSwarm::NewExternalAddrCandidate(address)),
+            None => {
+                self.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
 impl Behaviour {
     pub fn new(
         key: &Keypair,
+        relay_client: relay::client::Behaviour,
         config: &NetConfig,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let peer_id = key.public().to_peer_id();
@@ -218,16 +341,17 @@ impl Behaviour {
             local_addresses: config.local_addresses,
             vouched: HashSet::new(),
         };
-        kad.set_mode(Some(if config.dht_server {
-            kad::Mode::Server
-        } else {
-            kad::Mode::Client
-        }));
+        // A client until this node knows it is reachable (the event loop
+        // sets the mode from then on).
+        kad.set_mode(Some(kad::Mode::Client));
 
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                 .with_agent_version(format!("sp2a/{}", env!("CARGO_PKG_VERSION")))
-                .with_cache_size(256),
+                .with_cache_size(256)
+                // Only confirmed addresses (and relayed ones) go to peers:
+                // a listen address behind a NAT is one nobody can dial.
+                .with_hide_listen_addrs(true),
         );
         let mdns = if config.mdns {
             Some(mdns::tokio::Behaviour::new(
@@ -251,24 +375,59 @@ impl Behaviour {
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossip_config,
         )?;
+        let nat = &config.nat;
+        let relay = nat.relay_server.then(|| {
+            let server = relay::Behaviour::new(peer_id, nat.relay.to_libp2p());
+            Scoped::new(server, Connections::All).direct_addresses_only()
+        });
+        let dial_scope = DialScope {
+            local_addresses: config.local_addresses,
+        };
+        let autonat_server = nat.autonat.then(|| {
+            Scoped::new(
+                autonat::v2::server::Behaviour::default(),
+                Connections::Direct,
+            )
+            .dialling_only(dial_scope)
+        });
+        // Tests untested candidates every 5 s, one per server. Not needed
+        // where the listen addresses are what every peer dials.
+        let settled = config.local_addresses
+            || config
+                .listen
+                .iter()
+                .all(|a| super::address::scope(a) == super::address::Scope::Loopback);
+        let autonat = (nat.autonat && !settled).then(autonat::v2::client::Behaviour::default);
+        let upnp = nat.upnp.then(upnp::tokio::Behaviour::default);
+        let transfer = || {
+            request_response(
+                TRANSFER_PROTOCOL,
+                MAX_TRANSFER_REQUEST,
+                MAX_TRANSFER_RESPONSE,
+                config,
+            )
+        };
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
             kad,
             identify,
             ping: ping::Behaviour::new(ping::Config::new()),
             mdns: Toggle::from(mdns),
+            relay_client,
+            relay: Toggle::from(relay),
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat: Toggle::from(autonat),
+            autonat_server: Toggle::from(autonat_server),
+            upnp: Toggle::from(upnp),
+            hints: AddressHints::default(),
             adverts: request_response(
                 ADVERT_PROTOCOL,
                 MAX_ADVERT_REQUEST,
                 MAX_ADVERT_RESPONSE,
                 config,
             ),
-            transfer: request_response(
-                TRANSFER_PROTOCOL,
-                MAX_TRANSFER_REQUEST,
-                MAX_TRANSFER_RESPONSE,
-                config,
-            ),
+            transfer: Scoped::new(transfer(), Connections::Direct),
+            transfer_relayed: Scoped::new(transfer(), Connections::Relayed),
             invoke: request_response(
                 INVOKE_PROTOCOL,
                 MAX_INVOKE_REQUEST,

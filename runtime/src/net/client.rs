@@ -27,6 +27,13 @@ pub enum RequestError {
     Io(String),
     #[error("the network is shutting down")]
     Shutdown,
+    /// Only a relayed connection reaches the peer, hole punching did not
+    /// make it direct, and the download is larger than this node takes
+    /// through relays.
+    #[error(
+        "no direct connection to the peer (it is reachable only through a relay, and hole punching failed); the download ({size} bytes) is larger than this node takes through relays ({limit} bytes)"
+    )]
+    RelayOnly { size: u64, limit: u64 },
 }
 
 /// Why a dial failed.
@@ -114,6 +121,32 @@ pub struct NetInfo {
     pub provider_records: usize,
     /// This node's own announcements, by key (CID text).
     pub announcements: Vec<Announcement>,
+    pub reachability: super::reach::Reachability,
+    /// Direct addresses confirmed, and how (`autonat`, `upnp`, `declared`,
+    /// `local`).
+    pub confirmed: Vec<(Multiaddr, &'static str)>,
+    /// Addresses a server could not dial back, and its answer.
+    pub refuted: Vec<(Multiaddr, String)>,
+    /// Relayed addresses: this node's reservations on relays.
+    pub relayed: Vec<Multiaddr>,
+    /// Every open connection.
+    pub connections: Vec<ConnectionInfo>,
+    /// As a relay for others: reservations and circuits held now, and
+    /// circuits ended (by their limits or otherwise).
+    pub relay_reservations: usize,
+    pub relay_circuits: usize,
+    pub relay_circuits_closed: u64,
+}
+
+/// One open connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    pub peer: PeerId,
+    pub remote: Multiaddr,
+    /// Through a circuit relay.
+    pub relayed: bool,
+    /// This node dialled it.
+    pub outbound: bool,
 }
 
 /// One key this node provides and how announcing it went.
@@ -174,6 +207,9 @@ pub(crate) enum Command {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
         request: TransferRequest,
+        /// The size of the whole download the request is part of: whether
+        /// it may go through a relay.
+        download: u64,
         reply: Reply<Result<TransferResponse, RequestError>>,
     },
     Invoke {
@@ -242,7 +278,7 @@ pub(crate) enum Command {
 /// Listen addresses peers reported through identify, bounded.
 #[derive(Debug, Default)]
 pub(crate) struct AddressBook {
-    entries: std::collections::HashMap<PeerId, Vec<Multiaddr>>,
+    pub(crate) entries: std::collections::HashMap<PeerId, Vec<Multiaddr>>,
 }
 
 /// Peers remembered in the address book.
@@ -356,12 +392,17 @@ impl Client {
         .unwrap_or(Err(RequestError::Shutdown))
     }
 
+    /// A transfer request, part of a download of `download` bytes:
+    /// over a direct connection (waiting briefly for a relayed one to be
+    /// made direct), or through a relay when the download is small enough.
     pub async fn request_transfer(
         &self,
         peer: PeerId,
         request: TransferRequest,
+        download: u64,
     ) -> Result<TransferResponse, RequestError> {
-        self.request_transfer_at(peer, Vec::new(), request).await
+        self.request_transfer_at(peer, Vec::new(), request, download)
+            .await
     }
 
     /// Like [`Client::request_transfer`], dialing `addresses` if the peer is
@@ -371,11 +412,13 @@ impl Client {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
         request: TransferRequest,
+        download: u64,
     ) -> Result<TransferResponse, RequestError> {
         self.ask(|reply| Command::Transfer {
             peer,
             addresses,
             request,
+            download,
             reply,
         })
         .await

@@ -16,23 +16,31 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, mdns, noise, ping, relay, tcp,
+    upnp, yamux,
+};
 use rand::seq::SliceRandom;
 use tokio::sync::mpsc;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::client::{
-    AddressBook, Announcement, AnnouncementState, Client, Command, DialError, Hold, InboundRequest,
-    InboundRequestId, NetInfo, Reply, RequestError,
+    AddressBook, Announcement, AnnouncementState, Client, Command, ConnectionInfo, DialError, Hold,
+    InboundRequest, InboundRequestId, NetInfo, Reply, RequestError,
 };
+use super::paths::is_relayed;
 use super::protocol::*;
+use super::reach::{self, Reach, Reachability};
 use super::upkeep::{self, Upkeep};
 use super::{NetConfig, NetError, split_peer_address};
 
 const COMMAND_QUEUE: usize = 1024;
+/// Dialling and upgrading a connection (noise, yamux) must finish in this.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(7);
 /// Housekeeping: the upkeep core's due actions, and the sweep of expired
 /// records.
 const MAINTENANCE_TICK: Duration = Duration::from_secs(1);
@@ -86,10 +94,15 @@ pub async fn start_with_metrics(
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_quic()
         .with_dns_config(dns_config, dns_options)
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetError::Build(e.to_string()))?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| Behaviour::new(key, &behaviour_config))
+        .with_behaviour(|key, relay_client| Behaviour::new(key, relay_client, &behaviour_config))
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        // Below AutoNAT's 10 s for a whole test: a dial back that goes
+        // unanswered fails the test instead of timing the request out.
+        .with_connection_timeout(CONNECTION_TIMEOUT)
         .build();
     let peer_id = *swarm.local_peer_id();
 
@@ -140,6 +153,15 @@ pub async fn start_with_metrics(
         bootstrap_peers,
         next_sweep: Instant::now() + SWEEP_EVERY,
         unwritten: HashMap::new(),
+        reach: Reach::default(),
+        relays: HashSet::new(),
+        reservations: HashMap::new(),
+        relay_backoff: HashMap::new(),
+        parked: Vec::new(),
+        punch_failed: HashMap::new(),
+        relay_served: HashSet::new(),
+        relay_circuits: 0,
+        relay_circuits_closed: 0,
     };
     // Wait (briefly) until every listener reports an address, so callers can
     // hand those addresses to others right away.
@@ -163,6 +185,23 @@ pub async fn start_with_metrics(
             Err(_) => break,
         }
     }
+    // In local mode, and on loopback only, every peer that can see this
+    // node dials its listen addresses: they are confirmed as they are.
+    let listening: Vec<Multiaddr> = event_loop.swarm.listeners().cloned().collect();
+    let loopback_only = !listening.is_empty()
+        && listening
+            .iter()
+            .all(|a| super::address::scope(a) == super::address::Scope::Loopback);
+    if event_loop.config.local_addresses || loopback_only {
+        for address in listening {
+            event_loop.confirm(address, reach::Source::Local);
+        }
+    }
+    // The operator's word, until AutoNAT tests it.
+    for address in event_loop.config.nat.external.clone() {
+        event_loop.confirm(address, reach::Source::Declared);
+    }
+    event_loop.apply_reach();
     for address in bootstrap {
         if let Err(e) = event_loop.swarm.dial(address.clone()) {
             tracing::warn!(%address, error = %e, "cannot dial bootstrap peer");
@@ -261,7 +300,44 @@ struct EventLoop {
     /// What transfer responses on their way to peers hold (upload permits),
     /// released when the response is written or fails.
     unwritten: HashMap<InboundRequestId, Hold>,
+    /// Whether this node is reachable, and at which addresses.
+    reach: Reach,
+    /// Connected peers that offer to relay (identify lists the hop
+    /// protocol).
+    relays: HashSet<PeerId>,
+    /// This node's reservation listeners, by relay.
+    reservations: HashMap<ListenerId, PeerId>,
+    /// Relays whose reservation failed: not asked again until then.
+    relay_backoff: HashMap<PeerId, Instant>,
+    /// Transfers waiting for a direct connection to their peer.
+    parked: Vec<Parked>,
+    /// Peers hole punching failed to reach directly, and when.
+    punch_failed: HashMap<PeerId, Instant>,
+    /// As a relay: peers holding a reservation here, open circuits and
+    /// circuits ended.
+    relay_served: HashSet<PeerId>,
+    relay_circuits: usize,
+    relay_circuits_closed: u64,
 }
+
+/// A transfer request waiting for a direct connection to its peer.
+struct Parked {
+    peer: PeerId,
+    request: TransferRequest,
+    download: u64,
+    reply: Reply<Result<TransferResponse, RequestError>>,
+    since: Instant,
+    /// Once only a relayed connection reaches the peer: when to stop
+    /// waiting for hole punching (then through the relay if the download
+    /// is small enough, else fail).
+    until: Option<Instant>,
+}
+
+/// A relay that refused or dropped a reservation is asked again after this.
+const RELAY_RETRY: Duration = Duration::from_secs(30);
+/// After hole punching to a peer failed, transfers do not wait for it
+/// again for this long.
+const PUNCH_FAILED_FOR: Duration = Duration::from_secs(60);
 
 /// An open connection: its tracing span, the peer and its address on it.
 struct Connection {
@@ -301,7 +377,10 @@ impl EventLoop {
                     Some(command) => self.handle_command(command),
                     None => break,
                 },
-                _ = lookups.tick(), if !self.pending_providers.is_empty() => self.finish_lookups(),
+                _ = lookups.tick(), if !self.pending_providers.is_empty() || !self.parked.is_empty() => {
+                    self.finish_lookups();
+                    self.reroute_parked(None);
+                }
                 _ = maintenance.tick() => self.maintain(Instant::now()),
             }
         }
@@ -372,12 +451,34 @@ impl EventLoop {
                 peer,
                 addresses,
                 request,
+                download,
                 reply,
             } => {
-                let id = behaviour
-                    .transfer
-                    .send_request_with_addresses(&peer, request, addresses);
-                self.pending_transfers.insert(id, reply);
+                let parked = Parked {
+                    peer,
+                    request,
+                    download,
+                    reply,
+                    since: Instant::now(),
+                    until: None,
+                };
+                if !self.swarm.is_connected(&peer) {
+                    // Connected first, so that the path is known before the
+                    // request goes out on one. A dial already under way
+                    // serves; one that cannot start fails the request now.
+                    match self
+                        .swarm
+                        .dial(DialOpts::peer_id(peer).addresses(addresses).build())
+                    {
+                        Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot dial for a transfer");
+                            let _ = parked.reply.send(Err(RequestError::Dial));
+                            return;
+                        }
+                    }
+                }
+                self.route_transfer(parked, Instant::now());
             }
             Command::Invoke {
                 peer,
@@ -468,6 +569,22 @@ impl EventLoop {
                     })
                     .collect();
                 announcements.sort_by(|a, b| a.key.cmp(&b.key));
+                let connections = self
+                    .connections
+                    .values()
+                    .map(|c| ConnectionInfo {
+                        peer: c.peer,
+                        remote: c.remote.clone(),
+                        relayed: is_relayed(&c.remote),
+                        outbound: c.dialer,
+                    })
+                    .collect();
+                let source = |s: reach::Source| match s {
+                    reach::Source::AutoNat => "autonat",
+                    reach::Source::Upnp => "upnp",
+                    reach::Source::Declared => "declared",
+                    reach::Source::Local => "local",
+                };
                 let _ = reply.send(NetInfo {
                     peer_id: *self.swarm.local_peer_id(),
                     listen_addrs: self.swarm.listeners().cloned().collect(),
@@ -475,6 +592,22 @@ impl EventLoop {
                     routing_table,
                     provider_records,
                     announcements,
+                    reachability: self.reach.reachability(),
+                    confirmed: self
+                        .reach
+                        .confirmed()
+                        .map(|(a, s)| (a.clone(), source(s)))
+                        .collect(),
+                    refuted: self
+                        .reach
+                        .refuted()
+                        .map(|(a, why)| (a.clone(), why.to_owned()))
+                        .collect(),
+                    relayed: self.reach.relayed().cloned().collect(),
+                    connections,
+                    relay_reservations: self.relay_served.len(),
+                    relay_circuits: self.relay_circuits,
+                    relay_circuits_closed: self.relay_circuits_closed,
                 });
             }
             Command::Shutdown { reply } => {
@@ -549,6 +682,7 @@ impl EventLoop {
     /// Due announcements and probes, and the sweep of expired records.
     fn maintain(&mut self, now: Instant) {
         self.keep_up(now);
+        self.keep_relays(now);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
             let swept = self.swarm.behaviour_mut().kad.store_mut().sweep(now);
@@ -578,6 +712,329 @@ impl EventLoop {
         }
     }
 
+    /// The direct and relayed connections to `peer`: (any direct, any
+    /// relayed).
+    fn paths(&self, peer: &PeerId) -> (bool, bool) {
+        let mut paths = (false, false);
+        for c in self.connections.values().filter(|c| c.peer == *peer) {
+            if is_relayed(&c.remote) {
+                paths.1 = true;
+            } else {
+                paths.0 = true;
+            }
+        }
+        paths
+    }
+
+    /// Sends a transfer request on a direct connection; failing one, waits
+    /// (parked) for the dial or for hole punching to make a relayed
+    /// connection direct; then through the relay if the download is small
+    /// enough, else fails naming why.
+    fn route_transfer(&mut self, mut parked: Parked, now: Instant) {
+        let peer = parked.peer;
+        let (direct, relayed) = self.paths(&peer);
+        let behaviour = self.swarm.behaviour_mut();
+        if direct {
+            let id = behaviour.transfer.send_request(&peer, parked.request);
+            self.pending_transfers.insert(id, parked.reply);
+            return;
+        }
+        if !relayed {
+            // Not connected yet: the dial decides (or the request's time).
+            if now.saturating_duration_since(parked.since) >= self.config.request_timeout {
+                let _ = parked.reply.send(Err(RequestError::Timeout));
+            } else {
+                self.parked.push(parked);
+            }
+            return;
+        }
+        let until = *parked
+            .until
+            .get_or_insert(now + self.config.nat.direct_wait);
+        let punch_failed = self
+            .punch_failed
+            .get(&peer)
+            .is_some_and(|at| now < *at + PUNCH_FAILED_FOR);
+        if now < until && !punch_failed {
+            self.parked.push(parked);
+            return;
+        }
+        let limit = self.config.nat.max_relayed_download;
+        if parked.download <= limit {
+            tracing::debug!(%peer, download = parked.download, "transfer through a relay");
+            let id = behaviour
+                .transfer_relayed
+                .send_request(&peer, parked.request);
+            self.pending_transfers.insert(id, parked.reply);
+        } else {
+            tracing::debug!(%peer, download = parked.download, limit, "no direct path for a transfer");
+            let _ = parked.reply.send(Err(RequestError::RelayOnly {
+                size: parked.download,
+                limit,
+            }));
+        }
+    }
+
+    /// Routes the parked transfers again (of `peer`, or all): a connection
+    /// came or went, hole punching ended, or time passed.
+    fn reroute_parked(&mut self, peer: Option<PeerId>) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (again, keep): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| peer.is_none_or(|peer| p.peer == peer));
+        self.parked = keep;
+        for parked in again {
+            self.route_transfer(parked, now);
+        }
+    }
+
+    /// Fails the parked transfers to `peer` that wait for a connection, as
+    /// dialling it failed.
+    fn unreachable_parked(&mut self, peer: PeerId) {
+        let (failed, keep): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.peer == peer && p.until.is_none());
+        self.parked = keep;
+        for parked in failed {
+            let _ = parked.reply.send(Err(RequestError::Dial));
+        }
+    }
+
+    /// An address confirmed by `source`; local ones become the swarm's
+    /// external addresses here, declared ones once AutoNAT has taken them
+    /// as candidates (the swarm passes on no candidate it has confirmed
+    /// already); AutoNAT, UPnP and the relay client confirm theirs
+    /// themselves.
+    fn confirm(&mut self, address: Multiaddr, source: reach::Source) {
+        match source {
+            reach::Source::Local => self.swarm.add_external_address(address.clone()),
+            reach::Source::Declared => self.swarm.behaviour_mut().hints.propose(address.clone()),
+            reach::Source::AutoNat | reach::Source::Upnp => {}
+        }
+        let change = self.reach.confirm(address, source);
+        self.reach_changed(change);
+    }
+
+    /// Acts on a change of reachability or advertised addresses: withdraws
+    /// a refuted address, sets the Kademlia mode and relay reservations,
+    /// and announces this node's keys again with the new addresses.
+    fn reach_changed(&mut self, change: reach::Change) {
+        if let Some(address) = &change.withdraw {
+            tracing::info!(%address, "address withdrawn: a peer could not dial it back");
+            self.swarm.remove_external_address(address);
+        }
+        if let Some(was) = change.was {
+            tracing::info!(%was, now = %self.reach.reachability(), "reachability changed");
+            self.apply_reach();
+        }
+        if change.advertised {
+            let now = Instant::now();
+            let table = self.routing_table_size();
+            self.upkeep.addresses_changed(now, table);
+            self.keep_up(now);
+        }
+    }
+
+    /// Kademlia answers requests only while this node is reachable; relay
+    /// reservations are held only while it is not.
+    fn apply_reach(&mut self) {
+        let server = self.config.dht_server && self.reach.reachability() == Reachability::Public;
+        let mode = if server {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        };
+        self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+        self.keep_relays(Instant::now());
+    }
+
+    /// Holds [`NatConfig::relays`](super::NatConfig::relays) reservations
+    /// while this node is private, on connected relays, and none otherwise.
+    fn keep_relays(&mut self, now: Instant) {
+        let wanted = if self.reach.wants_relays() {
+            self.config.nat.relays
+        } else {
+            0
+        };
+        if self.reservations.len() > wanted {
+            let extra: Vec<ListenerId> = self.reservations.keys().skip(wanted).copied().collect();
+            for id in extra {
+                if let Some(relay) = self.reservations.remove(&id) {
+                    tracing::info!(%relay, "releasing a relay reservation");
+                }
+                self.swarm.remove_listener(id);
+            }
+            return;
+        }
+        self.relay_backoff.retain(|_, until| now < *until);
+        while self.reservations.len() < wanted {
+            let used: HashSet<PeerId> = self.reservations.values().copied().collect();
+            let candidate = self
+                .relays
+                .iter()
+                .filter(|p| !used.contains(p) && !self.relay_backoff.contains_key(p))
+                .find_map(|p| self.relay_address(p).map(|a| (*p, a)));
+            let Some((relay, address)) = candidate else {
+                break;
+            };
+            let circuit = address
+                .with(libp2p::multiaddr::Protocol::P2p(relay))
+                .with(libp2p::multiaddr::Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    tracing::info!(%relay, address = %circuit, "reserving a slot on a relay");
+                    self.reservations.insert(id, relay);
+                }
+                Err(e) => {
+                    tracing::warn!(%relay, error = %e, "cannot reserve a slot on a relay");
+                    self.relay_backoff.insert(relay, now + RELAY_RETRY);
+                }
+            }
+        }
+    }
+
+    /// A direct address of `relay` to reach it at: one this node dialled
+    /// it at, else one it reported on a direct connection.
+    fn relay_address(&self, relay: &PeerId) -> Option<Multiaddr> {
+        let dialled = self
+            .connections
+            .values()
+            .find(|c| c.peer == *relay && c.dialer && !is_relayed(&c.remote))
+            .map(|c| without_peer(&c.remote));
+        dialled.or_else(|| {
+            let book = self.addresses.lock().expect("address book lock");
+            book.entries
+                .get(relay)?
+                .iter()
+                .find(|a| !is_relayed(a))
+                .map(without_peer)
+        })
+    }
+
+    fn handle_autonat(&mut self, event: autonat::v2::client::Event) {
+        let autonat::v2::client::Event {
+            tested_addr,
+            server,
+            result,
+            ..
+        } = event;
+        let change = match result {
+            Ok(()) => {
+                tracing::info!(address = %tested_addr, %server, "address confirmed: a peer dialled it back");
+                self.reach.confirm(tested_addr, reach::Source::AutoNat)
+            }
+            Err(e) => {
+                tracing::info!(address = %tested_addr, %server, error = %e, "address not reachable");
+                let why = format!("{server} could not dial it back: {e}");
+                self.reach.refute(tested_addr, why)
+            }
+        };
+        self.reach_changed(change);
+    }
+
+    fn handle_relay_server(&mut self, event: relay::Event) {
+        match event {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                tracing::debug!(peer = %src_peer_id, "relaying for a peer (reservation)");
+                self.relay_served.insert(src_peer_id);
+            }
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                self.relay_served.remove(&src_peer_id);
+            }
+            relay::Event::ReservationReqDenied {
+                src_peer_id,
+                status,
+            } => {
+                tracing::debug!(peer = %src_peer_id, ?status, "relay reservation denied");
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, "relaying a circuit");
+                self.relay_circuits += 1;
+            }
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                status,
+            } => {
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, ?status, "circuit denied");
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error,
+            } => {
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "circuit closed");
+                self.relay_circuits = self.relay_circuits.saturating_sub(1);
+                self.relay_circuits_closed += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_relay_client(&mut self, event: relay::client::Event) {
+        match event {
+            relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal: false,
+                limit,
+            } => {
+                tracing::info!(relay = %relay_peer_id, ?limit, "relay reservation accepted");
+            }
+            relay::client::Event::OutboundCircuitEstablished {
+                relay_peer_id,
+                limit,
+            } => {
+                tracing::debug!(relay = %relay_peer_id, ?limit, "circuit through a relay");
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, limit } => {
+                tracing::debug!(peer = %src_peer_id, ?limit, "a peer reached this node through a relay");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_dcutr(&mut self, event: dcutr::Event) {
+        let peer = event.remote_peer_id;
+        match event.result {
+            Ok(connection) => {
+                tracing::info!(%peer, %connection, "hole punched: a direct connection");
+                self.punch_failed.remove(&peer);
+            }
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "hole punching failed");
+                self.punch_failed.insert(peer, Instant::now());
+            }
+        }
+        self.reroute_parked(Some(peer));
+    }
+
+    fn handle_upnp(&mut self, event: upnp::Event) {
+        match event {
+            upnp::Event::NewExternalAddr { external_addr, .. } => {
+                tracing::info!(address = %external_addr, "the router forwards a port (UPnP)");
+                let change = self.reach.confirm(external_addr, reach::Source::Upnp);
+                self.reach_changed(change);
+            }
+            upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                let change = self.reach.expire(&external_addr);
+                self.reach_changed(change);
+            }
+            upnp::Event::GatewayNotFound => {
+                tracing::info!("no UPnP gateway found");
+            }
+            upnp::Event::NonRoutableGateway => {
+                tracing::info!("the UPnP gateway is not on the internet itself");
+            }
+        }
+    }
+
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         use libp2p::metrics::Recorder;
         self.metrics.record(&event);
@@ -601,12 +1058,18 @@ impl EventLoop {
                 let Some(Connection { remote, .. }) = self.connections.get(&connection_id) else {
                     return;
                 };
+                let local = self.config.local_addresses;
                 let listen: Vec<Multiaddr> = info
                     .listen_addrs
                     .into_iter()
-                    .filter(|a| super::address::same_host(a, remote))
+                    .filter(|a| super::address::kept_claim(a, &[remote], local))
                     .take(super::protocol::MAX_PEX_ADDRESSES)
                     .collect();
+                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+                    self.relays.insert(peer_id);
+                } else {
+                    self.relays.remove(&peer_id);
+                }
                 if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) {
                     for address in &listen {
                         self.swarm
@@ -634,7 +1097,44 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Adverts(event)) => self.handle_adverts(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Transfer(event)) => self.handle_transfer(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Transfer(event))
+            | SwarmEvent::Behaviour(BehaviourEvent::TransferRelayed(event)) => {
+                self.handle_transfer(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => self.handle_autonat(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.handle_relay_server(event),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+                self.handle_relay_client(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.handle_dcutr(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(event)) => self.handle_upnp(event),
+            SwarmEvent::ExternalAddrConfirmed { address } if is_relayed(&address) => {
+                let change = self.reach.confirm(address, reach::Source::AutoNat);
+                self.reach_changed(change);
+            }
+            SwarmEvent::NewExternalAddrCandidate { address }
+                if self.reach.source(&address) == Some(reach::Source::Declared)
+                    && !self.swarm.external_addresses().any(|a| *a == address) =>
+            {
+                // AutoNAT has the declared address to test: advertise it
+                // meanwhile.
+                self.swarm.add_external_address(address);
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                let change = self.reach.expire(&address);
+                self.reach_changed(change);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(relay) = self.reservations.remove(&listener_id) {
+                    tracing::info!(%relay, ?reason, "relay reservation ended");
+                    self.relay_backoff
+                        .insert(relay, Instant::now() + RELAY_RETRY);
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Invoke(event)) => self.handle_invoke(event),
             SwarmEvent::Behaviour(BehaviourEvent::Solicit(event)) => self.handle_solicit(event),
             SwarmEvent::Behaviour(BehaviourEvent::Advice(event)) => self.handle_advice(event),
@@ -695,6 +1195,7 @@ impl EventLoop {
                 for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(peer_id));
                 }
+                self.reroute_parked(Some(peer_id));
             }
             SwarmEvent::ConnectionClosed {
                 connection_id,
@@ -703,6 +1204,9 @@ impl EventLoop {
                 ..
             } => {
                 if let Some(connection) = self.connections.remove(&connection_id) {
+                    if num_established == 0 {
+                        self.relays.remove(&connection.peer);
+                    }
                     let lost = cause.is_some() && num_established == 0;
                     let cause = cause.map(|c| c.to_string());
                     tracing::debug!(parent: &connection.span, ?cause, "closed");
@@ -743,6 +1247,7 @@ impl EventLoop {
                     let tried = tried.iter().map(|(address, _)| address.clone()).collect();
                     self.lost(peer_id, tried);
                 }
+                self.unreachable_parked(peer_id);
                 for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Err(DialError::Unreachable {
                         peer: peer_id,
@@ -767,15 +1272,19 @@ impl EventLoop {
             } => {
                 let local = *self.swarm.local_peer_id();
                 let mut enough = false;
-                if let Some(pending) = self.pending_providers.get_mut(&id)
+                if self.pending_providers.contains_key(&id)
                     && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result
                 {
                     // Each such step is one peer's answer (or this node's
                     // store).
-                    let named = providers.into_iter().filter(|p| *p != local).collect();
+                    let named: Vec<PeerId> =
+                        providers.into_iter().filter(|p| *p != local).collect();
+                    self.remember_addresses(&named);
                     let k = self.config.kad_bucket_size.max(1);
                     let from_peer = stats.num_requests() > 0;
-                    enough = pending.add(Instant::now(), named, k, from_peer);
+                    if let Some(pending) = self.pending_providers.get_mut(&id) {
+                        enough = pending.add(Instant::now(), named, k, from_peer);
+                    }
                 }
                 if enough && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                     query.finish();
@@ -816,11 +1325,10 @@ impl EventLoop {
                     .filter(|c| c.peer == record.provider)
                     .map(|c| &c.remote)
                     .collect();
-                record.addresses.retain(|a| {
-                    remotes
-                        .iter()
-                        .any(|remote| super::address::same_host(a, remote))
-                });
+                let local = self.config.local_addresses;
+                record
+                    .addresses
+                    .retain(|a| super::address::kept_claim(a, &remotes, local));
                 record
                     .addresses
                     .truncate(super::protocol::MAX_PEX_ADDRESSES);
@@ -834,6 +1342,26 @@ impl EventLoop {
                 tracing::trace!(%provider, ?stored, "provider record");
             }
             _ => {}
+        }
+    }
+
+    /// Keeps the addresses the running lookup learnt for `peers` (those
+    /// Kademlia would dial: its routing table's and the query's, within
+    /// this node's scope) for after the query ends.
+    fn remember_addresses(&mut self, peers: &[PeerId]) {
+        use libp2p::swarm::NetworkBehaviour;
+        let behaviour = self.swarm.behaviour_mut();
+        for peer in peers.iter().take(self.config.kad_bucket_size.max(1)) {
+            let addresses = behaviour
+                .kad
+                .handle_pending_outbound_connection(
+                    ConnectionId::new_unchecked(0),
+                    Some(*peer),
+                    &[],
+                    libp2p::core::Endpoint::Dialer,
+                )
+                .unwrap_or_default();
+            behaviour.hints.remember(*peer, addresses);
         }
     }
 
@@ -1018,6 +1546,15 @@ fn settle<Req, Resp>(
         request_response::Event::ResponseSent { .. } => {}
     }
     None
+}
+
+/// `address` without a trailing `/p2p/<id>`.
+fn without_peer(address: &Multiaddr) -> Multiaddr {
+    let mut address = address.clone();
+    if let Some(libp2p::multiaddr::Protocol::P2p(_)) = address.iter().last() {
+        address.pop();
+    }
+    address
 }
 
 /// A peer address for others to dial: a listen address plus `/p2p/<id>`.

@@ -18,7 +18,9 @@ pub mod client;
 pub mod event_loop;
 pub mod evidence;
 pub mod keys;
+pub mod paths;
 pub mod protocol;
+pub mod reach;
 pub mod records;
 pub mod upkeep;
 
@@ -47,12 +49,13 @@ pub enum NetError {
 
 /// Network settings. Defaults: listen on TCP and QUIC on every interface
 /// (ports chosen by the system), no bootstrap peers, mDNS
-/// off, only global addresses from peer exchange, 512 connections (2 per peer), 30 s request timeout, 256 queued
+/// off, only global addresses from peer exchange, 512 connections (4 per peer: a
+/// relayed one, direct ones and AutoNAT's dial-backs), 30 s request timeout, 256 queued
 /// inbound requests, provider records from others held within
 /// [`records::ProviderLimits`]' defaults,
 /// 10 s Kademlia query timeout, 64 concurrent streams per protocol per
-/// connection, idle connections closed after 60 s, Kademlia k = 20 and
-/// DHT server mode.
+/// connection, idle connections closed after 60 s, Kademlia k = 20,
+/// DHT server mode while reachable and [`NatConfig`]'s defaults.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
     pub listen: Vec<Multiaddr>,
@@ -76,9 +79,103 @@ pub struct NetConfig {
     /// Kademlia's k: peers per routing-table bucket, and how many of the
     /// closest peers a lookup visits.
     pub kad_bucket_size: usize,
-    /// Answer Kademlia requests (store records, route lookups). Nodes that
-    /// are not (clients) still look up and announce through servers.
+    /// Answer Kademlia requests (store records, route lookups) while this
+    /// node is reachable ([`reach`]). Nodes that do not (clients) still
+    /// look up and announce through servers.
     pub dht_server: bool,
+    /// Reachability, relays, hole punching and port mapping.
+    pub nat: NatConfig,
+}
+
+/// How a node finds out whether it can be reached, and what it does when it
+/// cannot. Defaults: no declared addresses, AutoNAT on, relaying for others
+/// on (within [`RelayLimits`]' defaults, and only while reachable), relay
+/// reservations on 2 relays while not reachable, UPnP off, transfers wait
+/// 3 s for a relayed connection to become direct, downloads of at most
+/// 128 KiB through a relay.
+#[derive(Clone, Debug)]
+pub struct NatConfig {
+    /// Addresses the operator says this node is reachable at (a forwarded
+    /// port, a public host): advertised at once, and withdrawn when an
+    /// AutoNAT server cannot dial them back.
+    pub external: Vec<Multiaddr>,
+    /// Ask peers to dial back the addresses this node is seen at (AutoNAT
+    /// v2), and answer their requests.
+    pub autonat: bool,
+    /// Relay for others (circuit relay v2) while reachable.
+    pub relay_server: bool,
+    pub relay: RelayLimits,
+    /// Hold a reservation on this many relays while not reachable, and
+    /// advertise the relayed addresses (0: none).
+    pub relays: usize,
+    /// Ask the router to forward the listen ports (UPnP IGD).
+    pub upnp: bool,
+    /// How long a transfer waits for a relayed connection to become direct
+    /// (hole punching) before it goes through the relay or gives up.
+    pub direct_wait: Duration,
+    /// The largest download that may go through a relay (bytes).
+    pub max_relayed_download: u64,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        Self {
+            external: Vec::new(),
+            autonat: true,
+            relay_server: true,
+            relay: RelayLimits::default(),
+            relays: 2,
+            upnp: false,
+            direct_wait: Duration::from_secs(3),
+            max_relayed_download: 128 * 1024,
+        }
+    }
+}
+
+/// What a relay grants. Defaults (libp2p's): 128 reservations, 4 per peer,
+/// each for 1 hour; 16 circuits, 4 per peer, each for 2 minutes and
+/// 128 KiB.
+#[derive(Clone, Debug)]
+pub struct RelayLimits {
+    pub max_reservations: usize,
+    pub max_reservations_per_peer: usize,
+    pub reservation_duration: Duration,
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    pub max_circuit_duration: Duration,
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        let libp2p = libp2p::relay::Config::default();
+        Self {
+            max_reservations: libp2p.max_reservations,
+            max_reservations_per_peer: libp2p.max_reservations_per_peer,
+            reservation_duration: libp2p.reservation_duration,
+            max_circuits: libp2p.max_circuits,
+            max_circuits_per_peer: libp2p.max_circuits_per_peer,
+            max_circuit_duration: libp2p.max_circuit_duration,
+            max_circuit_bytes: libp2p.max_circuit_bytes,
+        }
+    }
+}
+
+impl RelayLimits {
+    /// libp2p's relay configuration with these limits (and its rate
+    /// limits per peer and per address).
+    pub fn to_libp2p(&self) -> libp2p::relay::Config {
+        libp2p::relay::Config {
+            max_reservations: self.max_reservations,
+            max_reservations_per_peer: self.max_reservations_per_peer,
+            reservation_duration: self.reservation_duration,
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: self.max_circuit_duration,
+            max_circuit_bytes: self.max_circuit_bytes,
+            ..libp2p::relay::Config::default()
+        }
+    }
 }
 
 impl Default for NetConfig {
@@ -94,7 +191,7 @@ impl Default for NetConfig {
             mdns: false,
             local_addresses: false,
             max_connections: 512,
-            max_connections_per_peer: 2,
+            max_connections_per_peer: 4,
             request_timeout: Duration::from_secs(30),
             inbound_queue: 256,
             provider_records: records::ProviderLimits::default(),
@@ -103,6 +200,7 @@ impl Default for NetConfig {
             idle_timeout: Duration::from_secs(60),
             kad_bucket_size: 20,
             dht_server: true,
+            nat: NatConfig::default(),
         }
     }
 }

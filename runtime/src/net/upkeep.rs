@@ -107,6 +107,9 @@ pub enum Reason {
     TableGrew,
     TableChanged,
     Reconnected,
+    /// The addresses this node advertises changed (confirmed, withdrawn,
+    /// relayed): records carry them, so they go out again.
+    AddressesChanged,
 }
 
 struct Lost<A> {
@@ -244,6 +247,14 @@ where
         }
     }
 
+    /// The addresses this node advertises changed: announce every key again
+    /// at once, so records name where this node can be reached now.
+    pub fn addresses_changed(&mut self, now: Instant, table: usize) {
+        if !self.keys.is_empty() {
+            self.announce_all(now, table, Reason::AddressesChanged);
+        }
+    }
+
     /// `peer` could not be reached (a dial failed, a connection was lost,
     /// a ping went unanswered); `addresses` are where to probe it (none:
     /// only notice when it comes back by itself). `bootstrap`: one of the
@@ -335,7 +346,7 @@ where
                 self.actions.push_back(Action::Refresh);
             }
             Reason::TableChanged => self.table_changed_at = Some(now),
-            Reason::TableGrew => {}
+            Reason::TableGrew | Reason::AddressesChanged => {}
         }
         for (key, state) in &mut self.keys {
             let failures = match state {
@@ -657,5 +668,28 @@ mod tests {
         }
         let actions = drain(&mut core, t0 + Duration::from_secs(5), 50);
         assert_eq!(actions, vec![Action::Refresh]);
+    }
+
+    #[test]
+    fn new_addresses_announce_every_key_again_at_once() {
+        let t0 = Instant::now();
+        let mut core = core();
+        // Nothing to announce: nothing happens.
+        core.addresses_changed(t0, 4);
+        assert!(drain(&mut core, t0, 4).is_empty());
+        core.provide("a");
+        core.provide("b");
+        drain(&mut core, t0, 4);
+        core.outcome(t0, &"a", Some(3));
+        core.outcome(t0, &"b", Some(3));
+        core.addresses_changed(t0, 4);
+        let mut again = announced(&drain(&mut core, t0, 4));
+        again.sort();
+        assert_eq!(again, vec!["a", "b"]);
+        assert_eq!(core.last_reason(), Some(Reason::AddressesChanged));
+        assert!(
+            core.states()
+                .all(|(_, s)| *s == AnnouncementState::Pending { failures: 0 })
+        );
     }
 }

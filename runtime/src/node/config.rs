@@ -20,7 +20,7 @@
 //! mdns = false
 //! local-addresses = false             # dial private/loopback addresses from peer exchange
 //! max-connections = 512
-//! max-connections-per-peer = 2
+//! max-connections-per-peer = 4        # a relayed one, direct ones, AutoNAT dial-backs
 //! request-timeout = "30s"
 //! idle-timeout = "60s"
 //! query-timeout = "10s"
@@ -31,7 +31,23 @@
 //! provider-records = 16384            # ... in all
 //! provider-record-ttl = "2h"          # ... each at most this long
 //! kad-bucket-size = 20
-//! dht-server = true
+//! dht-server = true                   # answer DHT requests while reachable
+//! external = ["/ip4/198.51.100.7/tcp/4001"]  # reachable here (a forwarded port); AutoNAT checks
+//! autonat = true                      # ask peers to dial back; answer their requests
+//! upnp = false                        # ask the router to forward the listen ports
+//! relays = 2                          # relay reservations held while not reachable
+//! direct-wait = "3s"                  # a transfer waits this long for hole punching ...
+//! max-relayed-download = "128 KiB"    # ... then goes through the relay only up to this
+//!
+//! [net.relay]                         # relaying for others, only while reachable
+//! enabled = true
+//! max-reservations = 128
+//! max-reservations-per-peer = 4
+//! reservation-duration = "1h"
+//! max-circuits = 16
+//! max-circuits-per-peer = 4
+//! max-circuit-duration = "2m"
+//! max-circuit-bytes = "128 KiB"
 //!
 //! [upload]
 //! max-concurrent = 32
@@ -416,6 +432,7 @@ impl NodeConfig {
             self.net.listen = overrides.listen;
         }
         self.net.bootstrap.extend(overrides.bootstrap);
+        self.net.nat.external.extend(overrides.external);
         self.net.mdns |= overrides.local;
         self.net.local_addresses |= overrides.local;
         self.share.extend(overrides.share);
@@ -451,6 +468,8 @@ pub struct Overrides {
     pub listen: Vec<Multiaddr>,
     /// Added to the bootstrap peers.
     pub bootstrap: Vec<Multiaddr>,
+    /// Added to the addresses the operator says the node is reachable at.
+    pub external: Vec<Multiaddr>,
     /// Local mode: mDNS discovery, and private and loopback addresses
     /// from peer exchange.
     pub local: bool,
@@ -528,6 +547,34 @@ struct NetFile {
     provider_record_ttl: Option<String>,
     kad_bucket_size: Option<usize>,
     dht_server: Option<bool>,
+    #[serde(default)]
+    external: Vec<String>,
+    autonat: Option<bool>,
+    upnp: Option<bool>,
+    relays: Option<usize>,
+    direct_wait: Option<String>,
+    max_relayed_download: Option<String>,
+    #[serde(default)]
+    relay: RelayFile,
+}
+
+/// `[net.relay]`: relaying for others.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RelayFile {
+    enabled: Option<bool>,
+    max_reservations: Option<usize>,
+    max_reservations_per_peer: Option<usize>,
+    reservation_duration: Option<String>,
+    max_circuits: Option<usize>,
+    max_circuits_per_peer: Option<usize>,
+    max_circuit_duration: Option<String>,
+    max_circuit_bytes: Option<String>,
+}
+
+fn size(field: &'static str, text: Option<String>) -> Result<Option<u64>, ConfigError> {
+    text.map(|t| parse_size(&t).map_err(|error| ConfigError::Value { field, error }))
+        .transpose()
 }
 
 impl NetFile {
@@ -579,6 +626,44 @@ impl NetFile {
             self.kad_bucket_size.map(|n| n.max(1)),
         );
         set(&mut net.dht_server, self.dht_server);
+        let nat = &mut net.nat;
+        nat.external = addresses("net.external", self.external)?;
+        set(&mut nat.autonat, self.autonat);
+        set(&mut nat.upnp, self.upnp);
+        set(&mut nat.relays, self.relays);
+        set(
+            &mut nat.direct_wait,
+            duration("net.direct-wait", self.direct_wait)?,
+        );
+        set(
+            &mut nat.max_relayed_download,
+            size("net.max-relayed-download", self.max_relayed_download)?,
+        );
+        let relay = self.relay;
+        set(&mut nat.relay_server, relay.enabled);
+        let limits = &mut nat.relay;
+        set(&mut limits.max_reservations, relay.max_reservations);
+        set(
+            &mut limits.max_reservations_per_peer,
+            relay.max_reservations_per_peer,
+        );
+        set(
+            &mut limits.reservation_duration,
+            duration("net.relay.reservation-duration", relay.reservation_duration)?,
+        );
+        set(&mut limits.max_circuits, relay.max_circuits);
+        set(
+            &mut limits.max_circuits_per_peer,
+            relay.max_circuits_per_peer,
+        );
+        set(
+            &mut limits.max_circuit_duration,
+            duration("net.relay.max-circuit-duration", relay.max_circuit_duration)?,
+        );
+        set(
+            &mut limits.max_circuit_bytes,
+            size("net.relay.max-circuit-bytes", relay.max_circuit_bytes)?,
+        );
         Ok(())
     }
 }

@@ -77,6 +77,11 @@ pub enum ControlReply {
         download_ms: u64,
         deploy_ms: u64,
         sources: Vec<String>,
+        /// Each source and how it is connected (`PEER direct|relayed ADDRESS`).
+        #[serde(default)]
+        paths: Vec<String>,
+        #[serde(default)]
+        first_byte_ms: Option<u64>,
         downloaded: bool,
     },
     Called {
@@ -87,7 +92,7 @@ pub enum ControlReply {
     Shared {
         content_id: String,
     },
-    Status(Status),
+    Status(Box<Status>),
     Reputation(super::ServiceStanding),
     Error(String),
 }
@@ -228,6 +233,8 @@ pub async fn execute(
                     download_ms: p.download.as_millis() as u64,
                     deploy_ms: p.deploy.as_millis() as u64,
                     sources: p.sources.iter().map(|s| s.to_string()).collect(),
+                    paths: p.paths,
+                    first_byte_ms: p.first_byte.map(|d| d.as_millis() as u64),
                     downloaded: p.downloaded,
                 },
                 Err(e) => ControlReply::Error(e.to_string()),
@@ -267,7 +274,7 @@ pub async fn execute(
             },
             Err(e) => ControlReply::Error(format!("{}: {e}", path.display())),
         },
-        ControlRequest::Status => ControlReply::Status(node.status().await),
+        ControlRequest::Status => ControlReply::Status(Box::new(node.status().await)),
         ControlRequest::Reputation { service } => {
             if crate::package::is_service_name(&service) {
                 ControlReply::Reputation(node.reputation(&service))

@@ -50,6 +50,8 @@ pub(crate) struct Fetch<'a> {
     pub(crate) progress: &'a watch::Sender<PullProgress>,
     /// When the pull started (its deadline counts from here).
     pub(crate) start: Instant,
+    /// When the first verified block arrived.
+    pub(crate) first_byte: std::sync::OnceLock<Instant>,
 }
 
 impl Fetch<'_> {
@@ -88,10 +90,12 @@ impl Fetch<'_> {
                         let request = self.request(&ask);
                         let span = tracing::debug_span!("request", %peer, ?ask);
                         let client = self.client.clone();
+                        let size = self.size();
                         let (reply, handle) = abortable(
                             async move {
-                                let reply =
-                                    client.request_transfer_at(peer, contact, request).await;
+                                let reply = client
+                                    .request_transfer_at(peer, contact, request, size)
+                                    .await;
                                 let answer = reply.as_ref().map_or("failed", |r| r.kind());
                                 tracing::debug!(answer, "answered");
                                 reply
@@ -185,6 +189,7 @@ impl Fetch<'_> {
         };
         self.metrics.blocks(kept.verified, accepted.is_err());
         if kept.new_bytes > 0 {
+            self.first_byte.get_or_init(Instant::now);
             self.partials.save(&self.id, download, first, kept.verified);
         }
         accepted
@@ -301,6 +306,11 @@ impl Fetch<'_> {
         )
     }
 
+    /// The component's size: how much the download moves in all.
+    fn size(&self) -> u64 {
+        self.download.lock().expect("download lock").size()
+    }
+
     fn gave_up(&self, attempts: Vec<String>) -> PullError {
         PullError::GaveUp {
             target: self.target.to_owned(),
@@ -402,8 +412,10 @@ impl Fetch<'_> {
             content_id: self.id.0,
         };
         let timeout = self.config.base_timeout;
+        let size = self.size();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(timeout, client.request_transfer(peer, request)).await;
+            let _ =
+                tokio::time::timeout(timeout, client.request_transfer(peer, request, size)).await;
         });
     }
 
@@ -461,9 +473,11 @@ impl Fetch<'_> {
                 };
                 asked.push((first, blocks));
                 let client = self.client.clone();
+                let size = self.size();
                 in_flight.push(async move {
                     let response =
-                        tokio::time::timeout(timeout, client.request_transfer(peer, request)).await;
+                        tokio::time::timeout(timeout, client.request_transfer(peer, request, size))
+                            .await;
                     (first, blocks, timeout, response)
                 });
             }

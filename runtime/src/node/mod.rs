@@ -67,7 +67,10 @@ pub use replication::GroupStatus;
 pub use report::{Objection, PackageReport, audit_package};
 pub use reputation::{ProviderStanding, ServiceStanding};
 pub use services::Provided;
-pub use status::{AnnouncementStatus, Counters, ServiceStatus, Status, TransferStatus};
+pub use status::{
+    AnnouncementStatus, ConnectionStatus, Counters, ReachStatus, ServiceStatus, Status,
+    TransferStatus,
+};
 
 use crate::net::{self, Client, DialError, PeerId};
 use crate::package::{ContentId, Package};
@@ -558,6 +561,24 @@ impl Node {
             feeds: self.inner.feeds.status(),
             transfers,
             counters: self.counters(),
+            reach: info.as_ref().map(reach_status).unwrap_or_default(),
+            connections: info
+                .as_ref()
+                .map(|i| {
+                    let mut connections: Vec<ConnectionStatus> = i
+                        .connections
+                        .iter()
+                        .map(|c| ConnectionStatus {
+                            peer: c.peer.to_string(),
+                            remote: c.remote.to_string(),
+                            path: if c.relayed { "relayed" } else { "direct" }.into(),
+                            direction: if c.outbound { "out" } else { "in" }.into(),
+                        })
+                        .collect();
+                    connections.sort_by(|a, b| (&a.peer, &a.remote).cmp(&(&b.peer, &b.remote)));
+                    connections
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -576,5 +597,26 @@ impl Node {
     pub async fn shutdown(&self) {
         self.inner.services.withdraw().await;
         self.inner.client.shutdown().await;
+    }
+}
+
+/// The network's reachability as the status reports it.
+fn reach_status(info: &net::NetInfo) -> ReachStatus {
+    ReachStatus {
+        reachability: info.reachability.to_string(),
+        confirmed: info
+            .confirmed
+            .iter()
+            .map(|(a, how)| (a.to_string(), (*how).to_owned()))
+            .collect(),
+        refuted: info
+            .refuted
+            .iter()
+            .map(|(a, why)| (a.to_string(), why.clone()))
+            .collect(),
+        relayed: info.relayed.iter().map(|a| a.to_string()).collect(),
+        relaying_reservations: info.relay_reservations,
+        relaying_circuits: info.relay_circuits,
+        relaying_circuits_closed: info.relay_circuits_closed,
     }
 }

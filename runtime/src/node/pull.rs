@@ -122,6 +122,11 @@ pub struct Pulled {
     pub bytes: u64,
     /// Providers that sent verified blocks.
     pub sources: Vec<PeerId>,
+    /// How each source is connected now: `PEER direct ADDRESS` or `PEER
+    /// relayed ADDRESS` (a hole-punched connection is direct).
+    pub paths: Vec<String>,
+    /// From the start until the first verified block arrived.
+    pub first_byte: Option<Duration>,
     /// False when the node already had it.
     pub downloaded: bool,
 }
@@ -393,6 +398,7 @@ impl Pulls {
             events: &self.events,
             progress,
             start,
+            first_byte: std::sync::OnceLock::new(),
         };
         let downloaded = match self.config.strategy {
             Strategy::Swarm => fetch.swarm(providers).await,
@@ -407,6 +413,8 @@ impl Pulls {
             }
         };
         let download_time = download_start.elapsed();
+        let first_byte = fetch.first_byte.get().map(|t| t.duration_since(start));
+        let paths = self.paths(&sources).await;
         let component = download
             .lock()
             .expect("download lock")
@@ -448,6 +456,8 @@ impl Pulls {
                 deploy: start.elapsed(),
                 bytes,
                 sources,
+                paths,
+                first_byte,
                 downloaded: true,
             });
         }
@@ -480,8 +490,36 @@ impl Pulls {
             deploy,
             bytes,
             sources,
+            paths,
+            first_byte,
             downloaded: true,
         })
+    }
+
+    /// How this node is connected to each of `sources`.
+    async fn paths(&self, sources: &[PeerId]) -> Vec<String> {
+        let connections = self
+            .client
+            .info()
+            .await
+            .map(|i| i.connections)
+            .unwrap_or_default();
+        sources
+            .iter()
+            .map(|peer| {
+                let mine: Vec<_> = connections.iter().filter(|c| c.peer == *peer).collect();
+                let path = mine
+                    .iter()
+                    .find(|c| !c.relayed)
+                    .or(mine.first())
+                    .map(|c| {
+                        let kind = if c.relayed { "relayed" } else { "direct" };
+                        format!("{kind} {}", c.remote)
+                    })
+                    .unwrap_or_else(|| "disconnected".into());
+                format!("{peer} {path}")
+            })
+            .collect()
     }
 
     /// The paper's rule: an empty result vector means discovering again
@@ -560,6 +598,8 @@ fn already(name: String, content_id: ContentId, start: Instant) -> Pulled {
         deploy: start.elapsed(),
         bytes: 0,
         sources: Vec::new(),
+        paths: Vec::new(),
+        first_byte: None,
         downloaded: false,
     }
 }

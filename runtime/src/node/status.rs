@@ -27,6 +27,43 @@ pub struct Status {
     pub feeds: Vec<super::FeedStatus>,
     pub transfers: Vec<TransferStatus>,
     pub counters: Counters,
+    /// Whether peers on the internet can reach this node, and how.
+    #[serde(default)]
+    pub reach: ReachStatus,
+    /// Every open connection, direct or through a relay.
+    #[serde(default)]
+    pub connections: Vec<ConnectionStatus>,
+}
+
+/// Reachability, confirmed and relayed addresses, and relaying for others.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReachStatus {
+    /// `public`, `private` or `unknown`.
+    pub reachability: String,
+    /// Direct addresses confirmed, each with how (`autonat`: a peer
+    /// dialled it back; `upnp`; `declared`: the operator's, not yet
+    /// tested; `local`).
+    pub confirmed: Vec<(String, String)>,
+    /// Addresses a peer could not dial back, with its answer.
+    pub refuted: Vec<(String, String)>,
+    /// This node's relayed addresses (its reservations on relays).
+    pub relayed: Vec<String>,
+    /// As a relay: peers holding a reservation here, circuits open now and
+    /// circuits ended since start.
+    pub relaying_reservations: usize,
+    pub relaying_circuits: usize,
+    pub relaying_circuits_closed: u64,
+}
+
+/// One open connection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    pub peer: String,
+    pub remote: String,
+    /// `direct` or `relayed`.
+    pub path: String,
+    /// `out`: this node dialled it; `in`.
+    pub direction: String,
 }
 
 /// One key this node provides (CID text) and how announcing it went.
