@@ -408,7 +408,10 @@ fn print_reach(status: &sp2a::node::Status) {
         "private" => "reachable only through relays",
         _ => "not tested yet",
     };
-    println!("reach     {} ({meaning})", reach.reachability);
+    println!(
+        "reach     {} ({meaning}); DHT {}",
+        reach.reachability, reach.dht
+    );
     for (address, how) in &reach.confirmed {
         println!("  confirmed {address} ({how})");
     }

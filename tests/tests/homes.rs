@@ -314,6 +314,15 @@ fn a_home_pulls_from_another_home_over_a_hole_punched_connection_and_calls_it() 
         "{relayed}"
     );
     assert_eq!(seen["reach"]["confirmed"], serde_json::json!([]));
+    assert_eq!(seen["reach"]["dht"], "client");
+    // The relay itself is public, answers DHT requests and relays.
+    let relay = status(dir, &internet.relay)["reach"].clone();
+    assert_eq!(relay["reachability"], "public", "{relay}");
+    assert_eq!(relay["dht"], "server", "{relay}");
+    assert!(
+        relay["relaying_reservations"].as_u64() >= Some(1),
+        "{relay}"
+    );
     until_announced(dir, &a);
     // B pulls the 2 MB service: far beyond what relays carry, so only a
     // direct, hole-punched connection can bring it.
@@ -368,6 +377,12 @@ fn the_symmetric_home_pulls_small_packages_through_the_relay_and_large_ones_from
     );
     let paths = links(dir, &c, &a_id);
     assert!(paths.iter().all(|(path, _)| path == "relayed"), "{paths:?}");
+    // A sees the same: C reached it through the relay, and only so.
+    let seen_by_a = links(dir, &a, &peer_id(&c));
+    assert!(
+        !seen_by_a.is_empty() && seen_by_a.iter().all(|(path, _)| path == "relayed"),
+        "{seen_by_a:?}"
+    );
     // 2 MB, from A alone: not through a relay; the pull says why.
     let (ok, stdout, stderr) = pull(dir, &c, "stream");
     assert!(!ok, "{stdout}");
@@ -443,9 +458,11 @@ fn autonat_corrects_a_node_that_believes_it_is_public() {
         first["reach"]["confirmed"],
         serde_json::json!([[believed.clone(), "declared"]])
     );
+    assert_eq!(first["reach"]["dht"], "server", "{}", first["reach"]);
     let corrected = until_relayed(dir, &a);
     let reach = &corrected["reach"];
     assert_eq!(reach["confirmed"], serde_json::json!([]), "{reach}");
+    assert_eq!(reach["dht"], "client", "{reach}");
     let refuted = reach["refuted"].as_array().unwrap();
     assert!(refuted.iter().any(|r| r[0] == believed.as_str()), "{reach}");
     // The records went out again without it: announced after the

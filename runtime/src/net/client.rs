@@ -122,6 +122,9 @@ pub struct NetInfo {
     /// This node's own announcements, by key (CID text).
     pub announcements: Vec<Announcement>,
     pub reachability: super::reach::Reachability,
+    /// Kademlia answers requests (server mode), as it does only while the
+    /// node is reachable.
+    pub dht_server: bool,
     /// Direct addresses confirmed, and how (`autonat`, `upnp`, `declared`,
     /// `local`).
     pub confirmed: Vec<(Multiaddr, &'static str)>,

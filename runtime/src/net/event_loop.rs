@@ -346,6 +346,8 @@ struct Connection {
     remote: Multiaddr,
     /// This node dialled it: `remote` is an address to dial again.
     dialer: bool,
+    /// Through a relay (an inbound one has only `/p2p/<peer>` as `remote`).
+    relayed: bool,
 }
 
 fn request_error(error: &OutboundFailure) -> RequestError {
@@ -560,6 +562,7 @@ impl EventLoop {
             Command::Info { reply } => {
                 let routing_table = behaviour.kad.kbuckets().map(|b| b.num_entries()).sum();
                 let provider_records = behaviour.kad.store_mut().held(None);
+                let dht_server = behaviour.kad.mode() == kad::Mode::Server;
                 let mut announcements: Vec<Announcement> = self
                     .upkeep
                     .states()
@@ -575,7 +578,7 @@ impl EventLoop {
                     .map(|c| ConnectionInfo {
                         peer: c.peer,
                         remote: c.remote.clone(),
-                        relayed: is_relayed(&c.remote),
+                        relayed: c.relayed,
                         outbound: c.dialer,
                     })
                     .collect();
@@ -593,6 +596,7 @@ impl EventLoop {
                     provider_records,
                     announcements,
                     reachability: self.reach.reachability(),
+                    dht_server,
                     confirmed: self
                         .reach
                         .confirmed()
@@ -717,7 +721,7 @@ impl EventLoop {
     fn paths(&self, peer: &PeerId) -> (bool, bool) {
         let mut paths = (false, false);
         for c in self.connections.values().filter(|c| c.peer == *peer) {
-            if is_relayed(&c.remote) {
+            if c.relayed {
                 paths.1 = true;
             } else {
                 paths.0 = true;
@@ -902,7 +906,7 @@ impl EventLoop {
         let dialled = self
             .connections
             .values()
-            .find(|c| c.peer == *relay && c.dialer && !is_relayed(&c.remote))
+            .find(|c| c.peer == *relay && c.dialer && !c.relayed)
             .map(|c| without_peer(&c.remote));
         dialled.or_else(|| {
             let book = self.addresses.lock().expect("address book lock");
@@ -1189,6 +1193,7 @@ impl EventLoop {
                         peer: peer_id,
                         remote,
                         dialer: endpoint.is_dialer(),
+                        relayed: endpoint.is_relayed(),
                     },
                 );
                 self.upkeep.reached(Instant::now(), &peer_id);

@@ -91,11 +91,14 @@ impl<B> Scoped<B> {
         self
     }
 
-    fn shows(&self, remote: &Multiaddr) -> bool {
+    /// Whether the behaviour sees a connection; `relayed`: it goes through
+    /// a relay (for an inbound one, the local address says so: the remote
+    /// is only `/p2p/<peer>`).
+    fn shows(&self, relayed: bool) -> bool {
         match self.connections {
             Connections::All => true,
-            Connections::Direct => !is_relayed(remote),
-            Connections::Relayed => is_relayed(remote),
+            Connections::Direct => !relayed,
+            Connections::Relayed => relayed,
         }
     }
 
@@ -128,7 +131,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Scoped<B> {
         local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        if !self.shows(remote) {
+        if !self.shows(is_relayed(local) || is_relayed(remote)) {
             return Ok(());
         }
         self.inner
@@ -142,7 +145,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Scoped<B> {
         local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        if !self.shows(remote) {
+        if !self.shows(is_relayed(local) || is_relayed(remote)) {
             self.hidden.insert(id);
             return Ok(Either::Right(dummy::ConnectionHandler));
         }
@@ -177,7 +180,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Scoped<B> {
         role: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        if !self.shows(address) {
+        if !self.shows(is_relayed(address)) {
             self.hidden.insert(id);
             return Ok(Either::Right(dummy::ConnectionHandler));
         }

@@ -604,6 +604,7 @@ impl Node {
 fn reach_status(info: &net::NetInfo) -> ReachStatus {
     ReachStatus {
         reachability: info.reachability.to_string(),
+        dht: if info.dht_server { "server" } else { "client" }.into(),
         confirmed: info
             .confirmed
             .iter()

@@ -40,6 +40,8 @@ pub struct Status {
 pub struct ReachStatus {
     /// `public`, `private` or `unknown`.
     pub reachability: String,
+    /// `server`: answers DHT requests (only while public); `client`.
+    pub dht: String,
     /// Direct addresses confirmed, each with how (`autonat`: a peer
     /// dialled it back; `upnp`; `declared`: the operator's, not yet
     /// tested; `local`).
