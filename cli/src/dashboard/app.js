@@ -48,7 +48,9 @@ function draw(state) {
   document.getElementById('peer-id').textContent = s.peer_id;
   document.getElementById('summary').textContent =
     `${s.services.length} service(s) · ${s.peers.length} peer(s) connected · ` +
-    `${s.routing_table} in the routing table · ${s.provider_records} provider record(s) held`;
+    `${s.routing_table} in the routing table · ${s.provider_records} provider record(s) held · ` +
+    `reach ${s.reach.reachability}` +
+    (s.reach.relayed.length ? ` (${s.reach.relayed.length} relay reservation(s))` : '');
   document.getElementById('updated').textContent =
     'updated ' + new Date().toLocaleTimeString() + ' · listening on ' + s.listen.join(', ');
 
@@ -111,9 +113,11 @@ function draw(state) {
   }));
   if (state.audits.length === 0) audits.appendChild(el('p', 'no services yet', 'muted'));
 
+  // Each connection: direct or through a relay, dialled here or there.
   const peers = document.getElementById('peers');
-  peers.replaceChildren(...s.peers.map((p) => el('li', p)));
-  if (s.peers.length === 0) peers.appendChild(el('li', 'none', 'muted'));
+  peers.replaceChildren(...s.connections.map((c) =>
+    el('li', `${c.path} ${c.direction} ${c.peer} ${c.remote}`)));
+  if (s.connections.length === 0) peers.appendChild(el('li', 'none', 'muted'));
 
   fill('announcements', s.announcements.map((a) => row([
     el('span', a.key, 'mono'), a.state + (a.error ? ': ' + a.error : ''), String(a.peers),

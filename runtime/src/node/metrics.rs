@@ -64,6 +64,11 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabel {
+    path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabel {
     event: &'static str,
 }
@@ -348,6 +353,57 @@ fn now_registry(status: &Status) -> Registry {
         "Pulls in progress",
         gauge(status.transfers.len()),
     );
+    let reach = &status.reach;
+    let reachability = Family::<StateLabel, Gauge>::default();
+    for state in ["public", "private", "unknown"] {
+        reachability
+            .get_or_create(&StateLabel {
+                state: state.into(),
+            })
+            .set(i64::from(reach.reachability == state));
+    }
+    registry.register(
+        "reachability",
+        "1 for what this node knows of its reachability (public, private, unknown)",
+        reachability,
+    );
+    registry.register(
+        "confirmed_addresses",
+        "Direct addresses of this node confirmed reachable",
+        gauge(reach.confirmed.len()),
+    );
+    registry.register(
+        "relay_reservations",
+        "Reservations this node holds on relays",
+        gauge(reach.relayed.len()),
+    );
+    let connections = Family::<PathLabel, Gauge>::default();
+    for path in ["direct", "relayed"] {
+        let open = status.connections.iter().filter(|c| c.path == path).count();
+        connections
+            .get_or_create(&PathLabel { path: path.into() })
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "connections",
+        "Open connections, direct or through a relay",
+        connections,
+    );
+    registry.register(
+        "relaying_reservations",
+        "As a relay: peers holding a reservation here",
+        gauge(reach.relaying_reservations),
+    );
+    registry.register(
+        "relaying_circuits",
+        "As a relay: circuits open now",
+        gauge(reach.relaying_circuits),
+    );
+    registry.register(
+        "relaying_circuits_closed",
+        "As a relay: circuits ended (by their limits or otherwise)",
+        counter(reach.relaying_circuits_closed),
+    );
     let uploads = &status.counters;
     registry.register(
         "transfer_requests",
@@ -436,6 +492,18 @@ mod tests {
         metrics.blocks(3, true);
         let status = Status {
             provider_records: 7,
+            reach: crate::node::ReachStatus {
+                reachability: "private".into(),
+                relayed: vec!["/ip4/203.0.113.10/tcp/4001/p2p/x/p2p-circuit".into()],
+                relaying_circuits_closed: 3,
+                ..Default::default()
+            },
+            connections: vec![crate::node::ConnectionStatus {
+                peer: "x".into(),
+                remote: "/p2p/y".into(),
+                path: "relayed".into(),
+                direction: "in".into(),
+            }],
             ..Status::default()
         };
         let text = metrics.render(&status);
@@ -455,6 +523,27 @@ mod tests {
         assert_eq!(sample(&text, "sp2a_blocks_verified_total"), Some(19.0));
         assert_eq!(sample(&text, "sp2a_blocks_rejected_total"), Some(1.0));
         assert_eq!(sample(&text, "sp2a_provider_records"), Some(7.0));
+        assert_eq!(
+            sample(&text, r#"sp2a_reachability{state="private"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"sp2a_reachability{state="public"}"#),
+            Some(0.0)
+        );
+        assert_eq!(sample(&text, "sp2a_relay_reservations"), Some(1.0));
+        assert_eq!(
+            sample(&text, r#"sp2a_connections{path="relayed"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"sp2a_connections{path="direct"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "sp2a_relaying_circuits_closed_total"),
+            Some(3.0)
+        );
         assert_eq!(
             sample(
                 &text,
