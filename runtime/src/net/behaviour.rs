@@ -42,8 +42,9 @@ pub struct Behaviour {
     /// Relaying for others, active only while this node has a confirmed
     /// direct address (libp2p's relay server enables itself then).
     pub relay: Toggle<Scoped<relay::Behaviour>>,
-    /// Hole punching: upgrades relayed connections to direct ones.
-    pub dcutr: dcutr::Behaviour,
+    /// Hole punching: upgrades relayed connections to direct ones,
+    /// dialling only addresses this node may dial (the peer names them).
+    pub dcutr: Scoped<dcutr::Behaviour>,
     /// AutoNAT v2: peers dial back the addresses this node was seen at.
     pub autonat: Toggle<autonat::v2::client::Behaviour>,
     /// AutoNAT v2 for others, dialling back only addresses this node may
@@ -415,7 +416,8 @@ impl Behaviour {
             mdns: Toggle::from(mdns),
             relay_client,
             relay: Toggle::from(relay),
-            dcutr: dcutr::Behaviour::new(peer_id),
+            dcutr: Scoped::new(dcutr::Behaviour::new(peer_id), Connections::All)
+                .dialling_only(dial_scope),
             autonat: Toggle::from(autonat),
             autonat_server: Toggle::from(autonat_server),
             upnp: Toggle::from(upnp),

@@ -4,8 +4,9 @@
 //! bulk transfer runs on direct connections, a second instance of it on
 //! relayed ones for small transfers only; the relay server counts only
 //! direct external addresses (a node reachable only through a relay must
-//! not offer to relay); the AutoNAT server dials back only addresses this
-//! node may dial.
+//! not offer to relay); the AutoNAT server and hole punching dial only
+//! addresses this node may dial (a peer names them: it must not make this
+//! node dial its own host or network).
 
 use std::collections::HashSet;
 use std::task::{Context, Poll};
