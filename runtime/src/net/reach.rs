@@ -141,14 +141,19 @@ impl Reach {
 
     /// A server could not dial `address` back. A confirmed address is
     /// withdrawn, unless the router mapped it or it is local: those are
-    /// facts about this node's own network, not a remote server's view.
+    /// facts about this node's own network, not a remote server's view. A
+    /// declared address that is not on the internet (a LAN address, a host
+    /// name) stands too: servers outside local mode do not dial those, so
+    /// their failure says nothing.
     pub fn refute(&mut self, address: Multiaddr, why: String) -> Change {
         let was = self.reachability();
         if is_relayed(&address) {
             return Change::default();
         }
+        let global = super::address::scope(&address) == super::address::Scope::Global;
         let withdraw = match self.confirmed.get(&address) {
             Some(Source::Upnp | Source::Local) => return Change::default(),
+            Some(Source::Declared) if !global => return Change::default(),
             Some(_) => {
                 self.confirmed.remove(&address);
                 Some(address.clone())
@@ -216,6 +221,20 @@ mod tests {
         assert_eq!(reach.reachability(), Reachability::Private);
         assert_eq!(reach.confirmed().count(), 0);
         assert_eq!(reach.refuted().next(), Some((&declared, "no dial back")));
+    }
+
+    #[test]
+    fn a_declared_lan_address_stands_against_a_failed_test() {
+        let mut reach = Reach::default();
+        for declared in ["/ip4/192.168.1.7/tcp/4001", "/dns4/boot.lan/tcp/4001"] {
+            reach.confirm(a(declared), Source::Declared);
+            assert_eq!(reach.refute(a(declared), "x".into()), Change::default());
+        }
+        assert_eq!(reach.confirmed().count(), 2);
+        assert_eq!(reach.reachability(), Reachability::Public);
+        // An undeclared LAN address a server could not dial is refuted.
+        reach.refute(a("/ip4/192.168.1.8/tcp/4001"), "x".into());
+        assert_eq!(reach.refuted().count(), 1);
     }
 
     #[test]
