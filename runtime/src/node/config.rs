@@ -879,6 +879,17 @@ mod tests {
             request-timeout = "3s"
             kad-bucket-size = 8
             dht-server = false
+            external = ["/ip4/198.51.100.7/tcp/4001"]
+            autonat = false
+            upnp = true
+            relays = 1
+            direct-wait = "1s"
+            max-relayed-download = "1 MiB"
+            [net.relay]
+            enabled = false
+            max-reservations = 8
+            max-circuit-duration = "30s"
+            max-circuit-bytes = "64 KiB"
             [upload]
             rate = "512 KiB"
             slots = 1
@@ -916,6 +927,17 @@ mod tests {
         assert_eq!(config.net.kad_bucket_size, 8);
         assert!(!config.net.dht_server);
         assert_eq!(config.net.bootstrap.len(), 1);
+        let nat = &config.net.nat;
+        assert_eq!(nat.external.len(), 1);
+        assert!(!nat.autonat && nat.upnp && !nat.relay_server);
+        assert_eq!(nat.relays, 1);
+        assert_eq!(nat.direct_wait, Duration::from_secs(1));
+        assert_eq!(nat.max_relayed_download, 1 << 20);
+        assert_eq!(nat.relay.max_reservations, 8);
+        assert_eq!(nat.relay.max_circuit_duration, Duration::from_secs(30));
+        assert_eq!(nat.relay.max_circuit_bytes, 64 << 10);
+        // What the file leaves alone keeps libp2p's defaults.
+        assert_eq!(nat.relay.max_circuits, 16);
         assert_eq!(config.upload.rate, Some(512 << 10));
         assert_eq!(config.upload.slots, Some(1));
         assert!(!config.upload.share_partial);
@@ -982,6 +1004,22 @@ mod tests {
             NodeConfig::from_toml("[net]\nlisten = [\"nowhere\"]", Path::new(".")),
             Err(ConfigError::Address { .. })
         ));
+        assert!(matches!(
+            NodeConfig::from_toml("[net]\nexternal = [\"my router\"]", Path::new(".")),
+            Err(ConfigError::Address {
+                field: "net.external",
+                ..
+            })
+        ));
+        assert!(matches!(
+            NodeConfig::from_toml("[net.relay]\nmax-circuit-bytes = \"lots\"", Path::new(".")),
+            Err(ConfigError::Value {
+                field: "net.relay.max-circuit-bytes",
+                ..
+            })
+        ));
+        // A misspelt relay setting is refused, not ignored.
+        assert!(NodeConfig::from_toml("[net.relay]\nmax-circuit = 1", Path::new(".")).is_err());
         assert!(matches!(
             NodeConfig::from_toml("[allow]\nx = [\"me\"]", Path::new(".")),
             Err(ConfigError::PeerId { .. })
