@@ -9,10 +9,11 @@
 //! `/api/state` every second. Served only where the operator says: on a
 //! loopback address anyone on this host may read it; elsewhere every
 //! request needs the token printed with the address (`?token=` or
-//! `Authorization: Bearer`). On loopback, requests naming another host in
-//! `Host` are refused (a web page cannot rebind its name to the dashboard;
-//! elsewhere the token stops it). The page may run only its own script and
-//! may not be framed.
+//! `Authorization: Bearer`); the page it is opened with names its style and
+//! script with the token too, so they load. On loopback, requests naming
+//! another host in `Host` are refused (a web page cannot rebind its name to
+//! the dashboard; elsewhere the token stops it, see [`crate::http_guard`]).
+//! The page may run only its own script and may not be framed.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sp2a::node::{Node, NodeEvent};
 use sp2a::sandbox::audit::{Audit, ImportClass};
+
+use crate::http_guard::LoopbackHosts;
 
 const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
@@ -77,9 +80,17 @@ struct Shared {
     audits: Mutex<HashMap<String, ServiceAudit>>,
     /// Providers per service name, from the last lookups.
     providers: Mutex<HashMap<String, usize>>,
-    token: Option<String>,
-    /// `Host` values a request without a token may carry (loopback).
-    hosts: Vec<String>,
+    /// What every request must carry: the token beyond loopback, the
+    /// right `Host` on loopback.
+    access: Access,
+    /// The page, naming its style and script with the token if one is
+    /// needed.
+    index: String,
+}
+
+enum Access {
+    Token(String),
+    Loopback(LoopbackHosts),
 }
 
 /// Binds `address` and serves until the returned task is aborted. Returns
@@ -92,20 +103,31 @@ pub async fn serve(
         .await
         .with_context(|| format!("--dashboard: cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
-    let token = (!bound.ip().is_loopback()).then(|| {
-        std::env::var("SP2A_DASHBOARD_TOKEN")
-            .ok()
-            .filter(|t| t.len() >= 16)
-            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()))
-    });
-    let hosts = vec![bound.to_string(), format!("localhost:{}", bound.port())];
+    let (access, token) = match LoopbackHosts::of(bound) {
+        Some(hosts) => (Access::Loopback(hosts), None),
+        None => {
+            let token = match std::env::var("SP2A_DASHBOARD_TOKEN") {
+                Ok(token) => check_token(&token)
+                    .context("SP2A_DASHBOARD_TOKEN")?
+                    .to_owned(),
+                Err(_) => hex::encode(rand::random::<[u8; 16]>()),
+            };
+            (Access::Token(token.clone()), Some(token))
+        }
+    };
+    let index = match &token {
+        Some(token) => INDEX
+            .replace("\"app.css\"", &format!("\"app.css?token={token}\""))
+            .replace("\"app.js\"", &format!("\"app.js?token={token}\"")),
+        None => INDEX.to_owned(),
+    };
     let shared = Arc::new(Shared {
         node: node.clone(),
         events: Mutex::new(VecDeque::new()),
         audits: Mutex::new(HashMap::new()),
         providers: Mutex::new(HashMap::new()),
-        token: token.clone(),
-        hosts,
+        access,
+        index,
     });
     let mut events = node.events();
     let recorder = shared.clone();
@@ -131,7 +153,9 @@ pub async fn serve(
     let app = axum::Router::new()
         .route(
             "/",
-            axum::routing::get(|| async { page(INDEX, "text/html") }),
+            axum::routing::get(|State(shared): State<Arc<Shared>>| async move {
+                page(shared.index.clone(), "text/html")
+            }),
         )
         .route(
             "/app.js",
@@ -156,7 +180,24 @@ pub async fn serve(
     Ok((bound, token, server))
 }
 
-fn page(body: &'static str, kind: &'static str) -> Response {
+/// A token given by the operator: long enough, and written only with
+/// characters that stand for themselves in a URL and in HTML.
+fn check_token(token: &str) -> anyhow::Result<&str> {
+    if token.len() < 16 {
+        anyhow::bail!("a dashboard token needs at least 16 characters");
+    }
+    if let Some(c) = token
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
+    {
+        anyhow::bail!(
+            "a dashboard token is letters, digits, '-', '.', '_' and '~' only, not {c:?}"
+        );
+    }
+    Ok(token)
+}
+
+fn page(body: impl IntoResponse, kind: &'static str) -> Response {
     let mut response = body.into_response();
     let content_type = format!("{kind}; charset=utf-8");
     response.headers_mut().insert(
@@ -170,8 +211,8 @@ fn page(body: &'static str, kind: &'static str) -> Response {
 /// right `Host`; every answer: no framing, no other scripts, no referrer,
 /// no caching.
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    match &shared.token {
-        Some(token) => {
+    match &shared.access {
+        Access::Token(token) => {
             if !carries(request.headers(), request.uri().query(), token) {
                 return (
                     StatusCode::UNAUTHORIZED,
@@ -180,14 +221,9 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
                     .into_response();
             }
         }
-        None => {
-            let host = request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            if !shared.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-                return (StatusCode::MISDIRECTED_REQUEST, "unknown host\n").into_response();
+        Access::Loopback(hosts) => {
+            if let Some(refused) = hosts.refusal(&request) {
+                return refused;
             }
         }
     }
@@ -469,5 +505,19 @@ mod tests {
             HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
         );
         assert!(carries(&headers, None, token));
+    }
+
+    #[test]
+    fn an_operators_token_must_be_long_and_plain() {
+        assert!(check_token("0123456789abcdef").is_ok());
+        assert!(check_token("A-b.c_d~0123456789").is_ok());
+        for bad in [
+            "short",
+            "0123456789abcde\"",
+            "0123456789abcdef&x=1",
+            "0123456789 abcdef",
+        ] {
+            assert!(check_token(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -9,6 +9,7 @@ mod call;
 mod dashboard;
 mod demo;
 mod feed;
+mod http_guard;
 mod keygen;
 mod manifest;
 mod manual;

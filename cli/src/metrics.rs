@@ -1,5 +1,7 @@
 //! `sp2a node --metrics ADDR`: the node's Prometheus metrics over HTTP, at
-//! `/metrics` only, read-only (nothing of the control socket's powers).
+//! `/metrics` only, read-only (nothing of the control socket's powers). On
+//! a loopback address only requests naming that address or `localhost`
+//! are answered (see [`crate::http_guard`]).
 
 use std::net::SocketAddr;
 
@@ -40,6 +42,13 @@ pub async fn serve(
         .fallback(|| async {
             (StatusCode::NOT_FOUND, "only /metrics is served here\n").into_response()
         });
+    let app = match crate::http_guard::LoopbackHosts::of(bound) {
+        Some(hosts) => app.layer(axum::middleware::from_fn_with_state(
+            hosts,
+            crate::http_guard::guard,
+        )),
+        None => app,
+    };
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "the metrics server stopped");

@@ -140,6 +140,21 @@ impl Browser {
             .to_owned()
     }
 
+    /// The computed value of a style `property` of the first element `css`
+    /// selects.
+    fn style(&self, css: &str, property: &str) -> String {
+        let found = self.command(
+            "POST",
+            "/element",
+            json!({"using": "css selector", "value": css}),
+        );
+        let id = found[ELEMENT].as_str().expect("an element");
+        self.command("GET", &format!("/element/{id}/css/{property}"), Value::Null)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// Waits until the text of `css` contains every one of `needles`.
     fn wait_for(&self, css: &str, needles: &[&str]) -> String {
         self.wait_until(css, &format!("{needles:?}"), |text| {
@@ -243,6 +258,40 @@ fn the_dashboard_shows_a_shared_service_and_a_completed_pull_in_a_browser() {
     std::fs::write(&docs, &png).unwrap();
 }
 
+/// Beyond loopback every request needs the token: the page names its
+/// style and script with it, so a browser given the printed URL loads
+/// them and the script reaches the node.
+#[test]
+fn the_dashboard_beyond_loopback_loads_its_style_and_script_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_packages_and_policy(dir);
+    let node = NodeProcess::start(
+        dir,
+        "open",
+        &[
+            "--policy",
+            "policy.toml",
+            "--share",
+            "stream.rps",
+            "--dashboard",
+            "0.0.0.0:0",
+        ],
+    );
+    // Reached on loopback, as a wildcard listener is.
+    let url = dashboard_url(&node).replace("http://0.0.0.0:", "http://127.0.0.1:");
+    assert!(url.contains("/?token="), "{url}");
+    let browser = Browser::start();
+    browser.open(&url);
+    browser.wait_for("#services", &["stream 0.1.0", "pinned"]);
+    assert_eq!(
+        browser.style("header", "background-color"),
+        "rgba(29, 42, 58, 1)",
+        "the style sheet loaded"
+    );
+    assert!(!browser.text("#updated").contains("cannot reach"));
+}
+
 /// A raw HTTP GET: the status line.
 fn status_of(address: &str, path: &str, host: &str) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
@@ -288,6 +337,8 @@ fn the_dashboard_beyond_loopback_needs_its_token_and_on_loopback_its_host() {
     for path in [
         format!("/?token={token}"),
         format!("/api/state?token={token}"),
+        format!("/app.js?token={token}"),
+        format!("/app.css?token={token}"),
     ] {
         assert!(
             status_of(&address, &path, &address).contains(" 200 "),

@@ -136,6 +136,11 @@ fn nodes_in_separate_processes_find_pull_and_call_through_the_cli() {
 
 /// A plain HTTP/1.1 GET: the status line, the headers and the body.
 fn http_get(address: &str, path: &str) -> (String, String, String) {
+    http_get_as(address, path, address)
+}
+
+/// [`http_get`] naming `host` in the `Host` header.
+fn http_get_as(address: &str, path: &str, host: &str) -> (String, String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream
@@ -143,7 +148,7 @@ fn http_get(address: &str, path: &str) -> (String, String, String) {
         .unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -219,6 +224,13 @@ fn metrics_count_a_services_calls_over_http() {
     // Only /metrics, and only reading.
     let (status, _, _) = http_get(address, "/status");
     assert!(status.contains("404"), "{status}");
+    // A web page that rebinds a name of its own to loopback gets nothing.
+    let port = address.rsplit(':').next().unwrap();
+    let (status, _, body) = http_get_as(address, "/metrics", &format!("evil.example:{port}"));
+    assert!(status.contains("421"), "{status}");
+    assert!(!body.contains("sp2a_"), "{body}");
+    let (status, _, _) = http_get_as(address, "/metrics", &format!("localhost:{port}"));
+    assert!(status.contains("200"), "{status}");
 }
 
 #[test]
