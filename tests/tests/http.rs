@@ -262,7 +262,6 @@ async fn fetch_is_refused_outside_its_grant_before_any_connection() {
     let (port, other_port) = (granted.port, other.port);
     let granted_url = format!("http://127.0.0.1:{port}/greetings/");
     let outside = format!("not under a granted URL ({granted_url})");
-    let unclean = "has '.' or '..' segments or encoded slashes";
     for (url, reason) in [
         // Outside the path prefix, on the granted server.
         (format!("http://127.0.0.1:{port}/private"), outside.as_str()),
@@ -283,7 +282,26 @@ async fn fetch_is_refused_outside_its_grant_before_any_connection() {
         ),
         (
             format!("http://127.0.0.1:{port}/greetings/..%2fprivate"),
-            unclean,
+            "encoded slashes or backslashes",
+        ),
+        // Path parameters (`..;` is `..` to a server in the Tomcat style),
+        // double encoding and overlong UTF-8 dots, which fetch() leaves
+        // as they are.
+        (
+            format!("http://127.0.0.1:{port}/greetings/..;/private"),
+            "path parameters (';')",
+        ),
+        (
+            format!("http://127.0.0.1:{port}/greetings/%2e%2e;/private"),
+            "path parameters (';')",
+        ),
+        (
+            format!("http://127.0.0.1:{port}/greetings/%252e%252e/private"),
+            "an encoded '%' (double encoding)",
+        ),
+        (
+            format!("http://127.0.0.1:{port}/greetings/%c0%ae%c0%ae/private"),
+            "escapes that are not UTF-8",
         ),
     ] {
         let (answer, refused) = fetch_and_refusals(&activation, &url).await;

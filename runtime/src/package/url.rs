@@ -7,8 +7,11 @@
 //! path prefix (`/` unless given). No user information, query or fragment.
 //! A prefix covers the paths below it segment by segment: `/v1` covers
 //! `/v1` and `/v1/x`, not `/v10`. Paths that a server could normalise out
-//! of their prefix (`.` and `..` segments, in any encoding, encoded slashes
-//! and backslashes) are refused outright.
+//! of their prefix are refused outright: `.` and `..` segments in any
+//! encoding (overlong UTF-8 included), path parameters (`..;`), double
+//! encoding (`%252e`), encoded slashes, backslashes and controls (see
+//! `clean_path`). A request's path is compared as written: another
+//! spelling of a granted prefix (`/gr%65etings/`) is outside it.
 
 use std::fmt;
 
@@ -230,28 +233,85 @@ fn parse_port(port: &str) -> Result<u16, String> {
 }
 
 fn check_path(path: &str) -> Result<(), String> {
-    match is_clean_path(path) {
-        true => Ok(()),
-        false => Err(format!(
-            "path {path:?} has '.' or '..' segments or encoded slashes"
-        )),
-    }
+    clean_path(path).map_err(|why| format!("path {path:?}: {why}"))
 }
 
-/// An absolute path without `.`/`..` segments (also percent-encoded), and
-/// without encoded `/` or `\`, or a raw `\`.
-fn is_clean_path(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
-        return false;
+/// Whether an escape may decode to `byte`: a byte that changes how a
+/// server splits or reads a path (`/`, `\`, `;`, `?`, `#`, `%`, controls)
+/// never may, so decoding once, anywhere, leaves the segments as they are.
+fn decodable(byte: u8) -> bool {
+    byte >= 0x80
+        || (byte.is_ascii_graphic() && !matches!(byte, b'/' | b'\\' | b';' | b'?' | b'#' | b'%'))
+        || byte == b' '
+}
+
+/// Checks that `path` means the same to every server, so that a prefix
+/// check on its text is a check on what the server serves: absolute;
+/// printable ASCII; no `\`, no `;` (path parameters, which servers in the
+/// Tomcat style strip before resolving: `..;` is `..` to them); every `%`
+/// a whole escape whose byte is not structural (see [`decodable`]: no
+/// encoded `%`, so no double encoding); escapes above ASCII only as
+/// well-formed UTF-8 of letters and digits (no overlong `%c0%ae` dots, no
+/// full-width dots or slashes that a normalising server folds); and no
+/// segment, once decoded, made only of dots and spaces (`.`, `..`, and
+/// `...` or `.. ` that some file systems trim to `..`).
+fn clean_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("not absolute");
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") {
-        return false;
+    if let Some(c) = path.bytes().find(|b| !b.is_ascii_graphic()) {
+        return Err(match c {
+            b' ' => "a raw space",
+            _ => "a character that is not printable ASCII",
+        });
     }
-    lower.split('/').all(|segment| {
-        let decoded = segment.replace("%2e", ".");
-        decoded != "." && decoded != ".."
-    })
+    if path.contains('\\') {
+        return Err("a backslash");
+    }
+    if path.contains(';') {
+        return Err("path parameters (';')");
+    }
+    for segment in path.split('/') {
+        let decoded = percent_decode(segment)?;
+        let text = std::str::from_utf8(&decoded).map_err(|_| "escapes that are not UTF-8")?;
+        if text.chars().any(|c| !c.is_ascii() && !c.is_alphanumeric()) {
+            return Err("escaped non-ASCII characters other than letters and digits");
+        }
+        if !text.is_empty() && text.chars().all(|c| matches!(c, '.' | ' ')) {
+            return Err("'.' or '..' segments (in any encoding)");
+        }
+    }
+    Ok(())
+}
+
+/// One segment with its escapes decoded, each checked by [`decodable`].
+fn percent_decode(segment: &str) -> Result<Vec<u8>, &'static str> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'%' {
+            out.push(bytes[at]);
+            at += 1;
+            continue;
+        }
+        let byte = bytes
+            .get(at + 1..at + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .ok_or("a '%' that is not followed by two hex digits")?;
+        if !decodable(byte) {
+            return Err(match byte {
+                b'%' => "an encoded '%' (double encoding)",
+                b'/' | b'\\' => "encoded slashes or backslashes",
+                _ => "an encoded separator or control character",
+            });
+        }
+        out.push(byte);
+        at += 3;
+    }
+    Ok(out)
 }
 
 /// Whether `path` lies at or below `prefix`, by whole segments.
@@ -361,6 +421,27 @@ mod tests {
             "http://127.0.0.1:8080/v1/.%2e/admin",
             "http://127.0.0.1:8080/v1%2f..%2fadmin",
             "http://127.0.0.1:8080/v1\\..\\admin",
+            // What a live review got through: path parameters, double
+            // encoding, overlong UTF-8.
+            "http://127.0.0.1:8080/v1/..;/admin",
+            "http://127.0.0.1:8080/v1/%2e%2e;/admin",
+            "http://127.0.0.1:8080/v1/%252e%252e/admin",
+            "http://127.0.0.1:8080/v1/%c0%ae%c0%ae/admin",
+            // And their neighbours.
+            "http://127.0.0.1:8080/v1/x;y",
+            "http://127.0.0.1:8080/v1/..%3b/admin",
+            "http://127.0.0.1:8080/v1/%25/admin",
+            "http://127.0.0.1:8080/v1/%e0%80%ae%e0%80%ae/admin",
+            "http://127.0.0.1:8080/v1/%ef%bc%8e%ef%bc%8e/admin",
+            "http://127.0.0.1:8080/v1/%ef%bc%8fadmin",
+            "http://127.0.0.1:8080/v1/.../admin",
+            "http://127.0.0.1:8080/v1/..%20/admin",
+            "http://127.0.0.1:8080/v1/%00/admin",
+            "http://127.0.0.1:8080/v1/%0a",
+            "http://127.0.0.1:8080/v1/%2",
+            "http://127.0.0.1:8080/v1/%zz",
+            "http://127.0.0.1:8080/v1/%5c..",
+            "http://127.0.0.1:8080/v1/%3f/../admin",
             "http://x@127.0.0.1:8080/v1",
             "http://127.0.0.1:8080@evil.org/v1",
             "gopher://127.0.0.1:8080/v1",
@@ -371,5 +452,16 @@ mod tests {
             target("http://127.0.0.1:8080").unwrap().to_string(),
             "http://127.0.0.1:8080/"
         );
+        // Ordinary escapes stay usable.
+        for fine in [
+            "http://127.0.0.1:8080/v1/a%20b",
+            "http://127.0.0.1:8080/v1/a.b/.well-known",
+            "http://127.0.0.1:8080/v1/caf%C3%A9",
+            "http://127.0.0.1:8080/v1/%7Euser",
+        ] {
+            assert!(ok(fine), "{fine}");
+        }
+        // Another spelling of the prefix is outside it.
+        assert!(!ok("http://127.0.0.1:8080/%76%31/x"));
     }
 }
