@@ -160,13 +160,15 @@ fn identities(
     (a, b)
 }
 
-/// A node's data directory with its identity already in place.
+/// A node's data directory with its identity already in place (a key
+/// only its owner may read, as the node requires).
 fn prepare(dir: &Path, name: &str, keypair: &Keypair) {
     let data = dir.join(name);
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("identity.key"),
-        keypair.to_protobuf_encoding().unwrap(),
+    sp2a::files::write_new(
+        &data.join("identity.key"),
+        &keypair.to_protobuf_encoding().unwrap(),
+        0o600,
     )
     .unwrap();
 }

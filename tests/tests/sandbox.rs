@@ -529,3 +529,86 @@ async fn an_artifact_renamed_to_another_components_name_is_recompiled_not_loaded
         "\"Hello, x!\""
     );
 }
+
+/// Makes `path` belong to another user (`nobody`), which needs root.
+fn give_away(path: &std::path::Path) {
+    std::os::unix::fs::chown(path, Some(65534), Some(65534))
+        .expect("this test makes files another user's, which needs root");
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A compile cache decides what machine code runs: one that another local
+/// user could have created or written, or whose key others can read (and
+/// so forge artifacts under), is refused when the sandbox starts, before
+/// anything is loaded from it; the node's own cache, used again, works.
+#[tokio::test]
+async fn a_compile_cache_another_user_could_write_or_whose_key_others_read_is_refused() {
+    let key = SecretKey::generate();
+    let data = tempfile::tempdir().unwrap();
+    let policy = policy(&key, data.path(), "");
+    let package = service_package("checksum", &key);
+    let fresh = || {
+        let cache = tempfile::tempdir().unwrap();
+        cached_sandbox(cache.path());
+        cache
+    };
+    let refusal = |cache: &std::path::Path| {
+        Sandbox::new(SandboxConfig {
+            cache_dir: Some(cache.to_path_buf()),
+            ..SandboxConfig::default()
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    let engine_dir = |cache: &std::path::Path| {
+        std::fs::read_dir(cache)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.is_dir())
+            .expect("the engine's directory")
+    };
+
+    // Created by another user ("/var/cache/sp2a", shared), key planted 0644.
+    let cache = fresh();
+    set_mode(&cache.path().join("key"), 0o644);
+    for path in [cache.path().join("key"), engine_dir(cache.path())] {
+        give_away(&path);
+    }
+    give_away(cache.path());
+    let refused = refusal(cache.path());
+    assert!(refused.contains("owned by uid 65534"), "{refused}");
+
+    // Ours, but the key readable by others.
+    let cache = fresh();
+    set_mode(&cache.path().join("key"), 0o644);
+    assert!(refusal(cache.path()).contains("mode 600"));
+    // Ours, but the engine's directory writable by others.
+    let cache = fresh();
+    set_mode(&engine_dir(cache.path()), 0o777);
+    assert!(refusal(cache.path()).contains("chmod 700"));
+    // The key a link to someone's file.
+    let cache = fresh();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::rename(cache.path().join("key"), elsewhere.path().join("key")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join("key"), cache.path().join("key")).unwrap();
+    assert!(refusal(cache.path()).contains("symbolic link"));
+
+    // The node's own cache serves it again.
+    let cache = fresh();
+    activate(
+        &cached_sandbox(cache.path()),
+        &policy,
+        package.clone().into_inner(),
+    )
+    .await
+    .unwrap();
+    let again = activate(&cached_sandbox(cache.path()), &policy, package.into_inner())
+        .await
+        .unwrap();
+    assert_eq!(again.activation.compiled().source, CompileSource::DiskCache);
+}

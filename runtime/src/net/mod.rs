@@ -212,10 +212,10 @@ pub fn load_or_create_identity(path: &Path) -> Result<libp2p::identity::Keypair,
         path: path.display().to_string(),
         reason,
     };
-    match std::fs::read(path) {
-        Ok(bytes) => libp2p::identity::Keypair::from_protobuf_encoding(&bytes)
+    match crate::files::read_secret(path) {
+        Ok(Some(bytes)) => libp2p::identity::Keypair::from_protobuf_encoding(&bytes)
             .map_err(|e| err(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Ok(None) => {
             let keypair = libp2p::identity::Keypair::generate_ed25519();
             let bytes = keypair
                 .to_protobuf_encoding()

@@ -9,8 +9,10 @@
 //! share = ["hello.rps"]               # packages provided from the start (pinned)
 //! standby = ["live"]                  # services this node offers to host when asked
 //! prefetch = true                     # a standby downloads and keeps them beforehand
-//! compile-cache = "/var/cache/sp2a"   # shared with this host's other nodes
-//!                                     # (default: <data-dir>/cache)
+//! compile-cache = "/var/cache/sp2a"   # shared with this user's other nodes here
+//!                                     # (default: <data-dir>/cache); each sharer
+//!                                     # can run code in the others, so it must be
+//!                                     # this user's, closed to other users
 //! max-invocations-per-service = 8     # the paper's limit L
 //! reshare = true                      # provide what this node pulls
 //!

@@ -193,8 +193,9 @@ impl Sandbox {
 
         let (cache_dir, cache_key) = match &config.cache_dir {
             Some(dir) => {
-                let key = super::executor::cache_key(dir)?;
-                (Some(artifact_dir(dir, &optimised.engine)), Some(key))
+                let artifacts = artifact_dir(dir, &optimised.engine);
+                let key = super::executor::cache_key(dir, &artifacts)?;
+                (Some(artifacts), Some(key))
             }
             None => (None, None),
         };

@@ -7,10 +7,14 @@
 //!   engine hash, the component hash and the machine code; an artifact whose
 //!   MAC does not verify (tampered, renamed or moved) is deleted and
 //!   recompiled, so only artifacts compiled by holders of that key, for that
-//!   component and engine, are ever deserialized. Several nodes on
-//!   one host may share the directory (opt-in): a per-artifact file lock makes
-//!   the first one compile while the others wait and load its artifact; each
-//!   node still verifies every package itself before asking for a compile.
+//!   component and engine, are ever deserialized. The directories must be
+//!   this user's (or root's) and writable by nobody else, and the key
+//!   readable by its owner only: a cache another user could write into, or
+//!   whose key they could read, is refused. Several nodes of one user on one
+//!   host may share the directory (opt-in; each of them can then run code in
+//!   the others): a per-artifact file lock makes the first one compile while
+//!   the others wait and load its artifact; each node still verifies every
+//!   package itself before asking for a compile.
 //! * Tiering: a big component that no cache holds is compiled first by the
 //!   baseline compiler, so that it answers in about a second; a background
 //!   thread compiles the optimised build, stores it in the caches and hands
@@ -92,22 +96,27 @@ pub struct Compiled {
     pub(crate) optimising: Option<Optimising>,
 }
 
-/// Reads or creates the cache MAC key in `dir`.
-pub(crate) fn cache_key(dir: &Path) -> Result<[u8; 32], SandboxError> {
+/// Reads or creates the cache MAC key in `dir`, and checks `dir` and
+/// `artifacts` (its subdirectory for this engine): whoever can write either,
+/// or read the key, can make this node load machine code of their choosing,
+/// so both must be this user's (or root's) and closed to everyone else, and
+/// the key readable by its owner alone (see [`crate::files`]).
+pub(crate) fn cache_key(dir: &Path, artifacts: &Path) -> Result<[u8; 32], SandboxError> {
     let err = |source| SandboxError::Cache {
         path: dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(err)?;
+    crate::files::open_trusted_dir(dir).map_err(err)?;
+    crate::files::open_trusted_dir(artifacts).map_err(err)?;
     let path = dir.join("key");
     loop {
-        match std::fs::read(&path) {
-            Ok(bytes) => {
+        match crate::files::read_secret(&path).map_err(err)? {
+            Some(bytes) => {
                 return bytes
                     .try_into()
                     .map_err(|_| err(std::io::Error::other("the cache key file is not 32 bytes")));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            None => {
                 let mut key = [0u8; 32];
                 rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
                 match crate::files::write_new(&path, &key, 0o600) {
@@ -117,7 +126,6 @@ pub(crate) fn cache_key(dir: &Path) -> Result<[u8; 32], SandboxError> {
                     Err(e) => return Err(err(e)),
                 }
             }
-            Err(e) => return Err(err(e)),
         }
     }
 }
