@@ -16,16 +16,21 @@
 //! * [`feed`]: live feeds: signed segments and the bounded buffer guests
 //!   read them from.
 //! * [`blocks`]: verified 16 KiB blocks of a component and their bitmaps.
-//! * [`backoff`] and [`files`]: the one back-off policy; safe file writes.
+//! * [`backoff`] and [`files`]: the one back-off policy; safe file writes
+//!   and trusted directories.
+//! * [`ip`] and [`limit`]: how far an IP address reaches and its network;
+//!   token buckets, per peer, per network and in all.
 //!
 //! `sandbox` and `net` never import each other; `node` is where they meet.
-//! The pure cores (`swarm`, `replication`, `reputation`, `blocks`, `backoff`) import
-//! neither.
+//! The pure cores (`swarm`, `replication`, `reputation`, `blocks`, `backoff`,
+//! `ip`, `limit`) import neither.
 
 pub mod backoff;
 pub mod blocks;
 pub mod feed;
 pub mod files;
+pub mod ip;
+pub mod limit;
 pub mod net;
 pub mod node;
 pub mod package;

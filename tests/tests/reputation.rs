@@ -410,3 +410,51 @@ async fn a_peer_asking_for_advice_too_often_is_answered_busy() {
     })
     .await;
 }
+
+/// Made-up peer ids buy no more answers: askers from one network share
+/// its limit (32 at once, then 4 a second), however many ids they use.
+#[tokio::test]
+async fn fresh_peer_ids_from_one_address_share_its_advice_limit() {
+    within(60, async {
+        let mut net = TestNet::new();
+        let advisor = net.node(&[]).await;
+        let at = address(&advisor).await;
+        let provider = Keypair::generate_ed25519().public().to_peer_id();
+        let started = std::time::Instant::now();
+        let mut answered = Vec::new();
+        for _ in 0..4 {
+            let config = NetConfig {
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                ..NetConfig::default()
+            };
+            let (asker, _inbound) =
+                sp2a::net::event_loop::start(Keypair::generate_ed25519(), config)
+                    .await
+                    .unwrap();
+            let advisor_id = asker.dial(at.clone()).await.unwrap();
+            let mut count = 0;
+            for _ in 0..16 {
+                let request = AdviceRequest {
+                    service: "hello".into(),
+                    provider: provider.to_bytes(),
+                };
+                if let AdviceResponse::Evaluations(_) =
+                    asker.request_advice(advisor_id, request).await.unwrap()
+                {
+                    count += 1;
+                }
+            }
+            answered.push(count);
+        }
+        let total: usize = answered.iter().sum();
+        let allowed = 32 + (4.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+        // Each id alone would be answered 16 times: 64 in all.
+        assert!(
+            total <= allowed,
+            "{answered:?}: {total} answers, at most {allowed}"
+        );
+        assert!(total >= 32, "{answered:?}");
+        assert_eq!(answered[0], 16, "{answered:?}");
+    })
+    .await;
+}

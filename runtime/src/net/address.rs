@@ -7,6 +7,8 @@
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
+use crate::ip::Reach;
+
 /// How far an address reaches, nearest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
@@ -19,71 +21,41 @@ pub enum Scope {
     Global,
 }
 
-/// The reach of the first IP component of `address`, or [`Scope::Named`]
-/// when a host name comes first (`Global` when it has neither).
+/// The reach of the first IP component of `address` ([`crate::ip::reach`]),
+/// or [`Scope::Named`] when a host name comes first (`Global` when it has
+/// neither).
 pub fn scope(address: &Multiaddr) -> Scope {
     for part in address.iter() {
-        match part {
-            Protocol::Ip4(ip) => return ip4_scope(ip),
-            Protocol::Ip6(ip) => return ip6_scope(ip),
+        let ip: std::net::IpAddr = match part {
+            Protocol::Ip4(ip) => ip.into(),
+            Protocol::Ip6(ip) => ip.into(),
             Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_) => {
                 return Scope::Named;
             }
-            _ => {}
-        }
+            _ => continue,
+        };
+        return match crate::ip::reach(ip) {
+            Reach::Loopback => Scope::Loopback,
+            Reach::Private => Scope::Private,
+            Reach::Global => Scope::Global,
+        };
     }
     Scope::Global
 }
 
-fn ip4_scope(ip: std::net::Ipv4Addr) -> Scope {
-    let [a, b, ..] = ip.octets();
-    if ip.is_loopback() {
-        Scope::Loopback
-    } else if ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        // Carrier-grade NAT (100.64.0.0/10) and benchmarking (198.18.0.0/15).
-        || (a == 100 && (b & 0xc0) == 64)
-        || (a == 198 && (b & 0xfe) == 18)
-    {
-        Scope::Private
-    } else {
-        Scope::Global
-    }
-}
-
-fn ip6_scope(ip: std::net::Ipv6Addr) -> Scope {
-    // An IPv4 address written as IPv6 is what it maps to.
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return ip4_scope(v4);
-    }
-    let first = ip.segments()[0];
-    if ip.is_loopback() {
-        Scope::Loopback
-    } else if ip.is_unspecified()
-        // Unique local (fc00::/7), link-local (fe80::/10), site-local (fec0::/10).
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
-        || (first & 0xffc0) == 0xfec0
-    {
-        Scope::Private
-    } else {
-        Scope::Global
-    }
+/// The IP address `address` starts with, if any.
+pub fn ip_of(address: &Multiaddr) -> Option<std::net::IpAddr> {
+    address.iter().find_map(|part| match part {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 /// Whether `a` and `b` start with the same IP address (the same host). An
 /// address without one (a DNS name) is on no host we have seen.
 pub fn same_host(a: &Multiaddr, b: &Multiaddr) -> bool {
-    fn ip(address: &Multiaddr) -> Option<std::net::IpAddr> {
-        address.iter().find_map(|part| match part {
-            Protocol::Ip4(ip) => Some(ip.into()),
-            Protocol::Ip6(ip) => Some(ip.into()),
-            _ => None,
-        })
-    }
-    ip(a).is_some_and(|ip_a| Some(ip_a) == ip(b))
+    ip_of(a).is_some_and(|ip_a| Some(ip_a) == ip_of(b))
 }
 
 /// Whether to keep (and pass on) an address a peer claims, seen connected

@@ -79,6 +79,9 @@ pub enum InboundRequest {
     },
     Advice {
         peer: PeerId,
+        /// The IP address the request's connection comes from (`None`
+        /// through a relay), for limits per network.
+        origin: Option<std::net::IpAddr>,
         request: AdviceRequest,
         channel: ResponseChannel<AdviceResponse>,
         span: tracing::Span,

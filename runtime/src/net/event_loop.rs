@@ -1450,8 +1450,14 @@ impl EventLoop {
             settle(event, &mut self.pending_advice, "advice")
         {
             let span = self.request_span(connection, ADVICE_PROTOCOL);
+            let origin = self
+                .connections
+                .get(&connection)
+                .filter(|c| !c.relayed)
+                .and_then(|c| super::address::ip_of(&c.remote));
             self.hand_over(InboundRequest::Advice {
                 peer,
+                origin,
                 request,
                 channel,
                 span,

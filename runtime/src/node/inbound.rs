@@ -93,11 +93,12 @@ pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<Inbo
                     }
                     InboundRequest::Advice {
                         peer,
+                        origin,
                         request,
                         channel,
                         ..
                     } => {
-                        let response = a.reputation.answer(peer, request);
+                        let response = a.reputation.answer(peer, origin, request);
                         a.client.respond_advice(channel, response).await;
                     }
                     InboundRequest::Gossip {

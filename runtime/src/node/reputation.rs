@@ -30,10 +30,10 @@
 //!   a signature per call would cost every call).
 //! * **Advice.** Before calling providers it knows little of (newcomers to
 //!   its core), it asks their advisors, at most [`MAX_ADVISORS_ASKED`] and at
-//!   most once per [`CONSULT_EVERY`] per provider. (An advisor answers one
-//!   peer at most [`ADVICE_RATE`] times a second, with a burst of
-//!   [`ADVICE_BURST`], and `Busy` beyond: a request of at most 1 KiB buys at
-//!   most [`KEPT_EVALUATIONS`] evaluations.) An answer is refused whole
+//!   most once per [`CONSULT_EVERY`] per provider. (An advisor answers
+//!   within [`ADVICE_LIMITS`], per peer, per network and in all, and `Busy`
+//!   beyond: a request of at most 1 KiB buys at most [`KEPT_EVALUATIONS`]
+//!   evaluations, and made-up peer ids buy no more answers.) An answer is refused whole
 //!   if any evaluation in it fails its checks (signatures, the receipt's
 //!   provider and service, the advisor as the receipt's consumer); what is
 //!   left counts only as fast as the [`StuffingGuard`] admits new
@@ -44,6 +44,7 @@
 //!   loaded of the two first.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +56,8 @@ use tokio::sync::Semaphore;
 use super::config::ReputationConfig;
 use super::events::{Events, NodeEvent};
 use super::services::Services;
+use crate::ip::NetGroup;
+use crate::limit::{Rate, Tiered, TieredRates};
 use crate::net::evidence::{Evaluation, MAX_CLOCK_SKEW_MS, Receipt};
 use crate::net::protocol::{
     AdvertRequest, AdvertResponse, AdviceRequest, AdviceResponse, InvokeRequest, InvokeResponse,
@@ -81,9 +84,27 @@ pub const CONSULT_EVERY: Duration = Duration::from_secs(60);
 const MAX_SERVICES: usize = 256;
 const MAX_PAIRS: usize = 4096;
 const MAX_FACTS: usize = 256;
-/// Advice answers per second to one peer, and the burst.
-pub const ADVICE_RATE: f64 = 2.0;
-pub const ADVICE_BURST: f64 = 16.0;
+/// How often advice is answered: per asking peer (2 a second after a
+/// burst of 16), per network the requests come from (an IPv4 /24 or IPv6
+/// /48: fresh ids there share 4 a second after 32) and in all (32 a second
+/// after 128: at most about 1 MiB/s of answers, whatever the number of
+/// askers). Honest askers consult at most 8 advisors per provider once a
+/// minute, far below each.
+pub const ADVICE_LIMITS: TieredRates = TieredRates {
+    per_peer: Rate {
+        per_second: 2.0,
+        burst: 16.0,
+    },
+    per_group: Rate {
+        per_second: 4.0,
+        burst: 32.0,
+    },
+    global: Rate {
+        per_second: 32.0,
+        burst: 128.0,
+    },
+    max_tracked: MAX_PAIRS,
+};
 /// How often a service's judgement forgets what has decayed away.
 const TIDY_EVERY: Duration = Duration::from_secs(60);
 /// Consultations at once.
@@ -182,8 +203,9 @@ struct State {
     /// and when.
     counted: HashMap<(String, PeerId, PeerId), (u64, Instant)>,
     consulted: HashMap<(String, PeerId), Instant>,
-    /// Advice answered per asking peer: tokens left, and when.
-    asked: HashMap<PeerId, (f64, Instant)>,
+    /// Advice answered, per asking peer, per network and in all; a
+    /// connection through a relay counts as from one network of its own.
+    asked: Tiered<PeerId, Option<NetGroup>>,
     /// By package and the provider that showed it (or did not).
     facts: HashMap<(ContentId, PeerId), (Option<Arc<Facts>>, Instant)>,
 }
@@ -283,7 +305,7 @@ impl Reputations {
                 }),
                 counted: HashMap::new(),
                 consulted: HashMap::new(),
-                asked: HashMap::new(),
+                asked: Tiered::new(ADVICE_LIMITS, Instant::now()),
                 facts: HashMap::new(),
             }),
             consulting: Arc::new(Semaphore::new(MAX_CONSULTING)),
@@ -816,30 +838,23 @@ impl Reputations {
         Ok(true)
     }
 
-    /// A peer asks what this node saw of a provider.
-    /// Each peer is answered at most [`ADVICE_RATE`] times a second (a
-    /// burst of [`ADVICE_BURST`]); beyond that, `Busy`.
-    pub(crate) fn answer(&self, peer: PeerId, request: AdviceRequest) -> AdviceResponse {
+    /// A peer, connected from `origin`, asks what this node saw of a
+    /// provider. Answered within [`ADVICE_LIMITS`]; beyond them, `Busy`.
+    pub(crate) fn answer(
+        &self,
+        peer: PeerId,
+        origin: Option<IpAddr>,
+        request: AdviceRequest,
+    ) -> AdviceResponse {
         let Ok(provider) = PeerId::from_bytes(&request.provider) else {
             return AdviceResponse::Evaluations(Vec::new());
         };
         let mut state = self.state.lock().expect("reputation lock");
         let now = Instant::now();
-        if !state.asked.contains_key(&peer) {
-            make_room(&mut state.asked, MAX_PAIRS, |(_, at)| *at);
-        }
-        let (tokens, at) = state
-            .asked
-            .get(&peer)
-            .copied()
-            .unwrap_or((ADVICE_BURST, now));
-        let tokens = (tokens + now.saturating_duration_since(at).as_secs_f64() * ADVICE_RATE)
-            .min(ADVICE_BURST);
-        if tokens < 1.0 {
-            state.asked.insert(peer, (tokens, now));
+        if let Err(limited) = state.asked.admit(now, &peer, &origin.map(NetGroup::of)) {
+            tracing::debug!(%peer, ?origin, ?limited, "advice asked too often: busy");
             return AdviceResponse::Busy;
         }
-        state.asked.insert(peer, (tokens - 1.0, now));
         // At most KEPT_EVALUATIONS signatures, each made once.
         let evaluations = state
             .kept

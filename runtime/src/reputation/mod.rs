@@ -68,6 +68,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::limit::{Bucket, Rate};
+
 /// The core's settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {
@@ -598,19 +600,6 @@ pub enum GuardRefusal {
     Count,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn level(&self, now: Instant, rate: f64, burst: f64) -> f64 {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        (self.tokens + elapsed * rate).min(burst)
-    }
-}
-
 /// Token buckets on claimed interactions (see [`GuardParams`]); the
 /// paper's defence against advisors who collect huge transaction counts.
 pub struct StuffingGuard<I> {
@@ -641,48 +630,43 @@ impl<I: Clone + Eq + Hash> StuffingGuard<I> {
             return Err(GuardRefusal::Count);
         }
         let p = self.params.clone();
+        let pair_rate = Rate {
+            per_second: p.pair_rate,
+            burst: p.pair_burst,
+        };
+        let consumer_rate = Rate {
+            per_second: p.consumer_rate,
+            burst: p.consumer_burst,
+        };
         if self.pairs.len() >= p.max_tracked || self.consumers.len() >= p.max_tracked {
             self.pairs
-                .retain(|_, b| b.level(now, p.pair_rate, p.pair_burst) < p.pair_burst);
+                .retain(|_, b| b.level(now, pair_rate) < p.pair_burst);
             self.consumers
-                .retain(|_, b| b.level(now, p.consumer_rate, p.consumer_burst) < p.consumer_burst);
+                .retain(|_, b| b.level(now, consumer_rate) < p.consumer_burst);
         }
-        let full = |burst: f64| Bucket {
-            tokens: burst,
-            at: now,
-        };
         let key = (consumer.clone(), provider.clone());
-        let pair = self.pairs.get(&key).copied().unwrap_or(full(p.pair_burst));
-        let pair_level = pair.level(now, p.pair_rate, p.pair_burst);
-        if added > pair_level {
+        let pair = self
+            .pairs
+            .get(&key)
+            .copied()
+            .unwrap_or(Bucket::full(pair_rate, now));
+        if added > pair.level(now, pair_rate) {
             return Err(GuardRefusal::Pair { rate: p.pair_rate });
         }
         let mine = self
             .consumers
             .get(consumer)
             .copied()
-            .unwrap_or(full(p.consumer_burst));
-        let consumer_level = mine.level(now, p.consumer_rate, p.consumer_burst);
-        if added > consumer_level {
+            .unwrap_or(Bucket::full(consumer_rate, now));
+        if added > mine.level(now, consumer_rate) {
             return Err(GuardRefusal::Consumer {
                 rate: p.consumer_rate,
             });
         }
         if self.pairs.len() < p.max_tracked && self.consumers.len() < p.max_tracked {
-            self.pairs.insert(
-                key,
-                Bucket {
-                    tokens: pair_level - added,
-                    at: now,
-                },
-            );
-            self.consumers.insert(
-                consumer.clone(),
-                Bucket {
-                    tokens: consumer_level - added,
-                    at: now,
-                },
-            );
+            self.pairs.insert(key, pair.spent(now, pair_rate, added));
+            self.consumers
+                .insert(consumer.clone(), mine.spent(now, consumer_rate, added));
             Ok(())
         } else {
             // Too many active pairs to track: refuse rather than forget.
