@@ -17,6 +17,9 @@
 //! net = ["api.example.org:443", "10.0.0.7:*"]   # destinations that may be granted
 //! http = ["https://api.example.org/", "http://10.0.0.7:*/v1"]  # URL prefixes that may be
 //!                                      # granted over wasi:http (scheme, host, port or *, path)
+//!                                      # (for net and http alike, a host name reaches only
+//!                                      # the internet; write loopback and private addresses
+//!                                      # as addresses, or localhost)
 //! feeds = ["live", "news@ed25519:…"]  # live feeds a service may read: a name (from the
 //!                                      # source its manifest names), name@source, or "*"
 //! fs-root = "/var/lib/sp2a/data"       # granted dirs: <fs-root>/ed25519-<publisher hex>/<service>/<dir name>

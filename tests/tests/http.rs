@@ -223,6 +223,92 @@ fn a_javascript_component_packs_audits_passes_its_self_test_and_answers() {
     );
 }
 
+/// A grant names a host, and a host name reaches only the internet: a
+/// name that resolves to this host (here through a hosts file of the
+/// test's own, in a mount namespace of its own, answering as a rebinding
+/// DNS server would) is refused before any connection, while the same
+/// server is reached under `localhost`, which names this host itself.
+#[test]
+fn a_granted_host_name_that_resolves_to_loopback_does_not_reach_it() {
+    let server = Server::start();
+    let port = server.port;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let publisher = keygen(dir);
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/js-web/rps.xml"),
+    )
+    .unwrap()
+    .replace(
+        r#"<http url="http://127.0.0.1:8080/greetings/"/>"#,
+        &format!(
+            r#"<http url="http://granted.test:{port}/greetings/"/><http url="http://localhost:{port}/greetings/"/>"#
+        ),
+    );
+    std::fs::write(dir.join("rps.xml"), manifest).unwrap();
+    let out = run_sp2a(
+        dir,
+        &[
+            "pack",
+            js_component().to_str().unwrap(),
+            "--manifest",
+            "rps.xml",
+            "--key",
+            "key.pem",
+            "-o",
+            "web.rps",
+        ],
+    );
+    assert!(out.status.success(), "pack: {:?}", text(&out));
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "[trust]\npublishers = [\"{publisher}\"]\n[grants]\nclocks = true\nrandom = true\n\
+             http = [\"http://granted.test:*/\", \"http://localhost:*/\"]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("hosts"),
+        "127.0.0.1 localhost\n::1 localhost\n127.0.0.1 granted.test\n",
+    )
+    .unwrap();
+    let call = |url: String| {
+        let out = std::process::Command::new("unshare")
+            .current_dir(dir)
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+            .arg(dir.join("hosts"))
+            .arg(sp2a_tests::sp2a_bin())
+            .args(["call", "web.rps", &format!("fetch-text({url:?})")])
+            .args(["--policy", "policy.toml"])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("unshare (util-linux) runs the call in a mount namespace of its own");
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{url}: {stdout}{stderr}");
+        (stdout, stderr)
+    };
+
+    let url = format!("http://granted.test:{port}/greetings/hi");
+    let (stdout, stderr) = call(url.clone());
+    assert!(stdout.starts_with("err(\"fetch failed"), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "refused by the sandbox: HTTP GET {url}: granted.test resolves only to addresses off the internet (127.0.0.1)"
+        )),
+        "{stderr}"
+    );
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+
+    let (stdout, _) = call(format!("http://localhost:{port}/greetings/hi"));
+    assert_eq!(stdout.trim(), "ok(\"200 hello from /greetings/hi\")");
+    assert_eq!(
+        server.seen(),
+        [format!("GET /greetings/hi host=localhost:{port}")]
+    );
+}
+
 #[tokio::test]
 async fn fetch_reaches_a_granted_loopback_server() {
     let server = Server::start();

@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
@@ -27,6 +27,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use super::outbound::{self, Route, Unroutable};
 use super::{Grants, SandboxError};
 use crate::feed::{FeedId, Feeds};
 use crate::package::manifest::{Access, Protocol};
@@ -46,6 +47,8 @@ pub const MAX_HTTP_REQUESTS: u32 = 256;
 const MAX_HTTP_BODY_CHUNK: usize = 256 << 10;
 /// Refused requests kept per call, with their reasons, for the caller.
 const MAX_REFUSALS_KEPT: usize = 16;
+/// How long resolving a granted socket destination may take at activation.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Host bindings for the `sp2a:rps/service` world.
 mod bindings {
@@ -145,7 +148,11 @@ impl HostState {
     /// guest itself only sees an error code): the first
     /// [`MAX_REFUSALS_KEPT`].
     pub fn refused(&self) -> Vec<String> {
-        self.http_gate.refused.clone()
+        self.http_gate
+            .refused
+            .lock()
+            .expect("refusals lock")
+            .clone()
     }
 
     /// Log records dropped because the guest exceeded [`MAX_LOG_RECORDS`].
@@ -183,15 +190,28 @@ type SendResult = wasmtime_wasi_http::Result<(
 /// [`crate::package::url`]), the call may make at most [`MAX_HTTP_REQUESTS`],
 /// and none may outlive the call's deadline (connecting, waiting for the
 /// first byte and between bytes are all bounded by the time left). A
-/// refused request gets `HTTP-request-denied`; the node logs why and the
-/// call's outcome lists it.
+/// granted host name leads only to addresses on the internet, and the
+/// request connects to the address that was checked
+/// ([`super::outbound`]). A refused request gets `HTTP-request-denied` (or
+/// `destination-IP-prohibited` for a name that leads off the internet);
+/// the node logs why and the call's outcome lists it.
 pub struct HttpGate {
     granted: Arc<[HttpUrl]>,
     service: Arc<ServiceIdentity>,
     deadline: Instant,
     requests: u32,
     body_chunk: usize,
-    refused: Vec<String>,
+    /// Shared with the requests under way, which may be refused after
+    /// their host name is resolved.
+    refused: Arc<Mutex<Vec<String>>>,
+}
+
+/// Keeps a refusal for the call's outcome (a bounded number of them).
+fn note_refusal(refused: &Mutex<Vec<String>>, what: String) {
+    let mut refused = refused.lock().expect("refusals lock");
+    if refused.len() < MAX_REFUSALS_KEPT {
+        refused.push(what);
+    }
 }
 
 impl HttpGate {
@@ -253,13 +273,8 @@ impl WasiHttpHooks for HttpGate {
             Ok(target) => target,
             Err(reason) => {
                 tracing::warn!(service, url = %request.uri(), "outgoing HTTP request refused: {reason}");
-                if self.refused.len() < MAX_REFUSALS_KEPT {
-                    self.refused.push(format!(
-                        "HTTP {} {}: {reason}",
-                        request.method(),
-                        request.uri()
-                    ));
-                }
+                let what = format!("HTTP {} {}: {reason}", request.method(), request.uri());
+                note_refusal(&self.refused, what);
                 return Box::new(async { Err(Error::HttpRequestDenied) });
             }
         };
@@ -275,14 +290,36 @@ impl WasiHttpHooks for HttpGate {
             between_bytes_timeout: within(options.between_bytes_timeout),
         };
         tracing::debug!(service, url = %target, method = %request.method(), "outgoing HTTP request");
+        let refused = self.refused.clone();
+        let service = self.service.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            let lookup_within = options.connect_timeout.unwrap_or(left);
+            let addresses = match outbound::destinations(&target.host, target.port, lookup_within)
+                .await
+            {
+                Ok(addresses) => addresses,
+                Err(unroutable) => {
+                    let reason = unroutable.reason();
+                    let url = request.uri();
+                    let service = service.name.as_str();
+                    return Err(match unroutable {
+                        Unroutable::Lookup(_) => {
+                            tracing::debug!(service, %url, "outgoing HTTP request: {reason}");
+                            Error::DnsError {
+                                rcode: None,
+                                info_code: None,
+                            }
+                        }
+                        Unroutable::Prohibited(_) => {
+                            tracing::warn!(service, %url, "outgoing HTTP request refused: {reason}");
+                            let what = format!("HTTP {} {url}: {reason}", request.method());
+                            note_refusal(&refused, what);
+                            Error::DestinationIpProhibited
+                        }
+                    });
+                }
+            };
+            outbound::send(request, Route { target, addresses }, options).await
         })
     }
 
@@ -406,7 +443,8 @@ pub struct CallContext {
 
 impl CallContext {
     /// Prepares grants: creates granted directories (through cap-std, so a
-    /// relative path cannot leave its root), resolves granted hosts and
+    /// relative path cannot leave its root), resolves granted hosts (a host
+    /// name to addresses on the internet only, see [`super::outbound`]) and
     /// names the granted feeds, read from `feed_source`.
     pub async fn prepare(
         service: ServiceIdentity,
@@ -440,11 +478,11 @@ impl CallContext {
         }
         let mut addresses = HashSet::new();
         for net in &grants.net {
-            let resolved = tokio::net::lookup_host((net.host.as_str(), net.port))
+            let resolved = outbound::destinations(&net.host, net.port, RESOLVE_WITHIN)
                 .await
                 .map_err(|e| SandboxError::Resolve {
                     host: net.host.clone(),
-                    reason: e.to_string(),
+                    reason: e.reason().to_owned(),
                 })?;
             for address in resolved {
                 addresses.insert((net.protocol, address));
@@ -530,7 +568,7 @@ impl CallContext {
             deadline: Instant::now() + self.grants.limits.time_per_call,
             requests: 0,
             body_chunk: MAX_HTTP_BODY_CHUNK.min(self.max_memory),
-            refused: Vec::new(),
+            refused: Arc::default(),
         };
         Ok(HostState {
             wasi: builder.build(),

@@ -19,6 +19,7 @@ pub mod audit;
 pub mod caps;
 pub mod engine;
 pub mod executor;
+mod outbound;
 pub mod wit;
 
 use std::path::PathBuf;
