@@ -86,16 +86,24 @@ impl Partials {
 
     /// The saved download of package `id` (component hash `root`, `size`
     /// bytes), with the blocks that verify again; a fresh one otherwise.
+    /// Each saved file is read only if it has the length a download of
+    /// this package gives it (a huge or truncated file costs nothing).
     pub(crate) fn resume(&self, id: &ContentId, root: blake3::Hash, size: u64) -> Download {
+        let fresh = Download::new(root, size);
         let dir = self.dir_of(id);
-        let read = |name: &str| std::fs::read(dir.join(name)).ok();
-        let (Some(data), Some(held), Some(tree)) = (read("data"), read("held"), read("tree"))
-        else {
-            return Download::new(root, size);
-        };
         let blocks = crate::blocks::block_count(size);
+        let tree_len = fresh.parts().1.len() as u64;
+        let held_len = Bitmap::wire_len(blocks) as u64;
+        let read = |name: &str, len: u64| read_exactly(&dir.join(name), len);
+        let (Some(data), Some(held), Some(tree)) = (
+            read("data", size),
+            read("held", held_len),
+            read("tree", tree_len),
+        ) else {
+            return fresh;
+        };
         let Some(held) = Bitmap::decode(&held, blocks) else {
-            return Download::new(root, size);
+            return fresh;
         };
         let download = Download::restore(root, size, data, tree, &held);
         if download.received() > 0 {
@@ -196,6 +204,20 @@ impl Partials {
     }
 }
 
+/// The bytes of `path` if it is a regular file of exactly `len` bytes
+/// (checked on the open file before anything is read).
+fn read_exactly(path: &Path, len: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() != len {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).ok()?);
+    Read::take(&mut file, len).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 == len).then_some(bytes)
+}
+
 fn remove_dir(dir: &Path) -> bool {
     std::fs::remove_dir_all(dir).is_ok()
 }
@@ -216,6 +238,59 @@ mod tests {
             file.set_modified(touched).unwrap();
         }
         dir
+    }
+
+    /// Bytes this process has read so far (`rchar` of `/proc/self/io`).
+    fn bytes_read() -> u64 {
+        std::fs::read_to_string("/proc/self/io")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// A saved download is read only if its files have the lengths this
+    /// package gives them: a `data` file grown to 2 GiB (sparse: it costs
+    /// no disk) is not read into memory, and nothing resumes.
+    #[test]
+    fn a_saved_download_with_files_of_the_wrong_length_is_not_read() {
+        let root = tempfile::tempdir().unwrap();
+        let partials = Partials::new(root.path().to_owned(), Duration::from_secs(60), u64::MAX);
+        let component: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let hash = blake3::hash(&component);
+        let size = component.len() as u64;
+        let tree = crate::blocks::outboard(&component);
+        let id = ContentId([9; 32]);
+        let mut download = Download::new(hash, size);
+        let encoded = crate::blocks::encode(&component, &tree, 0, 3).unwrap();
+        download.accept(0, 3, size, &encoded).unwrap();
+        partials.save(&id, &download, 0, 3);
+        assert_eq!(partials.resume(&id, hash, size).received(), 3 * BLOCK_SIZE);
+
+        let data = partials.dir_of(&id).join("data");
+        std::fs::File::options()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(2 << 30)
+            .unwrap();
+        let before = bytes_read();
+        assert_eq!(partials.resume(&id, hash, size).received(), 0);
+        let read = bytes_read() - before;
+        // (Other tests of this process read meanwhile, but not gigabytes.)
+        assert!(read < 256 << 20, "{read} bytes read");
+        // Too short a tree or bitmap resumes nothing either.
+        std::fs::File::options()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        assert_eq!(partials.resume(&id, hash, size).received(), 3 * BLOCK_SIZE);
+        std::fs::write(partials.dir_of(&id).join("held"), [0xff; 1000]).unwrap();
+        assert_eq!(partials.resume(&id, hash, size).received(), 0);
     }
 
     #[test]
