@@ -1,6 +1,7 @@
-//! A small mutation fuzzer that runs on the stable toolchain, for the
-//! parsers that take bytes from outside: manifests, packages, adverts, wire
-//! messages, WAVE calls and control requests.
+//! A small mutation fuzzer that runs on the stable toolchain, for the fuzz
+//! targets of `fuzz/targets` (the parsers and checks that take bytes from
+//! outside). The coverage-guided runs are cargo-fuzz's (`./run fuzz`); this
+//! one is the short smoke run of `./run test`.
 //!
 //! Each target starts from real inputs (its seeds) and mutates them: bit
 //! flips, interesting bytes and lengths, insertions, deletions, repeated and
@@ -214,24 +215,6 @@ fn mutate_once(input: &mut Vec<u8>, corpus: &[Vec<u8>], rng: &mut StdRng) {
         _ => {
             let i = at(rng);
             input.insert(i.min(input.len()), rng.r#gen());
-        }
-    }
-}
-
-/// The outcome class of a result: `ok`, or the error's kind (its Debug
-/// text up to the first character that is not a letter, `_` or `(`, so
-/// that numbers and names in the error do not make new classes).
-pub fn class<T, E: std::fmt::Debug>(result: &Result<T, E>) -> String {
-    match result {
-        Ok(_) => "ok".into(),
-        Err(e) => {
-            let text = format!("{e:?}");
-            let kind: String = text
-                .chars()
-                .take_while(|c| c.is_alphabetic() || *c == '(' || *c == '_')
-                .take(48)
-                .collect();
-            format!("err {kind}")
         }
     }
 }

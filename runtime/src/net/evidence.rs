@@ -342,6 +342,36 @@ impl Evaluation {
     }
 }
 
+/// An advisor's answer about `provider`, for `service`, checked whole: each
+/// evaluation opens ([`Evaluation::open`]), is about that provider and
+/// service, is the advisor's own (it was the receipt's consumer), and no
+/// receipt comes twice. The first evaluation that fails spoils the answer.
+pub fn check_advice(
+    service: &str,
+    provider: &PeerId,
+    advisor: &PeerId,
+    evaluations: &[serde_bytes::ByteBuf],
+    now_ms: u64,
+) -> Result<Vec<Opened>, String> {
+    let mut opened = Vec::with_capacity(evaluations.len());
+    let mut seen = std::collections::HashSet::new();
+    for bytes in evaluations {
+        let one = Evaluation::open(bytes, now_ms).map_err(|e| e.to_string())?;
+        let receipt = &one.receipt;
+        if receipt.provider != *provider || receipt.service != service {
+            return Err("an evaluation of another provider or service".into());
+        }
+        if one.consumer() != *advisor {
+            return Err("an evaluation that is not the advisor's own".into());
+        }
+        if !seen.insert((receipt.call, receipt.result, receipt.at_ms)) {
+            return Err("the same receipt twice".into());
+        }
+        opened.push(one);
+    }
+    Ok(opened)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

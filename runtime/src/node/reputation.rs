@@ -58,7 +58,7 @@ use super::events::{Events, NodeEvent};
 use super::services::Services;
 use crate::ip::NetGroup;
 use crate::limit::{Rate, Tiered, TieredRates};
-use crate::net::evidence::{Evaluation, MAX_CLOCK_SKEW_MS, Receipt};
+use crate::net::evidence::{Evaluation, MAX_CLOCK_SKEW_MS, Receipt, check_advice};
 use crate::net::protocol::{
     AdvertRequest, AdvertResponse, AdviceRequest, AdviceResponse, InvokeRequest, InvokeResponse,
     MAX_ADVICE_EVALUATIONS,
@@ -788,33 +788,19 @@ impl Reputations {
         if evaluations.is_empty() {
             return Ok(false);
         }
-        let now_ms = now_ms();
-        let mut scores = Vec::with_capacity(evaluations.len());
-        let mut newest = 0;
-        let mut seen = HashSet::new();
-        for bytes in evaluations {
-            let opened = Evaluation::open(bytes, now_ms).map_err(|e| e.to_string())?;
-            let receipt = &opened.receipt;
-            if receipt.provider != provider || receipt.service != service {
-                return Err("an evaluation of another provider or service".into());
-            }
-            if opened.consumer() != advisor {
-                return Err("an evaluation that is not the advisor's own".into());
-            }
-            if !seen.insert((receipt.call, receipt.result, receipt.at_ms)) {
-                return Err("the same receipt twice".into());
-            }
-            newest = newest.max(receipt.at_ms);
-            scores.push((
-                receipt.at_ms,
-                Rating {
-                    timeliness: opened.evaluation.timeliness,
+        let opened = check_advice(service, &provider, &advisor, evaluations, now_ms())?;
+        let newest = opened.iter().map(|o| o.receipt.at_ms).max().unwrap_or(0);
+        let scores: Vec<(u64, f64)> = opened
+            .iter()
+            .map(|o| {
+                let rating = Rating {
+                    timeliness: o.evaluation.timeliness,
                     available: true,
-                    accurate: opened.evaluation.accurate,
-                }
-                .score(),
-            ));
-        }
+                    accurate: o.evaluation.accurate,
+                };
+                (o.receipt.at_ms, rating.score())
+            })
+            .collect();
         let now = Instant::now();
         let mut state = self.state.lock().expect("reputation lock");
         let key = (service.to_owned(), provider, advisor);

@@ -160,6 +160,12 @@ impl SecretKey {
         Self(SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
+    /// The key made from a fixed 32-byte seed (the same seed always gives
+    /// the same key: for reproducible fixtures, never for real secrets).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(seed))
+    }
+
     /// The matching public key.
     pub fn public(&self) -> PublisherKey {
         PublisherKey(self.0.verifying_key())
