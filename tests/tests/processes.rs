@@ -826,3 +826,57 @@ fn a_node_killed_mid_download_resumes_from_its_verified_blocks() {
         "the saved blocks are gone once the package is stored"
     );
 }
+
+/// The control socket's first line, from a client that sends `request`
+/// (or nothing) and then waits.
+fn control_reply(socket: &Path, request: Option<&[u8]>) -> (String, Duration) {
+    use std::io::{BufRead, Write};
+    let started = Instant::now();
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    if let Some(request) = request {
+        stream.write_all(request).unwrap();
+    }
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .unwrap();
+    (line, started.elapsed())
+}
+
+/// Whatever a client sends, or fails to send, gets an answer: bytes that
+/// are not UTF-8, a request that never comes (after 10 s), one client too
+/// many (at once); the operator's next command still works.
+#[test]
+fn the_control_socket_answers_bad_late_and_surplus_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_packages_and_policy(dir);
+    let node = NodeProcess::start(dir, "controlled", &["--policy", "policy.toml"]);
+    let socket = Path::new(node.data_dir()).join("control.sock");
+
+    let (reply, _) = control_reply(&socket, Some(b"\xff\xfe\"Status\"\n"));
+    assert!(reply.contains("not UTF-8"), "{reply}");
+
+    // 64 clients that connect and send nothing hold every slot...
+    let idle: Vec<_> = (0..64)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || control_reply(&socket, None))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let (reply, took) = control_reply(&socket, Some(b"\"Status\"\n"));
+    assert!(reply.contains("64 control connections"), "{reply}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // ... until their 10 s are up: each is told, and closed.
+    for client in idle {
+        let (reply, took) = client.join().unwrap();
+        assert!(reply.contains("no request within 10 s"), "{reply}");
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
+    let status = sp2a_ok(dir, &["status", "--data-dir", node.data_dir()]);
+    assert!(status.contains("peer"), "{status}");
+}

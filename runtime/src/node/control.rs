@@ -4,8 +4,12 @@
 //! speak the network protocols, within the node's policy.
 //!
 //! Protocol: the client writes one JSON [`ControlRequest`] line (at most
-//! 64 KiB); the node answers with JSON [`ControlReply`] lines, any number of
-//! `Progress` lines and then exactly one final reply, and closes.
+//! 64 KiB, within 10 s of connecting); the node answers with JSON
+//! [`ControlReply`] lines, any number of `Progress` lines and then exactly
+//! one final reply, and closes. A request that is late, too long, not UTF-8
+//! or not a request gets an `Error` reply saying so; at most 64
+//! connections are served at once, and one beyond them gets an `Error` at
+//! once.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +21,10 @@ use tokio::net::{UnixListener, UnixStream};
 use super::{Node, Status};
 
 const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a client may take to send its request.
+pub const REQUEST_WITHIN: Duration = Duration::from_secs(10);
+/// Control connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// The socket of the node whose data directory is `data_dir`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -119,13 +127,24 @@ pub async fn serve(node: Node, data_dir: &Path) -> std::io::Result<tokio::task::
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
+    let serving = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((mut stream, _)) = listener.accept().await else {
                 break;
+            };
+            let Ok(permit) = serving.clone().try_acquire_owned() else {
+                let busy = ControlReply::Error(format!(
+                    "the node is serving {MAX_CONNECTIONS} control connections already"
+                ));
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(REQUEST_WITHIN, send(&mut stream, &busy)).await;
+                });
+                continue;
             };
             let node = node.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 if let Err(e) = handle(node, stream).await {
                     tracing::debug!(error = %e, "control connection failed");
                 }
@@ -143,21 +162,29 @@ async fn send(
     stream.write_all(&line).await
 }
 
+/// The request a client sent, or what was wrong with it.
+async fn read_request(read: impl tokio::io::AsyncRead + Unpin) -> Result<ControlRequest, String> {
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    let reading = reader.read_until(b'\n', &mut line);
+    match tokio::time::timeout(REQUEST_WITHIN, reading).await {
+        Err(_) => return Err(format!("no request within {} s", REQUEST_WITHIN.as_secs())),
+        Ok(Err(e)) => return Err(format!("cannot read the request: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    if line.last() != Some(&b'\n') && line.len() as u64 == MAX_REQUEST {
+        return Err(format!("a request longer than {} KiB", MAX_REQUEST / 1024));
+    }
+    let line =
+        std::str::from_utf8(&line).map_err(|e| format!("a request that is not UTF-8: {e}"))?;
+    serde_json::from_str(line).map_err(|e| format!("bad control request: {e}"))
+}
+
 async fn handle(node: Node, stream: UnixStream) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .await?;
-    let request: ControlRequest = match serde_json::from_str(&line) {
+    let request = match read_request(read).await {
         Ok(request) => request,
-        Err(e) => {
-            return send(
-                &mut write,
-                &ControlReply::Error(format!("bad control request: {e}")),
-            )
-            .await;
-        }
+        Err(reason) => return send(&mut write, &ControlReply::Error(reason)).await,
     };
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel(16);
     let work = execute(&node, request, move |reply| {
