@@ -56,12 +56,19 @@ pub enum Source {
     Local,
 }
 
+/// Refuted addresses remembered: they come from what peers say they see
+/// this node at, so a peer could make up any number. The oldest go first.
+pub const MAX_REFUTED: usize = 32;
+/// Longest reason kept with a refuted address.
+const MAX_REASON: usize = 256;
+
 /// The reachability core.
 #[derive(Debug, Default)]
 pub struct Reach {
     confirmed: BTreeMap<Multiaddr, Source>,
-    /// Address and why (the server's answer).
-    refuted: BTreeMap<Multiaddr, String>,
+    /// Address, and when (a sequence number) and why (the server's answer).
+    refuted: BTreeMap<Multiaddr, (u64, String)>,
+    refutations: u64,
     /// This node's relayed addresses (reservations accepted).
     relayed: BTreeSet<Multiaddr>,
 }
@@ -98,8 +105,9 @@ impl Reach {
         self.confirmed.get(address).copied()
     }
 
+    /// The newest [`MAX_REFUTED`] refuted addresses, with why.
     pub fn refuted(&self) -> impl Iterator<Item = (&Multiaddr, &str)> {
-        self.refuted.iter().map(|(a, why)| (a, why.as_str()))
+        self.refuted.iter().map(|(a, (_, why))| (a, why.as_str()))
     }
 
     pub fn relayed(&self) -> impl Iterator<Item = &Multiaddr> {
@@ -160,7 +168,26 @@ impl Reach {
             }
             None => None,
         };
-        self.refuted.insert(address, why);
+        self.refutations += 1;
+        let mut why = why;
+        if why.len() > MAX_REASON {
+            let mut end = MAX_REASON;
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            why.truncate(end);
+        }
+        self.refuted.insert(address, (self.refutations, why));
+        if self.refuted.len() > MAX_REFUTED {
+            let oldest = self
+                .refuted
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(a, _)| a.clone());
+            if let Some(oldest) = oldest {
+                self.refuted.remove(&oldest);
+            }
+        }
         let advertised = withdraw.is_some();
         self.changed(was, withdraw, advertised)
     }
@@ -183,6 +210,21 @@ mod tests {
     }
 
     const RELAYED: &str = "/ip4/203.0.113.10/tcp/4001/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp/p2p-circuit";
+
+    #[test]
+    fn refuted_addresses_peers_make_up_are_bounded() {
+        let mut reach = Reach::default();
+        for port in 1..=10_000u16 {
+            let address = a(&format!("/ip4/203.0.113.2/tcp/{port}"));
+            reach.refute(address, "x".repeat(10_000));
+        }
+        assert_eq!(reach.refuted().count(), MAX_REFUTED);
+        assert!(reach.refuted().all(|(_, why)| why.len() <= MAX_REASON));
+        // The newest are kept.
+        let newest = a("/ip4/203.0.113.2/tcp/10000");
+        assert!(reach.refuted().any(|(address, _)| *address == newest));
+        assert_eq!(reach.reachability(), Reachability::Private);
+    }
 
     #[test]
     fn a_refuted_test_makes_a_node_private_and_a_confirmed_one_public() {
