@@ -409,19 +409,54 @@ fn the_symmetric_home_pulls_small_packages_through_the_relay_and_large_ones_from
     assert!(!stdout.contains(&format!("from {a_id}")), "{stdout}");
 }
 
+/// Bulk transfer goes over direct connections, whatever the asker would
+/// take: with a relay that carries anything (as one an attacker runs
+/// would) and a downloader that would take 8 MiB through it, the
+/// provider still serves the 2 MB package's blocks only on direct
+/// connections, and counts what it refused.
 #[test]
-fn a_relay_closes_a_circuit_beyond_its_byte_limit() {
+fn a_provider_serves_large_packages_only_on_direct_connections() {
     let _turn = one_at_a_time();
-    let internet = Internet::start("max-circuit-bytes = \"96 KiB\"");
+    let internet =
+        Internet::start("max-circuit-bytes = \"64 MiB\"\nmax-circuit-duration = \"10m\"");
     let dir = internet.dir();
-    // C would take the 2 MB package through a relay (the relay's limit is
-    // what stops it).
     std::fs::write(
         dir.join("c.toml"),
         "[pull]\ntimeout = \"20s\"\n[net]\nmax-relayed-download = \"8 MiB\"\ndirect-wait = \"1s\"\n",
     )
     .unwrap();
     let a = internet.home(0, &["--share", "stream.rps"]);
+    let c = internet.home(2, &["--config", "c.toml"]);
+    until_relayed(dir, &a);
+    until_announced(dir, &a);
+    let (ok, stdout, stderr) = pull(dir, &c, "stream");
+    assert!(!ok, "{stdout}\n{stderr}");
+    let counters = status(dir, &a)["counters"].clone();
+    assert!(
+        counters["relayed_refused"].as_u64() >= Some(1),
+        "{counters}"
+    );
+    assert_eq!(counters["blocks_served"], 0, "{counters}");
+}
+
+#[test]
+fn a_relay_closes_a_circuit_beyond_its_byte_limit() {
+    let _turn = one_at_a_time();
+    let internet = Internet::start("max-circuit-bytes = \"96 KiB\"");
+    let dir = internet.dir();
+    // C would take the 2 MB package through a relay, and A would serve it
+    // so (the relay's limit is what stops it).
+    std::fs::write(
+        dir.join("c.toml"),
+        "[pull]\ntimeout = \"20s\"\n[net]\nmax-relayed-download = \"8 MiB\"\ndirect-wait = \"1s\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("a.toml"),
+        "[net]\nmax-relayed-download = \"8 MiB\"\n",
+    )
+    .unwrap();
+    let a = internet.home(0, &["--share", "stream.rps", "--config", "a.toml"]);
     let c = internet.home(2, &["--config", "c.toml"]);
     until_relayed(dir, &a);
     until_announced(dir, &a);

@@ -59,6 +59,8 @@ pub enum InboundRequest {
     },
     Transfer {
         peer: PeerId,
+        /// It came through a relay.
+        relayed: bool,
         /// Names the request in [`Client::respond_transfer_holding`].
         id: InboundRequestId,
         request: TransferRequest,

@@ -1407,8 +1407,10 @@ impl EventLoop {
             settle(event, &mut self.pending_transfers, "transfer")
         {
             let span = self.request_span(connection, TRANSFER_PROTOCOL);
+            let relayed = self.connections.get(&connection).is_none_or(|c| c.relayed);
             self.hand_over(InboundRequest::Transfer {
                 peer,
+                relayed,
                 id,
                 request,
                 channel,

@@ -60,11 +60,12 @@ pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<Inbo
                     }
                     InboundRequest::Transfer {
                         peer,
+                        relayed,
                         id,
                         request,
                         channel,
                         ..
-                    } => match a.uploads.answer(peer, request).await {
+                    } => match a.uploads.answer(peer, relayed, request).await {
                         (response, Some(unwritten)) => {
                             let hold = Box::new(unwritten);
                             a.client

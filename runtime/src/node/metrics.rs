@@ -425,6 +425,11 @@ fn now_registry(status: &Status) -> Registry {
         "Bytes of blocks and proofs sent to other peers",
         counter(uploads.bytes_uploaded),
     );
+    registry.register(
+        "transfer_relayed_refused",
+        "Block requests refused because they came through a relay for a package larger than max-relayed-download",
+        counter(uploads.relayed_refused),
+    );
     registry
 }
 

@@ -214,6 +214,7 @@ impl Node {
         ));
         let uploads = Arc::new(Uploads::new(
             config.upload.clone(),
+            config.net.nat.max_relayed_download,
             client.clone(),
             services.clone(),
             events.clone(),

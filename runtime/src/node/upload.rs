@@ -74,6 +74,10 @@ pub struct Counters {
     /// Requests answered with blocks.
     #[serde(default)]
     pub answers_with_data: u64,
+    /// Block requests refused because they came through a relay for a
+    /// package larger than this node serves that way.
+    #[serde(default)]
+    pub relayed_refused: u64,
 }
 
 impl std::ops::AddAssign for Counters {
@@ -85,6 +89,7 @@ impl std::ops::AddAssign for Counters {
         self.busy += other.busy;
         self.queued += other.queued;
         self.answers_with_data += other.answers_with_data;
+        self.relayed_refused += other.relayed_refused;
     }
 }
 
@@ -97,6 +102,7 @@ struct Stats {
     busy: AtomicU64,
     queued: AtomicU64,
     answers_with_data: AtomicU64,
+    relayed_refused: AtomicU64,
 }
 
 /// A bounded map from package to something, forgotten wholesale when too
@@ -164,6 +170,8 @@ impl SentPerSecond {
 
 pub(crate) struct Uploads {
     config: UploadConfig,
+    /// The largest package served through relays (`[net] max-relayed-download`).
+    max_relayed: u64,
     client: Client,
     services: Arc<Services>,
     events: Events,
@@ -206,6 +214,7 @@ impl Drop for PartialOffer {
 impl Uploads {
     pub(crate) fn new(
         config: UploadConfig,
+        max_relayed: u64,
         client: Client,
         services: Arc<Services>,
         events: Events,
@@ -218,6 +227,7 @@ impl Uploads {
             uplink: config.rate.map(|rate| Mutex::new(Uplink::new(rate, now))),
             sent: Mutex::new(SentPerSecond::new(now)),
             config,
+            max_relayed,
             client,
             services,
             events,
@@ -259,6 +269,17 @@ impl Uploads {
             .cloned()
     }
 
+    /// Whether package `id` is larger than this node serves through relays
+    /// (or unknown here, so that nothing is served for it anyway).
+    fn too_large_to_relay(&self, id: &ContentId) -> bool {
+        let size = match self.source(id) {
+            Some(Source::Complete(provided)) => provided.package.advert().component_len(),
+            Some(Source::Partial(download)) => download.lock().expect("download lock").size(),
+            None => return false,
+        };
+        size > self.max_relayed
+    }
+
     /// What this node has served since it started.
     pub(crate) fn counters(&self) -> Counters {
         let s = &self.stats;
@@ -270,14 +291,21 @@ impl Uploads {
             busy: s.busy.load(Ordering::Relaxed),
             queued: s.queued.load(Ordering::Relaxed),
             answers_with_data: s.answers_with_data.load(Ordering::Relaxed),
+            relayed_refused: s.relayed_refused.load(Ordering::Relaxed),
         }
     }
 
-    /// Answers a peer's transfer request. An answer with data comes with
-    /// what it holds until it is written ([`Unwritten`]).
+    /// Answers a peer's transfer request (`relayed`: it came through a
+    /// relay). An answer with data comes with what it holds until it is
+    /// written ([`Unwritten`]). Through a relay, blocks are served only of
+    /// packages of at most `max_relayed` bytes (`[net]
+    /// max-relayed-download`), whatever the asker would take: bulk
+    /// transfer goes over direct connections, so a relay (perhaps the
+    /// asker's own, without limits) never carries whole components.
     pub(crate) async fn answer(
         &self,
         peer: PeerId,
+        relayed: bool,
         request: TransferRequest,
     ) -> (TransferResponse, Option<Unwritten>) {
         self.stats.transfer_requests.fetch_add(1, Ordering::Relaxed);
@@ -294,6 +322,13 @@ impl Uploads {
                     self.stats.have_requests.fetch_add(1, Ordering::Relaxed);
                     let peers = self.exchange_peers(&id, peer, MAX_PEX_PEERS);
                     (self.answer_have(&id, peers), None)
+                }
+                TransferRequest::Blocks { .. } | TransferRequest::Want { .. }
+                    if relayed && self.too_large_to_relay(&id) =>
+                {
+                    self.stats.relayed_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("blocks asked through a relay, of a package larger than this node serves that way");
+                    (TransferResponse::NotFound, None)
                 }
                 TransferRequest::Blocks {
                     first_block,
