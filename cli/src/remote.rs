@@ -437,4 +437,19 @@ fn print_reach(status: &sp2a::node::Status) {
     for c in &status.connections {
         println!("  {} {} {} {}", c.path, c.direction, c.peer, c.remote);
     }
+    if !status.gossip_penalised.is_empty() {
+        let graylisted = status
+            .gossip_penalised
+            .iter()
+            .filter(|p| p.graylisted)
+            .count();
+        println!(
+            "gossip    {} peer(s) penalised for invalid messages, {graylisted} graylisted",
+            status.gossip_penalised.len()
+        );
+        for p in &status.gossip_penalised {
+            let state = if p.graylisted { "graylisted" } else { "pruned" };
+            println!("  {state} {} (score {:.0})", p.peer, p.score);
+        }
+    }
 }

@@ -246,3 +246,105 @@ async fn a_feed_reaches_its_providers_and_a_forged_segment_is_never_served() {
     })
     .await;
 }
+
+/// A provider with the feed flowing from its source: (provider, source's
+/// publisher, the feed's topic). The source publishes until the provider
+/// serves a segment.
+async fn feed_flowing(
+    net: &mut TestNet,
+    source: &Node,
+    feed: &mut sp2a::node::FeedSource,
+    source_public: &PublisherKey,
+) -> (Node, String) {
+    let bootstrap = [address(source).await];
+    let dir = net.dir();
+    let config = net.config(dir);
+    let root = net.dir();
+    let policy = live_policy(&net.key, &root);
+    let package = pack(component("live"), &live_manifest(source_public), &net.key).unwrap();
+    let provider = net.start(config, policy, &bootstrap).await;
+    provider.share(package.into_inner()).await.unwrap();
+    loop {
+        let index = feed.publish(b"first segment".to_vec()).await.unwrap();
+        let served = tokio::time::timeout(
+            Duration::from_millis(300),
+            until_served(
+                &provider,
+                &format!("segment-hex({index}, 5)"),
+                r#"ok("6669727374")"#,
+            ),
+        )
+        .await;
+        if served.is_ok() {
+            break;
+        }
+    }
+    let topic = sp2a::net::protocol::feed_topic("live", &source_public.to_bytes());
+    (provider, topic)
+}
+
+/// A peer that floods a feed's topic with 1,000 forged segments is
+/// penalised by gossipsub's scoring: pruned, then graylisted, so the
+/// provider checks only the first few of them; the real source's
+/// segments still arrive.
+#[tokio::test]
+async fn a_peer_flooding_a_feed_with_forged_segments_is_graylisted() {
+    within(120, async {
+        let mut net = TestNet::new();
+        let source_key = SecretKey::generate();
+        let source_public = source_key.public();
+        let source = net.node(&[]).await;
+        let mut feed = source.feed_source("live", source_key, 0).await.unwrap();
+        let (provider, topic) = feed_flowing(&mut net, &source, &mut feed, &source_public).await;
+
+        let flooder = net.node(&[address(&source).await]).await;
+        flooder.dial(address(&provider).await).await.unwrap();
+        flooder.client().subscribe(topic.clone()).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let forger_key = SecretKey::generate();
+        for index in 0..1000u64 {
+            let forged = Segment::sign(
+                &forger_key,
+                "live",
+                1_000_000 + index,
+                0,
+                b"forged".to_vec(),
+            )
+            .unwrap();
+            flooder
+                .client()
+                .publish(topic.clone(), forged.encode())
+                .await;
+            if index % 50 == 49 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        let status = provider.status().await;
+        let refused = status.feeds[0].refused;
+        assert!(
+            refused >= 1 && refused < 100,
+            "{refused} of 1000 forged segments checked"
+        );
+        let flooder_id = flooder.peer_id().to_string();
+        let penalty = status
+            .gossip_penalised
+            .iter()
+            .find(|p| p.peer == flooder_id)
+            .unwrap_or_else(|| panic!("{:?}", status.gossip_penalised));
+        eprintln!("{refused} of 1000 forged segments checked; the flooder: {penalty:?}");
+        assert!(penalty.graylisted, "{penalty:?}");
+        // The source was not penalised, and its segments still arrive.
+        let source_id = source.peer_id().to_string();
+        assert!(status.gossip_penalised.iter().all(|p| p.peer != source_id));
+        let index = feed.publish(b"second segment".to_vec()).await.unwrap();
+        until_served(
+            &provider,
+            &format!("segment-hex({index}, 6)"),
+            r#"ok("7365636f6e64")"#,
+        )
+        .await;
+    })
+    .await;
+}

@@ -372,10 +372,13 @@ impl Behaviour {
             .heartbeat_interval(Duration::from_secs(1))
             .flood_publish(false)
             .build()?;
-        let gossip = gossipsub::Behaviour::new(
+        let mut gossip = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossip_config,
         )?;
+        // Peers that send invalid messages lose gossip, their place in the
+        // mesh, then every hearing (see `scoring`).
+        gossip.with_peer_score(super::scoring::peer_params(), super::scoring::thresholds())?;
         let nat = &config.nat;
         let relay = nat.relay_server.then(|| {
             let server = relay::Behaviour::new(peer_id, nat.relay.to_libp2p());

@@ -144,6 +144,10 @@ pub struct NetInfo {
     pub relay_reservations: usize,
     pub relay_circuits: usize,
     pub relay_circuits_closed: u64,
+    /// Connected peers whose gossipsub score is negative, lowest first:
+    /// pruned from the meshes, and below
+    /// [`super::scoring::thresholds`]' graylist threshold not heard at all.
+    pub gossip_penalised: Vec<(PeerId, f64)>,
 }
 
 /// One open connection.

@@ -535,6 +535,10 @@ impl EventLoop {
                 if let Err(e) = behaviour.gossip.subscribe(&topic) {
                     tracing::warn!(%topic, error = %e, "cannot subscribe");
                 }
+                // Scored from the first message (the parameters are set).
+                let _ = behaviour
+                    .gossip
+                    .set_topic_params(topic, super::scoring::topic_params());
             }
             Command::Unsubscribe { topic } => {
                 behaviour
@@ -582,6 +586,15 @@ impl EventLoop {
                         outbound: c.dialer,
                     })
                     .collect();
+                let mut gossip_penalised: Vec<(PeerId, f64)> = self
+                    .swarm
+                    .connected_peers()
+                    .filter_map(|p| {
+                        let score = self.swarm.behaviour().gossip.peer_score(p)?;
+                        (score < 0.0).then_some((*p, score))
+                    })
+                    .collect();
+                gossip_penalised.sort_by(|a, b| a.1.total_cmp(&b.1));
                 let source = |s: reach::Source| match s {
                     reach::Source::AutoNat => "autonat",
                     reach::Source::Upnp => "upnp",
@@ -612,6 +625,7 @@ impl EventLoop {
                     relay_reservations: self.relay_served.len(),
                     relay_circuits: self.relay_circuits,
                     relay_circuits_closed: self.relay_circuits_closed,
+                    gossip_penalised,
                 });
             }
             Command::Shutdown { reply } => {

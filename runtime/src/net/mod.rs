@@ -22,6 +22,7 @@ pub mod paths;
 pub mod protocol;
 pub mod reach;
 pub mod records;
+pub mod scoring;
 pub mod upkeep;
 
 use std::path::Path;

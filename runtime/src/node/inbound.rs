@@ -113,7 +113,7 @@ pub(crate) async fn serve(answerers: Answerers, mut inbound: mpsc::Receiver<Inbo
                         let verdict = if FeedRole::handles(&topic) {
                             a.feeds.received(source, &topic, &data)
                         } else {
-                            a.replication.received(source, &topic, &data).await
+                            a.replication.received(source, via, &topic, &data).await
                         };
                         a.client.validate(id, via, verdict).await;
                     }

@@ -68,8 +68,8 @@ pub use report::{Objection, PackageReport, audit_package};
 pub use reputation::{ProviderStanding, ServiceStanding};
 pub use services::Provided;
 pub use status::{
-    AnnouncementStatus, ConnectionStatus, Counters, ReachStatus, ServiceStatus, Status,
-    TransferStatus,
+    AnnouncementStatus, ConnectionStatus, Counters, GossipPenalty, ReachStatus, ServiceStatus,
+    Status, TransferStatus,
 };
 
 use crate::net::{self, Client, DialError, PeerId};
@@ -578,6 +578,20 @@ impl Node {
                         .collect();
                     connections.sort_by(|a, b| (&a.peer, &a.remote).cmp(&(&b.peer, &b.remote)));
                     connections
+                })
+                .unwrap_or_default(),
+            gossip_penalised: info
+                .as_ref()
+                .map(|i| {
+                    let graylist = crate::net::scoring::thresholds().graylist_threshold;
+                    i.gossip_penalised
+                        .iter()
+                        .map(|(peer, score)| GossipPenalty {
+                            peer: peer.to_string(),
+                            score: *score,
+                            graylisted: *score < graylist,
+                        })
+                        .collect()
                 })
                 .unwrap_or_default(),
         }

@@ -137,6 +137,8 @@ enum Verdict {
     Ignore(&'static str),
     /// Invalid: dropped, and its relay penalised.
     Reject(String),
+    /// By an author shown not to provide the service (lately).
+    Stranger,
     /// Its author must be shown to provide the service first.
     Check(LoadReport),
 }
@@ -214,7 +216,7 @@ impl Group {
             .get(&source)
             .is_some_and(|at| now.saturating_duration_since(*at) < STRANGER_TTL)
         {
-            return Verdict::Reject("its author was shown not to provide the service".into());
+            return Verdict::Stranger;
         }
         let member = self.members.get(&source).is_some_and(|(at, id)| {
             now.saturating_duration_since(*at) < MEMBER_TTL && id.0 == report.content_id
@@ -551,14 +553,24 @@ impl Replication {
         }
     }
 
-    /// A gossip message on one of this node's topics: the verdict that
-    /// decides whether gossipsub delivers and forwards it.
+    /// A gossip message on one of this node's topics, by `source`, from
+    /// `via`: the verdict that decides whether gossipsub delivers and
+    /// forwards it (and whether it penalises `via`).
     pub(crate) async fn received(
         &self,
         source: PeerId,
+        via: PeerId,
         topic: &str,
         data: &[u8],
     ) -> MessageAcceptance {
+        // A report whose author this node does not take for a provider is
+        // invalid in this node's view only: rejected (and its sender
+        // penalised) when the author sent it, ignored when another peer,
+        // whose lookups may list the author, relayed it.
+        let not_a_provider = match source == via {
+            true => MessageAcceptance::Reject,
+            false => MessageAcceptance::Ignore,
+        };
         let now = Instant::now();
         let gap = self.config.report_every / 2;
         let (report, name, publisher) = {
@@ -578,6 +590,10 @@ impl Replication {
                 Verdict::Reject(why) => {
                     tracing::debug!(%source, service = %group.name, %why, "load report refused");
                     return group.count(MessageAcceptance::Reject);
+                }
+                Verdict::Stranger => {
+                    tracing::debug!(%source, service = %group.name, "load report refused: its author was shown not to provide the service");
+                    return group.count(not_a_provider);
                 }
                 // Not among the providers of the last lookup (a replica that
                 // just started, or a stranger): a lookup of all the providers
@@ -605,7 +621,7 @@ impl Replication {
         if let Err(why) = shown {
             tracing::info!(%source, service = %name, %why, "load report refused: its author does not provide the service");
             group.stranger(source, now);
-            return group.count(MessageAcceptance::Reject);
+            return group.count(not_a_provider);
         }
         if group.members.len() >= MAX_SOURCES {
             group
@@ -895,7 +911,7 @@ mod tests {
                 ms + 1000,
                 GAP
             ),
-            Verdict::Reject(_)
+            Verdict::Stranger
         ));
         let later = t0 + STRANGER_TTL;
         assert!(matches!(

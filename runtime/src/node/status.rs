@@ -33,6 +33,19 @@ pub struct Status {
     /// Every open connection, direct or through a relay.
     #[serde(default)]
     pub connections: Vec<ConnectionStatus>,
+    /// Peers penalised for invalid gossip (a negative gossipsub score),
+    /// lowest first.
+    #[serde(default)]
+    pub gossip_penalised: Vec<GossipPenalty>,
+}
+
+/// A peer penalised by gossipsub's scoring.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GossipPenalty {
+    pub peer: String,
+    pub score: f64,
+    /// Below the graylist threshold: nothing it sends is read.
+    pub graylisted: bool,
 }
 
 /// Reachability, confirmed and relayed addresses, and relaying for others.
