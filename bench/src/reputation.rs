@@ -18,6 +18,14 @@
 //!   refuses counts that grow too fast (the core's `StuffingGuard`);
 //!   before choosing, a consumer fetches the 8 most recent advisors of
 //!   each candidate.
+//! * **Warrants:** a wrong answer a consumer catches becomes a warrant
+//!   (the provider's signed receipt of it), kept with the advice (the 8
+//!   newest per provider); a consumer that fetches a candidate's records
+//!   verifies each warrant it has not seen (in a node: against the
+//!   manifest's self-test vector, or by a re-run where it runs the
+//!   package; here every consumer can) and counts it as a wrong answer
+//!   caught itself (`Reputation::warrant`). Attackers cannot make one
+//!   against an honest provider: it never signed a wrong answer.
 //! * **Strategies,** run on the same world with the same seed: `random`,
 //!   `own` (the core with own experience only) and `safe` (the core with
 //!   advisors).
@@ -59,6 +67,8 @@ const CHECKED: f64 = 0.25;
 const KEPT: usize = 64;
 /// Advisor ids start here (providers count from 0).
 const CONSUMER_IDS: u32 = 1 << 24;
+/// Warrants the store keeps per provider (the newest).
+const WARRANTS_KEPT: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -135,6 +145,11 @@ pub struct Options {
     /// Share of choices given to newcomers.
     #[arg(long, default_value_t = 0.05)]
     exploration: f64,
+    /// Share of the consumers that can verify a warrant (in a node, those
+    /// that run the package, for a warrant from a re-run; every consumer
+    /// for one from a self-test vector).
+    #[arg(long, default_value_t = 1.0)]
+    verifiers: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Where the CSV and SVG files go.
@@ -291,6 +306,9 @@ impl World {
 /// behind the stuffing guard.
 struct Store {
     by_provider: HashMap<u32, VecDeque<(u32, Advice)>>,
+    /// Warrant ids per provider, newest last.
+    warrants: HashMap<u32, VecDeque<u64>>,
+    next_warrant: u64,
     /// The count last stored per (advisor, provider), kept after its
     /// record makes room for newer ones: what a new count is compared with.
     counts: HashMap<(u32, u32), f64>,
@@ -304,6 +322,8 @@ impl Store {
         let per_round = 1.0 / ROUND.as_secs_f64();
         Self {
             by_provider: HashMap::new(),
+            warrants: HashMap::new(),
+            next_warrant: 0,
             counts: HashMap::new(),
             guard: StuffingGuard::new(GuardParams {
                 pair_rate: per_round,
@@ -339,6 +359,20 @@ impl Store {
         if records.len() > KEPT {
             records.pop_front();
         }
+    }
+
+    /// A wrong answer of `provider`, caught: a warrant anyone can verify.
+    fn warrant(&mut self, provider: u32) {
+        let kept = self.warrants.entry(provider).or_default();
+        kept.push_back(self.next_warrant);
+        self.next_warrant += 1;
+        if kept.len() > WARRANTS_KEPT {
+            kept.pop_front();
+        }
+    }
+
+    fn warrants(&self, provider: u32) -> impl Iterator<Item = u64> + '_ {
+        self.warrants.get(&provider).into_iter().flatten().copied()
     }
 
     fn recent(&self, provider: u32) -> impl Iterator<Item = &(u32, Advice)> {
@@ -411,6 +445,12 @@ fn simulate(scenario: Scenario, strategy: Strategy, options: &Options) -> Run {
         .map(|_| Reputation::new(params.clone()))
         .collect();
     let mut store = Store::new();
+    // The warrants each consumer has verified already.
+    let mut verified: Vec<std::collections::HashSet<u64>> =
+        vec![Default::default(); options.consumers];
+    let verifies: Vec<bool> = (0..options.consumers)
+        .map(|c| (c as f64) >= (1.0 - options.verifiers) * options.consumers as f64)
+        .collect();
     let t0 = Instant::now();
     let total = options.warmup + options.rounds;
     let mut run = Run {
@@ -449,6 +489,13 @@ fn simulate(scenario: Scenario, strategy: Strategy, options: &Options) -> Run {
                         for (advisor, advice) in store.recent(*candidate) {
                             if *advisor != me {
                                 cores[c].advise(now, candidate, advisor, *advice);
+                            }
+                        }
+                        if verifies[c] {
+                            for warrant in store.warrants(*candidate) {
+                                if verified[c].insert(warrant) {
+                                    cores[c].warrant(now, candidate);
+                                }
                             }
                         }
                     }
@@ -491,6 +538,11 @@ fn simulate(scenario: Scenario, strategy: Strategy, options: &Options) -> Run {
             }
             match roles[c] {
                 Role::Honest => {
+                    if rating.accurate == Some(false) {
+                        // Caught: the wrong answer's receipt is a warrant.
+                        store.warrant(chosen);
+                        verified[c].insert(store.next_warrant - 1);
+                    }
                     if let Some(advice) = cores[c].advice_for(now, &chosen) {
                         store.publish(now, me, chosen, advice);
                     }
@@ -612,7 +664,7 @@ pub fn run(options: Options) -> anyhow::Result<std::process::ExitCode> {
     std::fs::create_dir_all(&options.out)?;
     println!(
         "{} consumers, {} providers ({:.0}% bad), {} warm-up and {} measured transactions per consumer, \
-         alpha {}, exploration {}, seed {}",
+         alpha {}, exploration {}, {:.0}% of the consumers verify warrants, seed {}",
         options.consumers,
         options.providers,
         options.bad * 100.0,
@@ -620,6 +672,7 @@ pub fn run(options: Options) -> anyhow::Result<std::process::ExitCode> {
         options.rounds,
         options.alpha,
         options.exploration,
+        options.verifiers * 100.0,
         options.seed
     );
     let scenarios: Vec<Scenario> = match options.scenario {
@@ -724,6 +777,7 @@ mod tests {
             rounds: 30,
             alpha: 8.0,
             exploration: 0.05,
+            verifiers: 1.0,
             seed: 3,
             out: PathBuf::new(),
         }

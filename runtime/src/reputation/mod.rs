@@ -11,7 +11,10 @@
 //! evidence about the provider. A wrong answer (a failed accuracy check)
 //! adds [`Params::wrong_weight`] bad evidence instead: a wrong answer is
 //! strong evidence. All evidence decays with [`Params::half_life`], so a
-//! provider that changes its behaviour is judged by what it does now.
+//! provider that changes its behaviour is judged by what it does now. A
+//! **warrant** ([`Reputation::warrant`]), a wrong answer another consumer
+//! caught and this one verified, counts the same: one catch warns every
+//! consumer it reaches.
 //!
 //! ## Reputation
 //!
@@ -316,9 +319,23 @@ impl<I: Clone + Ord> Reputation<I> {
     /// bad evidence; a right one adds nothing (the transaction counted as
     /// good already). Neither counts as another transaction.
     pub fn verdict(&mut self, now: Instant, provider: &I, right: bool) {
-        if right {
-            return;
+        if !right {
+            self.wrong(now, provider);
         }
+    }
+
+    /// A warrant against `provider`: a wrong answer of its that another
+    /// consumer caught and that this one verified (the provider's signed
+    /// receipt of the answer, against the manifest's expected result or a
+    /// re-run here). It is proof, not opinion, so it counts as a wrong
+    /// answer caught here ([`Params::wrong_weight`] bad evidence), whoever
+    /// brought it; it is not a transaction of this consumer's. The driver
+    /// gives each warrant once.
+    pub fn warrant(&mut self, now: Instant, provider: &I) {
+        self.wrong(now, provider);
+    }
+
+    fn wrong(&mut self, now: Instant, provider: &I) {
         let half_life = self.params.half_life;
         let wrong = self.params.wrong_weight;
         let own = self.own.entry(provider.clone()).or_insert(Own {
